@@ -1,0 +1,1 @@
+"""DNSSEC: algorithms, DNSKEY/DS, BIND key files, token-backed signing. Starts no processes."""

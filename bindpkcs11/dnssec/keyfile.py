@@ -1,0 +1,224 @@
+"""BIND key files (`K<zone>.+AAA+TTTTT.key` / `.private`) in BIND 9.18's own format.
+
+Token keys get a `.private` holding only what BIND 9.18 requires for an engine key (RSA: Modulus
+and PublicExponent) plus `Engine:` and `Label:`, each base64 of the string with its trailing NUL,
+exactly as BIND itself writes them. The PIN is never part of the label.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dns.name
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.DNSKEY
+
+from bindpkcs11.dnssec import algorithms
+from bindpkcs11.dnssec.dnskey import KSK_FLAGS, key_tag
+from bindpkcs11.errors import KeyDirUnwritable, KeyFileError
+from bindpkcs11.fileio import write_atomic
+from bindpkcs11.timespec import from_bind_timestamp, to_bind_timestamp, to_ctime
+
+TIMING_FIELDS = ("created", "publish", "activate", "revoke", "inactive", "delete")
+ENGINE_NAME = "pkcs11"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Key timing metadata (UNIX times); None means unset."""
+
+    created: int
+    publish: int | None = None
+    activate: int | None = None
+    revoke: int | None = None
+    inactive: int | None = None
+    delete: int | None = None
+
+    def items(self) -> list[tuple[str, int]]:
+        """(BIND tag, time) for every set field, in BIND's order."""
+        return [
+            (name.capitalize(), getattr(self, name))
+            for name in TIMING_FIELDS
+            if getattr(self, name) is not None
+        ]
+
+    def is_retired(self, now: int) -> bool:
+        """True once Inactive or Delete lies in the past: the key no longer signs."""
+        return any(t is not None and t <= now for t in (self.inactive, self.delete))
+
+
+@dataclass(frozen=True)
+class KeyPairFiles:
+    """A parsed key pair: where it is, its DNSKEY, timing and (for token keys) its label URI."""
+
+    key_path: Path
+    private_path: Path
+    zone: dns.name.Name
+    dnskey: "dns.rdtypes.ANY.DNSKEY.DNSKEY"
+    timing: Timing
+    label_uri: str | None = None
+    private_fields: dict[str, bytes] = field(default_factory=dict, repr=False)
+
+    @property
+    def tag(self) -> int:
+        return key_tag(self.dnskey)
+
+    @property
+    def role(self) -> str:
+        return "ksk" if self.dnskey.flags & 1 else "zsk"
+
+
+def base_name(zone: dns.name.Name, algorithm_number: int, tag: int) -> str:
+    """`K<zone>.+AAA+TTTTT`, BIND's file name stem."""
+    return f"K{zone.to_text()}+{algorithm_number:03d}+{tag:05d}"
+
+
+def check_writable(key_dir: Path) -> None:
+    """Fail before any key is generated if key files could not be written."""
+    try:
+        key_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise KeyDirUnwritable(f"cannot create key directory {key_dir}: {error.strerror}") from None
+    if not key_dir.is_dir() or not os.access(key_dir, os.W_OK | os.X_OK):
+        raise KeyDirUnwritable(
+            f"key directory {key_dir} is not writable: fix its permissions or pass --key-dir"
+        )
+
+
+def token_private_fields(dnskey: "dns.rdtypes.ANY.DNSKEY.DNSKEY", label_uri: str,
+                         modulus: int = 0, exponent: int = 0) -> list[tuple[str, bytes]]:
+    """The `.private` elements of a token key: public parts BIND needs, Engine, Label."""
+    fields: list[tuple[str, bytes]] = []
+    if algorithms.by_number(dnskey.algorithm).is_rsa:
+        fields.append(("Modulus", _int_bytes(modulus)))
+        fields.append(("PublicExponent", _int_bytes(exponent)))
+    fields.append(("Engine", ENGINE_NAME.encode() + b"\0"))
+    fields.append(("Label", label_uri.encode() + b"\0"))
+    return fields
+
+
+def write_key_pair(
+    key_dir: Path,
+    zone: dns.name.Name,
+    dnskey: "dns.rdtypes.ANY.DNSKEY.DNSKEY",
+    private_fields: list[tuple[str, bytes]],
+    timing: Timing,
+    ttl: int | None = None,
+) -> tuple[Path, Path]:
+    """Write `.private` (0600) then `.key` (0644); neither is left behind if the other fails."""
+    algorithm = algorithms.by_number(dnskey.algorithm)
+    stem = base_name(zone, algorithm.number, key_tag(dnskey))
+    key_path, private_path = key_dir / f"{stem}.key", key_dir / f"{stem}.private"
+    if key_path.exists() or private_path.exists():
+        raise KeyFileError(f"{key_path} already exists (key tag collision)")
+    try:
+        write_atomic(private_path, _private_text(algorithm, private_fields, timing), mode=0o600)
+        try:
+            write_atomic(key_path, _key_text(zone, dnskey, timing, ttl), mode=0o644)
+        except BaseException:
+            private_path.unlink(missing_ok=True)
+            raise
+    except PermissionError as error:
+        raise KeyDirUnwritable(f"cannot write key files in {key_dir}: {error.strerror}") from None
+    return key_path, private_path
+
+
+def _key_text(zone: dns.name.Name, dnskey, timing: Timing, ttl: int | None) -> str:
+    kind = "key-signing" if dnskey.flags & 1 else "zone-signing"
+    lines = [f"; This is a {kind} key, keyid {key_tag(dnskey)}, for {zone.to_text()}"]
+    for tag, value in timing.items():
+        lines.append(f"; {tag}: {to_bind_timestamp(value)} ({to_ctime(value)})")
+    key_b64 = base64.b64encode(dnskey.key).decode()
+    chunks = " ".join(key_b64[i:i + 56] for i in range(0, len(key_b64), 56))
+    ttl_text = f" {ttl}" if ttl is not None else ""
+    lines.append(
+        f"{zone.to_text()}{ttl_text} IN DNSKEY {dnskey.flags} {dnskey.protocol} "
+        f"{dnskey.algorithm} {chunks}"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _private_text(algorithm: algorithms.Algorithm, fields: list[tuple[str, bytes]], timing: Timing) -> str:
+    lines = ["Private-key-format: v1.3", f"Algorithm: {algorithm.number} ({algorithm.mnemonic})"]
+    lines += [f"{name}: {base64.b64encode(value).decode()}" for name, value in fields]
+    lines += [f"{tag}: {to_bind_timestamp(value)}" for tag, value in timing.items()]
+    return "\n".join(lines) + "\n"
+
+
+def read_key_pair(key_path: Path) -> KeyPairFiles:
+    """Parse a `.key` and its `.private` (timing comes from the `.private`, as BIND reads it)."""
+    key_path = Path(key_path)
+    private_path = key_path.with_suffix(".private")
+    try:
+        key_lines = key_path.read_text().splitlines()
+        private_lines = private_path.read_text().splitlines()
+    except OSError as error:
+        raise KeyFileError(f"cannot read key file {error.filename}: {error.strerror}") from None
+    zone, dnskey = _parse_dnskey_line(key_path, key_lines)
+    fields: dict[str, bytes] = {}
+    times: dict[str, int] = {}
+    for line in private_lines:
+        name, _, value = line.partition(":")
+        value = value.strip()
+        if name.lower() in TIMING_FIELDS:
+            times[name.lower()] = from_bind_timestamp(value)
+        elif name not in ("Private-key-format", "Algorithm") and value:
+            try:
+                fields[name] = base64.b64decode(value)
+            except ValueError:
+                continue
+    label = fields.get("Label")
+    timing = Timing(**{"created": 0, **times})
+    return KeyPairFiles(
+        key_path=key_path,
+        private_path=private_path,
+        zone=zone,
+        dnskey=dnskey,
+        timing=timing,
+        label_uri=label.rstrip(b"\0").decode() if label else None,
+        private_fields=fields,
+    )
+
+
+def _parse_dnskey_line(key_path: Path, lines: list[str]):
+    for line in lines:
+        text = line.split(";", 1)[0].strip()
+        if not text:
+            continue
+        parts = text.split()
+        try:
+            index = [p.upper() for p in parts].index("DNSKEY")
+            zone = dns.name.from_text(parts[0])
+            rdata = dns.rdata.from_text(
+                dns.rdataclass.IN, dns.rdatatype.DNSKEY, " ".join(parts[index + 1:])
+            )
+        except (ValueError, dns.exception.DNSException) as error:
+            raise KeyFileError(f"{key_path}: not a DNSKEY line: {error}") from None
+        return zone, rdata
+    raise KeyFileError(f"{key_path}: no DNSKEY record found")
+
+
+def key_pairs_in(key_dir: Path, zone: dns.name.Name | None = None) -> list[KeyPairFiles]:
+    """Every readable key pair in `key_dir` (optionally only those of `zone`)."""
+    pattern = f"K{zone.to_text()}+*.key" if zone else "K*.key"
+    pairs = []
+    for key_path in sorted(Path(key_dir).glob(pattern)):
+        if key_path.with_suffix(".private").exists():
+            try:
+                pairs.append(read_key_pair(key_path))
+            except KeyFileError:
+                continue
+    return pairs
+
+
+def is_ksk(dnskey) -> bool:
+    return dnskey.flags == KSK_FLAGS
+
+
+def _int_bytes(value: int) -> bytes:
+    return value.to_bytes((value.bit_length() + 7) // 8, "big")

@@ -1,0 +1,144 @@
+"""DNSSEC key generation, on a token or in software, written out as BIND key files."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dns.name
+
+from bindpkcs11.access import TokenAccess
+from bindpkcs11.dnssec import software
+from bindpkcs11.dnssec.algorithms import Algorithm
+from bindpkcs11.dnssec.dnskey import ds_text, key_tag, make_dnskey, zone_label_text
+from bindpkcs11.dnssec.keyfile import (
+    Timing,
+    base_name,
+    check_writable,
+    token_private_fields,
+    write_key_pair,
+)
+from bindpkcs11.errors import DuplicateLabel, KeyFileError
+from bindpkcs11.token import keys
+from bindpkcs11.token.uri import key_uri
+
+_TAG_COLLISION_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class KeygenRequest:
+    """What `bindpkcs11 keygen` was asked for."""
+
+    zone: dns.name.Name
+    role: str
+    algorithm: Algorithm
+    key_dir: Path
+    timing: Timing
+    software: bool = False
+    extractable: bool = False
+    object_label: str | None = None
+    ttl: int | None = None
+
+
+@dataclass(frozen=True)
+class GeneratedKey:
+    """The result the CLI reports: files, tag, DS, and where the private key lives."""
+
+    zone: str
+    role: str
+    algorithm: int
+    tag: int
+    key_file: Path
+    private_file: Path
+    ds: str
+    token: str | None = None
+    object_label: str | None = None
+    uri: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def generate_software(request: KeygenRequest) -> GeneratedKey:
+    """A software key pair; regenerated if its tag collides with a key already in the key dir."""
+    check_writable(request.key_dir)
+    for _ in range(_TAG_COLLISION_RETRIES):
+        public, fields = software.generate(request.algorithm)
+        dnskey = make_dnskey(public, request.algorithm, request.role)
+        if not _tag_taken(request, key_tag(dnskey)):
+            key_path, private_path = write_key_pair(
+                request.key_dir, request.zone, dnskey, fields, request.timing, request.ttl
+            )
+            return _result(request, dnskey, key_path, private_path)
+    raise KeyFileError("key tag collisions kept happening: clean up the key directory")
+
+
+def generate_on_token(request: KeygenRequest, access: TokenAccess) -> GeneratedKey:
+    """C_GenerateKeyPair on the token, then key files whose Label names the new private key.
+
+    The object is generated under a provisional label and renamed to `<zone>-<role>-<tag>` once
+    the key tag is known (unless the operator chose a label), so the label an operator sees on the
+    token matches the key file name. A tag that collides with an existing key file means the new
+    pair is destroyed and another one generated: nothing is left half-done.
+    """
+    check_writable(request.key_dir)
+    with access.session(login=False) as probe:
+        keys.require_support(probe, request.algorithm.spec)
+    with access.session(rw=True) as session:
+        for _ in range(_TAG_COLLISION_RETRIES):
+            object_id = os.urandom(8)
+            provisional = request.object_label or f"{zone_label_text(request.zone)}-{request.role}-new-{object_id.hex()}"
+            public = keys.generate_keypair(
+                session, request.algorithm.spec, provisional, object_id, request.extractable
+            )
+            dnskey = make_dnskey(public, request.algorithm, request.role)
+            tag = key_tag(dnskey)
+            final_label = request.object_label or f"{zone_label_text(request.zone)}-{request.role}-{tag}"
+            if _tag_taken(request, tag) or (
+                final_label != provisional and keys.find_objects(session, final_label)
+            ):
+                _destroy_pair(session, provisional)
+                if request.object_label:
+                    raise DuplicateLabel(f"key tag {tag} is already used in {request.key_dir}")
+                continue
+            if final_label != provisional:
+                keys.relabel(session, provisional, final_label)
+            uri = key_uri(access.label, final_label)
+            fields = token_private_fields(dnskey, uri, public.modulus, public.exponent)
+            try:
+                key_path, private_path = write_key_pair(
+                    request.key_dir, request.zone, dnskey, fields, request.timing, request.ttl
+                )
+            except BaseException:
+                _destroy_pair(session, final_label)
+                raise
+            return _result(request, dnskey, key_path, private_path, access.label, final_label, uri)
+    raise KeyFileError("key tag collisions kept happening: clean up the key directory")
+
+
+def _tag_taken(request: KeygenRequest, tag: int) -> bool:
+    """BIND refuses two keys of one zone with the same tag (also counting the revoked tag)."""
+    stem = base_name(request.zone, request.algorithm.number, tag)
+    revoked = base_name(request.zone, request.algorithm.number, (tag + 128) & 0xFFFF)
+    return any((request.key_dir / f"{s}.key").exists() for s in (stem, revoked))
+
+
+def _destroy_pair(session, label: str) -> None:
+    for obj in keys.find_objects(session, label):
+        keys.destroy(obj)
+
+
+def _result(request: KeygenRequest, dnskey, key_path: Path, private_path: Path,
+            token: str | None = None, object_label: str | None = None,
+            uri: str | None = None) -> GeneratedKey:
+    return GeneratedKey(
+        zone=request.zone.to_text(),
+        role=request.role,
+        algorithm=request.algorithm.number,
+        tag=key_tag(dnskey),
+        key_file=key_path,
+        private_file=private_path,
+        ds=ds_text(request.zone, dnskey),
+        token=token,
+        object_label=object_label,
+        uri=uri,
+    )

@@ -1,0 +1,110 @@
+"""The exception tree. Each class docstring is the default message; callers add the specifics.
+
+The CLI prints `str(error)` as one line and exits with `error.exit_code`; nothing else in the
+package prints errors, so every failure an operator can cause ends up here.
+"""
+
+from __future__ import annotations
+
+
+class BindPkcs11Error(Exception):
+    """bindpkcs11 failed."""
+
+    exit_code = 1
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class UsageError(BindPkcs11Error):
+    """Invalid input."""
+
+    exit_code = 2
+
+
+class ModuleMissing(BindPkcs11Error):
+    """The PKCS#11 module could not be loaded."""
+
+    exit_code = 3
+
+
+class TokenNotFound(BindPkcs11Error):
+    """No token with that label."""
+
+    exit_code = 4
+
+
+class TokenExists(BindPkcs11Error):
+    """A token with that label already exists."""
+
+    exit_code = 4
+
+
+class PinIncorrect(BindPkcs11Error):
+    """The PIN was rejected by the token."""
+
+    exit_code = 5
+
+
+class PinMissing(BindPkcs11Error):
+    """No PIN available."""
+
+    exit_code = 5
+
+
+class ObjectNotFound(BindPkcs11Error):
+    """No object with that label on the token."""
+
+    exit_code = 6
+
+
+class DuplicateLabel(BindPkcs11Error):
+    """An object with that label already exists on the token."""
+
+    exit_code = 6
+
+
+class RefusedDeletion(BindPkcs11Error):
+    """Refusing to destroy the object."""
+
+    exit_code = 7
+
+
+class UnknownAlgorithm(UsageError):
+    """Unknown DNSSEC algorithm."""
+
+
+class AlgorithmUnsupported(BindPkcs11Error):
+    """The token does not support this algorithm."""
+
+    exit_code = 8
+
+
+class InvalidDomain(UsageError):
+    """Invalid domain name."""
+
+
+class InvalidTime(UsageError):
+    """Invalid time or duration."""
+
+
+class InvalidUri(UsageError):
+    """Invalid PKCS#11 URI."""
+
+
+class KeyDirUnwritable(BindPkcs11Error):
+    """The key directory cannot be written."""
+
+    exit_code = 9
+
+
+class KeyFileError(BindPkcs11Error):
+    """A BIND key file is missing or malformed."""
+
+    exit_code = 9
+
+
+class ToolFailed(BindPkcs11Error):
+    """An external tool failed."""
+
+    exit_code = 10

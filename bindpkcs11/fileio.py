@@ -1,0 +1,41 @@
+"""Writing files so that nothing is ever half-written or readable by the wrong user."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
+    """Write `data` to `path` via a temporary file in the same directory and rename it.
+
+    The temporary file is created with `mode` already applied (so a secret is never briefly
+    world-readable), fsynced, then renamed over the target: readers see the old or the new file,
+    never a mix, and a crash leaves at most a stray `.tmp` file.
+    """
+    if isinstance(data, str):
+        data = data.encode()
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create `path` (and parents) and make it 0700: it may hold PINs and token files."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path

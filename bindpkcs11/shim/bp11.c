@@ -1,0 +1,1534 @@
+/*
+ * bp11.c - the bindpkcs11 signing shim: RFC 7512 URI + digest in, signature out, via PKCS#11.
+ *
+ * Shape
+ *   URI cache (hash of the exact URI string) -> struct key -> struct token -> struct module.
+ *   A module is one dlopen'ed PKCS#11 library, initialised with CKF_OS_LOCKING_OK so that many
+ *   sessions may be used from many threads.  A token holds the PIN (read once), a bounded pool
+ *   of sessions (created on demand, at most POOL_MAX) and is logged in once per module
+ *   generation.  A key caches its object handle, key type and signature size.
+ *
+ * Locking (always taken in this order, never the other way round)
+ *   g_lock      URI cache and module list; held only for lookups and first-time set-up.
+ *   mod->rw     read-held by every sign attempt (including C_Sign: shared, so signers never
+ *               serialise on it); write-held by re-initialisation, which therefore never runs
+ *               under a thread that is mid-sign.  Writers are preferred so a busy signer pool
+ *               cannot starve a recovery.  mod->gen counts C_Initialize calls.
+ *   mod->mu     the module's token list.
+ *   tok->mu     pool, per-generation token state, cached key handles; never held in C_Sign.
+ *   g_sticky    leaf lock for the process-wide list of tokens whose PIN was rejected.
+ *
+ * Recovery
+ *   Every CKR is interpreted in classify().  CKRs meaning "the token, session or login is gone"
+ *   make bp11_sign re-initialise the module (C_Finalize + C_Initialize, drop sessions and
+ *   handles, find token and key, log in again unless the PIN was rejected) and retry ONCE.
+ *   Re-initialisation happens at most once per RETRY_INTERVAL_NS per module; in between, a
+ *   missing token or an uninitialisable module is reported at once (fail fast, never a hang).
+ *   An invalid object handle on a healthy token (key deleted and re-created) only drops the
+ *   cached handle: other keys and tokens of the module are not disturbed.
+ *
+ * What SoftHSM2 2.6.1 does when its token directory (directories.tokendir) is renamed away
+ * while a process is logged in and signing P-256 in a loop (measured on this machine):
+ *   - It notices at once: the first C_SignInit after the rename returns
+ *     CKR_OBJECT_HANDLE_INVALID (the object files are re-checked on every use; no stale
+ *     in-memory signing).  C_GetTokenInfo then returns CKR_GENERAL_ERROR, C_FindObjects finds
+ *     nothing, yet C_GetSlotList still lists the token and C_GetSessionInfo still says
+ *     "logged in".  So C_GetSlotList is useless as a liveness probe; C_GetTokenInfo is the
+ *     cheap one that tells "key deleted" (token fine) from "token gone" (CKR_GENERAL_ERROR).
+ *   - Renaming the directory back does NOT revive the running instance: C_SignInit keeps
+ *     failing (CKR_OBJECT_HANDLE_INVALID) and C_GetTokenInfo keeps failing until C_Finalize +
+ *     C_Initialize.  While the directory is absent, C_Initialize itself fails with
+ *     CKR_GENERAL_ERROR (and the library stays uninitialised: later calls say
+ *     CKR_CRYPTOKI_NOT_INITIALIZED); once it is back, C_Initialize + login + find succeed.
+ *   - Tokens created after C_Initialize are invisible until the next C_Initialize; objects
+ *     created by other processes on a known token are found by C_FindObjects at once.
+ *   Hence the design: no periodic probe on the hot path (SoftHSM reports the loss itself on the
+ *   next C_SignInit); on such an error, C_GetTokenInfo decides between re-finding the key and
+ *   re-initialising; a failed C_Initialize after an earlier success is reported as
+ *   BP11_ERR_TOKEN_NOT_FOUND ("token storage gone"), and retried at most once per interval.
+ */
+#define _GNU_SOURCE
+#include "bp11.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <p11-kit/pkcs11.h>
+
+#define POOL_MAX 8                        /* sessions per token */
+#define RETRY_INTERVAL_NS 1000000000LL    /* at most one re-initialisation per module per second */
+#define PIN_MAX 256
+#define CACHE_BUCKETS 256
+#define SIG_MAX_INPUT (19 + 64)           /* longest DigestInfo prefix + SHA-512 digest */
+
+/* Internal outcomes of one sign attempt; the public code to report if they end the call is
+ * kept in tl_pending. */
+#define RC_RECOVER (-1)                   /* re-initialise the module, then retry once */
+#define RC_RETRY (-2)                     /* retry once without re-initialising */
+
+/* ------------------------------------------------------------------------------------------ */
+/* Errors: one thread-local line and CKR per thread.                                           */
+
+static __thread char tl_msg[512];
+static __thread unsigned long tl_ckr;
+static __thread int tl_pending;
+
+static void clear_error(void)
+{
+    tl_msg[0] = '\0';
+    tl_ckr = 0;
+    tl_pending = BP11_ERR_PKCS11;
+}
+
+static int set_error(int code, CK_RV ckr, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int set_error(int code, CK_RV ckr, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(tl_msg, sizeof tl_msg, fmt, ap);
+    va_end(ap);
+    tl_ckr = ckr;
+    return code;
+}
+
+/* Record `pending` as the code to report if the retry does not help either. */
+static int defer(int rc, int pending)
+{
+    tl_pending = pending;
+    return rc;
+}
+
+static const struct {
+    CK_RV rv;
+    const char *name;
+} CKR_NAMES[] = {
+    {CKR_OK, "CKR_OK"},
+    {CKR_HOST_MEMORY, "CKR_HOST_MEMORY"},
+    {CKR_SLOT_ID_INVALID, "CKR_SLOT_ID_INVALID"},
+    {CKR_GENERAL_ERROR, "CKR_GENERAL_ERROR"},
+    {CKR_FUNCTION_FAILED, "CKR_FUNCTION_FAILED"},
+    {CKR_ARGUMENTS_BAD, "CKR_ARGUMENTS_BAD"},
+    {CKR_CANT_LOCK, "CKR_CANT_LOCK"},
+    {CKR_ATTRIBUTE_TYPE_INVALID, "CKR_ATTRIBUTE_TYPE_INVALID"},
+    {CKR_DATA_LEN_RANGE, "CKR_DATA_LEN_RANGE"},
+    {CKR_DEVICE_ERROR, "CKR_DEVICE_ERROR"},
+    {CKR_DEVICE_MEMORY, "CKR_DEVICE_MEMORY"},
+    {CKR_DEVICE_REMOVED, "CKR_DEVICE_REMOVED"},
+    {CKR_FUNCTION_CANCELED, "CKR_FUNCTION_CANCELED"},
+    {CKR_KEY_HANDLE_INVALID, "CKR_KEY_HANDLE_INVALID"},
+    {CKR_KEY_SIZE_RANGE, "CKR_KEY_SIZE_RANGE"},
+    {CKR_KEY_TYPE_INCONSISTENT, "CKR_KEY_TYPE_INCONSISTENT"},
+    {CKR_KEY_FUNCTION_NOT_PERMITTED, "CKR_KEY_FUNCTION_NOT_PERMITTED"},
+    {CKR_MECHANISM_INVALID, "CKR_MECHANISM_INVALID"},
+    {CKR_MECHANISM_PARAM_INVALID, "CKR_MECHANISM_PARAM_INVALID"},
+    {CKR_OBJECT_HANDLE_INVALID, "CKR_OBJECT_HANDLE_INVALID"},
+    {CKR_OPERATION_ACTIVE, "CKR_OPERATION_ACTIVE"},
+    {CKR_OPERATION_NOT_INITIALIZED, "CKR_OPERATION_NOT_INITIALIZED"},
+    {CKR_PIN_INCORRECT, "CKR_PIN_INCORRECT"},
+    {CKR_PIN_INVALID, "CKR_PIN_INVALID"},
+    {CKR_PIN_LEN_RANGE, "CKR_PIN_LEN_RANGE"},
+    {CKR_PIN_EXPIRED, "CKR_PIN_EXPIRED"},
+    {CKR_PIN_LOCKED, "CKR_PIN_LOCKED"},
+    {CKR_SESSION_CLOSED, "CKR_SESSION_CLOSED"},
+    {CKR_SESSION_COUNT, "CKR_SESSION_COUNT"},
+    {CKR_SESSION_HANDLE_INVALID, "CKR_SESSION_HANDLE_INVALID"},
+    {CKR_TOKEN_NOT_PRESENT, "CKR_TOKEN_NOT_PRESENT"},
+    {CKR_TOKEN_NOT_RECOGNIZED, "CKR_TOKEN_NOT_RECOGNIZED"},
+    {CKR_USER_ALREADY_LOGGED_IN, "CKR_USER_ALREADY_LOGGED_IN"},
+    {CKR_USER_NOT_LOGGED_IN, "CKR_USER_NOT_LOGGED_IN"},
+    {CKR_USER_PIN_NOT_INITIALIZED, "CKR_USER_PIN_NOT_INITIALIZED"},
+    {CKR_USER_ANOTHER_ALREADY_LOGGED_IN, "CKR_USER_ANOTHER_ALREADY_LOGGED_IN"},
+    {CKR_BUFFER_TOO_SMALL, "CKR_BUFFER_TOO_SMALL"},
+    {CKR_CRYPTOKI_NOT_INITIALIZED, "CKR_CRYPTOKI_NOT_INITIALIZED"},
+    {CKR_CRYPTOKI_ALREADY_INITIALIZED, "CKR_CRYPTOKI_ALREADY_INITIALIZED"},
+    {CKR_FUNCTION_REJECTED, "CKR_FUNCTION_REJECTED"},
+};
+
+static const char *ckr_name(CK_RV rv)
+{
+    for (size_t i = 0; i < sizeof CKR_NAMES / sizeof CKR_NAMES[0]; i++)
+        if (CKR_NAMES[i].rv == rv)
+            return CKR_NAMES[i].name;
+    return "CKR_(vendor or unlisted)";
+}
+
+/* What a CKR means to the shim.  This is the one place where return values are interpreted. */
+enum verdict {
+    V_OK,
+    V_GONE,            /* token, session, login or library state lost: re-initialise */
+    V_HANDLE,          /* object handle stale: key deleted/re-created, or the token is gone */
+    V_NOT_LOGGED_IN,   /* login state lost (someone logged out) or never had a PIN */
+    V_PIN_INCORRECT,
+    V_PIN_LOCKED,
+    V_MECHANISM,
+    V_BUFFER,
+    V_OTHER
+};
+
+static enum verdict classify(CK_RV rv)
+{
+    switch (rv) {
+    case CKR_OK:
+    case CKR_USER_ALREADY_LOGGED_IN: /* login is per application: someone beat us to it */
+        return V_OK;
+    case CKR_DEVICE_REMOVED:
+    case CKR_DEVICE_ERROR:
+    case CKR_TOKEN_NOT_PRESENT:
+    case CKR_TOKEN_NOT_RECOGNIZED:
+    case CKR_SLOT_ID_INVALID:
+    case CKR_SESSION_HANDLE_INVALID:
+    case CKR_SESSION_CLOSED:
+    case CKR_CRYPTOKI_NOT_INITIALIZED:
+    case CKR_GENERAL_ERROR: /* what SoftHSM says once its token storage has vanished */
+        return V_GONE;
+    case CKR_OBJECT_HANDLE_INVALID:
+    case CKR_KEY_HANDLE_INVALID:
+        return V_HANDLE;
+    case CKR_USER_NOT_LOGGED_IN:
+        return V_NOT_LOGGED_IN;
+    case CKR_PIN_INCORRECT:
+    case CKR_PIN_INVALID:
+    case CKR_PIN_LEN_RANGE:
+        return V_PIN_INCORRECT;
+    case CKR_PIN_LOCKED:
+        return V_PIN_LOCKED;
+    case CKR_MECHANISM_INVALID:
+    case CKR_MECHANISM_PARAM_INVALID:
+    case CKR_KEY_TYPE_INCONSISTENT:
+        return V_MECHANISM;
+    case CKR_BUFFER_TOO_SMALL:
+        return V_BUFFER;
+    default:
+        return V_OTHER;
+    }
+}
+
+/* Turn a failed CKR into the message "<where>: <call> failed: CKR_X (0xNN)" and a result:
+ * a public code, or RC_RECOVER for the "gone" family (public code kept for the last retry). */
+static int fail_ckr(CK_RV rv, const char *where, const char *call)
+{
+    static const int public_code[] = {
+        [V_OK] = BP11_OK,
+        [V_GONE] = BP11_ERR_TOKEN_NOT_FOUND,
+        [V_HANDLE] = BP11_ERR_KEY_NOT_FOUND,
+        [V_NOT_LOGGED_IN] = BP11_ERR_PKCS11,
+        [V_PIN_INCORRECT] = BP11_ERR_PIN_INCORRECT,
+        [V_PIN_LOCKED] = BP11_ERR_PIN_LOCKED,
+        [V_MECHANISM] = BP11_ERR_MECHANISM,
+        [V_BUFFER] = BP11_ERR_BUFFER,
+        [V_OTHER] = BP11_ERR_PKCS11,
+    };
+    enum verdict v = classify(rv);
+    int code = public_code[v];
+
+    set_error(code, rv, "%s: %s failed: %s (0x%lx)", where, call, ckr_name(rv), (unsigned long)rv);
+    if (v == V_GONE || v == V_HANDLE || v == V_NOT_LOGGED_IN)
+        return defer(RC_RECOVER, code);
+    return code;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Small helpers.                                                                               */
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Zero memory that held a PIN in a way the compiler may not drop. */
+static void wipe(void *p, size_t n)
+{
+    volatile unsigned char *v = p;
+
+    while (n--)
+        *v++ = 0;
+}
+
+/* A byte string (decoded URI value, PIN, ...); `set` tells "absent" from "empty". */
+struct value {
+    unsigned char *p;
+    size_t n;
+    int set;
+};
+
+static void value_free(struct value *v, int secret)
+{
+    if (v->p && secret)
+        wipe(v->p, v->n);
+    free(v->p);
+    memset(v, 0, sizeof *v);
+}
+
+static int value_equal(const struct value *a, const struct value *b)
+{
+    return a->set == b->set && a->n == b->n && (a->n == 0 || memcmp(a->p, b->p, a->n) == 0);
+}
+
+static int value_copy(struct value *dst, const struct value *src)
+{
+    *dst = *src;
+    if (!src->set)
+        return 0;
+    dst->p = malloc(src->n + 1);
+    if (!dst->p)
+        return -1;
+    memcpy(dst->p, src->p, src->n);
+    dst->p[src->n] = '\0';
+    return 0;
+}
+
+/* Does a blank-padded CK_TOKEN_INFO field equal the URI value? */
+static int padded_equal(const unsigned char *field, size_t width, const struct value *v)
+{
+    size_t n = width;
+
+    while (n > 0 && field[n - 1] == ' ')
+        n--;
+    return v->n == n && memcmp(field, v->p, n) == 0;
+}
+
+/* Printable form of a token field for messages (trailing blanks dropped). */
+static void padded_str(char *out, size_t outlen, const unsigned char *field, size_t width)
+{
+    size_t n = width;
+
+    while (n > 0 && field[n - 1] == ' ')
+        n--;
+    snprintf(out, outlen, "%.*s", (int)n, (const char *)field);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* RFC 7512 URIs.                                                                               */
+
+struct uri {
+    struct value token, serial, model, manufacturer, slot_id, object, id, type;
+    struct value module_path, module_name, pin_source, pin_value;
+};
+
+static const struct {
+    const char *name;
+    size_t off;
+    int query;
+} URI_ATTRS[] = {
+    {"token", offsetof(struct uri, token), 0},
+    {"serial", offsetof(struct uri, serial), 0},
+    {"model", offsetof(struct uri, model), 0},
+    {"manufacturer", offsetof(struct uri, manufacturer), 0},
+    {"slot-id", offsetof(struct uri, slot_id), 0},
+    {"object", offsetof(struct uri, object), 0},
+    {"id", offsetof(struct uri, id), 0},
+    {"type", offsetof(struct uri, type), 0},
+    {"module-path", offsetof(struct uri, module_path), 1},
+    {"module-name", offsetof(struct uri, module_name), 1},
+    {"pin-source", offsetof(struct uri, pin_source), 1},
+    {"pin-value", offsetof(struct uri, pin_value), 1},
+};
+
+static void uri_free(struct uri *u)
+{
+    for (size_t i = 0; i < sizeof URI_ATTRS / sizeof URI_ATTRS[0]; i++)
+        value_free((struct value *)((char *)u + URI_ATTRS[i].off), 1);
+}
+
+static int hex_digit(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decode s[0..n) into v (NUL-terminated for convenience; may contain NULs). */
+static int pct_decode(struct value *v, const char *s, size_t n)
+{
+    unsigned char *out = malloc(n + 1);
+    size_t j = 0;
+
+    if (!out)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != '%') {
+            out[j++] = (unsigned char)s[i];
+            continue;
+        }
+        int h = i + 2 < n ? hex_digit(s[i + 1]) : -1;
+        int l = i + 2 < n ? hex_digit(s[i + 2]) : -1;
+        if (h < 0 || l < 0) {
+            free(out);
+            return -1;
+        }
+        out[j++] = (unsigned char)(h << 4 | l);
+        i += 2;
+    }
+    out[j] = '\0';
+    v->p = out;
+    v->n = j;
+    v->set = 1;
+    return 0;
+}
+
+/* One "name=value" segment of the path (query == 0) or of the query (query == 1). */
+static int uri_segment(struct uri *u, const char *seg, size_t len, int query)
+{
+    const char *eq = memchr(seg, '=', len);
+    size_t nlen = eq ? (size_t)(eq - seg) : len;
+
+    if (len == 0)
+        return BP11_OK; /* tolerate "a=b;;c=d" and a trailing separator */
+    if (!eq)
+        return set_error(BP11_ERR_URI, 0, "URI: attribute '%.*s' has no '='", (int)nlen, seg);
+    for (size_t i = 0; i < sizeof URI_ATTRS / sizeof URI_ATTRS[0]; i++) {
+        if (strlen(URI_ATTRS[i].name) != nlen || memcmp(URI_ATTRS[i].name, seg, nlen) != 0)
+            continue;
+        if (URI_ATTRS[i].query != query)
+            return set_error(BP11_ERR_URI, 0, "URI: '%s' belongs in the %s part", URI_ATTRS[i].name,
+                             URI_ATTRS[i].query ? "query (after '?')" : "path (before '?')");
+        struct value *v = (struct value *)((char *)u + URI_ATTRS[i].off);
+        if (v->set)
+            return set_error(BP11_ERR_URI, 0, "URI: attribute '%s' given twice", URI_ATTRS[i].name);
+        if (pct_decode(v, eq + 1, len - nlen - 1) != 0)
+            return set_error(BP11_ERR_URI, 0, "URI: bad percent-encoding in '%s'", URI_ATTRS[i].name);
+        return BP11_OK;
+    }
+    if (query)
+        return BP11_OK; /* unknown query attributes do not change which key is meant */
+    return set_error(BP11_ERR_URI, 0, "URI: unsupported path attribute '%.*s'", (int)nlen, seg);
+}
+
+/* Split `s` at `sep` and feed each segment to uri_segment. */
+static int uri_segments(struct uri *u, const char *s, size_t len, char sep, int query)
+{
+    while (len > 0) {
+        const char *end = memchr(s, sep, len);
+        size_t seg = end ? (size_t)(end - s) : len;
+        int rc = uri_segment(u, s, seg, query);
+
+        if (rc != BP11_OK)
+            return rc;
+        s += seg;
+        len -= seg;
+        if (len > 0) {
+            s++;
+            len--;
+        }
+    }
+    return BP11_OK;
+}
+
+static int uri_validate(const struct uri *u)
+{
+    if (u->type.set && strcmp((const char *)u->type.p, "private") != 0)
+        return set_error(BP11_ERR_URI, 0, "URI: type=%s cannot sign; use type=private or omit it",
+                         (const char *)u->type.p);
+    if (u->slot_id.set) {
+        if (u->slot_id.n == 0 || strspn((const char *)u->slot_id.p, "0123456789") != u->slot_id.n)
+            return set_error(BP11_ERR_URI, 0, "URI: slot-id must be a decimal number");
+    }
+    if (!u->token.set && !u->serial.set && !u->slot_id.set)
+        return set_error(BP11_ERR_URI, 0, "URI names no token: add token= (or serial=, slot-id=)");
+    if (!u->object.set && !u->id.set)
+        return set_error(BP11_ERR_URI, 0, "URI names no key: add object= and/or id=");
+    if (u->module_name.set && !u->module_path.set)
+        return set_error(BP11_ERR_URI, 0, "URI: module-name is not supported; use module-path");
+    return BP11_OK;
+}
+
+static int uri_parse(struct uri *u, const char *s)
+{
+    static const char scheme[] = "pkcs11:";
+    const char *q;
+    int rc;
+
+    memset(u, 0, sizeof *u);
+    if (strncmp(s, scheme, sizeof scheme - 1) != 0)
+        return set_error(BP11_ERR_URI, 0, "URI does not start with 'pkcs11:'");
+    s += sizeof scheme - 1;
+    q = strchr(s, '?');
+    rc = uri_segments(u, s, q ? (size_t)(q - s) : strlen(s), ';', 0);
+    if (rc == BP11_OK && q)
+        rc = uri_segments(u, q + 1, strlen(q + 1), '&', 1);
+    if (rc == BP11_OK)
+        rc = uri_validate(u);
+    if (rc != BP11_OK)
+        uri_free(u);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* PINs.                                                                                        */
+
+enum pin_kind { PIN_NONE, PIN_URI_SOURCE, PIN_URI_VALUE, PIN_ENV_VALUE, PIN_ENV_FILE };
+
+/* "file:///p", "file:/p", "file://localhost/p" or a plain path -> a path; NULL if unsupported. */
+static const char *pin_source_path(const char *src)
+{
+    if (strncmp(src, "file:", 5) != 0)
+        return src[0] == '|' ? NULL : src;
+    src += 5;
+    if (strncmp(src, "//localhost/", 12) == 0)
+        return src + 11;
+    if (strncmp(src, "///", 3) == 0)
+        return src + 2;
+    if (strncmp(src, "//", 2) == 0)
+        return NULL; /* a remote host */
+    return src;
+}
+
+/* Read the first line of a PIN file (trailing CR/LF dropped). */
+static int pin_read_file(struct value *pin, const char *path)
+{
+    char buf[PIN_MAX + 2];
+    size_t n = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0)
+        return set_error(BP11_ERR_CONFIG, 0, "cannot read PIN file %s: %s", path, strerror(errno));
+    while (n < sizeof buf) {
+        ssize_t r = read(fd, buf + n, sizeof buf - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    char *nl = memchr(buf, '\n', n);
+    if (nl)
+        n = (size_t)(nl - buf);
+    else if (n > PIN_MAX)
+        n = PIN_MAX + 1;
+    if (n > 0 && buf[n - 1] == '\r')
+        n--;
+    int rc = BP11_OK;
+    if (n == 0 || n > PIN_MAX)
+        rc = set_error(BP11_ERR_CONFIG, 0, "PIN file %s: %s", path, n ? "PIN too long" : "empty");
+    else if (!(pin->p = malloc(n + 1)))
+        rc = set_error(BP11_ERR_CONFIG, 0, "out of memory");
+    else {
+        memcpy(pin->p, buf, n);
+        pin->p[n] = '\0';
+        pin->n = n;
+        pin->set = 1;
+    }
+    wipe(buf, sizeof buf);
+    return rc;
+}
+
+/* Choose the PIN source (URI pin-source, URI pin-value, PKCS11_LIBRARY_PIN,
+ * PKCS11_LIBRARY_PIN_FILE) and read it once.  `ref` identifies the source for token lookup. */
+static int pin_load(const struct uri *u, enum pin_kind *kind, struct value *ref, struct value *pin)
+{
+    const char *env;
+
+    memset(ref, 0, sizeof *ref);
+    memset(pin, 0, sizeof *pin);
+    if (u->pin_source.set) {
+        const char *path = pin_source_path((const char *)u->pin_source.p);
+        *kind = PIN_URI_SOURCE;
+        if (!path)
+            return set_error(BP11_ERR_CONFIG, 0, "URI pin-source: only file: URIs and paths are supported");
+        if (value_copy(ref, &u->pin_source) != 0)
+            return set_error(BP11_ERR_CONFIG, 0, "out of memory");
+        return pin_read_file(pin, path);
+    }
+    if (u->pin_value.set) {
+        *kind = PIN_URI_VALUE;
+        if (value_copy(ref, &u->pin_value) != 0 || value_copy(pin, &u->pin_value) != 0)
+            return set_error(BP11_ERR_CONFIG, 0, "out of memory");
+        return BP11_OK;
+    }
+    if ((env = getenv("PKCS11_LIBRARY_PIN")) != NULL) {
+        struct value v = {(unsigned char *)env, strlen(env), 1};
+        *kind = PIN_ENV_VALUE;
+        if (v.n == 0)
+            return set_error(BP11_ERR_CONFIG, 0, "PKCS11_LIBRARY_PIN is set but empty");
+        return value_copy(pin, &v) == 0 ? BP11_OK : set_error(BP11_ERR_CONFIG, 0, "out of memory");
+    }
+    if ((env = getenv("PKCS11_LIBRARY_PIN_FILE")) != NULL) {
+        *kind = PIN_ENV_FILE;
+        if (env[0] == '\0')
+            return set_error(BP11_ERR_CONFIG, 0, "PKCS11_LIBRARY_PIN_FILE is set but empty");
+        return pin_read_file(pin, env);
+    }
+    *kind = PIN_NONE;
+    return BP11_OK;
+}
+
+static const char *pin_origin(enum pin_kind kind)
+{
+    switch (kind) {
+    case PIN_URI_SOURCE: return "the URI's pin-source";
+    case PIN_URI_VALUE: return "the URI's pin-value";
+    case PIN_ENV_VALUE: return "PKCS11_LIBRARY_PIN";
+    case PIN_ENV_FILE: return "the file named by PKCS11_LIBRARY_PIN_FILE";
+    default: return "no PIN configured";
+    }
+}
+
+/* Tokens whose PIN was rejected, by physical identity ("module|serial|label").  Kept for the
+ * life of the process, across bp11_finalize: a wrong PIN is tried once, never again, because
+ * smart cards lock after a few tries. */
+struct sticky {
+    struct sticky *next;
+    int code;
+    char ident[];
+};
+
+static pthread_mutex_t g_sticky_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sticky *g_sticky;
+
+static int sticky_get(const char *ident)
+{
+    int code = BP11_OK;
+
+    pthread_mutex_lock(&g_sticky_lock);
+    for (struct sticky *s = g_sticky; s; s = s->next)
+        if (strcmp(s->ident, ident) == 0)
+            code = s->code;
+    pthread_mutex_unlock(&g_sticky_lock);
+    return code;
+}
+
+static void sticky_add(const char *ident, int code)
+{
+    struct sticky *s = malloc(sizeof *s + strlen(ident) + 1);
+
+    if (!s)
+        return;
+    s->code = code;
+    strcpy(s->ident, ident);
+    pthread_mutex_lock(&g_sticky_lock);
+    s->next = g_sticky;
+    g_sticky = s;
+    pthread_mutex_unlock(&g_sticky_lock);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* State.                                                                                       */
+
+struct module {
+    struct module *next;
+    char *path;
+    void *dl;
+    CK_FUNCTION_LIST_PTR f;
+    pthread_rwlock_t rw;
+    pthread_mutex_t mu;          /* guards `tokens` */
+    struct token *tokens;
+    /* Guarded by rw: read by signers, written under the write lock (or g_lock at creation). */
+    unsigned long gen;           /* bumped by every C_Initialize attempt */
+    int live;                    /* the last C_Initialize succeeded */
+    int ever_live;               /* it succeeded once: a later failure means the token went away */
+    int owns_init;               /* we initialised it (not CKR_CRYPTOKI_ALREADY_INITIALIZED) */
+    CK_RV init_rv;
+    int64_t last_init_ns;
+};
+
+struct token {
+    struct token *next;
+    struct module *mod;
+    struct value label, serial, model, manufacturer; /* selector from the URI */
+    int has_slot;
+    CK_SLOT_ID want_slot;
+    enum pin_kind pin_kind;
+    struct value pin_ref;        /* which pin-source/pin-value this token was created with */
+    struct value pin;            /* the PIN itself; unset: do not log in */
+    char desc[128];              /* "token 'dnssec' (module /usr/lib/...)" for messages */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    /* Guarded by mu; meaningful only while state_gen == mod->gen. */
+    unsigned long state_gen;
+    CK_SLOT_ID slot;
+    char ident[128];             /* physical identity, for the sticky bad-PIN list */
+    CK_SESSION_HANDLE idle[POOL_MAX];
+    int nidle, nopen;
+};
+
+struct keyinfo {
+    CK_OBJECT_HANDLE handle;
+    CK_KEY_TYPE type;
+    size_t siglen;               /* 0: unknown, let C_Sign say */
+};
+
+struct key {
+    struct key *next;            /* hash chain */
+    char *uri;
+    struct token *tok;
+    struct value object, id;
+    char desc[96];               /* "key 'zsk-1'" */
+    /* Guarded by tok->mu. */
+    unsigned long info_gen;      /* info.handle is valid while info_gen == mod->gen */
+    struct keyinfo info;
+};
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct module *g_modules;
+static struct key *g_cache[CACHE_BUCKETS];
+
+/* ------------------------------------------------------------------------------------------ */
+/* Modules.                                                                                     */
+
+/* C_Initialize (caller holds the write lock, or g_lock while the module is still private). */
+static void module_initialize(struct module *m)
+{
+    CK_C_INITIALIZE_ARGS args;
+    CK_RV rv;
+
+    memset(&args, 0, sizeof args);
+    args.flags = CKF_OS_LOCKING_OK; /* many sessions from many threads */
+    rv = m->f->C_Initialize(&args);
+    m->gen++;
+    m->last_init_ns = now_ns();
+    m->init_rv = rv;
+    m->live = rv == CKR_OK || rv == CKR_CRYPTOKI_ALREADY_INITIALIZED;
+    m->owns_init = rv == CKR_OK;
+    m->ever_live |= m->live;
+}
+
+static void module_free(struct module *m);
+
+/* dlopen + C_GetFunctionList + C_Initialize; caller holds g_lock. */
+static int module_open(const char *path, struct module **out)
+{
+    struct module *m = calloc(1, sizeof *m);
+    CK_C_GetFunctionList get;
+    pthread_rwlockattr_t ra;
+
+    if (!m || !(m->path = strdup(path))) {
+        free(m);
+        return set_error(BP11_ERR_MODULE, 0, "out of memory");
+    }
+    pthread_rwlockattr_init(&ra);
+#ifdef __GLIBC__
+    /* glibc prefers readers by default: a steady stream of signers would starve recovery. */
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+#endif
+    pthread_rwlock_init(&m->rw, &ra);
+    pthread_rwlockattr_destroy(&ra);
+    pthread_mutex_init(&m->mu, NULL);
+    if (!(m->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL))) {
+        set_error(BP11_ERR_MODULE, 0, "cannot load PKCS#11 module %s: %s", path, dlerror());
+        module_free(m);
+        return BP11_ERR_MODULE;
+    }
+    get = (CK_C_GetFunctionList)dlsym(m->dl, "C_GetFunctionList");
+    CK_RV rv = get ? get(&m->f) : CKR_FUNCTION_FAILED;
+    if (rv != CKR_OK || !m->f) {
+        set_error(BP11_ERR_MODULE, rv, "%s is not a PKCS#11 module (C_GetFunctionList: %s)", path,
+                  get ? ckr_name(rv) : "missing");
+        module_free(m);
+        return BP11_ERR_MODULE;
+    }
+    module_initialize(m);
+    *out = m;
+    return BP11_OK;
+}
+
+/* The error for "the module is not initialised", worded for the token the caller wanted. */
+static int module_down(const struct module *m, const struct token *t)
+{
+    if (!m->ever_live)
+        return set_error(BP11_ERR_MODULE, m->init_rv, "%s: C_Initialize failed: %s (0x%lx)", t->desc,
+                         ckr_name(m->init_rv), (unsigned long)m->init_rv);
+    return set_error(BP11_ERR_TOKEN_NOT_FOUND, m->init_rv,
+                     "%s is unavailable: re-initialising the module failed with %s (0x%lx); the "
+                     "token or its storage went away; retrying at most once per second",
+                     t->desc, ckr_name(m->init_rv), (unsigned long)m->init_rv);
+}
+
+/* Find the module for `path` or open it; caller holds g_lock. */
+static int module_get(const char *path, struct module **out)
+{
+    for (struct module *m = g_modules; m; m = m->next) {
+        if (strcmp(m->path, path) == 0) {
+            *out = m;
+            return BP11_OK;
+        }
+    }
+    int rc = module_open(path, out);
+    if (rc == BP11_OK) {
+        (*out)->next = g_modules;
+        g_modules = *out;
+    }
+    return rc;
+}
+
+/* Forget every session and handle of the old generation; caller holds the write lock, so no
+ * thread is mid-sign and no session is borrowed.  C_Finalize closes the sessions themselves. */
+static void module_forget_sessions(struct module *m)
+{
+    pthread_mutex_lock(&m->mu);
+    for (struct token *t = m->tokens; t; t = t->next) {
+        pthread_mutex_lock(&t->mu);
+        t->state_gen = 0;
+        t->nidle = t->nopen = 0;
+        pthread_mutex_unlock(&t->mu);
+    }
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* Re-initialise the module unless another thread already did since `seen_gen`, or the last
+ * attempt was less than RETRY_INTERVAL_NS ago (then the caller reports the failure at once). */
+static void module_recover(struct module *m, unsigned long seen_gen)
+{
+    pthread_rwlock_wrlock(&m->rw);
+    if (m->gen == seen_gen && now_ns() - m->last_init_ns >= RETRY_INTERVAL_NS) {
+        module_forget_sessions(m);
+        if (m->live)
+            (void)m->f->C_Finalize(NULL); /* outcome irrelevant: we initialise again next */
+        module_initialize(m);
+    }
+    pthread_rwlock_unlock(&m->rw);
+}
+
+static void token_free(struct token *t);
+
+static void module_free(struct module *m)
+{
+    struct token *t, *next;
+
+    for (t = m->tokens; t; t = next) {
+        next = t->next;
+        token_free(t);
+    }
+    if (m->dl)
+        dlclose(m->dl);
+    pthread_rwlock_destroy(&m->rw);
+    pthread_mutex_destroy(&m->mu);
+    free(m->path);
+    free(m);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Tokens: selection, login, session pool.                                                     */
+
+static int token_matches(const struct token *t, CK_SLOT_ID slot, const CK_TOKEN_INFO *ti)
+{
+    if (t->has_slot && slot != t->want_slot)
+        return 0;
+    if (t->label.set && !padded_equal(ti->label, sizeof ti->label, &t->label))
+        return 0;
+    if (t->serial.set && !padded_equal(ti->serialNumber, sizeof ti->serialNumber, &t->serial))
+        return 0;
+    if (t->model.set && !padded_equal(ti->model, sizeof ti->model, &t->model))
+        return 0;
+    if (t->manufacturer.set &&
+        !padded_equal(ti->manufacturerID, sizeof ti->manufacturerID, &t->manufacturer))
+        return 0;
+    return 1;
+}
+
+/* Find the one slot whose token matches.  A miss asks for recovery: SoftHSM (and other
+ * modules) only notice tokens that appeared after C_Initialize when initialised again. */
+static int token_find_slot(struct token *t, CK_SLOT_ID *slot, CK_TOKEN_INFO *info)
+{
+    CK_FUNCTION_LIST_PTR f = t->mod->f;
+    CK_SLOT_ID slots[64];
+    CK_ULONG n = sizeof slots / sizeof slots[0];
+    int found = 0;
+    CK_RV rv = f->C_GetSlotList(CK_TRUE, slots, &n);
+
+    if (rv != CKR_OK)
+        return fail_ckr(rv, t->desc, "C_GetSlotList");
+    for (CK_ULONG i = 0; i < n; i++) {
+        CK_TOKEN_INFO ti;
+        if (f->C_GetTokenInfo(slots[i], &ti) != CKR_OK)
+            continue; /* a token that vanished since C_GetSlotList simply does not match */
+        if (!token_matches(t, slots[i], &ti))
+            continue;
+        if (found++ == 0) {
+            *slot = slots[i];
+            *info = ti;
+        }
+    }
+    if (found > 1)
+        return set_error(BP11_ERR_URI, 0, "%s: the URI matches %d tokens; add serial= to choose one",
+                         t->desc, found);
+    if (found == 0) {
+        set_error(BP11_ERR_TOKEN_NOT_FOUND, 0, "%s not found", t->desc);
+        return defer(RC_RECOVER, BP11_ERR_TOKEN_NOT_FOUND);
+    }
+    return BP11_OK;
+}
+
+/* Token flags worth telling an operator who just typed a wrong PIN. */
+static const char *pin_flags_text(CK_FLAGS flags)
+{
+    if (flags & CKF_USER_PIN_LOCKED)
+        return " [token reports: user PIN locked]";
+    if (flags & CKF_USER_PIN_FINAL_TRY)
+        return " [token reports: FINAL TRY left before the PIN locks]";
+    if (flags & CKF_USER_PIN_COUNT_LOW)
+        return " [token reports: PIN count low, earlier wrong PINs were entered]";
+    return "";
+}
+
+static int pin_rejected(struct token *t, int code, CK_RV rv)
+{
+    CK_TOKEN_INFO ti;
+    CK_FLAGS flags = t->mod->f->C_GetTokenInfo(t->slot, &ti) == CKR_OK ? ti.flags : 0;
+
+    sticky_add(t->ident, code);
+    if (code == BP11_ERR_PIN_LOCKED)
+        return set_error(code, rv, "%s: the user PIN is locked (%s); unlock it with the SO PIN; "
+                         "the shim will not try to log in again%s", t->desc, ckr_name(rv),
+                         pin_flags_text(flags));
+    return set_error(code, rv, "%s: PIN incorrect (%s, PIN from %s); check the PIN; the shim will "
+                     "not try again in this process, so the token cannot lock%s", t->desc,
+                     ckr_name(rv), pin_origin(t->pin_kind), pin_flags_text(flags));
+}
+
+/* Log in once per generation.  Never with a PIN that this process saw rejected. */
+static int token_login(struct token *t, CK_SESSION_HANDLE s, const CK_TOKEN_INFO *ti)
+{
+    int sticky = sticky_get(t->ident);
+
+    if (!t->pin.set)
+        return BP11_OK; /* keys that need no login still work; others report it clearly */
+    if (sticky != BP11_OK)
+        return set_error(sticky, 0, "%s: its PIN was rejected earlier in this process; not trying "
+                         "again (a wrong PIN can lock the token); fix the PIN, then restart", t->desc);
+    if (ti->flags & CKF_USER_PIN_LOCKED)
+        return pin_rejected(t, BP11_ERR_PIN_LOCKED, CKR_PIN_LOCKED);
+    CK_RV rv = t->mod->f->C_Login(s, CKU_USER, t->pin.p, (CK_ULONG)t->pin.n);
+    switch (classify(rv)) {
+    case V_OK:
+        return BP11_OK;
+    case V_PIN_INCORRECT:
+        return pin_rejected(t, BP11_ERR_PIN_INCORRECT, rv);
+    case V_PIN_LOCKED:
+        return pin_rejected(t, BP11_ERR_PIN_LOCKED, rv);
+    default:
+        return fail_ckr(rv, t->desc, "C_Login");
+    }
+}
+
+/* Make the token usable in generation `gen`: find it, open the first session, log in.
+ * Caller holds tok->mu (other borrowers wait; this runs once per generation). */
+static int token_setup(struct token *t, unsigned long gen)
+{
+    CK_FUNCTION_LIST_PTR f = t->mod->f;
+    CK_TOKEN_INFO ti;
+    CK_SESSION_HANDLE s;
+    char label[33], serial[17];
+    int rc = token_find_slot(t, &t->slot, &ti);
+
+    if (rc != BP11_OK)
+        return rc;
+    padded_str(label, sizeof label, ti.label, sizeof ti.label);
+    padded_str(serial, sizeof serial, ti.serialNumber, sizeof ti.serialNumber);
+    snprintf(t->ident, sizeof t->ident, "%s|%s|%s", t->mod->path, serial, label);
+    CK_RV rv = f->C_OpenSession(t->slot, CKF_SERIAL_SESSION, NULL, NULL, &s);
+    if (rv != CKR_OK)
+        return fail_ckr(rv, t->desc, "C_OpenSession");
+    rc = token_login(t, s, &ti);
+    if (rc != BP11_OK) {
+        (void)f->C_CloseSession(s); /* best effort; the error that matters is rc */
+        return rc;
+    }
+    t->idle[0] = s;
+    t->nidle = t->nopen = 1;
+    t->state_gen = gen;
+    return BP11_OK;
+}
+
+/* Borrow a session (opening one if the pool is below POOL_MAX, waiting if all are busy) and
+ * copy the key's cached info if it belongs to this generation (info->handle 0 otherwise). */
+static int pool_get(struct key *k, unsigned long gen, CK_SESSION_HANDLE *s, struct keyinfo *info)
+{
+    struct token *t = k->tok;
+    int rc = BP11_OK, open_new = 0;
+
+    pthread_mutex_lock(&t->mu);
+    if (t->state_gen != gen)
+        rc = token_setup(t, gen);
+    if (rc == BP11_OK) {
+        while (t->nidle == 0 && t->nopen >= POOL_MAX)
+            pthread_cond_wait(&t->cv, &t->mu);
+        if (t->nidle > 0)
+            *s = t->idle[--t->nidle];
+        else {
+            t->nopen++; /* reserve the slot; open outside the lock */
+            open_new = 1;
+        }
+        *info = k->info;
+        if (k->info_gen != gen)
+            info->handle = CK_INVALID_HANDLE;
+    }
+    pthread_mutex_unlock(&t->mu);
+    if (rc != BP11_OK || !open_new)
+        return rc;
+    CK_RV rv = t->mod->f->C_OpenSession(t->slot, CKF_SERIAL_SESSION, NULL, NULL, s);
+    if (rv == CKR_OK)
+        return BP11_OK;
+    pthread_mutex_lock(&t->mu);
+    t->nopen--;
+    pthread_cond_signal(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+    return fail_ckr(rv, t->desc, "C_OpenSession");
+}
+
+static void pool_put(struct token *t, CK_SESSION_HANDLE s)
+{
+    pthread_mutex_lock(&t->mu);
+    t->idle[t->nidle++] = s;
+    pthread_cond_signal(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* Drop a session that failed: it may hold an unfinished operation or be dead already. */
+static void pool_drop(struct token *t, CK_SESSION_HANDLE s)
+{
+    (void)t->mod->f->C_CloseSession(s); /* best effort: the session is being abandoned */
+    pthread_mutex_lock(&t->mu);
+    t->nopen--;
+    pthread_cond_signal(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* Cheap liveness probe: SoftHSM keeps listing a vanished token in C_GetSlotList, but
+ * C_GetTokenInfo fails (CKR_GENERAL_ERROR) once its storage is gone. */
+static int token_alive(const struct token *t)
+{
+    CK_TOKEN_INFO ti;
+
+    return t->mod->f->C_GetTokenInfo(t->slot, &ti) == CKR_OK;
+}
+
+static void token_free(struct token *t)
+{
+    value_free(&t->label, 0);
+    value_free(&t->serial, 0);
+    value_free(&t->model, 0);
+    value_free(&t->manufacturer, 0);
+    value_free(&t->pin_ref, 1);
+    value_free(&t->pin, 1);
+    pthread_mutex_destroy(&t->mu);
+    pthread_cond_destroy(&t->cv);
+    free(t);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Keys.                                                                                        */
+
+/* Signature size from the DER curve parameters (OID or, for EdDSA, a PrintableString name). */
+static size_t ec_siglen(const unsigned char *p, CK_ULONG n)
+{
+    static const struct {
+        const char *der;
+        size_t len, siglen;
+    } curves[] = {
+        {"\x06\x08\x2a\x86\x48\xce\x3d\x03\x01\x07", 10, 64},   /* P-256 */
+        {"\x06\x05\x2b\x81\x04\x00\x22", 7, 96},                 /* P-384 */
+        {"\x06\x05\x2b\x81\x04\x00\x23", 7, 132},                /* P-521 */
+        {"\x06\x03\x2b\x65\x70", 5, 64},                         /* Ed25519 */
+        {"\x06\x03\x2b\x65\x71", 5, 114},                        /* Ed448 */
+        {"\x13\x0c" "edwards25519", 14, 64},
+        {"\x13\x0a" "edwards448", 12, 114},
+    };
+
+    for (size_t i = 0; i < sizeof curves / sizeof curves[0]; i++)
+        if (n == curves[i].len && memcmp(p, curves[i].der, n) == 0)
+            return curves[i].siglen;
+    return 0;
+}
+
+/* Key type and signature size, so the caller's buffer is checked before C_Sign. */
+static int key_read_info(struct key *k, CK_SESSION_HANDLE s, struct keyinfo *info)
+{
+    CK_FUNCTION_LIST_PTR f = k->tok->mod->f;
+    unsigned char params[64];
+    CK_ATTRIBUTE type = {CKA_KEY_TYPE, &info->type, sizeof info->type};
+    CK_ATTRIBUTE size;
+    CK_RV rv = f->C_GetAttributeValue(s, info->handle, &type, 1);
+
+    if (rv != CKR_OK)
+        return fail_ckr(rv, k->desc, "C_GetAttributeValue(CKA_KEY_TYPE)");
+    info->siglen = 0;
+    if (info->type == CKK_RSA) {
+        size = (CK_ATTRIBUTE){CKA_MODULUS, NULL, 0}; /* length only */
+        if (f->C_GetAttributeValue(s, info->handle, &size, 1) == CKR_OK)
+            info->siglen = size.ulValueLen;
+    } else if (info->type == CKK_EC || info->type == CKK_EC_EDWARDS) {
+        size = (CK_ATTRIBUTE){CKA_EC_PARAMS, params, sizeof params};
+        if (f->C_GetAttributeValue(s, info->handle, &size, 1) == CKR_OK)
+            info->siglen = ec_siglen(params, size.ulValueLen);
+    }
+    return BP11_OK; /* an unknown size is not an error: C_Sign will say */
+}
+
+/* C_FindObjects for exactly one private key with the URI's label and/or id. */
+static int key_find(struct key *k, CK_SESSION_HANDLE s, struct keyinfo *info)
+{
+    CK_FUNCTION_LIST_PTR f = k->tok->mod->f;
+    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    CK_ATTRIBUTE tmpl[3] = {{CKA_CLASS, &cls, sizeof cls}};
+    CK_ULONG nt = 1, found = 0;
+    CK_OBJECT_HANDLE h[2];
+
+    if (k->object.set)
+        tmpl[nt++] = (CK_ATTRIBUTE){CKA_LABEL, k->object.p, k->object.n};
+    if (k->id.set)
+        tmpl[nt++] = (CK_ATTRIBUTE){CKA_ID, k->id.p, k->id.n};
+    CK_RV rv = f->C_FindObjectsInit(s, tmpl, nt);
+    if (rv != CKR_OK)
+        return fail_ckr(rv, k->desc, "C_FindObjectsInit");
+    rv = f->C_FindObjects(s, h, 2, &found);
+    CK_RV rv2 = f->C_FindObjectsFinal(s);
+    if (rv == CKR_OK)
+        rv = rv2;
+    if (rv != CKR_OK)
+        return fail_ckr(rv, k->desc, "C_FindObjects");
+    if (found > 1)
+        return set_error(BP11_ERR_URI, 0, "%s on %s: the URI matches more than one private key; "
+                         "add id= to choose one", k->desc, k->tok->desc);
+    if (found == 0) {
+        if (!token_alive(k->tok)) {
+            set_error(BP11_ERR_TOKEN_NOT_FOUND, 0, "%s is no longer usable (C_GetTokenInfo fails)",
+                      k->tok->desc);
+            return defer(RC_RECOVER, BP11_ERR_TOKEN_NOT_FOUND);
+        }
+        return set_error(BP11_ERR_KEY_NOT_FOUND, 0, "%s not found on %s%s", k->desc, k->tok->desc,
+                         k->tok->pin.set ? "" : " (no PIN configured: private keys are hidden "
+                                                "until login)");
+    }
+    info->handle = h[0];
+    return key_read_info(k, s, info);
+}
+
+/* Remember what key_find learnt, for every thread, in this generation. */
+static void key_store(struct key *k, unsigned long gen, const struct keyinfo *info)
+{
+    pthread_mutex_lock(&k->tok->mu);
+    k->info = *info;
+    k->info_gen = gen;
+    pthread_mutex_unlock(&k->tok->mu);
+}
+
+static void key_free(struct key *k)
+{
+    value_free(&k->object, 0);
+    value_free(&k->id, 0);
+    free(k->uri);
+    free(k);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Resolving a URI to its key (cache miss path, under g_lock).                                 */
+
+static void describe_token(struct token *t)
+{
+    const char *what = "token", *v = (const char *)t->label.p;
+
+    if (!t->label.set) {
+        what = t->serial.set ? "token with serial" : "token in slot";
+        v = t->serial.set ? (const char *)t->serial.p : NULL;
+    }
+    if (v)
+        snprintf(t->desc, sizeof t->desc, "%s '%s' (module %s)", what, v, t->mod->path);
+    else
+        snprintf(t->desc, sizeof t->desc, "%s %lu (module %s)", what, (unsigned long)t->want_slot,
+                 t->mod->path);
+}
+
+static void describe_key(struct key *k)
+{
+    char id[41] = "";
+
+    for (size_t i = 0; k->id.set && i < k->id.n && i < 20; i++)
+        sprintf(id + 2 * i, "%02x", k->id.p[i]);
+    if (k->object.set && k->id.set)
+        snprintf(k->desc, sizeof k->desc, "key '%s' id %s", (const char *)k->object.p, id);
+    else if (k->object.set)
+        snprintf(k->desc, sizeof k->desc, "key '%s'", (const char *)k->object.p);
+    else
+        snprintf(k->desc, sizeof k->desc, "key id %s", id);
+}
+
+static int token_same(const struct token *t, const struct uri *u, enum pin_kind kind)
+{
+    CK_SLOT_ID slot = u->slot_id.set ? strtoul((const char *)u->slot_id.p, NULL, 10) : 0;
+    struct value ref = kind == PIN_URI_SOURCE ? u->pin_source
+                       : kind == PIN_URI_VALUE ? u->pin_value : (struct value){0};
+
+    return value_equal(&t->label, &u->token) && value_equal(&t->serial, &u->serial) &&
+           value_equal(&t->model, &u->model) && value_equal(&t->manufacturer, &u->manufacturer) &&
+           t->has_slot == u->slot_id.set && t->want_slot == slot && t->pin_kind == kind &&
+           value_equal(&t->pin_ref, &ref);
+}
+
+static int token_create(struct module *m, struct uri *u, enum pin_kind kind, struct value *ref,
+                        struct value *pin, struct token **out)
+{
+    struct token *t = calloc(1, sizeof *t);
+
+    if (!t || value_copy(&t->label, &u->token) || value_copy(&t->serial, &u->serial) ||
+        value_copy(&t->model, &u->model) || value_copy(&t->manufacturer, &u->manufacturer)) {
+        if (t)
+            token_free(t);
+        return set_error(BP11_ERR_CONFIG, 0, "out of memory");
+    }
+    t->mod = m;
+    t->has_slot = u->slot_id.set;
+    t->want_slot = t->has_slot ? strtoul((const char *)u->slot_id.p, NULL, 10) : 0;
+    t->pin_kind = kind;
+    t->pin_ref = *ref;
+    t->pin = *pin;
+    memset(ref, 0, sizeof *ref);
+    memset(pin, 0, sizeof *pin);
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->cv, NULL);
+    describe_token(t);
+    *out = t;
+    return BP11_OK;
+}
+
+/* The token struct for this selector and PIN source, created (PIN read once) if new. */
+static int token_get(struct module *m, struct uri *u, struct token **out)
+{
+    enum pin_kind kind = u->pin_source.set ? PIN_URI_SOURCE : u->pin_value.set ? PIN_URI_VALUE
+                         : getenv("PKCS11_LIBRARY_PIN") ? PIN_ENV_VALUE
+                         : getenv("PKCS11_LIBRARY_PIN_FILE") ? PIN_ENV_FILE : PIN_NONE;
+    struct value ref, pin;
+    int rc;
+
+    pthread_mutex_lock(&m->mu);
+    for (struct token *t = m->tokens; t; t = t->next) {
+        if (token_same(t, u, kind)) {
+            pthread_mutex_unlock(&m->mu);
+            *out = t;
+            return BP11_OK;
+        }
+    }
+    pthread_mutex_unlock(&m->mu);
+    rc = pin_load(u, &kind, &ref, &pin);
+    if (rc == BP11_OK)
+        rc = token_create(m, u, kind, &ref, &pin, out);
+    value_free(&ref, 1);
+    value_free(&pin, 1);
+    if (rc != BP11_OK)
+        return rc;
+    pthread_mutex_lock(&m->mu);
+    (*out)->next = m->tokens;
+    m->tokens = *out;
+    pthread_mutex_unlock(&m->mu);
+    return BP11_OK;
+}
+
+static int module_path_for(const struct uri *u, const char **path)
+{
+    *path = u->module_path.set ? (const char *)u->module_path.p : getenv("PKCS11_LIBRARY_PATH");
+    if (!*path)
+        return set_error(BP11_ERR_CONFIG, 0, "no PKCS#11 module: set PKCS11_LIBRARY_PATH or add "
+                         "?module-path= to the URI");
+    if (!**path)
+        return set_error(BP11_ERR_CONFIG, 0, "PKCS11_LIBRARY_PATH is set but empty");
+    return BP11_OK;
+}
+
+static unsigned cache_hash(const char *s)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+
+    while (*s)
+        h = (h ^ (unsigned char)*s++) * 16777619u;
+    return h % CACHE_BUCKETS;
+}
+
+/* Parse the URI, load its module, token (and PIN) and create the key entry; caller holds g_lock. */
+static int key_create(const char *uristr, struct key **out)
+{
+    struct uri u;
+    struct module *m;
+    struct token *t = NULL;
+    const char *path;
+    int rc = uri_parse(&u, uristr);
+
+    if (rc != BP11_OK)
+        return rc;
+    if ((rc = module_path_for(&u, &path)) == BP11_OK && (rc = module_get(path, &m)) == BP11_OK &&
+        (rc = token_get(m, &u, &t)) == BP11_OK) {
+        struct key *k = calloc(1, sizeof *k);
+        if (!k || !(k->uri = strdup(uristr)) || value_copy(&k->object, &u.object) ||
+            value_copy(&k->id, &u.id)) {
+            if (k)
+                key_free(k);
+            rc = set_error(BP11_ERR_CONFIG, 0, "out of memory");
+        } else {
+            k->tok = t;
+            describe_key(k);
+            *out = k;
+        }
+    }
+    uri_free(&u);
+    return rc;
+}
+
+static int key_resolve(const char *uri, struct key **out)
+{
+    unsigned h = cache_hash(uri);
+    int rc = BP11_OK;
+
+    pthread_mutex_lock(&g_lock);
+    for (*out = g_cache[h]; *out && strcmp((*out)->uri, uri) != 0; *out = (*out)->next)
+        ;
+    if (!*out && (rc = key_create(uri, out)) == BP11_OK) {
+        (*out)->next = g_cache[h];
+        g_cache[h] = *out;
+    }
+    pthread_mutex_unlock(&g_lock);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Signing.                                                                                     */
+
+static const struct mech {
+    const char *name;
+    CK_MECHANISM_TYPE ckm;
+    CK_KEY_TYPE key_type;
+    size_t digest_len;                 /* 0: any length */
+    const unsigned char *prefix;       /* DER DigestInfo up to the digest (RSA only) */
+    size_t prefix_len;
+} MECHS[] = {
+    [BP11_MECH_RSA_SHA1] = {"RSA-SHA1", CKM_RSA_PKCS, CKK_RSA, 20, (const unsigned char *)
+        "\x30\x21\x30\x09\x06\x05\x2b\x0e\x03\x02\x1a\x05\x00\x04\x14", 15},
+    [BP11_MECH_RSA_SHA256] = {"RSA-SHA256", CKM_RSA_PKCS, CKK_RSA, 32, (const unsigned char *)
+        "\x30\x31\x30\x0d\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01\x05\x00\x04\x20", 19},
+    [BP11_MECH_RSA_SHA512] = {"RSA-SHA512", CKM_RSA_PKCS, CKK_RSA, 64, (const unsigned char *)
+        "\x30\x51\x30\x0d\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x03\x05\x00\x04\x40", 19},
+    [BP11_MECH_ECDSA] = {"ECDSA", CKM_ECDSA, CKK_EC, 0, NULL, 0},
+    [BP11_MECH_EDDSA] = {"EdDSA", CKM_EDDSA, CKK_EC_EDWARDS, 0, NULL, 0},
+};
+
+static int check_args(int mech, const unsigned char *in, size_t inlen, unsigned char *sig,
+                      size_t *siglen)
+{
+    if (mech < BP11_MECH_RSA_SHA1 || mech > BP11_MECH_EDDSA)
+        return set_error(BP11_ERR_MECHANISM, 0, "unknown mechanism %d", mech);
+    if (!sig || !siglen)
+        return set_error(BP11_ERR_BUFFER, 0, "no signature buffer given");
+    if (!in && inlen > 0)
+        return set_error(BP11_ERR_MECHANISM, 0, "no input data given");
+    if (MECHS[mech].digest_len && inlen != MECHS[mech].digest_len)
+        return set_error(BP11_ERR_MECHANISM, 0, "%s needs a %zu-byte digest, got %zu bytes",
+                         MECHS[mech].name, MECHS[mech].digest_len, inlen);
+    if (mech == BP11_MECH_ECDSA && (inlen == 0 || inlen > 64))
+        return set_error(BP11_ERR_MECHANISM, 0, "ECDSA needs a digest of 1..64 bytes, got %zu", inlen);
+    return BP11_OK;
+}
+
+static const char *key_type_name(CK_KEY_TYPE t)
+{
+    return t == CKK_RSA ? "an RSA" : t == CKK_EC ? "an EC" : t == CKK_EC_EDWARDS ? "an EdDSA" : "a";
+}
+
+/* Does this key fit this mechanism and the caller's buffer? */
+static int check_key(const struct key *k, const struct keyinfo *info, int mech, size_t *siglen)
+{
+    if (info->type != MECHS[mech].key_type)
+        return set_error(BP11_ERR_MECHANISM, 0, "%s is %s key; %s cannot use it", k->desc,
+                         key_type_name(info->type), MECHS[mech].name);
+    if (info->siglen && *siglen < info->siglen) {
+        *siglen = info->siglen;
+        return set_error(BP11_ERR_BUFFER, 0, "%s: signature needs %zu bytes", k->desc, info->siglen);
+    }
+    return BP11_OK;
+}
+
+/* C_SignInit + C_Sign; for RSA the input is the DigestInfo built here. */
+static CK_RV token_sign(CK_FUNCTION_LIST_PTR f, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, int mech,
+                        const unsigned char *in, size_t inlen, unsigned char *sig, size_t *siglen)
+{
+    const struct mech *m = &MECHS[mech];
+    CK_MECHANISM ckm = {m->ckm, NULL, 0};
+    unsigned char buf[SIG_MAX_INPUT];
+    CK_ULONG outlen = (CK_ULONG)*siglen;
+    CK_RV rv;
+
+    if (m->prefix) {
+        memcpy(buf, m->prefix, m->prefix_len);
+        memcpy(buf + m->prefix_len, in, inlen);
+        in = buf;
+        inlen += m->prefix_len;
+    }
+    if ((rv = f->C_SignInit(s, &ckm, h)) != CKR_OK)
+        return rv;
+    rv = f->C_Sign(s, (CK_BYTE_PTR)in, (CK_ULONG)inlen, sig, &outlen);
+    *siglen = outlen;
+    return rv;
+}
+
+/* Interpret a failed C_SignInit/C_Sign (the session has already been dropped). */
+static int sign_failed(struct key *k, unsigned long gen, CK_RV rv, size_t *siglen)
+{
+    struct token *t = k->tok;
+    enum verdict v = classify(rv);
+
+    if (v == V_BUFFER) {
+        struct keyinfo info = k->info;
+        info.siglen = *siglen; /* C_Sign told us; remember it, no second call next time */
+        key_store(k, gen, &info);
+        return set_error(BP11_ERR_BUFFER, rv, "%s: signature needs %zu bytes", k->desc, *siglen);
+    }
+    if (v == V_HANDLE && token_alive(t)) {
+        key_store(k, 0, &k->info); /* key deleted or re-created: find it again, no re-init */
+        set_error(BP11_ERR_KEY_NOT_FOUND, rv, "%s on %s: handle no longer valid", k->desc, t->desc);
+        return defer(RC_RETRY, BP11_ERR_KEY_NOT_FOUND);
+    }
+    if (v == V_NOT_LOGGED_IN && !t->pin.set)
+        return set_error(BP11_ERR_CONFIG, rv, "%s needs a login but no PIN is configured (set "
+                         "PKCS11_LIBRARY_PIN_FILE or the URI's pin-source)", k->desc);
+    if (v == V_HANDLE)
+        v = V_GONE; /* the handle died because the token did */
+    int rc = fail_ckr(rv, k->desc, "C_Sign");
+    return v == V_GONE ? defer(rc, BP11_ERR_TOKEN_NOT_FOUND) : rc;
+}
+
+/* One attempt in generation `gen`, caller holds mod->rw for reading. */
+static int sign_live(struct key *k, unsigned long gen, int mech, const unsigned char *in,
+                     size_t inlen, unsigned char *sig, size_t *siglen)
+{
+    struct token *t = k->tok;
+    struct keyinfo info;
+    CK_SESSION_HANDLE s;
+    int rc = pool_get(k, gen, &s, &info);
+
+    if (rc != BP11_OK)
+        return rc;
+    if (info.handle == CK_INVALID_HANDLE) {
+        if ((rc = key_find(k, s, &info)) != BP11_OK) {
+            if (rc == RC_RECOVER)
+                pool_drop(t, s);
+            else
+                pool_put(t, s);
+            return rc;
+        }
+        key_store(k, gen, &info);
+    }
+    if ((rc = check_key(k, &info, mech, siglen)) != BP11_OK) {
+        pool_put(t, s);
+        return rc;
+    }
+    CK_RV rv = token_sign(t->mod->f, s, info.handle, mech, in, inlen, sig, siglen);
+    if (rv == CKR_OK) {
+        pool_put(t, s);
+        return BP11_OK;
+    }
+    pool_drop(t, s);
+    return sign_failed(k, gen, rv, siglen);
+}
+
+static int sign_attempt(struct key *k, int mech, const unsigned char *in, size_t inlen,
+                        unsigned char *sig, size_t *siglen, unsigned long *gen)
+{
+    struct module *m = k->tok->mod;
+    int rc;
+
+    pthread_rwlock_rdlock(&m->rw);
+    *gen = m->gen;
+    if (m->live)
+        rc = sign_live(k, *gen, mech, in, inlen, sig, siglen);
+    else
+        rc = defer(RC_RECOVER, module_down(m, k->tok));
+    pthread_rwlock_unlock(&m->rw);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Public API.                                                                                  */
+
+int bp11_init(void)
+{
+    const char *path = getenv("PKCS11_LIBRARY_PATH");
+    struct module *m;
+    int rc;
+
+    clear_error();
+    if (!path)
+        return BP11_OK; /* modules named in URIs are loaded on first use */
+    if (!*path)
+        return set_error(BP11_ERR_CONFIG, 0, "PKCS11_LIBRARY_PATH is set but empty");
+    pthread_mutex_lock(&g_lock);
+    rc = module_get(path, &m);
+    if (rc == BP11_OK && !m->live)
+        rc = set_error(BP11_ERR_MODULE, m->init_rv, "%s: C_Initialize failed: %s (0x%lx)", path,
+                       ckr_name(m->init_rv), (unsigned long)m->init_rv);
+    pthread_mutex_unlock(&g_lock);
+    return rc;
+}
+
+int bp11_sign(const char *uri, int mech, const unsigned char *in, size_t inlen,
+              unsigned char *sig, size_t *siglen)
+{
+    struct key *k;
+    unsigned long gen;
+    int rc;
+
+    clear_error();
+    if (!uri)
+        return set_error(BP11_ERR_URI, 0, "no URI given");
+    if ((rc = check_args(mech, in, inlen, sig, siglen)) != BP11_OK)
+        return rc;
+    if ((rc = key_resolve(uri, &k)) != BP11_OK)
+        return rc;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        rc = sign_attempt(k, mech, in, inlen, sig, siglen, &gen);
+        if (rc >= 0)
+            return rc;
+        if (rc == RC_RECOVER && attempt == 0)
+            module_recover(k->tok->mod, gen);
+    }
+    return tl_pending; /* the retry failed too; tl_msg says why */
+}
+
+void bp11_finalize(void)
+{
+    pthread_mutex_lock(&g_lock);
+    for (unsigned i = 0; i < CACHE_BUCKETS; i++) {
+        struct key *k, *next;
+        for (k = g_cache[i]; k; k = next) {
+            next = k->next;
+            key_free(k);
+        }
+        g_cache[i] = NULL;
+    }
+    while (g_modules) {
+        struct module *m = g_modules;
+        g_modules = m->next;
+        pthread_rwlock_wrlock(&m->rw);
+        if (m->live && m->owns_init)
+            (void)m->f->C_Finalize(NULL); /* nothing useful to do if it fails at shutdown */
+        pthread_rwlock_unlock(&m->rw);
+        module_free(m);
+    }
+    pthread_mutex_unlock(&g_lock);
+}
+
+const char *bp11_last_error(void)
+{
+    return tl_msg;
+}
+
+unsigned long bp11_last_ckr(void)
+{
+    return tl_ckr;
+}

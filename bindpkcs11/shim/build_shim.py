@@ -1,0 +1,53 @@
+"""cffi build script for ``bindpkcs11._shim``, the Python face of the C shim (bp11.c).
+
+setup.py names it in ``cffi_modules``; it runs from the repository root, so every path here is
+taken relative to this file.  API mode compiles bp11.c into the extension itself: the cffi module
+cannot be loaded by plain C, which is why BIND links the separately built libbp11.so
+(see sharedlib.py) made from the same source.
+"""
+
+from pathlib import Path
+
+from cffi import FFI
+
+SHIM_DIR = Path(__file__).resolve().parent
+P11_KIT_INCLUDE = "/usr/include/p11-kit-1"
+
+# The constants are declared with "..." so cffi takes their values from bp11.h: one source of truth.
+CDEF = """
+#define BP11_MECH_RSA_SHA1 ...
+#define BP11_MECH_RSA_SHA256 ...
+#define BP11_MECH_RSA_SHA512 ...
+#define BP11_MECH_ECDSA ...
+#define BP11_MECH_EDDSA ...
+#define BP11_OK ...
+#define BP11_ERR_CONFIG ...
+#define BP11_ERR_MODULE ...
+#define BP11_ERR_URI ...
+#define BP11_ERR_TOKEN_NOT_FOUND ...
+#define BP11_ERR_KEY_NOT_FOUND ...
+#define BP11_ERR_PIN_INCORRECT ...
+#define BP11_ERR_PIN_LOCKED ...
+#define BP11_ERR_BUFFER ...
+#define BP11_ERR_MECHANISM ...
+#define BP11_ERR_PKCS11 ...
+int bp11_init(void);
+int bp11_sign(const char *uri, int mech, const unsigned char *in, size_t inlen,
+              unsigned char *sig, size_t *siglen);
+void bp11_finalize(void);
+const char *bp11_last_error(void);
+unsigned long bp11_last_ckr(void);
+"""
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+ffibuilder.set_source(
+    "bindpkcs11._shim",
+    '#include "bp11.h"',
+    sources=[str(SHIM_DIR / "bp11.c")],
+    include_dirs=[str(SHIM_DIR), P11_KIT_INCLUDE],
+    libraries=["dl", "pthread"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

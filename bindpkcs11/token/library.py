@@ -1,0 +1,165 @@
+"""Loading a PKCS#11 module, finding a token, logging in once. Every PKCS#11 error is mapped here.
+
+python-pkcs11 keeps one module instance per process, and a token logs in per application, so a
+session is opened once per command and handed to the functions in keys.py / objects.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pkcs11
+import pkcs11.exceptions as p11x
+from pkcs11 import TokenFlag
+
+from bindpkcs11.errors import (
+    BindPkcs11Error,
+    ModuleMissing,
+    PinIncorrect,
+    TokenNotFound,
+)
+from bindpkcs11.token.records import TokenFlags, TokenInfo
+
+PinSource = Callable[[], str]
+
+
+def load_module(module_path: str) -> "pkcs11.lib":
+    """The python-pkcs11 library object for `module_path`, or ModuleMissing with what to install."""
+    if not Path(module_path).exists():
+        raise ModuleMissing(
+            f"PKCS#11 module {module_path} not found: install it (e.g. apt-get install softhsm2) "
+            "or pass --module PATH"
+        )
+    try:
+        return pkcs11.lib(module_path)
+    except (p11x.PKCS11Error, RuntimeError, OSError) as error:
+        raise ModuleMissing(f"cannot load PKCS#11 module {module_path}: {error!r}") from error
+
+
+def list_tokens(module_path: str) -> list[TokenInfo]:
+    """Every slot that holds a token, in slot order."""
+    lib = load_module(module_path)
+    infos = []
+    for slot in lib.get_slots(token_present=True):
+        token = slot.get_token()
+        infos.append(_token_info(slot, token))
+    return infos
+
+
+def find_token(module_path: str, label: str) -> "pkcs11.Token":
+    """The one token called `label`, or TokenNotFound naming the labels that do exist."""
+    lib = load_module(module_path)
+    matches = [slot.get_token() for slot in lib.get_slots(token_present=True)]
+    found = [token for token in matches if token.label == label]
+    if not found:
+        known = ", ".join(sorted(repr(token.label) for token in matches)) or "none"
+        raise TokenNotFound(
+            f"token '{label}' not found in {module_path} (tokens present: {known}); "
+            "create it with 'bindpkcs11 token init --label LABEL'"
+        )
+    if len(found) > 1:
+        raise TokenNotFound(f"{len(found)} tokens are labelled '{label}': relabel or remove one")
+    return found[0]
+
+
+def token_info(module_path: str, label: str) -> TokenInfo:
+    token = find_token(module_path, label)
+    return _token_info(token.slot, token)
+
+
+@contextlib.contextmanager
+def open_session(
+    module_path: str, label: str, pin: PinSource | None = None, rw: bool = False
+) -> Iterator["pkcs11.Session"]:
+    """A session on token `label`, logged in as user when `pin` is given.
+
+    The PIN is asked for only after the token was found (no prompt for a typo'd label) and C_Login
+    is attempted exactly once: a wrong PIN raises PinIncorrect carrying the token's PIN flags, and
+    nothing retries it, because smart cards lock after a few failures.
+    """
+    token = find_token(module_path, label)
+    user_pin = pin() if pin else None
+    try:
+        session = token.open(rw=rw, user_pin=user_pin)
+    except (p11x.PinIncorrect, p11x.PinLenRange, p11x.PinInvalid):
+        raise PinIncorrect(_wrong_pin_message(module_path, label)) from None
+    except p11x.PinLocked:
+        raise PinIncorrect(
+            f"the user PIN of token '{label}' is locked: unlock it with the SO PIN"
+        ) from None
+    except p11x.UserAlreadyLoggedIn:
+        session = token.open(rw=rw)
+    except p11x.PKCS11Error as error:
+        raise translate(error, f"opening a session on token '{label}'") from error
+    try:
+        yield session
+    finally:
+        with contextlib.suppress(p11x.PKCS11Error):
+            session.close()
+
+
+def translate(error: Exception, doing: str) -> BindPkcs11Error:
+    """One line for a PKCS#11 failure: what we were doing and the CKR name."""
+    name = type(error).__name__
+    if isinstance(error, p11x.TokenNotPresent | p11x.DeviceRemoved):
+        return TokenNotFound(f"{doing}: the token was removed ({name}); reinsert it and try again")
+    if isinstance(error, p11x.UserNotLoggedIn):
+        return PinIncorrect(f"{doing}: the token requires a login ({name})")
+    return BindPkcs11Error(f"{doing} failed: {name} {error}".rstrip())
+
+
+def _wrong_pin_message(module_path: str, label: str) -> str:
+    flags = token_info(module_path, label).flags
+    notes = flags.warnings()
+    state = f" (token reports: {', '.join(notes)})" if notes else ""
+    return (
+        f"wrong user PIN for token '{label}'{state}; login was attempted once and will not be "
+        "retried: check --pin-file / PKCS11_LIBRARY_PIN"
+    )
+
+
+def _token_info(slot: "pkcs11.Slot", token: "pkcs11.Token") -> TokenInfo:
+    flags = token.flags
+    return TokenInfo(
+        slot_id=slot.slot_id,
+        slot_description=slot.slot_description.strip(),
+        label=token.label,
+        manufacturer=token.manufacturer_id.strip(),
+        model=token.model.strip(),
+        serial=token.serial.decode(errors="replace").strip()
+        if isinstance(token.serial, bytes)
+        else str(token.serial).strip(),
+        flags=TokenFlags(
+            initialized=bool(flags & TokenFlag.TOKEN_INITIALIZED),
+            user_pin_initialized=bool(flags & TokenFlag.USER_PIN_INITIALIZED),
+            user_pin_count_low=bool(flags & TokenFlag.USER_PIN_COUNT_LOW),
+            user_pin_final_try=bool(flags & TokenFlag.USER_PIN_FINAL_TRY),
+            user_pin_locked=bool(flags & TokenFlag.USER_PIN_LOCKED),
+            so_pin_locked=bool(flags & TokenFlag.SO_PIN_LOCKED),
+            login_required=bool(flags & TokenFlag.LOGIN_REQUIRED),
+            has_rng=bool(flags & TokenFlag.RNG),
+        ),
+    )
+
+
+def module_env_ready(variable: str, value: str) -> None:
+    """Set an environment variable a module reads at C_Initialize (e.g. SOFTHSM2_CONF).
+
+    Must happen before the module is first loaded in this process; a later change would be
+    silently ignored by the module, so refuse it loudly instead.
+    """
+    current = os.environ.get(variable)
+    if current == value:
+        return
+    if _loaded_modules():
+        raise BindPkcs11Error(
+            f"{variable} changed after the PKCS#11 module was loaded; run one command per token"
+        )
+    os.environ[variable] = value
+
+
+def _loaded_modules() -> bool:
+    return bool(getattr(pkcs11, "_loaded", None))

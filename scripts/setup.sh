@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Install, idempotently, everything bindpkcs11 needs on Debian 12: the Debian packages, then the
+# package with its test extras into ./.venv. Safe to run again: it only installs what is missing.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+packages=(
+  softhsm2 opensc libp11-kit-dev          # the default token, pkcs11-tool/pkcs11-spy, pkcs11.h for the shim
+  bind9-utils bind9-dnsutils bind9        # stock dnssec-* tools, dig, and a stock named (secondary)
+  build-essential pkg-config python3-dev python3-venv
+  libuv1-dev libssl-dev xz-utils          # building the patched BIND 9.18
+)
+
+missing=()
+for package in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$package")
+  fi
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: run as root (or install these packages first): ${missing[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts named after installing bind9 where it can; bindpkcs11 runs its own instances.
+  if command -v systemctl >/dev/null && systemctl is-active -q named 2>/dev/null; then
+    systemctl disable --now named >/dev/null 2>&1 || true
+  fi
+fi
+
+python="${PYTHON:-python3}"
+if [[ ! -x "$repo/.venv/bin/python" ]]; then
+  echo "setup: creating $repo/.venv"
+  "$python" -m venv "$repo/.venv"
+fi
+stamp="$repo/.venv/.bindpkcs11-installed"
+inputs=$(cat "$repo/setup.py" "$repo/bindpkcs11/shim/bp11.c" "$repo/bindpkcs11/shim/bp11.h" \
+  "$repo/bindpkcs11/shim/build_shim.py" | sha256sum | cut -d' ' -f1)
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$inputs" ]]; then
+  echo "setup: installing bindpkcs11 and its test extras into .venv"
+  "$repo/.venv/bin/python" -m pip install -q --upgrade pip setuptools wheel
+  "$repo/.venv/bin/python" -m pip install -q -e "$repo[test]"
+  echo "$inputs" > "$stamp"
+fi
+echo "setup: ready ($("$repo/.venv/bin/bindpkcs11" --version))"

@@ -1,0 +1,26 @@
+"""Packaging for bindpkcs11: the Python package, the cffi-built shim, the console entry point."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="bindpkcs11",
+    version="0.1.0",
+    description="Hardware-backed DNSSEC keys (PKCS#11 tokens) for BIND",
+    python_requires=">=3.11",
+    packages=find_packages(include=["bindpkcs11", "bindpkcs11.*"]),
+    package_data={
+        "bindpkcs11.shim": ["*.c", "*.h"],
+    },
+    install_requires=[
+        "python-pkcs11>=0.10,<0.11",
+        "dnspython>=2.6",
+        "cryptography>=42",
+        "jinja2>=3.1",
+        "pexpect>=4.8",
+        "cffi>=1.16",
+    ],
+    setup_requires=["cffi>=1.16"],
+    cffi_modules=["bindpkcs11/shim/build_shim.py:ffibuilder"],
+    extras_require={"test": ["pytest>=8"]},
+    entry_points={"console_scripts": ["bindpkcs11=bindpkcs11.cli:main"]},
+)

@@ -1,0 +1,96 @@
+"""Shared fixtures: real SoftHSM2 tokens in temporary state dirs, driven through the real CLI.
+
+Each CLI call is its own process, as an operator would run it: a PKCS#11 module reads its
+configuration (SOFTHSM2_CONF) once per process, so separate state dirs need separate processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+SPY_MODULE = "/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so"
+TOKEN = "bindpkcs11"
+
+
+@dataclass
+class Cli:
+    """Runs `python -m bindpkcs11 --state-dir <tmp>` with a clean PIN environment."""
+
+    state_dir: Path
+    env: dict
+
+    def __call__(self, *args: str, check: bool = True, env: dict | None = None,
+                 stdin: str | None = None, timeout: float = 120,
+                 binary: bool = False) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "bindpkcs11", "--state-dir", str(self.state_dir), *args]
+        result = subprocess.run(
+            command, capture_output=True, text=not binary, timeout=timeout,
+            env={**self.env, **(env or {})}, input=stdin, cwd=REPO,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(args)} exited {result.returncode}\nstdout:{result.stdout}\nstderr:{result.stderr}"
+            )
+        return result
+
+    def json(self, *args: str, **kwargs) -> object:
+        return json.loads(self(*args, "--json", **kwargs).stdout)
+
+    @property
+    def key_dir(self) -> Path:
+        return self.state_dir / "keys"
+
+    @property
+    def softhsm_conf(self) -> Path:
+        return self.state_dir / "softhsm" / "softhsm2.conf"
+
+    def pin(self, label: str = TOKEN) -> str:
+        return (self.state_dir / "pins" / f"{label}.pin").read_text().strip()
+
+
+def clean_env() -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PKCS11_LIBRARY_PIN", "PKCS11_SO_PIN", "SOFTHSM2_CONF", "BINDPKCS11_STATE_DIR")}
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    """A CLI bound to an empty state dir."""
+    return Cli(tmp_path / "state", clean_env())
+
+
+@pytest.fixture
+def token_cli(cli: Cli) -> Cli:
+    """A CLI whose state dir holds an initialised default token with generated PINs."""
+    cli("token", "init", "--label", TOKEN, "--generate-pins")
+    return cli
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """Assert the failure is one clear line without a traceback, and return it."""
+    assert result.returncode != 0, result
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr, result.stderr
+    assert lines and lines[-1].startswith("bindpkcs11: error:"), result.stderr
+    error_lines = [line for line in lines if line.startswith("bindpkcs11:")]
+    assert len(error_lines) == 1, result.stderr
+    return error_lines[0]
+
+
+def run_python(code: str, env: dict, *args: str, timeout: float = 120) -> str:
+    """Run a snippet in a fresh interpreter (its own PKCS#11 module instance); return stdout."""
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                            env=env, timeout=timeout, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
