@@ -6,6 +6,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 packages=(
   softhsm2 opensc libp11-kit-dev          # the default token, pkcs11-tool/pkcs11-spy, pkcs11.h for the shim
+  p11-kit-modules                         # p11-kit-trust: a real module without key generation (tests)
   bind9-utils bind9-dnsutils bind9        # stock dnssec-* tools, dig, and a stock named (secondary)
   build-essential pkg-config python3-dev python3-venv
   libuv1-dev libssl-dev xz-utils          # building the patched BIND 9.18

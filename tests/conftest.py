@@ -18,6 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 SPY_MODULE = "/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so"
+TRUST_MODULE = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-trust.so"
 TOKEN = "bindpkcs11"
 
 

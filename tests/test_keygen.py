@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from conftest import SOFTHSM_MODULE, SPY_MODULE, TOKEN, one_line_error, run_python
+from conftest import SOFTHSM_MODULE, SPY_MODULE, TOKEN, TRUST_MODULE, one_line_error, run_python
 
 ALGORITHMS = ["RSASHA256", "RSASHA512", "ECDSAP256SHA256", "ECDSAP384SHA384", "ED25519"]
 
@@ -211,3 +211,11 @@ def test_wrong_pin_reports_the_tokens_pin_flags(token_cli):
         assert "token reports" in error
     else:
         assert "token reports" not in error
+
+
+def test_algorithm_the_token_lacks(token_cli):
+    """p11-kit's trust module is a real PKCS#11 token ("System Trust") that cannot generate keys."""
+    error = one_line_error(token_cli("keygen", "example.test", "--role", "zsk", "--algorithm", "ED25519",
+                                     "--module", TRUST_MODULE, "--token", "System Trust", check=False))
+    assert "cannot generate ed25519 keys" in error and "--algorithm" in error
+    assert not token_cli.key_dir.exists() or not list(token_cli.key_dir.glob("K*"))
