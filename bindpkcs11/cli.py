@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_token_commands(commands, common)
     _add_keygen(commands, common)
+    _add_bind_commands(commands, common)
     return parser
 
 
@@ -120,6 +121,50 @@ def _add_keygen(commands, common) -> None:
     for name in ("publish", "activate", "inactive", "delete"):
         gen.add_argument(f"--{name}", metavar="T", help="time (YYYYMMDD[HHMMSS], now, +1d, ...)")
     gen.set_defaults(handler=_keygen)
+
+
+def _add_bind_commands(commands, common) -> None:
+    bind = commands.add_parser("bind", help="the patched BIND 9.18", parents=[common])
+    sub = bind.add_subparsers(dest="bind_command", required=True, parser_class=_Parser)
+    build = sub.add_parser("build", help="fetch, patch, build and install BIND 9.18", parents=[common])
+    build.add_argument("--source", type=Path, help="an ISC BIND 9.18.x tarball (default: Debian's)")
+    build.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    build.add_argument("--jobs", type=int, help="parallel make jobs (default: CPU count)")
+    build.set_defaults(handler=_bind_build)
+    env = sub.add_parser("env", help="shell exports for running the patched tools by hand",
+                         parents=[common])
+    env.set_defaults(handler=_bind_env)
+
+
+def _bind_build(args) -> int:
+    from bindpkcs11.bind import build
+
+    result = build.build(_state(args), args.source, args.force, build.print_progress, args.jobs)
+    if args.json:
+        print_json(result)
+    elif result.rebuilt:
+        print(f"built BIND {result.manifest.bind_version} in {result.seconds:.0f} s: {result.prefix}")
+    else:
+        print(f"BIND {result.manifest.bind_version} already built: {result.prefix}")
+    return 0
+
+
+def _bind_env(args) -> int:
+    import shlex
+
+    from bindpkcs11.bind import build
+    from bindpkcs11.token.profiles import get_profile
+
+    state = _state(args)
+    if build.installed_manifest(state.bind_dir) is None:
+        raise UsageError(f"no patched BIND in {state.bind_dir}: run 'bindpkcs11 bind build' first")
+    variables = build.bind_env(state, get_profile(args.profile, state, args.module).module_env())
+    if args.json:
+        print_json(variables)
+    else:
+        for name, value in variables.items():
+            print(f"export {name}={shlex.quote(value)}")
+    return 0
 
 
 def _state(args) -> StateDir:

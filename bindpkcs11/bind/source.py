@@ -1,0 +1,172 @@
+"""Getting BIND 9.18 source: Debian's orig tarball through apt (checksum verified), or a given tarball.
+
+apt is driven with a private APT_CONFIG whose only sources are `deb-src` twins of the machine's own
+Debian entries, so /etc/apt is never changed and whatever mirror the machine uses is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from bindpkcs11.errors import ToolFailed, UsageError
+from bindpkcs11.fileio import write_atomic
+from bindpkcs11.run import run_tool
+
+SOURCE_PACKAGE = "bind9"
+SUPPORTED_SERIES = "9.18."
+_URI_LINE = re.compile(r"^'(?P<uri>[^']+)' (?P<name>\S+) (?P<size>\d+) SHA256:(?P<sha>[0-9a-f]{64})$")
+
+
+@dataclass(frozen=True)
+class SourceTarball:
+    """A BIND source tarball with its version and SHA-256."""
+
+    path: Path
+    version: str
+    sha256: str
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def given_tarball(path: Path) -> SourceTarball:
+    """An operator-supplied ISC tarball: must exist and be BIND 9.18.x."""
+    if not path.is_file():
+        raise UsageError(f"source tarball {path} does not exist")
+    return SourceTarball(path, tarball_version(path), sha256_file(path))
+
+
+def tarball_version(path: Path) -> str:
+    """The BIND version in a tarball's top directory (`bind-9.18.49/`); 9.18.x only."""
+    try:
+        with tarfile.open(path) as archive:
+            first = archive.next()
+    except (tarfile.TarError, OSError) as error:
+        raise UsageError(f"{path} is not a readable tarball: {error}") from None
+    top = first.name.split("/", 1)[0] if first else ""
+    match = re.fullmatch(r"bind-?(\d+\.\d+\.\d+)", top) or re.fullmatch(r"bind9-?(\d+\.\d+\.\d+)", top)
+    if not match or not match.group(1).startswith(SUPPORTED_SERIES):
+        raise UsageError(
+            f"{path} holds '{top}', not BIND {SUPPORTED_SERIES}x: the patch is for BIND 9.18"
+        )
+    return match.group(1)
+
+
+def debian_orig_tarball(cache_dir: Path) -> SourceTarball:
+    """Debian 12's bind9 orig tarball via `apt-get source --tar-only`, verified against apt's SHA-256."""
+    apt_dir = cache_dir / "apt"
+    apt_env = _private_apt(apt_dir)
+    run_tool(["apt-get", "update", "-qq"], env=apt_env, what="apt-get update (deb-src)", timeout=600)
+    listing = run_tool(["apt-get", "source", "--print-uris", "--tar-only", SOURCE_PACKAGE],
+                       env=apt_env, cwd=cache_dir, what="apt-get source --print-uris").stdout
+    entries = [m for m in map(_URI_LINE.match, listing.splitlines()) if m]
+    origs = [m for m in entries if m.group("name").endswith((".orig.tar.xz", ".orig.tar.gz"))]
+    target = origs[0] if origs else None
+    existing = [p for p in cache_dir.glob(f"{SOURCE_PACKAGE}_*.orig.tar.*") if not p.name.endswith(".asc")]
+    if target is None and not existing:
+        raise ToolFailed(f"apt offers no {SOURCE_PACKAGE} orig tarball: {listing.strip()[-300:]}")
+    if target is not None:
+        run_tool(["apt-get", "source", "--download-only", "--tar-only", SOURCE_PACKAGE],
+                 env=apt_env, cwd=cache_dir, what="apt-get source --download-only", timeout=900)
+        path = cache_dir / target.group("name")
+        expected = target.group("sha")
+    else:
+        path = existing[0]
+        expected = (cache_dir / f"{path.name}.sha256").read_text().strip()
+    actual = sha256_file(path)
+    if actual != expected:
+        path.unlink(missing_ok=True)
+        raise ToolFailed(f"{path.name}: SHA-256 {actual} does not match apt's {expected}; removed it")
+    write_atomic(cache_dir / f"{path.name}.sha256", expected + "\n")
+    return SourceTarball(path, tarball_version(path), actual)
+
+
+def _private_apt(apt_dir: Path) -> dict[str, str]:
+    """An APT_CONFIG using deb-src twins of the machine's Debian sources, state kept in `apt_dir`."""
+    parts = apt_dir / "sources.list.d"
+    for sub in (parts, apt_dir / "lists" / "partial", apt_dir / "cache" / "archives" / "partial"):
+        sub.mkdir(parents=True, exist_ok=True)
+    stanzas = debian_source_stanzas()
+    if not stanzas:
+        raise ToolFailed("no Debian entries in /etc/apt to derive deb-src sources from")
+    write_atomic(parts / "bindpkcs11-src.sources", "\n\n".join(stanzas) + "\n")
+    write_atomic(apt_dir / "sources.list", "")
+    config = apt_dir / "apt.conf"
+    write_atomic(config, "\n".join([
+        f'Dir::Etc::SourceList "{apt_dir / "sources.list"}";',
+        f'Dir::Etc::SourceParts "{parts}";',
+        f'Dir::State::Lists "{apt_dir / "lists"}";',
+        f'Dir::Cache "{apt_dir / "cache"}";',
+        'APT::Sandbox::User "root";',
+        "",
+    ]))
+    return {**os.environ, "APT_CONFIG": str(config), "LC_ALL": "C"}
+
+
+def debian_source_stanzas(etc_apt: Path = Path("/etc/apt")) -> list[str]:
+    """deb822 `deb-src` stanzas for the machine's Debian release entries (third-party repos skipped)."""
+    codename = _codename()
+    stanzas = []
+    for uri, suites, components, signed_by in _debian_entries(etc_apt):
+        wanted = [s for s in suites if s == codename or s.startswith(codename + "-")]
+        if not wanted:
+            continue
+        lines = ["Types: deb-src", f"URIs: {uri}", f"Suites: {' '.join(wanted)}",
+                 f"Components: {' '.join(components)}"]
+        if signed_by:
+            lines.append(f"Signed-By: {signed_by}")
+        stanzas.append("\n".join(lines))
+    return stanzas
+
+
+def _debian_entries(etc_apt: Path):
+    """(uri, suites, components, signed_by) for each `deb` entry, from one-line and deb822 files."""
+    one_line = [etc_apt / "sources.list", *sorted((etc_apt / "sources.list.d").glob("*.list"))]
+    for path in one_line:
+        if not path.is_file():
+            continue
+        for line in path.read_text().splitlines():
+            words = line.split("#", 1)[0].split()
+            if len(words) >= 3 and words[0] == "deb":
+                options = [w for w in words[1:] if w.startswith("[")]
+                rest = [w for w in words[1:] if not w.startswith("[") and not w.endswith("]")]
+                signed = next((o.split("=", 1)[1].rstrip("]") for o in options if "signed-by" in o), "")
+                yield rest[0], [rest[1]], rest[2:], signed
+    for path in sorted((etc_apt / "sources.list.d").glob("*.sources")):
+        for stanza in path.read_text().split("\n\n"):
+            fields = _deb822_fields(stanza)
+            if "deb" not in fields.get("types", "").split() or fields.get("enabled", "yes") == "no":
+                continue
+            for uri in fields.get("uris", "").split():
+                yield uri, fields.get("suites", "").split(), fields.get("components", "").split(), \
+                    fields.get("signed-by", "")
+
+
+def _deb822_fields(stanza: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for line in stanza.splitlines():
+        if line.startswith("#") or not line.strip() or line[0].isspace():
+            continue
+        name, _, value = line.partition(":")
+        fields[name.strip().lower()] = value.strip()
+    return fields
+
+
+def _codename() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("VERSION_CODENAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "bookworm"
