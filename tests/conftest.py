@@ -95,3 +95,11 @@ def run_python(code: str, env: dict, *args: str, timeout: float = 120) -> str:
                             env=env, timeout=timeout, cwd=REPO)
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+@pytest.fixture(scope="session")
+def patched_bind() -> Path:
+    """The patched BIND prefix, built once per machine (about 2.5 minutes) and then reused."""
+    from bindtools import ensure_patched_bind
+
+    return ensure_patched_bind()

@@ -11,7 +11,7 @@ from bindpkcs11.errors import ToolFailed
 from bindpkcs11.run import run_tool, tail
 
 PATCH_DIR = Path(__file__).resolve().parents[2] / "patches"
-_PATCHING = re.compile(r"^patching file (?P<file>\S+)")
+_PATCHING = re.compile(r"^(patching|checking) file (?P<file>\S+)")
 _FAILED = re.compile(r"^Hunk #(?P<hunk>\d+) FAILED at (?P<line>\d+)")
 
 

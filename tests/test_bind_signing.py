@@ -1,0 +1,162 @@
+"""The patched BIND 9.18 signs with token keys through the shim; stock BIND verifies the result."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import tarfile
+from pathlib import Path
+
+import dns.name
+import dns.rdatatype
+import dns.zone
+import pytest
+
+from bindpkcs11.bind import patching
+from bindpkcs11.dnssec.samplezone import sample_zone_text
+from bindpkcs11.errors import ToolFailed
+from bindtools import BIND_STATE, tool_env
+from conftest import SOFTHSM_MODULE, SPY_MODULE, TOKEN
+
+ZONE = "example.test"
+HOSTS, DELEGATIONS = 5000, 100
+
+
+def write_zone(directory: Path) -> Path:
+    path = directory / f"{ZONE}.zone"
+    path.write_text(sample_zone_text(dns.name.from_text(ZONE), hosts=HOSTS, delegations=DELEGATIONS))
+    return path
+
+
+def sign(prefix: Path, key_dir: Path, zone: Path, env: dict, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(prefix / "bin" / "dnssec-signzone"), "-S", "-K", str(key_dir), "-o", ZONE,
+         "-f", str(zone.with_suffix(".signed")), *extra, str(zone)],
+        capture_output=True, text=True, env=env, cwd=zone.parent, timeout=600,
+    )
+
+
+def stock_verify(signed: Path) -> None:
+    result = subprocess.run(["/usr/bin/dnssec-verify", "-o", ZONE, str(signed)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "Zone fully signed" in result.stdout + result.stderr
+
+
+def rrsigs(signed: Path) -> list:
+    """Every RRSIG rdata in a signed zone file (parsed by dnspython, whatever the layout)."""
+    zone = dns.zone.from_file(str(signed), origin=ZONE, relativize=False, check_origin=False)
+    return [rdata for _, _, rdata in zone.iterate_rdatas() if rdata.rdtype == dns.rdatatype.RRSIG]
+
+
+@pytest.mark.parametrize("algorithm", ["ECDSAP256SHA256", "RSASHA256", "ED25519"])
+def test_patched_signzone_signs_with_token_keys(token_cli, patched_bind, tmp_path, algorithm):
+    ksk = token_cli.json("keygen", ZONE, "--role", "ksk", "--algorithm", algorithm)
+    zsk = token_cli.json("keygen", ZONE, "--role", "zsk", "--algorithm", algorithm)
+    zone = write_zone(tmp_path)
+    result = sign(patched_bind, token_cli.key_dir, zone, tool_env(token_cli, patched_bind))
+    assert result.returncode == 0, result.stderr
+    signed = zone.with_suffix(".signed")
+    signatures = rrsigs(signed)
+    assert len(signatures) >= HOSTS
+    stock_verify(signed)
+    assert {rrsig.key_tag for rrsig in signatures} == {ksk["tag"], zsk["tag"]}
+    # The PIN is in no file that the build or the signing wrote (only in the PIN file itself).
+    pin = token_cli.pin().encode()
+    pin_dir = token_cli.state_dir / "pins"
+    for root in (token_cli.state_dir, tmp_path, patched_bind, BIND_STATE):
+        for path in root.rglob("*"):
+            if path.is_file() and not path.is_symlink() and pin_dir not in path.parents:
+                assert pin not in path.read_bytes(), path
+
+
+def test_patched_signzone_still_signs_with_software_keys(cli, patched_bind, tmp_path):
+    for role in ("ksk", "zsk"):
+        cli("keygen", ZONE, "--role", role, "--algorithm", "ECDSAP256SHA256", "--software",
+            "--key-dir", str(tmp_path))
+    zone = write_zone(tmp_path)
+    result = sign(patched_bind, tmp_path, zone, dict(cli.env))
+    assert result.returncode == 0, result.stderr
+    stock_verify(zone.with_suffix(".signed"))
+
+
+def test_wrong_pin_fails_signing_after_one_login(token_cli, patched_bind, tmp_path):
+    """pkcs11-spy between the shim and SoftHSM counts C_Login calls, even with two signing threads."""
+    token_cli("keygen", ZONE, "--role", "ksk", "--algorithm", "ECDSAP256SHA256")
+    token_cli("keygen", ZONE, "--role", "zsk", "--algorithm", "ECDSAP256SHA256")
+    wrong = tmp_path / "wrong.pin"
+    wrong.write_text("not-the-pin\n")
+    spy_log = tmp_path / "spy.log"
+    env = tool_env(token_cli, patched_bind, wrong)
+    env.update({"PKCS11_LIBRARY_PATH": SPY_MODULE, "PKCS11SPY": SOFTHSM_MODULE,
+                "PKCS11SPY_OUTPUT": str(spy_log)})
+    zone = write_zone(tmp_path)
+    result = sign(patched_bind, token_cli.key_dir, zone, env, "-n", "2")
+    assert result.returncode != 0
+    assert re.search(r"bindpkcs11: .*PIN incorrect", result.stderr), result.stderr
+    assert "not-the-pin" not in result.stderr
+    assert spy_log.read_text().count("C_Login") == 1
+    assert not zone.with_suffix(".signed").exists()
+
+
+def test_patched_settime_reads_and_keeps_token_key_metadata(token_cli, patched_bind):
+    key = token_cli.json("keygen", ZONE, "--role", "zsk", "--algorithm", "ECDSAP256SHA256",
+                         "--inactive", "20370101")
+    key_file = Path(key["key_file"])
+    env = tool_env(token_cli, patched_bind)
+    settime = str(patched_bind / "bin" / "dnssec-settime")
+    printed = subprocess.run([settime, "-u", "-p", "all", str(key_file)], capture_output=True,
+                             text=True, env=env, check=True).stdout
+    assert "Inactive: 2114380800" in printed
+    subprocess.run([settime, "-D", "20370201", str(key_file)], capture_output=True, env=env, check=True)
+    private = key_file.with_suffix(".private").read_text()
+    assert "Label:" in private and "Engine:" in private and "PrivateKey" not in private
+    assert "Delete: 20370201000000" in private
+
+
+def test_build_is_idempotent_and_records_a_manifest(patched_bind):
+    manifest = json.loads((patched_bind / "manifest.json").read_text())
+    assert manifest["bind_version"].startswith("9.18.")
+    assert manifest["patch_sha256"] == patching.patches_sha256(patching.patch_files())
+    from bindtools import ensure_patched_bind
+
+    assert ensure_patched_bind() == patched_bind
+    env_lines = subprocess.run(
+        [str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "bindpkcs11"),
+         "--state-dir", str(BIND_STATE), "bind", "env"], capture_output=True, text=True, check=True,
+    ).stdout
+    assert f"export PATH={patched_bind / 'sbin'}:{patched_bind / 'bin'}:" in env_lines
+    assert "PKCS11_LIBRARY_PATH=" in env_lines and "SOFTHSM2_CONF=" in env_lines
+    assert "PIN" not in env_lines.replace("PKCS11_LIBRARY_PIN_FILE", "")
+
+
+def test_a_patch_that_does_not_apply_names_the_hunk(patched_bind, tmp_path):
+    """Real `patch` on a tree whose ECDSA source drifted: the error names file and hunk."""
+    tarball = next((BIND_STATE / "cache").glob("bind9_*.orig.tar.*[!6]"))
+    wanted = {"lib/dns/dst_openssl.h", "lib/dns/openssl_link.c", "lib/dns/opensslrsa_link.c",
+              "lib/dns/opensslecdsa_link.c", "lib/dns/openssleddsa_link.c"}
+    with tarfile.open(tarball) as archive:
+        members = [m for m in archive.getmembers() if m.name.split("/", 1)[-1] in wanted]
+        archive.extractall(tmp_path, members=members, filter="data")
+    tree = next(tmp_path.iterdir())
+    target = tree / "lib/dns/opensslecdsa_link.c"
+    # A line the first ECDSA hunk removes has changed upstream.
+    target.write_text(target.read_text().replace("\tif (dctx->use == DO_SIGN) {",
+                                                 "\tif (dctx->use == DO_SIGN) { /* drift */", 1))
+    before = {p: p.read_text() for p in tree.rglob("*.[ch]")}
+    with pytest.raises(ToolFailed, match=r"lib/dns/opensslecdsa_link\.c hunk #1 at line \d+"):
+        patching.apply_patches(tree, patching.patch_files())
+    assert {p: p.read_text() for p in tree.rglob("*.[ch]")} == before
+
+
+def test_source_tarball_must_be_bind_9_18(cli, tmp_path):
+    fake_dir = tmp_path / "bind-9.20.1"
+    fake_dir.mkdir()
+    (fake_dir / "README").write_text("not 9.18\n")
+    tarball = tmp_path / "bind-9.20.1.tar.gz"
+    with tarfile.open(tarball, "w:gz") as archive:
+        archive.add(fake_dir, arcname="bind-9.20.1")
+    result = cli("bind", "build", "--source", str(tarball), check=False)
+    assert result.returncode == 2
+    assert "not BIND 9.18" in result.stderr and "Traceback" not in result.stderr
