@@ -24,13 +24,15 @@
  *   handles, find token and key, log in again unless the PIN was rejected) and retry ONCE.
  *   Re-initialisation happens at most once per RETRY_INTERVAL_NS per module; in between, a
  *   missing token or an uninitialisable module is reported at once (fail fast, never a hang).
- *   An invalid object handle on a healthy token (key deleted and re-created) only drops the
- *   cached handle: other keys and tokens of the module are not disturbed.
+ *   An invalid object handle on a healthy token (key deleted and re-created) first just drops
+ *   the cached handle and searches again; only a key or token that stays missing costs a
+ *   (rate-limited) re-initialisation, which briefly pauses the module's other keys: the price
+ *   of seeing tokens and keys that SoftHSM only notices after C_Initialize (see below).
  *
  * What SoftHSM2 2.6.1 does when its token directory (directories.tokendir) is renamed away
  * while a process is logged in and signing P-256 in a loop (measured on this machine):
- *   - It notices at once: the first C_SignInit after the rename returns
- *     CKR_OBJECT_HANDLE_INVALID (the object files are re-checked on every use; no stale
+ *   - It notices at once (within ~70 ms at ~20k sig/s): the first C_SignInit after the rename
+ *     returns CKR_OBJECT_HANDLE_INVALID (the object files are re-checked on every use; no stale
  *     in-memory signing).  C_GetTokenInfo then returns CKR_GENERAL_ERROR, C_FindObjects finds
  *     nothing, yet C_GetSlotList still lists the token and C_GetSessionInfo still says
  *     "logged in".  So C_GetSlotList is useless as a liveness probe; C_GetTokenInfo is the
@@ -40,12 +42,15 @@
  *     C_Initialize.  While the directory is absent, C_Initialize itself fails with
  *     CKR_GENERAL_ERROR (and the library stays uninitialised: later calls say
  *     CKR_CRYPTOKI_NOT_INITIALIZED); once it is back, C_Initialize + login + find succeed.
- *   - Tokens created after C_Initialize are invisible until the next C_Initialize; objects
- *     created by other processes on a known token are found by C_FindObjects at once.
+ *   - Tokens created after C_Initialize are invisible until the next C_Initialize.  Objects
+ *     created by other processes on a known token are usually found by C_FindObjects at once,
+ *     but a key deleted and re-created (pkcs11-tool, python-pkcs11) while this process keeps
+ *     searching for it stayed invisible here until C_Finalize + C_Initialize.
  *   Hence the design: no periodic probe on the hot path (SoftHSM reports the loss itself on the
  *   next C_SignInit); on such an error, C_GetTokenInfo decides between re-finding the key and
  *   re-initialising; a failed C_Initialize after an earlier success is reported as
- *   BP11_ERR_TOKEN_NOT_FOUND ("token storage gone"), and retried at most once per interval.
+ *   BP11_ERR_TOKEN_NOT_FOUND ("token storage gone"); a missing token or key also earns a
+ *   re-initialisation; all re-initialisations are rate-limited to one per interval.
  */
 #define _GNU_SOURCE
 #include "bp11.h"
@@ -394,6 +399,8 @@ static int uri_segment(struct uri *u, const char *seg, size_t len, int query)
 
     if (len == 0)
         return BP11_OK; /* tolerate "a=b;;c=d" and a trailing separator */
+    if (!eq && query)
+        return set_error(BP11_ERR_URI, 0, "URI: a query attribute has no '='"); /* may be a PIN */
     if (!eq)
         return set_error(BP11_ERR_URI, 0, "URI: attribute '%.*s' has no '='", (int)nlen, seg);
     for (size_t i = 0; i < sizeof URI_ATTRS / sizeof URI_ATTRS[0]; i++) {
@@ -406,7 +413,8 @@ static int uri_segment(struct uri *u, const char *seg, size_t len, int query)
         if (v->set)
             return set_error(BP11_ERR_URI, 0, "URI: attribute '%s' given twice", URI_ATTRS[i].name);
         if (pct_decode(v, eq + 1, len - nlen - 1) != 0)
-            return set_error(BP11_ERR_URI, 0, "URI: bad percent-encoding in '%s'", URI_ATTRS[i].name);
+            return set_error(BP11_ERR_URI, 0, "URI: bad percent-encoding in '%s'",
+                             URI_ATTRS[i].name);
         return BP11_OK;
     }
     if (query)
@@ -533,44 +541,57 @@ static int pin_read_file(struct value *pin, const char *path)
     return rc;
 }
 
-/* Choose the PIN source (URI pin-source, URI pin-value, PKCS11_LIBRARY_PIN,
- * PKCS11_LIBRARY_PIN_FILE) and read it once.  `ref` identifies the source for token lookup. */
-static int pin_load(const struct uri *u, enum pin_kind *kind, struct value *ref, struct value *pin)
+/* Where the PIN comes from, most specific first: the URI's pin-source, its pin-value, then
+ * PKCS11_LIBRARY_PIN, then the file named by PKCS11_LIBRARY_PIN_FILE. */
+static enum pin_kind pin_kind_for(const struct uri *u)
+{
+    if (u->pin_source.set)
+        return PIN_URI_SOURCE;
+    if (u->pin_value.set)
+        return PIN_URI_VALUE;
+    if (getenv("PKCS11_LIBRARY_PIN"))
+        return PIN_ENV_VALUE;
+    if (getenv("PKCS11_LIBRARY_PIN_FILE"))
+        return PIN_ENV_FILE;
+    return PIN_NONE;
+}
+
+/* Read the PIN once from its source.  `ref` records which URI source it was (token lookup). */
+static int pin_load(const struct uri *u, enum pin_kind kind, struct value *ref, struct value *pin)
 {
     const char *env;
 
     memset(ref, 0, sizeof *ref);
     memset(pin, 0, sizeof *pin);
-    if (u->pin_source.set) {
+    switch (kind) {
+    case PIN_URI_SOURCE: {
         const char *path = pin_source_path((const char *)u->pin_source.p);
-        *kind = PIN_URI_SOURCE;
         if (!path)
-            return set_error(BP11_ERR_CONFIG, 0, "URI pin-source: only file: URIs and paths are supported");
+            return set_error(BP11_ERR_CONFIG, 0,
+                             "URI pin-source: only file: URIs and paths are supported");
         if (value_copy(ref, &u->pin_source) != 0)
             return set_error(BP11_ERR_CONFIG, 0, "out of memory");
         return pin_read_file(pin, path);
     }
-    if (u->pin_value.set) {
-        *kind = PIN_URI_VALUE;
+    case PIN_URI_VALUE:
         if (value_copy(ref, &u->pin_value) != 0 || value_copy(pin, &u->pin_value) != 0)
             return set_error(BP11_ERR_CONFIG, 0, "out of memory");
         return BP11_OK;
-    }
-    if ((env = getenv("PKCS11_LIBRARY_PIN")) != NULL) {
-        struct value v = {(unsigned char *)env, strlen(env), 1};
-        *kind = PIN_ENV_VALUE;
+    case PIN_ENV_VALUE: {
+        env = getenv("PKCS11_LIBRARY_PIN");
+        struct value v = {(unsigned char *)env, env ? strlen(env) : 0, 1};
         if (v.n == 0)
             return set_error(BP11_ERR_CONFIG, 0, "PKCS11_LIBRARY_PIN is set but empty");
         return value_copy(pin, &v) == 0 ? BP11_OK : set_error(BP11_ERR_CONFIG, 0, "out of memory");
     }
-    if ((env = getenv("PKCS11_LIBRARY_PIN_FILE")) != NULL) {
-        *kind = PIN_ENV_FILE;
-        if (env[0] == '\0')
+    case PIN_ENV_FILE:
+        env = getenv("PKCS11_LIBRARY_PIN_FILE");
+        if (!env || env[0] == '\0')
             return set_error(BP11_ERR_CONFIG, 0, "PKCS11_LIBRARY_PIN_FILE is set but empty");
         return pin_read_file(pin, env);
+    default:
+        return BP11_OK;
     }
-    *kind = PIN_NONE;
-    return BP11_OK;
 }
 
 static const char *pin_origin(enum pin_kind kind)
@@ -651,7 +672,8 @@ struct token {
     enum pin_kind pin_kind;
     struct value pin_ref;        /* which pin-source/pin-value this token was created with */
     struct value pin;            /* the PIN itself; unset: do not log in */
-    char desc[128];              /* "token 'dnssec' (module /usr/lib/...)" for messages */
+    char name[64];               /* "token 'dnssec'" for messages */
+    char desc[160];              /* "token 'dnssec' (module /usr/lib/...)" */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     /* Guarded by mu; meaningful only while state_gen == mod->gen. */
@@ -673,7 +695,7 @@ struct key {
     char *uri;
     struct token *tok;
     struct value object, id;
-    char desc[96];               /* "key 'zsk-1'" */
+    char desc[160];              /* "key 'zsk-1' on token 'dnssec'" */
     /* Guarded by tok->mu. */
     unsigned long info_gen;      /* info.handle is valid while info_gen == mod->gen */
     struct keyinfo info;
@@ -746,8 +768,8 @@ static int module_open(const char *path, struct module **out)
 static int module_down(const struct module *m, const struct token *t)
 {
     if (!m->ever_live)
-        return set_error(BP11_ERR_MODULE, m->init_rv, "%s: C_Initialize failed: %s (0x%lx)", t->desc,
-                         ckr_name(m->init_rv), (unsigned long)m->init_rv);
+        return set_error(BP11_ERR_MODULE, m->init_rv, "%s: C_Initialize failed: %s (0x%lx)",
+                         t->desc, ckr_name(m->init_rv), (unsigned long)m->init_rv);
     return set_error(BP11_ERR_TOKEN_NOT_FOUND, m->init_rv,
                      "%s is unavailable: re-initialising the module failed with %s (0x%lx); the "
                      "token or its storage went away; retrying at most once per second",
@@ -860,8 +882,8 @@ static int token_find_slot(struct token *t, CK_SLOT_ID *slot, CK_TOKEN_INFO *inf
         }
     }
     if (found > 1)
-        return set_error(BP11_ERR_URI, 0, "%s: the URI matches %d tokens; add serial= to choose one",
-                         t->desc, found);
+        return set_error(BP11_ERR_URI, 0, "%s: the URI matches %d tokens; add serial= to choose "
+                         "one", t->desc, found);
     if (found == 0) {
         set_error(BP11_ERR_TOKEN_NOT_FOUND, 0, "%s not found", t->desc);
         return defer(RC_RECOVER, BP11_ERR_TOKEN_NOT_FOUND);
@@ -875,9 +897,9 @@ static const char *pin_flags_text(CK_FLAGS flags)
     if (flags & CKF_USER_PIN_LOCKED)
         return " [token reports: user PIN locked]";
     if (flags & CKF_USER_PIN_FINAL_TRY)
-        return " [token reports: FINAL TRY left before the PIN locks]";
+        return " [token reports: final try, the next wrong PIN locks it]";
     if (flags & CKF_USER_PIN_COUNT_LOW)
-        return " [token reports: PIN count low, earlier wrong PINs were entered]";
+        return " [token reports: PIN count low]";
     return "";
 }
 
@@ -896,18 +918,27 @@ static int pin_rejected(struct token *t, int code, CK_RV rv)
                      ckr_name(rv), pin_origin(t->pin_kind), pin_flags_text(flags));
 }
 
-/* Log in once per generation.  Never with a PIN that this process saw rejected. */
-static int token_login(struct token *t, CK_SESSION_HANDLE s, const CK_TOKEN_INFO *ti)
+/* May we log in at all?  Never with a PIN that this process saw rejected, nor into a locked PIN. */
+static int token_login_allowed(struct token *t, const CK_TOKEN_INFO *ti)
 {
     int sticky = sticky_get(t->ident);
 
     if (!t->pin.set)
-        return BP11_OK; /* keys that need no login still work; others report it clearly */
+        return BP11_OK;
     if (sticky != BP11_OK)
         return set_error(sticky, 0, "%s: its PIN was rejected earlier in this process; not trying "
-                         "again (a wrong PIN can lock the token); fix the PIN, then restart", t->desc);
+                         "again (a wrong PIN can lock the token); fix the PIN, then restart",
+                         t->desc);
     if (ti->flags & CKF_USER_PIN_LOCKED)
         return pin_rejected(t, BP11_ERR_PIN_LOCKED, CKR_PIN_LOCKED);
+    return BP11_OK;
+}
+
+/* Log in once per generation (login state is per application, shared by all sessions). */
+static int token_login(struct token *t, CK_SESSION_HANDLE s)
+{
+    if (!t->pin.set)
+        return BP11_OK; /* keys that need no login still work; others report it clearly */
     CK_RV rv = t->mod->f->C_Login(s, CKU_USER, t->pin.p, (CK_ULONG)t->pin.n);
     switch (classify(rv)) {
     case V_OK:
@@ -936,10 +967,12 @@ static int token_setup(struct token *t, unsigned long gen)
     padded_str(label, sizeof label, ti.label, sizeof ti.label);
     padded_str(serial, sizeof serial, ti.serialNumber, sizeof ti.serialNumber);
     snprintf(t->ident, sizeof t->ident, "%s|%s|%s", t->mod->path, serial, label);
+    if ((rc = token_login_allowed(t, &ti)) != BP11_OK)
+        return rc;
     CK_RV rv = f->C_OpenSession(t->slot, CKF_SERIAL_SESSION, NULL, NULL, &s);
     if (rv != CKR_OK)
         return fail_ckr(rv, t->desc, "C_OpenSession");
-    rc = token_login(t, s, &ti);
+    rc = token_login(t, s);
     if (rc != BP11_OK) {
         (void)f->C_CloseSession(s); /* best effort; the error that matters is rc */
         return rc;
@@ -994,12 +1027,14 @@ static void pool_put(struct token *t, CK_SESSION_HANDLE s)
     pthread_mutex_unlock(&t->mu);
 }
 
-/* Drop a session that failed: it may hold an unfinished operation or be dead already. */
+/* Drop a session that failed: it may hold an unfinished operation or be dead already.
+ * Closing an application's last session logs it out, so then the next borrower logs in again. */
 static void pool_drop(struct token *t, CK_SESSION_HANDLE s)
 {
     (void)t->mod->f->C_CloseSession(s); /* best effort: the session is being abandoned */
     pthread_mutex_lock(&t->mu);
-    t->nopen--;
+    if (--t->nopen == 0)
+        t->state_gen = 0;
     pthread_cond_signal(&t->cv);
     pthread_mutex_unlock(&t->mu);
 }
@@ -1098,23 +1133,27 @@ static int key_find(struct key *k, CK_SESSION_HANDLE s, struct keyinfo *info)
     if (rv != CKR_OK)
         return fail_ckr(rv, k->desc, "C_FindObjects");
     if (found > 1)
-        return set_error(BP11_ERR_URI, 0, "%s on %s: the URI matches more than one private key; "
-                         "add id= to choose one", k->desc, k->tok->desc);
+        return set_error(BP11_ERR_URI, 0, "%s: the URI matches more than one private key; add id= "
+                         "to choose one", k->desc);
     if (found == 0) {
         if (!token_alive(k->tok)) {
             set_error(BP11_ERR_TOKEN_NOT_FOUND, 0, "%s is no longer usable (C_GetTokenInfo fails)",
                       k->tok->desc);
             return defer(RC_RECOVER, BP11_ERR_TOKEN_NOT_FOUND);
         }
-        return set_error(BP11_ERR_KEY_NOT_FOUND, 0, "%s not found on %s%s", k->desc, k->tok->desc,
-                         k->tok->pin.set ? "" : " (no PIN configured: private keys are hidden "
-                                                "until login)");
+        set_error(BP11_ERR_KEY_NOT_FOUND, 0, "%s not found (module %s)%s", k->desc,
+                  k->tok->mod->path, k->tok->pin.set ? "" : "; no PIN is configured and private "
+                  "keys stay hidden until login");
+        /* SoftHSM can miss a key that another process created while we were searching, until
+         * the next C_Initialize: a missing key also earns a (rate-limited) re-initialisation. */
+        return defer(RC_RECOVER, BP11_ERR_KEY_NOT_FOUND);
     }
     info->handle = h[0];
     return key_read_info(k, s, info);
 }
 
-/* Remember what key_find learnt, for every thread, in this generation. */
+/* Remember what key_find (or C_Sign) learnt, for every thread, in this generation; gen 0
+ * forgets the handle so the next signer looks the key up again. */
 static void key_store(struct key *k, unsigned long gen, const struct keyinfo *info)
 {
     pthread_mutex_lock(&k->tok->mu);
@@ -1136,17 +1175,13 @@ static void key_free(struct key *k)
 
 static void describe_token(struct token *t)
 {
-    const char *what = "token", *v = (const char *)t->label.p;
-
-    if (!t->label.set) {
-        what = t->serial.set ? "token with serial" : "token in slot";
-        v = t->serial.set ? (const char *)t->serial.p : NULL;
-    }
-    if (v)
-        snprintf(t->desc, sizeof t->desc, "%s '%s' (module %s)", what, v, t->mod->path);
+    if (t->label.set)
+        snprintf(t->name, sizeof t->name, "token '%s'", (const char *)t->label.p);
+    else if (t->serial.set)
+        snprintf(t->name, sizeof t->name, "token with serial '%s'", (const char *)t->serial.p);
     else
-        snprintf(t->desc, sizeof t->desc, "%s %lu (module %s)", what, (unsigned long)t->want_slot,
-                 t->mod->path);
+        snprintf(t->name, sizeof t->name, "token in slot %lu", (unsigned long)t->want_slot);
+    snprintf(t->desc, sizeof t->desc, "%s (module %s)", t->name, t->mod->path);
 }
 
 static void describe_key(struct key *k)
@@ -1156,11 +1191,13 @@ static void describe_key(struct key *k)
     for (size_t i = 0; k->id.set && i < k->id.n && i < 20; i++)
         sprintf(id + 2 * i, "%02x", k->id.p[i]);
     if (k->object.set && k->id.set)
-        snprintf(k->desc, sizeof k->desc, "key '%s' id %s", (const char *)k->object.p, id);
+        snprintf(k->desc, sizeof k->desc, "key '%s' id %s on %s", (const char *)k->object.p, id,
+                 k->tok->name);
     else if (k->object.set)
-        snprintf(k->desc, sizeof k->desc, "key '%s'", (const char *)k->object.p);
+        snprintf(k->desc, sizeof k->desc, "key '%s' on %s", (const char *)k->object.p,
+                 k->tok->name);
     else
-        snprintf(k->desc, sizeof k->desc, "key id %s", id);
+        snprintf(k->desc, sizeof k->desc, "key id %s on %s", id, k->tok->name);
 }
 
 static int token_same(const struct token *t, const struct uri *u, enum pin_kind kind)
@@ -1180,10 +1217,13 @@ static int token_create(struct module *m, struct uri *u, enum pin_kind kind, str
 {
     struct token *t = calloc(1, sizeof *t);
 
-    if (!t || value_copy(&t->label, &u->token) || value_copy(&t->serial, &u->serial) ||
+    if (!t)
+        return set_error(BP11_ERR_CONFIG, 0, "out of memory");
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->cv, NULL);
+    if (value_copy(&t->label, &u->token) || value_copy(&t->serial, &u->serial) ||
         value_copy(&t->model, &u->model) || value_copy(&t->manufacturer, &u->manufacturer)) {
-        if (t)
-            token_free(t);
+        token_free(t);
         return set_error(BP11_ERR_CONFIG, 0, "out of memory");
     }
     t->mod = m;
@@ -1194,8 +1234,6 @@ static int token_create(struct module *m, struct uri *u, enum pin_kind kind, str
     t->pin = *pin;
     memset(ref, 0, sizeof *ref);
     memset(pin, 0, sizeof *pin);
-    pthread_mutex_init(&t->mu, NULL);
-    pthread_cond_init(&t->cv, NULL);
     describe_token(t);
     *out = t;
     return BP11_OK;
@@ -1204,9 +1242,7 @@ static int token_create(struct module *m, struct uri *u, enum pin_kind kind, str
 /* The token struct for this selector and PIN source, created (PIN read once) if new. */
 static int token_get(struct module *m, struct uri *u, struct token **out)
 {
-    enum pin_kind kind = u->pin_source.set ? PIN_URI_SOURCE : u->pin_value.set ? PIN_URI_VALUE
-                         : getenv("PKCS11_LIBRARY_PIN") ? PIN_ENV_VALUE
-                         : getenv("PKCS11_LIBRARY_PIN_FILE") ? PIN_ENV_FILE : PIN_NONE;
+    enum pin_kind kind = pin_kind_for(u);
     struct value ref, pin;
     int rc;
 
@@ -1219,7 +1255,7 @@ static int token_get(struct module *m, struct uri *u, struct token **out)
         }
     }
     pthread_mutex_unlock(&m->mu);
-    rc = pin_load(u, &kind, &ref, &pin);
+    rc = pin_load(u, kind, &ref, &pin);
     if (rc == BP11_OK)
         rc = token_create(m, u, kind, &ref, &pin, out);
     value_free(&ref, 1);
@@ -1332,7 +1368,8 @@ static int check_args(int mech, const unsigned char *in, size_t inlen, unsigned 
         return set_error(BP11_ERR_MECHANISM, 0, "%s needs a %zu-byte digest, got %zu bytes",
                          MECHS[mech].name, MECHS[mech].digest_len, inlen);
     if (mech == BP11_MECH_ECDSA && (inlen == 0 || inlen > 64))
-        return set_error(BP11_ERR_MECHANISM, 0, "ECDSA needs a digest of 1..64 bytes, got %zu", inlen);
+        return set_error(BP11_ERR_MECHANISM, 0, "ECDSA needs a digest of 1..64 bytes, got %zu",
+                         inlen);
     return BP11_OK;
 }
 
@@ -1349,14 +1386,16 @@ static int check_key(const struct key *k, const struct keyinfo *info, int mech, 
                          key_type_name(info->type), MECHS[mech].name);
     if (info->siglen && *siglen < info->siglen) {
         *siglen = info->siglen;
-        return set_error(BP11_ERR_BUFFER, 0, "%s: signature needs %zu bytes", k->desc, info->siglen);
+        return set_error(BP11_ERR_BUFFER, 0, "%s: signature needs %zu bytes", k->desc,
+                         info->siglen);
     }
     return BP11_OK;
 }
 
 /* C_SignInit + C_Sign; for RSA the input is the DigestInfo built here. */
 static CK_RV token_sign(CK_FUNCTION_LIST_PTR f, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, int mech,
-                        const unsigned char *in, size_t inlen, unsigned char *sig, size_t *siglen)
+                        const unsigned char *in, size_t inlen, unsigned char *sig, size_t *siglen,
+                        const char **call)
 {
     const struct mech *m = &MECHS[mech];
     CK_MECHANISM ckm = {m->ckm, NULL, 0};
@@ -1370,37 +1409,42 @@ static CK_RV token_sign(CK_FUNCTION_LIST_PTR f, CK_SESSION_HANDLE s, CK_OBJECT_H
         in = buf;
         inlen += m->prefix_len;
     }
+    *call = "C_SignInit";
     if ((rv = f->C_SignInit(s, &ckm, h)) != CKR_OK)
         return rv;
+    *call = "C_Sign";
     rv = f->C_Sign(s, (CK_BYTE_PTR)in, (CK_ULONG)inlen, sig, &outlen);
-    *siglen = outlen;
+    if (rv == CKR_OK || rv == CKR_BUFFER_TOO_SMALL)
+        *siglen = outlen; /* otherwise keep the caller's size intact for the retry */
     return rv;
 }
 
 /* Interpret a failed C_SignInit/C_Sign (the session has already been dropped). */
-static int sign_failed(struct key *k, unsigned long gen, CK_RV rv, size_t *siglen)
+static int sign_failed(struct key *k, unsigned long gen, struct keyinfo *info, CK_RV rv,
+                       const char *call, size_t *siglen)
 {
     struct token *t = k->tok;
     enum verdict v = classify(rv);
 
     if (v == V_BUFFER) {
-        struct keyinfo info = k->info;
-        info.siglen = *siglen; /* C_Sign told us; remember it, no second call next time */
-        key_store(k, gen, &info);
+        info->siglen = *siglen; /* C_Sign told us; remember it, no second call next time */
+        key_store(k, gen, info);
         return set_error(BP11_ERR_BUFFER, rv, "%s: signature needs %zu bytes", k->desc, *siglen);
     }
     if (v == V_HANDLE && token_alive(t)) {
-        key_store(k, 0, &k->info); /* key deleted or re-created: find it again, no re-init */
-        set_error(BP11_ERR_KEY_NOT_FOUND, rv, "%s on %s: handle no longer valid", k->desc, t->desc);
+        key_store(k, 0, info); /* key deleted or re-created: find it again, no re-init */
+        set_error(BP11_ERR_KEY_NOT_FOUND, rv, "%s: handle no longer valid", k->desc);
         return defer(RC_RETRY, BP11_ERR_KEY_NOT_FOUND);
     }
     if (v == V_NOT_LOGGED_IN && !t->pin.set)
         return set_error(BP11_ERR_CONFIG, rv, "%s needs a login but no PIN is configured (set "
                          "PKCS11_LIBRARY_PIN_FILE or the URI's pin-source)", k->desc);
-    if (v == V_HANDLE)
-        v = V_GONE; /* the handle died because the token did */
-    int rc = fail_ckr(rv, k->desc, "C_Sign");
-    return v == V_GONE ? defer(rc, BP11_ERR_TOKEN_NOT_FOUND) : rc;
+    if (v == V_HANDLE) { /* the handle died because the token did */
+        set_error(BP11_ERR_TOKEN_NOT_FOUND, rv, "%s: %s failed with %s and C_GetTokenInfo fails: "
+                  "the token is gone", k->desc, call, ckr_name(rv));
+        return defer(RC_RECOVER, BP11_ERR_TOKEN_NOT_FOUND);
+    }
+    return fail_ckr(rv, k->desc, call);
 }
 
 /* One attempt in generation `gen`, caller holds mod->rw for reading. */
@@ -1416,10 +1460,7 @@ static int sign_live(struct key *k, unsigned long gen, int mech, const unsigned 
         return rc;
     if (info.handle == CK_INVALID_HANDLE) {
         if ((rc = key_find(k, s, &info)) != BP11_OK) {
-            if (rc == RC_RECOVER)
-                pool_drop(t, s);
-            else
-                pool_put(t, s);
+            pool_put(t, s); /* the search is finished; if the token died, recovery resets all */
             return rc;
         }
         key_store(k, gen, &info);
@@ -1428,13 +1469,14 @@ static int sign_live(struct key *k, unsigned long gen, int mech, const unsigned 
         pool_put(t, s);
         return rc;
     }
-    CK_RV rv = token_sign(t->mod->f, s, info.handle, mech, in, inlen, sig, siglen);
+    const char *call;
+    CK_RV rv = token_sign(t->mod->f, s, info.handle, mech, in, inlen, sig, siglen, &call);
     if (rv == CKR_OK) {
         pool_put(t, s);
         return BP11_OK;
     }
     pool_drop(t, s);
-    return sign_failed(k, gen, rv, siglen);
+    return sign_failed(k, gen, &info, rv, call, siglen);
 }
 
 static int sign_attempt(struct key *k, int mech, const unsigned char *in, size_t inlen,
@@ -1492,6 +1534,8 @@ int bp11_sign(const char *uri, int mech, const unsigned char *in, size_t inlen,
         return rc;
     for (int attempt = 0; attempt < 2; attempt++) {
         rc = sign_attempt(k, mech, in, inlen, sig, siglen, &gen);
+        if (rc == BP11_OK)
+            clear_error(); /* a retry succeeded: the first attempt's complaint is history */
         if (rc >= 0)
             return rc;
         if (rc == RC_RECOVER && attempt == 0)
