@@ -35,7 +35,7 @@ def parse_duration(text: str) -> int:
     """Seconds in `text` (`7d`, `2w`, `90d`, `1h30mi`, `3600`). Raises InvalidTime."""
     stripped = text.strip()
     if not stripped:
-        raise InvalidTime(f"empty duration: use a number with a unit such as 7d, 2w or 12h")
+        raise InvalidTime("empty duration: use a number with a unit such as 7d, 2w or 12h")
     if stripped.lower().endswith("m") and not stripped.lower().endswith(("mo", "mi")):
         raise InvalidTime(f"duration '{text}' is ambiguous: use 'mi' for minutes or 'mo' for months")
     position, total = 0, 0

@@ -17,7 +17,7 @@ from bindpkcs11.bind import patching
 from bindpkcs11.dnssec.samplezone import sample_zone_text
 from bindpkcs11.errors import ToolFailed
 from bindtools import BIND_STATE, tool_env
-from conftest import SOFTHSM_MODULE, SPY_MODULE, TOKEN
+from conftest import SOFTHSM_MODULE, SPY_MODULE
 
 ZONE = "example.test"
 HOSTS, DELEGATIONS = 5000, 100

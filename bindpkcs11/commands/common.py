@@ -1,0 +1,31 @@
+"""What every command module shares: the parser class, state/token lookup from parsed args."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bindpkcs11.access import TokenAccess
+from bindpkcs11.state import StateDir
+
+DEFAULT_TOKEN = "bindpkcs11"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"bindpkcs11: error: {message} (see --help)\n")
+
+
+def state(args) -> StateDir:
+    return StateDir.open(args.state_dir)
+
+
+def access(args, label: str) -> TokenAccess:
+    return TokenAccess.build(state(args), args.profile, label, args.module,
+                             args.pin_file, args.so_pin_file)
+
+
+def key_dir(args) -> Path:
+    return Path(args.key_dir) if getattr(args, "key_dir", None) else state(args).key_dir

@@ -1,0 +1,84 @@
+"""`bindpkcs11 keygen DOMAIN ...`: a DNSSEC key on a token or in software (see dnssec/keygen.py)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from bindpkcs11.commands.common import DEFAULT_TOKEN, access, key_dir, state
+from bindpkcs11.dnssec import algorithms, keygen
+from bindpkcs11.dnssec.dnskey import parse_zone_name
+from bindpkcs11.dnssec.keyfile import Timing
+from bindpkcs11.errors import UsageError
+from bindpkcs11.output import print_json
+from bindpkcs11.timespec import parse_duration, parse_time, to_bind_timestamp
+
+
+def register(commands, common) -> None:
+    gen = commands.add_parser("keygen", help="generate a DNSSEC key (on a token by default)",
+                              parents=[common])
+    gen.add_argument("domain")
+    gen.add_argument("--role", choices=["ksk", "zsk"], required=True)
+    gen.add_argument("--algorithm", required=True,
+                     help="RSASHA256, RSASHA512, ECDSAP256SHA256, ECDSAP384SHA384, ED25519 or a number")
+    gen.add_argument("--bits", type=int, help="RSA modulus size (default 2048)")
+    gen.add_argument("--token", default=None, help=f"token label (default {DEFAULT_TOKEN})")
+    gen.add_argument("--software", action="store_true", help="a software key instead of a token key")
+    gen.add_argument("--key-dir", type=Path, help="where to write K*.key/.private")
+    gen.add_argument("--label", dest="object_label", help="CKA_LABEL (default <zone>-<role>-<tag>)")
+    gen.add_argument("--extractable", action="store_true", help="allow wrapping the key off the token")
+    gen.add_argument("--ttl", help="DNSKEY TTL to write into the .key file")
+    for name in ("publish", "activate", "inactive", "delete"):
+        gen.add_argument(f"--{name}", metavar="T", help="time (YYYYMMDD[HHMMSS], now, +1d, ...)")
+    gen.set_defaults(handler=_keygen)
+
+
+def _keygen(args) -> int:
+    zone = parse_zone_name(args.domain)
+    algorithm = algorithms.lookup(args.algorithm).with_bits(args.bits)
+    now = int(time.time())
+    timing = Timing(
+        created=now,
+        publish=_time_or(args.publish, now, now),
+        activate=_time_or(args.activate, now, now),
+        inactive=_time_or(args.inactive, None, now),
+        delete=_time_or(args.delete, None, now),
+    )
+    _check_timing_order(timing)
+    request = keygen.KeygenRequest(
+        zone=zone, role=args.role, algorithm=algorithm, key_dir=key_dir(args), timing=timing,
+        software=args.software, extractable=args.extractable, object_label=args.object_label,
+        ttl=parse_duration(args.ttl) if args.ttl else None,
+    )
+    if args.software:
+        if args.token or args.extractable or args.object_label:
+            raise UsageError("--software keys live in files: drop --token/--label/--extractable")
+        state(args)
+        result = keygen.generate_software(request)
+    else:
+        if not args.json:
+            print(f"generating {algorithm.mnemonic} {args.role.upper()} on token "
+                  f"'{args.token or DEFAULT_TOKEN}' ...", file=sys.stderr, flush=True)
+        result = keygen.generate_on_token(request, access(args, args.token or DEFAULT_TOKEN))
+    if args.json:
+        print_json(result)
+    else:
+        print(result.key_file.name.removesuffix(".key"))
+        print(result.ds)
+    return 0
+
+
+def _time_or(text: str | None, default: int | None, now: int) -> int | None:
+    return default if text is None else parse_time(text, now)
+
+
+def _check_timing_order(timing: Timing) -> None:
+    order = [("publish", timing.publish), ("activate", timing.activate),
+             ("inactive", timing.inactive), ("delete", timing.delete)]
+    set_times = [(name, t) for name, t in order if t is not None]
+    for (first, a), (second, b) in zip(set_times, set_times[1:]):
+        if a > b:
+            raise UsageError(
+                f"--{second} ({to_bind_timestamp(b)}) is before --{first} ({to_bind_timestamp(a)})"
+            )
