@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from bindpkcs11 import __version__
-from bindpkcs11.commands import bind, keygen, token
+from bindpkcs11.commands import bind, inline, keygen, monitor, named, token
 from bindpkcs11.commands.common import Parser
 from bindpkcs11.errors import BindPkcs11Error
 
 EXIT_UNEXPECTED = 70
-COMMAND_FAMILIES = (token, keygen, bind)
+COMMAND_FAMILIES = (token, keygen, bind, inline, named, monitor)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -92,6 +92,14 @@ class InvalidUri(UsageError):
     """Invalid PKCS#11 URI."""
 
 
+class InvalidCheck(UsageError):
+    """Invalid --check: use NAME/TYPE such as www/A or @/MX."""
+
+
+class InvalidServer(UsageError):
+    """Invalid server: give an IP address or a host name that resolves."""
+
+
 class KeyDirUnwritable(BindPkcs11Error):
     """The key directory cannot be written."""
 

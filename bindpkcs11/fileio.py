@@ -34,8 +34,17 @@ def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create `path` (and parents) and make it 0700: it may hold PINs and token files."""
+    """Create `path` (and parents) as 0700: it may hold PINs and token files.
+
+    An existing directory only loses access for "other": group traverse rights that setup-inline
+    granted to named's group (0710) must survive later commands, or a running named loses its token.
+    """
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, 0o700)
+    else:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o007:
+            os.chmod(path, mode & 0o770)
     return path

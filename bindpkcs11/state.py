@@ -9,13 +9,22 @@ from pathlib import Path
 from bindpkcs11.fileio import ensure_private_dir
 
 
+SYSTEM_STATE_DIR = Path("/var/lib/bindpkcs11")
+
+
 def default_state_dir() -> Path:
-    """`$BINDPKCS11_STATE_DIR`, else `${XDG_DATA_HOME:-~/.local/share}/bindpkcs11`."""
+    """`$BINDPKCS11_STATE_DIR`, else `${XDG_DATA_HOME:-~/.local/share}/bindpkcs11`.
+
+    Root without XDG_DATA_HOME gets /var/lib/bindpkcs11 instead: named then runs as `bind`, which
+    cannot traverse /root to reach the token and the instance files.
+    """
     explicit = os.environ.get("BINDPKCS11_STATE_DIR")
     if explicit:
         return Path(explicit)
-    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data_home) / "bindpkcs11"
+    data_home = os.environ.get("XDG_DATA_HOME")
+    if not data_home and os.geteuid() == 0:
+        return SYSTEM_STATE_DIR
+    return Path(data_home or Path.home() / ".local" / "share") / "bindpkcs11"
 
 
 @dataclass(frozen=True)
@@ -45,4 +54,6 @@ class StateDir:
 
     @property
     def bind_dir(self) -> Path:
-        return self.root / "bind"
+        """The patched BIND install; `$BINDPKCS11_BIND_DIR` shares one build between state dirs."""
+        shared = os.environ.get("BINDPKCS11_BIND_DIR")
+        return Path(shared).resolve() if shared else self.root / "bind"

@@ -79,7 +79,7 @@ def build(state: StateDir, tarball: Path | None = None, force: bool = False,
     """Build and install the patched BIND unless an identical build is already installed."""
     started = time.monotonic()
     prefix = state.bind_dir
-    cache = state.root / "cache"
+    cache = prefix.parent / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     src = source.given_tarball(tarball) if tarball else _cached_or_debian(cache, progress)
     patches = patching.patch_files()
@@ -88,7 +88,7 @@ def build(state: StateDir, tarball: Path | None = None, force: bool = False,
     if not force and installed_manifest(prefix) == wanted:
         progress(f"BIND {src.version} with the bindpkcs11 patch is up to date in {prefix}; nothing to do")
         return BuildResult(prefix, wanted, False, time.monotonic() - started)
-    work = state.root / "build"
+    work = prefix.parent / "build"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     tree = _unpack(src, work, progress)

@@ -39,6 +39,18 @@ def load_module(module_path: str) -> "pkcs11.lib":
         raise ModuleMissing(f"cannot load PKCS#11 module {module_path}: {error!r}") from error
 
 
+def refresh(module_path: str) -> None:
+    """Re-initialise the module so it sees tokens created by another process (softhsm2-util).
+
+    SoftHSM scans its token directory only in C_Initialize.
+    """
+    lib = load_module(module_path)
+    try:
+        lib.reinitialize()
+    except p11x.PKCS11Error as error:
+        raise translate(error, "re-initialising the PKCS#11 module") from error
+
+
 def list_tokens(module_path: str) -> list[TokenInfo]:
     """Every slot that holds a token, in slot order."""
     lib = load_module(module_path)

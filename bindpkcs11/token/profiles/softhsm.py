@@ -49,6 +49,7 @@ class SoftHsmProfile:
                 "(use 'bindpkcs11 token erase' to wipe it)"
             )
         self._run_init(["--init-token", "--free", "--label", label], pins, existing=False)
+        library.refresh(self.module_path)
 
     def erase_token(self, label: str, pins: TokenPins) -> None:
         self.activate()
@@ -56,6 +57,7 @@ class SoftHsmProfile:
         self._run_init(
             ["--init-token", "--slot", str(info.slot_id), "--label", label], pins, existing=True
         )
+        library.refresh(self.module_path)
 
     def _run_init(self, args: list[str], pins: TokenPins, existing: bool) -> None:
         tool = shutil.which("softhsm2-util")

@@ -1,0 +1,153 @@
+"""Rendering an instance's configuration from templates/, checking it, and swapping it in.
+
+The order is render -> write (old files kept aside) -> named-checkconf -> caller starts or
+reloads named -> commit; any failure rolls back to the previous files, so a broken setup never
+replaces a working one.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+from bindpkcs11.bind.instance import Instance, InstanceSettings
+from bindpkcs11.dnssec import algorithms
+from bindpkcs11.errors import ToolFailed
+from bindpkcs11.fileio import write_atomic
+from bindpkcs11.run import run_tool, tail
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
+_BACKUP_SUFFIX = ".previous"
+
+NORMAL_TIMINGS = {
+    "dnskey_ttl": "PT1H", "propagation_delay": "PT5M", "publish_safety": "PT1H",
+    "retire_safety": "PT1H", "signatures_validity": "P14D", "signatures_refresh": "P5D",
+}
+# --test-timings (the 2012 demo's TEST=yes): signatures live 30 minutes and are refreshed 20
+# minutes before they expire, so a whole re-signing cycle can be watched in about ten minutes.
+TEST_TIMINGS = {
+    "dnskey_ttl": "PT5M", "propagation_delay": "PT1M", "publish_safety": "PT5M",
+    "retire_safety": "PT5M", "signatures_validity": "PT30M", "signatures_refresh": "PT20M",
+}
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def rndc_key_name(settings: InstanceSettings) -> str:
+    return f"bindpkcs11-{settings.zone.rstrip('.') or 'root'}"
+
+
+def render(instance: Instance, settings: InstanceSettings, zone_file: Path,
+           max_zone_ttl: int) -> dict[Path, str]:
+    """Every configuration file of the instance, rendered; the rndc secret is reused if present."""
+    env = _environment()
+    algorithm = algorithms.by_number(settings.algorithm)
+    listen_v6 = settings.listen if ":" in settings.listen else None
+    context = {
+        "zone": settings.zone,
+        "token": settings.token,
+        "instance_dir": instance.root,
+        "pid_file": instance.pid_file,
+        "log_file": instance.log_file,
+        "port": settings.port,
+        "listen_v4": None if listen_v6 else settings.listen,
+        "listen_v6": listen_v6,
+        "rndc_port": settings.rndc_port,
+        "rndc_key_file": instance.rndc_key,
+        "rndc_key_name": rndc_key_name(settings),
+        "rndc_secret": _existing_secret(instance) or base64.b64encode(secrets.token_bytes(32)).decode(),
+        "zone_conf": instance.zone_conf,
+        "zone_file": zone_file,
+        "key_dir": instance.key_dir,
+        "policy_name": f"bindpkcs11-{settings.zone.rstrip('.') or 'root'}",
+        "algorithm": algorithm.mnemonic.lower(),
+        "bits": settings.bits if algorithm.is_rsa else None,
+        "max_zone_ttl": max(max_zone_ttl, 300),
+        "secondaries": settings.secondaries,
+        **(TEST_TIMINGS if settings.test_timings else NORMAL_TIMINGS),
+    }
+    return {
+        instance.named_conf: env.get_template("named.conf.j2").render(context),
+        instance.zone_conf: env.get_template("zone.conf.j2").render(context),
+        instance.rndc_conf: env.get_template("rndc.conf.j2").render(context),
+        instance.rndc_key: env.get_template("rndc.key.j2").render(context),
+    }
+
+
+def _existing_secret(instance: Instance) -> str | None:
+    """Keep the rndc secret across re-runs, so re-rendering an unchanged instance changes nothing."""
+    try:
+        for line in instance.rndc_key.read_text().splitlines():
+            if "secret" in line:
+                return line.split('"')[1]
+    except (OSError, IndexError):
+        return None
+    return None
+
+
+@dataclass
+class ConfigSwap:
+    """Files written with their previous versions kept aside until `commit` or `rollback`."""
+
+    written: list[Path] = field(default_factory=list)
+    created: list[Path] = field(default_factory=list)
+
+    def write(self, files: dict[Path, str], secret_files: set[Path]) -> None:
+        for path, text in files.items():
+            if path.exists():
+                shutil.copy2(path, path.with_name(path.name + _BACKUP_SUFFIX))
+                self.written.append(path)
+            else:
+                self.created.append(path)
+            write_atomic(path, text, mode=0o600 if path in secret_files else 0o644)
+
+    def rollback(self) -> None:
+        """Put every previous file back (last written first) and remove files that were new."""
+        for path in reversed(self.written):
+            backup = path.with_name(path.name + _BACKUP_SUFFIX)
+            if backup.exists():
+                backup.replace(path)
+        for path in self.created:
+            path.unlink(missing_ok=True)
+        self.written, self.created = [], []
+
+    def commit(self) -> None:
+        for path in self.written:
+            path.with_name(path.name + _BACKUP_SUFFIX).unlink(missing_ok=True)
+        self.written, self.created = [], []
+
+
+def changed_files(files: dict[Path, str]) -> dict[Path, str]:
+    """Only the files whose content differs from what is on disk."""
+    return {p: t for p, t in files.items() if not p.exists() or p.read_text() != t}
+
+
+def check_config(prefix: Path, named_conf: Path) -> None:
+    """named-checkconf of the patched build (same parser as the named that will load it)."""
+    try:
+        run_tool([str(prefix / "bin" / "named-checkconf"), str(named_conf)], what="named-checkconf")
+    except ToolFailed as error:
+        raise ToolFailed(f"the rendered configuration does not pass named-checkconf: {error}") from None
+
+
+def check_zone(prefix: Path, zone: str, zone_file: Path) -> None:
+    """named-checkzone with `-i local`: no lookups of out-of-zone NS targets (minutes offline)."""
+    result = subprocess.run(
+        [str(prefix / "bin" / "named-checkzone"), "-i", "local", zone, str(zone_file)],
+        capture_output=True, text=True)
+    if result.returncode != 0:
+        detail = tail(result.stdout + result.stderr, 3)
+        raise ToolFailed(f"zone file {zone_file} does not load as {zone}: {detail}")

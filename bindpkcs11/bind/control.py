@@ -1,0 +1,182 @@
+"""Day-to-day control of an instance set up by setup-inline: start, stop, status, reload, rndc."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import dns.name
+import dns.rdataclass
+import dns.rdataset
+import dns.rdatatype
+import dns.serial
+import dns.zone
+
+from bindpkcs11 import inline, monitor
+from bindpkcs11.access import TokenAccess
+from bindpkcs11.bind import build, config, named, privileges, rndc
+from bindpkcs11.bind.instance import Instance, InstanceSettings
+from bindpkcs11.errors import BindPkcs11Error, KeyFileError, UsageError
+from bindpkcs11.fileio import write_atomic
+from bindpkcs11.state import StateDir
+
+
+RELOAD_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    zone: str
+    running: bool
+    pid: int | None
+    listen: str
+    port: int
+    serial: int | None
+    signing: list[rndc.SigningKey]
+    problem: str | None
+
+
+def _loaded(state: StateDir, zone: dns.name.Name) -> tuple[Instance, InstanceSettings, Path]:
+    instance = Instance.for_zone(state, zone)
+    settings = instance.load_settings()
+    prefix = state.bind_dir
+    if build.installed_manifest(prefix) is None:
+        raise UsageError(f"no patched BIND in {prefix}: run 'bindpkcs11 bind build'")
+    return instance, settings, prefix
+
+
+def _access(state: StateDir, instance: Instance, settings: InstanceSettings) -> TokenAccess:
+    return TokenAccess.build(state, settings.profile, settings.token, pin_file=instance.pin_file)
+
+
+def start(state: StateDir, zone: dns.name.Name) -> int:
+    """Start named for `zone` and wait until the signed zone validates; the pid."""
+    instance, settings, prefix = _loaded(state, zone)
+    named.require_stopped(instance)
+    inline.require_free_port(settings.listen, settings.port)
+    inline.require_free_port("127.0.0.1", settings.rndc_port)
+    access = _access(state, instance, settings)
+    ksk, zsk = (_key(instance, zone, settings, role) for role in ("ksk", "zsk"))
+    user = privileges.run_as_user()
+    inline.hand_over(instance, access, user)
+    env = named.named_env(prefix, access.profile.module_env(), instance.pin_file)
+    ready = inline.ready_check(zone, settings.listen, settings.port, ksk.tag, zsk.tag)
+    return named.start(instance, prefix, env, user, ready)
+
+
+def _key(instance: Instance, zone: dns.name.Name, settings: InstanceSettings, role: str):
+    pair = inline.active_key(instance, zone, settings.algorithm, settings.token, role)
+    if pair is None:
+        raise KeyFileError(f"no active {role.upper()} for {zone} in {instance.key_dir}: "
+                           "run 'bindpkcs11 setup-inline' again")
+    return pair
+
+
+def stop(state: StateDir, zone: dns.name.Name) -> bool:
+    instance = Instance.for_zone(state, zone)
+    instance.load_settings()
+    return named.stop(instance)
+
+
+def status(state: StateDir, zone: dns.name.Name) -> InstanceStatus:
+    instance, settings, prefix = _loaded(state, zone)
+    pid = named.running_pid(instance)
+    serial, signing, problem = None, [], None
+    if pid is not None:
+        report = monitor.check_zone(zone, settings.listen, settings.port)
+        serial = report.serial
+        problem = "; ".join(report.problems) if report.status == "critical" else None
+        signing = rndc.signing_list(instance, prefix, settings.zone)[1]
+    return InstanceStatus(settings.zone, pid is not None, pid, settings.listen, settings.port,
+                          serial, signing, problem)
+
+
+def reload(state: StateDir, zone: dns.name.Name) -> str:
+    """Re-read the unsigned zone and the key files (after edits or a new key); named keeps running."""
+    instance, settings, prefix = _loaded(state, zone)
+    if named.running_pid(instance) is None:
+        raise BindPkcs11Error(f"named for {zone} is not running: 'bindpkcs11 named start {zone}'")
+    served = instance.zone_file(zone)
+    if settings.zone_source:
+        _refresh_zone_copy(prefix, settings, Path(settings.zone_source), served)
+    else:
+        config.check_zone(prefix, settings.zone, served)
+    loaded = _loaded_serial(instance, prefix, settings.zone)
+    note = _ensure_serial_above(served, zone, loaded)
+    inline.hand_over(instance, _access(state, instance, settings), privileges.run_as_user())
+    output = rndc.rndc(instance, prefix, "reload", settings.zone)
+    output += rndc.rndc(instance, prefix, "loadkeys", settings.zone)
+    wanted = _zone_serial(served, zone)
+    _wait_for(lambda: _loaded_serial(instance, prefix, settings.zone) == wanted, RELOAD_TIMEOUT,
+              f"named did not load serial {wanted} of {served}: {named.log_tail(instance)}")
+    return "\n".join(filter(None, [note, output.strip(), f"unsigned serial {wanted} loaded"]))
+
+
+def _loaded_serial(instance: Instance, prefix: Path, zone: str) -> int | None:
+    """The unsigned zone's serial as named holds it (`rndc zonestatus`: "serial: N")."""
+    for line in rndc.rndc(instance, prefix, "zonestatus", zone).splitlines():
+        if line.startswith("serial:"):
+            return int(line.split(":", 1)[1])
+    return None
+
+
+def _zone_serial(path: Path, zone: dns.name.Name) -> int:
+    parsed = dns.zone.from_file(str(path), origin=zone, relativize=False, check_origin=False)
+    return parsed.get_soa().serial
+
+
+def _ensure_serial_above(served: Path, zone: dns.name.Name, loaded: int | None) -> str | None:
+    """Inline signing ignores an edited unsigned zone whose SOA serial did not increase; bump it
+    in the served copy (never the operator's own file) and say so."""
+    if loaded is None:
+        return None
+    parsed = dns.zone.from_file(str(served), origin=zone, relativize=False, check_origin=False)
+    soa = parsed.get_soa()
+    if dns.serial.Serial(soa.serial) > dns.serial.Serial(loaded):
+        return None
+    bumped = (loaded + 1) % 2**32
+    node = parsed.find_node(zone)
+    rdataset = node.find_rdataset(dns.rdataclass.IN, dns.rdatatype.SOA)
+    rdataset.update(dns.rdataset.from_rdata(rdataset.ttl, soa.replace(serial=bumped)))
+    write_atomic(served, parsed.to_text(relativize=False), mode=0o644)
+    return f"SOA serial {soa.serial} was not above the loaded {loaded}: served copy now has {bumped}"
+
+
+def _wait_for(condition, timeout: float, failure: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise BindPkcs11Error(failure)
+
+
+def _refresh_zone_copy(prefix: Path, settings: InstanceSettings, source: Path, served: Path) -> None:
+    """Copy the operator's zone file over the served unsigned copy, only if it loads."""
+    try:
+        text = source.read_text()
+    except OSError as error:
+        raise UsageError(f"cannot read zone file {source}: {error.strerror}") from None
+    config.check_zone(prefix, settings.zone, source)
+    if not served.exists() or served.read_text() != text:
+        write_atomic(served, text, mode=0o644)
+
+
+def run_rndc(state: StateDir, zone: dns.name.Name, *args: str) -> str:
+    instance, _, prefix = _loaded(state, zone)
+    return rndc.rndc(instance, prefix, *args)
+
+
+def signing_list(state: StateDir, zone: dns.name.Name) -> tuple[str, list[rndc.SigningKey]]:
+    instance, settings, prefix = _loaded(state, zone)
+    return rndc.signing_list(instance, prefix, settings.zone)
+
+
+def only_instance_zone(state: StateDir) -> dns.name.Name:
+    """The zone of the single instance in the state dir (for `rndc -- ARGS` without --zone)."""
+    root = state.root / "instances"
+    zones = sorted(p.name for p in root.iterdir() if (p / "instance.json").exists()) if root.is_dir() else []
+    if len(zones) != 1:
+        raise UsageError(f"{len(zones)} instances exist ({', '.join(zones) or 'none'}): add --zone DOMAIN")
+    return dns.name.from_text(zones[0])

@@ -1,0 +1,97 @@
+"""One named instance per zone: where its files live and the settings it was set up with.
+
+`<state>/instances/<zone>/` holds named.conf, the zone statement, rndc.conf and key, the unsigned
+zone, the key directory (K*.key/.private whose private halves are on the token), the PIN file
+handed to the shim, named's pid and log, and `instance.json` with the settings below.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import dns.name
+
+from bindpkcs11.dnssec.dnskey import zone_label_text
+from bindpkcs11.errors import UsageError
+from bindpkcs11.fileio import write_atomic
+from bindpkcs11.state import StateDir
+
+
+@dataclass(frozen=True)
+class Secondary:
+    host: str
+    port: int = 53
+
+
+@dataclass(frozen=True)
+class InstanceSettings:
+    """What `setup-inline` was asked for; re-running with the same settings changes nothing."""
+
+    zone: str
+    token: str
+    profile: str
+    algorithm: int
+    bits: int | None
+    listen: str
+    port: int
+    rndc_port: int
+    secondaries: list[Secondary] = field(default_factory=list)
+    test_timings: bool = False
+    zone_source: str | None = None
+
+
+@dataclass(frozen=True)
+class Instance:
+    """Paths of one instance; nothing here touches the files."""
+
+    root: Path
+
+    @classmethod
+    def for_zone(cls, state: StateDir, zone: dns.name.Name) -> "Instance":
+        return cls(state.root / "instances" / zone_label_text(zone))
+
+    named_conf = property(lambda self: self.root / "named.conf")
+    zone_conf = property(lambda self: self.root / "zone.conf")
+    rndc_conf = property(lambda self: self.root / "rndc.conf")
+    rndc_key = property(lambda self: self.root / "rndc.key")
+    pid_file = property(lambda self: self.root / "named.pid")
+    log_file = property(lambda self: self.root / "named.log")
+    stdio_log = property(lambda self: self.root / "named.stdio.log")
+    pin_file = property(lambda self: self.root / "token.pin")
+    key_dir = property(lambda self: self.root / "keys")
+    zone_dir = property(lambda self: self.root / "zones")
+    settings_file = property(lambda self: self.root / "instance.json")
+
+    def zone_file(self, zone: dns.name.Name) -> Path:
+        return self.zone_dir / f"{zone_label_text(zone)}.db"
+
+    def exists(self) -> bool:
+        return self.settings_file.exists()
+
+    def load_settings(self) -> InstanceSettings:
+        try:
+            data = json.loads(self.settings_file.read_text())
+        except FileNotFoundError:
+            raise UsageError(
+                f"no instance in {self.root}: run 'bindpkcs11 setup-inline ZONE' first"
+            ) from None
+        data["secondaries"] = [Secondary(**s) for s in data.get("secondaries", [])]
+        return InstanceSettings(**data)
+
+    def save_settings(self, settings: InstanceSettings) -> None:
+        write_atomic(self.settings_file, json.dumps(asdict(settings), indent=2) + "\n", mode=0o644)
+
+
+def parse_secondary(text: str) -> Secondary:
+    """`HOST:PORT`, `HOST` (port 53) or `[V6]:PORT` for --secondary."""
+    host, port = text, "53"
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":") or "53"
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"invalid --secondary '{text}': use HOST:PORT, e.g. 127.0.0.1:5354")
+    return Secondary(host, int(port))

@@ -1,0 +1,126 @@
+"""Starting, stopping and finding one instance's named (the patched build in `<state>/bind`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+from bindpkcs11.bind.instance import Instance
+from bindpkcs11.errors import BindPkcs11Error, ToolFailed
+from bindpkcs11.run import tail
+
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 20.0
+_POLL = 0.05
+# Variables that must never reach a long-lived named: the PIN goes through a 0600 file instead.
+_SCRUBBED = ("PKCS11_LIBRARY_PIN", "PKCS11_SO_PIN", "BINDPKCS11_PASSPHRASE", "OPENSSL_CONF")
+
+
+def named_env(prefix: Path, module_env: dict[str, str], pin_file: Path) -> dict[str, str]:
+    """named's environment: the token module and its config, and the PIN *file* for the shim."""
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
+    env.update(module_env)
+    env["PKCS11_LIBRARY_PIN_FILE"] = str(pin_file)
+    env["LD_LIBRARY_PATH"] = str(prefix / "lib")
+    return env
+
+
+def running_pid(instance: Instance) -> int | None:
+    """The pid in named.pid if that process is alive and is a named; else None."""
+    try:
+        pid = int(instance.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return pid if b"named" in cmdline and str(instance.named_conf).encode() in cmdline else None
+
+
+def start(instance: Instance, prefix: Path, env: dict[str, str], user: str | None,
+          ready: Callable[[], bool], timeout: float = START_TIMEOUT) -> int:
+    """Start named in its own session and wait (polling, with a deadline) until `ready()`.
+
+    named runs in the foreground of a new session (`-f`), so its pid is known at once and an early
+    death (bad config, port taken, token trouble) is reported with its log instead of a timeout.
+    """
+    args = [str(prefix / "sbin" / "named"), "-f", "-c", str(instance.named_conf)]
+    if user:
+        args += ["-u", user]
+    with open(instance.stdio_log, "ab") as stdio:
+        process = subprocess.Popen(args, cwd=instance.root, env=env, stdin=subprocess.DEVNULL,
+                                   stdout=stdio, stderr=stdio, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ToolFailed(f"named exited at start-up (exit {process.returncode}): {log_tail(instance)}")
+        if ready():
+            return process.pid
+        time.sleep(_POLL)
+    _terminate(process.pid, STOP_TIMEOUT)
+    raise ToolFailed(f"named did not serve a signed zone within {timeout:.0f} s; stopped it: "
+                     f"{log_tail(instance)}")
+
+
+def stop(instance: Instance, timeout: float = STOP_TIMEOUT) -> bool:
+    """Stop the instance's named (SIGTERM, then SIGKILL after `timeout`); False if none ran."""
+    pid = running_pid(instance)
+    if pid is None:
+        return False
+    _terminate(pid, timeout)
+    instance.pid_file.unlink(missing_ok=True)
+    return True
+
+
+def _terminate(pid: int, timeout: float) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return
+        time.sleep(_POLL)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    while _alive(pid):
+        time.sleep(_POLL)
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (reaping it if it is our child)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG) != (0, 0):
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def log_tail(instance: Instance, lines: int = 4) -> str:
+    """The last lines of named's logs, for one-line errors."""
+    text = ""
+    for path in (instance.stdio_log, instance.log_file):
+        try:
+            text += path.read_text(errors="replace")
+        except OSError:
+            continue
+    return tail(text, lines) if text else "no log output"
+
+
+def require_stopped(instance: Instance) -> None:
+    pid = running_pid(instance)
+    if pid is not None:
+        raise BindPkcs11Error(f"named for this zone is already running (pid {pid})")

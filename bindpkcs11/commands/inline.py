@@ -1,0 +1,65 @@
+"""`bindpkcs11 setup-inline DOMAIN`: the main job (see inline.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from bindpkcs11 import inline
+from bindpkcs11.bind.instance import parse_secondary
+from bindpkcs11.commands.common import state
+from bindpkcs11.dnssec import algorithms
+from bindpkcs11.dnssec.dnskey import parse_zone_name
+from bindpkcs11.errors import UsageError
+from bindpkcs11.output import print_json
+
+
+def register(commands, common) -> None:
+    setup = commands.add_parser(
+        "setup-inline", parents=[common],
+        help="keys on the token, named.conf from templates, named signing the zone inline")
+    setup.add_argument("domain")
+    setup.add_argument("--zone-file", type=Path, help="unsigned zone (default: a sample zone)")
+    setup.add_argument("--token", default=inline.DEFAULT_TOKEN)
+    setup.add_argument("--algorithm", default="ECDSAP256SHA256")
+    setup.add_argument("--bits", type=int, help="RSA modulus size")
+    setup.add_argument("--listen", default="127.0.0.1")
+    setup.add_argument("--port", type=int, default=5353)
+    setup.add_argument("--rndc-port", type=int, default=9530)
+    setup.add_argument("--secondary", action="append", default=[], metavar="HOST:PORT",
+                       help="also-notify + allow-transfer for this secondary (repeatable)")
+    setup.add_argument("--test-timings", action="store_true",
+                       help="30-minute signatures refreshed after 10 minutes (watch a cycle)")
+    setup.set_defaults(handler=_setup_inline)
+
+
+def _port(value: int, option: str) -> int:
+    if not 0 < value < 65536:
+        raise UsageError(f"{option} must be between 1 and 65535")
+    return value
+
+
+def _setup_inline(args) -> int:
+    request = inline.SetupRequest(
+        zone=parse_zone_name(args.domain),
+        algorithm=algorithms.lookup(args.algorithm).with_bits(args.bits),
+        zone_file=args.zone_file, token=args.token, profile=args.profile, module=args.module,
+        pin_file=args.pin_file, listen=args.listen, port=_port(args.port, "--port"),
+        rndc_port=_port(args.rndc_port, "--rndc-port"),
+        secondaries=tuple(parse_secondary(s) for s in args.secondary),
+        test_timings=args.test_timings,
+    )
+    progress = (lambda line: None) if args.json else (
+        lambda line: print(f"setup-inline: {line}", file=sys.stderr, flush=True))
+    result = inline.setup_inline(state(args), request, progress)
+    if args.json:
+        print_json(result)
+        return 0
+    verb = "signed and served" if result.changed else "already signed and served (nothing changed)"
+    print(f"zone {result.zone} {verb} by named (pid {result.pid}) on {result.listen} port "
+          f"{result.port}, serial {result.serial}, in {result.seconds:.1f} s")
+    for key in result.keys:
+        print(f"  {key.role.upper()} {key.tag} (algorithm {key.algorithm}) {key.uri}")
+    print(f"try:  {result.dig}")
+    print(f"DS for the parent zone:  {result.ds}")
+    return 0

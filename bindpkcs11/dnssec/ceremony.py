@@ -1,0 +1,277 @@
+"""The offline-KSK ceremony: check, confirm, sign each period's DNSKEY RRset on the token, seal.
+
+Everything is logged to an append-only ceremony log (every file read and written with its SHA-256,
+key tags, the token serial, every policy rule, the operator's exact answer), and nothing is written
+but that log until every policy rule passed and the operator typed "yes". The token makes exactly
+one signature per bundle; every other check uses public keys in software.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import dns.name
+
+from bindpkcs11.access import TokenAccess
+from bindpkcs11.dnssec import bundles, policy
+from bindpkcs11.dnssec.algorithms import by_number
+from bindpkcs11.dnssec.dnskey import make_dnskey, zone_label_text
+from bindpkcs11.dnssec.keyfile import KeyPairFiles, read_key_pair
+from bindpkcs11.dnssec.presign import PeriodPlan, Schedule, build_plan, dnskey_rrset, sign_rrset
+from bindpkcs11.dnssec.skr import skr_text
+from bindpkcs11.dnssec.tokensigner import TokenPrivateKey
+from bindpkcs11.errors import BindPkcs11Error, KeyFileError, ObjectNotFound, UsageError
+from bindpkcs11.fileio import write_atomic
+from bindpkcs11.token import keys, library
+from bindpkcs11.token.uri import parse_uri
+from bindpkcs11.timespec import to_bind_timestamp
+
+MAX_KEY_FILE_BYTES = 64 << 10
+
+
+class CeremonyAborted(BindPkcs11Error):
+    """The ceremony was aborted: nothing was signed or written."""
+
+
+class CeremonyLog:
+    """Append-only ceremony log: one timestamped line per event, flushed to disk as written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def __enter__(self) -> "CeremonyLog":
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if value is not None:
+            self.event("ABORT", f"{type(value).__name__}: {value}")
+        os.close(self._fd)
+
+    def event(self, kind: str, text: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        os.write(self._fd, f"{stamp} {kind} {text}\n".encode())
+        os.fsync(self._fd)
+
+    def read(self, path: Path, limit: int = MAX_KEY_FILE_BYTES) -> bytes:
+        """Read an input file (size-limited) and log its SHA-256."""
+        try:
+            if Path(path).stat().st_size > limit:
+                raise KeyFileError(f"{path} is larger than {limit} bytes: not a key file")
+            data = Path(path).read_bytes()
+        except OSError as error:
+            raise KeyFileError(f"cannot read {path}: {error.strerror}") from None
+        self.event("READ", f"{path} bytes={len(data)} sha256={hashlib.sha256(data).hexdigest()}")
+        return data
+
+    def wrote(self, path: Path, data: bytes) -> None:
+        self.event("WROTE", f"{path} bytes={len(data)} sha256={hashlib.sha256(data).hexdigest()}")
+
+
+@dataclass(frozen=True)
+class PresignRequest:
+    """What `bindpkcs11 ksk presign` was asked for."""
+
+    zone: dns.name.Name
+    ksk_file: Path
+    zsk_dir: Path
+    schedule: Schedule
+    policy: policy.CeremonyPolicy
+    out_dir: Path
+    log_path: Path
+    skr_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class PresignResult:
+    """What the ceremony produced; `token_signatures` is the number of C_Sign calls made."""
+
+    zone: str
+    ksk_tag: int
+    zsk_tags: list[int]
+    token_serial: str
+    bundles: list[Path]
+    token_signatures: int
+    first_start: int
+    last_expiration: int
+    log: Path
+    skr: Path | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _Key:
+    """A key pair parsed from exactly the bytes whose SHA-256 was logged."""
+
+    pair: KeyPairFiles
+    key_text: str
+    private_text: str = field(repr=False)
+
+
+def run_presign(request: PresignRequest, access: TokenAccess,
+                unlocker: Callable[[], bundles.Unlocker], confirm: Callable[[str], str]) -> PresignResult:
+    """The whole ceremony; `unlocker` asks for the passphrase, `confirm` for the operator's answer."""
+    started = time.monotonic()
+    with CeremonyLog(request.log_path) as log:
+        log.event("START", f"zone={request.zone} periods={request.schedule.periods} "
+                           f"start={to_bind_timestamp(request.schedule.start)} "
+                           f"period={request.schedule.period}s validity={request.schedule.validity}s "
+                           f"dnskey_ttl={request.schedule.dnskey_ttl}s token={access.label}")
+        ksk = _load_key(log, request.ksk_file).pair
+        candidates = _load_zsks(log, request)
+        plans = build_plan(request.schedule, [k.pair for k in candidates])
+        zsks = _relevant(candidates, plans, log)
+        for rule, note in policy.offline_rules(request.schedule, plans, ksk, [z.pair for z in zsks],
+                                               request.policy):
+            log.event("RULE", f"{rule} ok: {note}")
+        targets = _bundle_paths(request, plans)
+        source = unlocker()
+        log.event("PASSPHRASE", "obtained (never logged)")
+        serial = library.token_info(access.module_path, access.label).serial
+        log.event("TOKEN", f"label={access.label} serial={serial}")
+        with access.session() as session:
+            private = _token_ksk(session, access.label, ksk, log)
+            rrsets = [dnskey_rrset(request.zone, request.schedule.dnskey_ttl, ksk,
+                                   [z.pair for z in zsks], plan) for plan in plans]
+            answer = confirm(_summary(request, ksk, zsks, plans, access.label, serial))
+            log.event("CONFIRM", f"operator answered {answer!r}")
+            if answer != "yes":
+                raise CeremonyAborted(f'signing not confirmed (answer {answer!r}, expected exactly '
+                                      '"yes"): nothing was signed or written')
+            signer = TokenPrivateKey.on_token(private, ksk.dnskey)
+            signed = [sign_rrset(rrset, plan, signer, ksk) for plan, rrset in zip(plans, rrsets)]
+        log.event("SIGNED", f"{signer.signatures} on-token signatures for {len(plans)} bundles")
+        _write_bundles(request, source, ksk, zsks, plans, rrsets, signed, targets, log)
+        skr = _write_skr(request, plans, rrsets, signed, log)
+        log.event("END", f"{len(targets)} bundles, {signer.signatures} token signatures")
+    return PresignResult(
+        zone=request.zone.to_text(), ksk_tag=ksk.tag, zsk_tags=[z.pair.tag for z in zsks],
+        token_serial=serial, bundles=targets, token_signatures=signer.signatures,
+        first_start=plans[0].start, last_expiration=plans[-1].expiration, log=request.log_path,
+        skr=skr, seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def _load_key(log: CeremonyLog, key_path: Path) -> _Key:
+    """Parse a key pair from a private copy of the logged bytes (what is hashed is what is used)."""
+    key_path = Path(key_path)
+    private_path = key_path.with_suffix(".private")
+    key_bytes, private_bytes = log.read(key_path), log.read(private_path)
+    with tempfile.TemporaryDirectory(prefix="bindpkcs11-ceremony-") as scratch:
+        copy = Path(scratch) / key_path.name
+        copy.write_bytes(key_bytes)
+        copy.with_suffix(".private").write_bytes(private_bytes)
+        os.chmod(copy.with_suffix(".private"), 0o600)
+        pair = read_key_pair(copy)
+    pair = replace(pair, key_path=key_path, private_path=private_path)
+    log.event("KEY", f"{key_path.name} tag={pair.tag} role={pair.role} "
+                     f"algorithm={pair.dnskey.algorithm}")
+    return _Key(pair, key_bytes.decode(), private_bytes.decode())
+
+
+def _load_zsks(log: CeremonyLog, request: PresignRequest) -> list[_Key]:
+    """Every ZSK of the zone in --zsk-dir (KSK files there are skipped)."""
+    pattern = f"K{request.zone.to_text()}+*.key"
+    paths = sorted(Path(request.zsk_dir).glob(pattern))
+    loaded = [_load_key(log, path) for path in paths if path.with_suffix(".private").exists()]
+    found = [key for key in loaded if key.pair.role == "zsk"]
+    if not found:
+        raise UsageError(f"no ZSK key files for {request.zone} in {request.zsk_dir}: generate them "
+                         "with 'bindpkcs11 keygen --role zsk --software --key-dir DIR'")
+    return found
+
+
+def _relevant(candidates: Sequence[_Key], plans: Sequence[PeriodPlan], log: CeremonyLog) -> list[_Key]:
+    """ZSKs published or signing in some period; the others are logged and left out."""
+    used = {tag for plan in plans for tag in (*plan.published, *plan.signing)}
+    for key in candidates:
+        if key.pair.tag not in used:
+            log.event("SKIP", f"ZSK {key.pair.tag} is not published in any period")
+    return [key for key in candidates if key.pair.tag in used]
+
+
+def _bundle_paths(request: PresignRequest, plans: Sequence[PeriodPlan]) -> list[Path]:
+    """Where the bundles go; refuses to replace bundles an earlier ceremony wrote."""
+    zone_text = zone_label_text(request.zone)
+    zone_text = "root" if zone_text == "." else zone_text
+    paths = [request.out_dir / bundles.bundle_file_name(zone_text, to_bind_timestamp(plan.start))
+             for plan in plans]
+    existing = [path for path in paths if path.exists()]
+    if existing:
+        raise UsageError(f"{existing[0]} already exists: move the old bundles away or choose "
+                         "another --out")
+    return paths
+
+
+def _token_ksk(session, token_label: str, ksk: KeyPairFiles, log: CeremonyLog):
+    """The KSK's private key object, after checking the token's public key against the KSK file."""
+    uri = parse_uri(ksk.label_uri or "")
+    if uri.token and uri.token != token_label:
+        raise UsageError(f"{ksk.key_path.name} names token '{uri.token}', not '{token_label}': "
+                         "pass --token " + uri.token)
+    label = uri.object or ""
+    private = keys.private_key(session, label)
+    publics = keys.find_objects(session, label, "public")
+    if not publics:
+        raise ObjectNotFound(f"no public key labelled '{label}' on token '{token_label}': "
+                             "cannot check it against the KSK file")
+    algorithm = by_number(ksk.dnskey.algorithm)
+    token_dnskey = make_dnskey(keys.read_public_key(publics[0]), algorithm, "ksk")
+    log.event("RULE", f"{policy.TokenKskMismatch.rule} ok: "
+                      f"{policy.check_ksk_matches_token(ksk, token_dnskey)}")
+    return private
+
+
+def _summary(request: PresignRequest, ksk: KeyPairFiles, zsks: Sequence[_Key],
+             plans: Sequence[PeriodPlan], token: str, serial: str) -> str:
+    lines = [f"zone {request.zone}: {len(plans)} periods of {request.schedule.period} s, "
+             f"DNSKEY TTL {request.schedule.dnskey_ttl} s",
+             f"KSK {ksk.tag} on token '{token}' (serial {serial}); "
+             f"ZSKs {', '.join(str(z.pair.tag) for z in zsks)}"]
+    for plan in plans:
+        lines.append(f"  period {plan.index:3d} {to_bind_timestamp(plan.start)}-"
+                     f"{to_bind_timestamp(plan.end)} RRSIG until {to_bind_timestamp(plan.expiration)} "
+                     f"DNSKEY: KSK {ksk.tag} + ZSK {','.join(map(str, plan.published))} "
+                     f"signing: {','.join(map(str, plan.signing))}")
+    lines.append(f"on-token signatures to make: {len(plans)}")
+    return "\n".join(lines)
+
+
+def _write_bundles(request, unlocker, ksk, zsks, plans, rrsets, signed, targets, log) -> None:
+    """Seal each period's bundle (one scrypt for all: one salt per ceremony) and write it 0600."""
+    key = unlocker.new_key()
+    ceremony = f"{to_bind_timestamp(int(time.time()))}-{os.urandom(4).hex()}"
+    by_tag = {z.pair.tag: z for z in zsks}
+    request.out_dir.mkdir(parents=True, exist_ok=True)
+    for plan, rrset, rrsigs, path in zip(plans, rrsets, signed, targets):
+        content = bundles.BundleContent(
+            dnskey_rrset=rrset.to_text() + "\n", rrsigs=rrsigs.to_text() + "\n",
+            signing_tags=plan.signing,
+            zsks=tuple(bundles.ZskMaterial(tag, by_tag[tag].key_text, by_tag[tag].private_text)
+                       for tag in plan.signing),
+        )
+        header = bundles.BundleHeader(
+            zone=request.zone.to_text(), index=plan.index, period_start=plan.start,
+            period_end=plan.end, inception=plan.inception, expiration=plan.expiration,
+            ksk_tag=ksk.tag, ceremony=ceremony, kdf=key.kdf, check=b"", nonce=b"", payload_length=0,
+        )
+        data = bundles.seal(header, content, key)
+        bundles.write_bundle(path, data)
+        log.wrote(path, data)
+
+
+def _write_skr(request, plans, rrsets, signed, log) -> Path | None:
+    if request.skr_path is None:
+        return None
+    text = skr_text([(plan.start, rrset, rrsigs) for plan, rrset, rrsigs in zip(plans, rrsets, signed)],
+                    int(time.time()))
+    write_atomic(request.skr_path, text, mode=0o644)
+    log.wrote(request.skr_path, text.encode())
+    return request.skr_path

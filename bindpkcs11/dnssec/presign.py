@@ -1,0 +1,136 @@
+"""The periods of an offline-KSK ceremony, the DNSKEY RRset of each, and its KSK signature.
+
+Periods are fixed slices of time starting at `--start`. A key's timing metadata is evaluated at
+each period's start: a ZSK is in the period's DNSKEY RRset if it is published then, and signs the
+zone during the period if it is active then. Put key events on period boundaries (keygen's
+--publish/--activate/--inactive/--delete) and the RRsets follow them exactly.
+
+Each period's RRSIG is valid from its start (back-dated by the same one-hour clock skew BIND's
+dnssec-ksr uses) until `validity` after its start, so consecutive bundles overlap by
+validity - period: long enough for caches holding the old DNSKEY RRSIG when the signer switches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import dns.dnssec
+import dns.name
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from bindpkcs11.dnssec.keyfile import KeyPairFiles, Timing
+from bindpkcs11.errors import BindPkcs11Error, UsageError
+
+CLOCK_SKEW = 3600
+MAX_PERIODS = 1000
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When the periods are and how long their signatures last (all seconds / UNIX times)."""
+
+    start: int
+    periods: int
+    period: int
+    validity: int
+    dnskey_ttl: int
+    skew: int = CLOCK_SKEW
+
+    @property
+    def overlap(self) -> int:
+        """How long a period's signature outlives the period."""
+        return self.validity - self.period
+
+
+@dataclass(frozen=True)
+class PeriodPlan:
+    """One bundle to make: its period, RRSIG window, and which ZSKs are published / signing."""
+
+    index: int
+    start: int
+    end: int
+    inception: int
+    expiration: int
+    published: tuple[int, ...]
+    signing: tuple[int, ...]
+
+
+def make_schedule(start: int, periods: int, period: int, validity: int | None,
+                  overlap: int | None, dnskey_ttl: int) -> Schedule:
+    """Resolve period / validity / overlap (validity = period + overlap; give any two)."""
+    if not 1 <= periods <= MAX_PERIODS:
+        raise UsageError(f"--periods must be between 1 and {MAX_PERIODS}")
+    if period <= 0:
+        raise UsageError("--period must be longer than zero")
+    if validity is None:
+        validity = period + (overlap if overlap is not None else period)
+    elif overlap is not None and validity != period + overlap:
+        raise UsageError("--validity must equal --period + --overlap: give only two of the three")
+    return Schedule(start, periods, period, validity, dnskey_ttl)
+
+
+def is_published(timing: Timing, when: int) -> bool:
+    """The key is in the DNSKEY RRset at `when` (Publish reached, Delete not yet)."""
+    return timing.publish is not None and timing.publish <= when and (
+        timing.delete is None or when < timing.delete)
+
+
+def is_signing(timing: Timing, when: int) -> bool:
+    """The key signs the zone at `when` (Activate reached, Inactive not yet)."""
+    return timing.activate is not None and timing.activate <= when and (
+        timing.inactive is None or when < timing.inactive)
+
+
+def build_plan(schedule: Schedule, zsks: Sequence[KeyPairFiles]) -> list[PeriodPlan]:
+    """Every period's window and ZSK sets, from the keys' timing at the period start."""
+    plans = []
+    for index in range(schedule.periods):
+        start = schedule.start + index * schedule.period
+        plans.append(PeriodPlan(
+            index=index,
+            start=start,
+            end=start + schedule.period,
+            inception=start - schedule.skew,
+            expiration=start + schedule.validity,
+            published=tuple(sorted(z.tag for z in zsks if is_published(z.timing, start))),
+            signing=tuple(sorted(z.tag for z in zsks if is_signing(z.timing, start))),
+        ))
+    return plans
+
+
+def dnskey_rrset(zone: dns.name.Name, ttl: int, ksk: KeyPairFiles,
+                 zsks: Sequence[KeyPairFiles], plan: PeriodPlan) -> dns.rrset.RRset:
+    """The period's DNSKEY RRset: the KSK and every ZSK published at the period start."""
+    rrset = dns.rrset.RRset(zone, dns.rdataclass.IN, dns.rdatatype.DNSKEY)
+    rrset.update_ttl(ttl)
+    rrset.add(ksk.dnskey)
+    for zsk in zsks:
+        if zsk.tag in plan.published:
+            rrset.add(zsk.dnskey)
+    return rrset
+
+
+def sign_rrset(rrset: dns.rrset.RRset, plan: PeriodPlan, private_key,
+               ksk: KeyPairFiles) -> dns.rrset.RRset:
+    """The KSK RRSIG over `rrset` (one signature by `private_key`), checked in software.
+
+    The check uses the public key only, so it costs no token signature: the number of on-token
+    signatures stays exactly one per bundle.
+    """
+    rrsig = dns.dnssec.sign(rrset, private_key, rrset.name, ksk.dnskey,
+                            inception=plan.inception, expiration=plan.expiration)
+    rrsigs = dns.rrset.RRset(rrset.name, dns.rdataclass.IN, dns.rdatatype.RRSIG,
+                             dns.rdatatype.DNSKEY)
+    rrsigs.update_ttl(rrset.ttl)
+    rrsigs.add(rrsig)
+    try:
+        dns.dnssec.validate(rrset, rrsigs, {rrset.name: rrset}, now=plan.start)
+    except dns.dnssec.ValidationFailure as error:
+        raise BindPkcs11Error(
+            f"the token's signature for period {plan.index} does not verify with the KSK's public "
+            f"key ({error}): the token key is not the key in the KSK file"
+        ) from None
+    return rrsigs
