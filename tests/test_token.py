@@ -163,3 +163,22 @@ def test_rng_feeds_the_kernel_pool(token_cli):
     result = token_cli.json("token", "rng", "--label", TOKEN, "--bytes", "32", "--feed-kernel")
     assert result["fed_kernel"] is True
     assert result["credited"] is (os.geteuid() == 0)
+
+
+def test_state_dir_comes_from_the_environment_and_is_private(tmp_path):
+    """No --state-dir: $BINDPKCS11_STATE_DIR, else $XDG_DATA_HOME/bindpkcs11; created 0700."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, clean_env
+
+    explicit = tmp_path / "explicit"
+    env = clean_env() | {"BINDPKCS11_STATE_DIR": str(explicit)}
+    subprocess.run([sys.executable, "-m", "bindpkcs11", "token", "init", "--label", "a",
+                    "--generate-pins"], env=env, check=True, capture_output=True, cwd=REPO)
+    assert stat.S_IMODE(explicit.stat().st_mode) == 0o700
+    assert (explicit / "pins" / "a.pin").exists()
+    env = clean_env() | {"XDG_DATA_HOME": str(tmp_path / "xdg")}
+    subprocess.run([sys.executable, "-m", "bindpkcs11", "token", "list"], env=env, check=True,
+                   capture_output=True, cwd=REPO)
+    assert stat.S_IMODE((tmp_path / "xdg" / "bindpkcs11").stat().st_mode) == 0o700
