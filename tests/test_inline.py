@@ -252,3 +252,27 @@ def test_monitor_reports_keys_and_expiry_and_exits_2_when_named_is_down(inline_c
     inline_cli("named", "stop", ZONE)
     down = inline_cli("monitor", ZONE, "--port", port, "--once", "--json", check=False)
     assert down.returncode == 2
+
+
+def test_test_timings_give_signatures_that_expire_within_minutes(inline_cli):
+    setup(inline_cli, "--test-timings")
+    rrset, _ = validated(ZONE, "SOA", inline_cli.ports[0])
+    response = query(ZONE, "SOA", inline_cli.ports[0])
+    sig = response.find_rrset(dns.message.ANSWER, dns.name.from_text(ZONE), dns.rdataclass.IN,
+                              dns.rdatatype.RRSIG, dns.rdatatype.SOA)[0]
+    assert sig.expiration - time.time() <= 31 * 60
+    named_conf = (inline_cli.state_dir / "instances" / ZONE / "zone.conf").read_text()
+    assert "signatures-validity PT30M;" in named_conf and "signatures-refresh PT20M;" in named_conf
+
+
+def test_named_stop_and_start(inline_cli):
+    setup(inline_cli)
+    assert "stopped" in inline_cli("named", "stop", ZONE).stdout
+    assert named_pid(inline_cli) is None
+    status = inline_cli("named", "status", ZONE, check=False)
+    assert status.returncode == 1 and "stopped" in status.stdout
+    started = inline_cli.json("named", "start", ZONE)
+    assert started["running"] and named_pid(inline_cli) == started["pid"]
+    validated(ZONE, "DNSKEY", inline_cli.ports[0])
+    error = one_line_error(inline_cli("named", "start", ZONE, check=False))
+    assert "already running" in error

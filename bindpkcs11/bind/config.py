@@ -26,14 +26,14 @@ TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
 _BACKUP_SUFFIX = ".previous"
 
 NORMAL_TIMINGS = {
-    "dnskey_ttl": "PT1H", "propagation_delay": "PT5M", "publish_safety": "PT1H",
-    "retire_safety": "PT1H", "signatures_validity": "P14D", "signatures_refresh": "P5D",
+    "dnskey_ttl": "PT1H", "dnskey_ttl_seconds": 3600, "propagation_delay": "PT5M", "publish_safety": "PT1H",
+    "retire_safety": "PT1H", "signatures_validity": "P14D", "signatures_refresh": "P5D", "signatures_jitter": "PT12H",
 }
 # --test-timings (the 2012 demo's TEST=yes): signatures live 30 minutes and are refreshed 20
 # minutes before they expire, so a whole re-signing cycle can be watched in about ten minutes.
 TEST_TIMINGS = {
-    "dnskey_ttl": "PT5M", "propagation_delay": "PT1M", "publish_safety": "PT5M",
-    "retire_safety": "PT5M", "signatures_validity": "PT30M", "signatures_refresh": "PT20M",
+    "dnskey_ttl": "PT5M", "dnskey_ttl_seconds": 300, "propagation_delay": "PT1M", "publish_safety": "PT5M",
+    "retire_safety": "PT5M", "signatures_validity": "PT30M", "signatures_refresh": "PT20M", "signatures_jitter": "PT1M",
 }
 
 
@@ -56,6 +56,7 @@ def render(instance: Instance, settings: InstanceSettings, zone_file: Path,
     env = _environment()
     algorithm = algorithms.by_number(settings.algorithm)
     listen_v6 = settings.listen if ":" in settings.listen else None
+    timings = TEST_TIMINGS if settings.test_timings else NORMAL_TIMINGS
     context = {
         "zone": settings.zone,
         "token": settings.token,
@@ -75,9 +76,11 @@ def render(instance: Instance, settings: InstanceSettings, zone_file: Path,
         "policy_name": f"bindpkcs11-{settings.zone.rstrip('.') or 'root'}",
         "algorithm": algorithm.mnemonic.lower(),
         "bits": settings.bits if algorithm.is_rsa else None,
-        "max_zone_ttl": max(max_zone_ttl, 300),
+        # The signed zone holds the DNSKEY RRset too: max-zone-ttl must cover its TTL, or named
+        # refuses to load its own .signed file at the next start.
+        "max_zone_ttl": max(max_zone_ttl, timings["dnskey_ttl_seconds"]),
         "secondaries": settings.secondaries,
-        **(TEST_TIMINGS if settings.test_timings else NORMAL_TIMINGS),
+        **timings,
     }
     return {
         instance.named_conf: env.get_template("named.conf.j2").render(context),
