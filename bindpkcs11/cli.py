@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from bindpkcs11 import __version__
-from bindpkcs11.commands import bind, inline, keygen, monitor, named, token
+from bindpkcs11.commands import bind, inline, keygen, ksk, monitor, named, signer, token
 from bindpkcs11.commands.common import Parser
 from bindpkcs11.errors import BindPkcs11Error
 
 EXIT_UNEXPECTED = 70
-COMMAND_FAMILIES = (token, keygen, bind, inline, named, monitor)
+COMMAND_FAMILIES = (token, keygen, bind, inline, named, monitor, ksk, signer)
 
 
 def build_parser() -> argparse.ArgumentParser:

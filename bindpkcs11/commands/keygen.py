@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
+from bindpkcs11 import admin
 from bindpkcs11.commands.common import DEFAULT_TOKEN, access, key_dir, state
-from bindpkcs11.dnssec import algorithms, keygen
+from bindpkcs11.dnssec import algorithms, keygen, software
 from bindpkcs11.dnssec.dnskey import parse_zone_name
 from bindpkcs11.dnssec.keyfile import Timing
 from bindpkcs11.errors import UsageError
 from bindpkcs11.output import print_json
 from bindpkcs11.timespec import parse_duration, parse_time, to_bind_timestamp
+
+
+RNG_BYTES = 64
 
 
 def register(commands, common) -> None:
@@ -25,6 +30,9 @@ def register(commands, common) -> None:
     gen.add_argument("--bits", type=int, help="RSA modulus size (default 2048)")
     gen.add_argument("--token", default=None, help=f"token label (default {DEFAULT_TOKEN})")
     gen.add_argument("--software", action="store_true", help="a software key instead of a token key")
+    gen.add_argument("--rng-from-token", action="store_true",
+                     help="with --software: mix the token's C_GenerateRandom output into the key "
+                          "(ECDSA, Ed25519)")
     gen.add_argument("--key-dir", type=Path, help="where to write K*.key/.private")
     gen.add_argument("--label", dest="object_label", help="CKA_LABEL (default <zone>-<role>-<tag>)")
     gen.add_argument("--extractable", action="store_true", help="allow wrapping the key off the token")
@@ -52,11 +60,13 @@ def _keygen(args) -> int:
         ttl=parse_duration(args.ttl) if args.ttl else None,
     )
     if args.software:
-        if args.token or args.extractable or args.object_label:
+        if (args.token and not args.rng_from_token) or args.extractable or args.object_label:
             raise UsageError("--software keys live in files: drop --token/--label/--extractable")
         state(args)
-        result = keygen.generate_software(request)
+        result = _generate_software(args, request)
     else:
+        if args.rng_from_token:
+            raise UsageError("--rng-from-token is for --software keys (token keys use the token's RNG)")
         if not args.json:
             print(f"generating {algorithm.mnemonic} {args.role.upper()} on token "
                   f"'{args.token or DEFAULT_TOKEN}' ...", file=sys.stderr, flush=True)
@@ -67,6 +77,20 @@ def _keygen(args) -> int:
         print(result.key_file.name.removesuffix(".key"))
         print(result.ds)
     return 0
+
+
+def _generate_software(args, request: keygen.KeygenRequest) -> keygen.GeneratedKey:
+    """A software key; with --rng-from-token, token randomness is mixed into it (the demo's hgenzsk)."""
+    if not args.rng_from_token:
+        return keygen.generate_software(request)
+    if not software.supports_extra_entropy(request.algorithm):
+        raise UsageError(f"--rng-from-token cannot be used for {request.algorithm.mnemonic}: RSA key "
+                         "generation takes no outside randomness; use an ECDSA or Ed25519 ZSK")
+    label = args.token or DEFAULT_TOKEN
+    token_random = admin.random_bytes(access(args, label), RNG_BYTES)
+    with software.extra_entropy(token_random):
+        result = keygen.generate_software(request)
+    return replace(result, extra={**result.extra, "rng": f"os+token:{label}"})
 
 
 def _time_or(text: str | None, default: int | None, now: int) -> int | None:

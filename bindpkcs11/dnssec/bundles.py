@@ -39,6 +39,7 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 15, 8, 1
 MAX_SCRYPT_N = 1 << 20
 _CHECK_LABEL = b"bindpkcs11 bundle passphrase check v1"
 _LENGTH = struct.Struct(">I")
+_RECOPY = ": copy it again from the ceremony output"
 
 
 class BundleError(BindPkcs11Error):
@@ -199,7 +200,7 @@ def open_bundle(path: Path, unlocker: Unlocker) -> Bundle:
         plaintext = AESGCM(key.aes_key).decrypt(header.nonce, ciphertext, prefix)
     except InvalidTag:
         raise BundleTampered(f"bundle {path.name} was modified or is corrupted (authentication "
-                             "failed): copy it again from the ceremony output") from None
+                             f"failed){_RECOPY}") from None
     return Bundle(path, header, _decode_content(path, plaintext))
 
 
@@ -219,20 +220,20 @@ def _parse(path: Path, data: bytes) -> tuple[BundleHeader, bytes, bytes]:
     if not data or data[:len(MAGIC)] != MAGIC[:len(data)]:
         raise NotABundle(f"{path.name} is not a bindpkcs11 bundle")
     if len(data) < fixed:
-        raise BundleTruncated(f"bundle {path.name} is truncated ({len(data)} bytes)")
+        raise BundleTruncated(f"bundle {path.name} is truncated ({len(data)} bytes){_RECOPY}")
     (header_length,) = _LENGTH.unpack_from(data, len(MAGIC))
     if header_length > MAX_HEADER_BYTES:
         raise BundleTampered(f"bundle {path.name} has a corrupted header length")
     if len(data) < fixed + header_length:
-        raise BundleTruncated(f"bundle {path.name} is truncated inside its header")
+        raise BundleTruncated(f"bundle {path.name} is truncated inside its header{_RECOPY}")
     header = _decode_header(path, data[fixed:fixed + header_length])
     prefix, ciphertext = data[:fixed + header_length], data[fixed + header_length:]
     if len(ciphertext) < header.payload_length:
         raise BundleTruncated(f"bundle {path.name} is truncated: {len(ciphertext)} of "
-                              f"{header.payload_length} payload bytes present")
+                              f"{header.payload_length} payload bytes present{_RECOPY}")
     if len(ciphertext) > header.payload_length:
         raise BundleTampered(f"bundle {path.name} has {len(ciphertext) - header.payload_length} "
-                             "bytes of trailing data")
+                             f"bytes of trailing data{_RECOPY}")
     return header, prefix, ciphertext
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import dns.name
+from dns.rrset import RRset
 
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.dnssec import bundles, policy
@@ -68,11 +69,13 @@ class CeremonyLog:
             data = Path(path).read_bytes()
         except OSError as error:
             raise KeyFileError(f"cannot read {path}: {error.strerror}") from None
-        self.event("READ", f"{path} bytes={len(data)} sha256={hashlib.sha256(data).hexdigest()}")
+        self.event("READ", f"{Path(path).resolve()} bytes={len(data)} "
+                           f"sha256={hashlib.sha256(data).hexdigest()}")
         return data
 
     def wrote(self, path: Path, data: bytes) -> None:
-        self.event("WROTE", f"{path} bytes={len(data)} sha256={hashlib.sha256(data).hexdigest()}")
+        self.event("WROTE", f"{Path(path).resolve()} bytes={len(data)} "
+                            f"sha256={hashlib.sha256(data).hexdigest()}")
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class PresignRequest:
     out_dir: Path
     log_path: Path
     skr_path: Path | None = None
+    assume_yes: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,9 +119,10 @@ class _Key:
     private_text: str = field(repr=False)
 
 
-def run_presign(request: PresignRequest, access: TokenAccess,
-                unlocker: Callable[[], bundles.Unlocker], confirm: Callable[[str], str]) -> PresignResult:
-    """The whole ceremony; `unlocker` asks for the passphrase, `confirm` for the operator's answer."""
+def run_presign(request: PresignRequest, access: TokenAccess, unlocker: Callable[[], bundles.Unlocker],
+                show: Callable[[str], None], ask: Callable[[], str]) -> PresignResult:
+    """The whole ceremony. `unlocker` gets the passphrase, `show` displays the plan, `ask` returns
+    the operator's answer (not called with `assume_yes`)."""
     started = time.monotonic()
     with CeremonyLog(request.log_path) as log:
         log.event("START", f"zone={request.zone} periods={request.schedule.periods} "
@@ -140,11 +145,8 @@ def run_presign(request: PresignRequest, access: TokenAccess,
             private = _token_ksk(session, access.label, ksk, log)
             rrsets = [dnskey_rrset(request.zone, request.schedule.dnskey_ttl, ksk,
                                    [z.pair for z in zsks], plan) for plan in plans]
-            answer = confirm(_summary(request, ksk, zsks, plans, access.label, serial))
-            log.event("CONFIRM", f"operator answered {answer!r}")
-            if answer != "yes":
-                raise CeremonyAborted(f'signing not confirmed (answer {answer!r}, expected exactly '
-                                      '"yes"): nothing was signed or written')
+            show(_summary(request, ksk, zsks, plans, access.label, serial))
+            _confirm(request, ask, log)
             signer = TokenPrivateKey.on_token(private, ksk.dnskey)
             signed = [sign_rrset(rrset, plan, signer, ksk) for plan, rrset in zip(plans, rrsets)]
         log.event("SIGNED", f"{signer.signatures} on-token signatures for {len(plans)} bundles")
@@ -159,11 +161,27 @@ def run_presign(request: PresignRequest, access: TokenAccess,
     )
 
 
+def _confirm(request: PresignRequest, ask: Callable[[], str], log: CeremonyLog) -> None:
+    """An exact "yes" from the operator (or --yes for scripts), logged as typed."""
+    if request.assume_yes:
+        log.event("CONFIRM", "--yes given: no prompt")
+        return
+    answer = ask()
+    log.event("CONFIRM", f"operator answered {answer!r}")
+    if answer != "yes":
+        raise CeremonyAborted(f'signing not confirmed (answer {answer!r}, expected exactly "yes"): '
+                              "nothing was signed or written")
+
+
 def _load_key(log: CeremonyLog, key_path: Path) -> _Key:
     """Parse a key pair from a private copy of the logged bytes (what is hashed is what is used)."""
     key_path = Path(key_path)
     private_path = key_path.with_suffix(".private")
     key_bytes, private_bytes = log.read(key_path), log.read(private_path)
+    try:
+        key_text, private_text = key_bytes.decode(), private_bytes.decode()
+    except UnicodeDecodeError:
+        raise KeyFileError(f"{key_path} or its .private is not a text key file") from None
     with tempfile.TemporaryDirectory(prefix="bindpkcs11-ceremony-") as scratch:
         copy = Path(scratch) / key_path.name
         copy.write_bytes(key_bytes)
@@ -173,7 +191,7 @@ def _load_key(log: CeremonyLog, key_path: Path) -> _Key:
     pair = replace(pair, key_path=key_path, private_path=private_path)
     log.event("KEY", f"{key_path.name} tag={pair.tag} role={pair.role} "
                      f"algorithm={pair.dnskey.algorithm}")
-    return _Key(pair, key_bytes.decode(), private_bytes.decode())
+    return _Key(pair, key_text, private_text)
 
 
 def _load_zsks(log: CeremonyLog, request: PresignRequest) -> list[_Key]:
@@ -244,7 +262,9 @@ def _summary(request: PresignRequest, ksk: KeyPairFiles, zsks: Sequence[_Key],
     return "\n".join(lines)
 
 
-def _write_bundles(request, unlocker, ksk, zsks, plans, rrsets, signed, targets, log) -> None:
+def _write_bundles(request: PresignRequest, unlocker: bundles.Unlocker, ksk: KeyPairFiles,
+                   zsks: Sequence[_Key], plans: Sequence[PeriodPlan], rrsets: Sequence[RRset],
+                   signed: Sequence[RRset], targets: Sequence[Path], log: CeremonyLog) -> None:
     """Seal each period's bundle (one scrypt for all: one salt per ceremony) and write it 0600."""
     key = unlocker.new_key()
     ceremony = f"{to_bind_timestamp(int(time.time()))}-{os.urandom(4).hex()}"
@@ -267,7 +287,8 @@ def _write_bundles(request, unlocker, ksk, zsks, plans, rrsets, signed, targets,
         log.wrote(path, data)
 
 
-def _write_skr(request, plans, rrsets, signed, log) -> Path | None:
+def _write_skr(request: PresignRequest, plans: Sequence[PeriodPlan], rrsets: Sequence[RRset],
+               signed: Sequence[RRset], log: CeremonyLog) -> Path | None:
     if request.skr_path is None:
         return None
     text = skr_text([(plan.start, rrset, rrsigs) for plan, rrset, rrsigs in zip(plans, rrsets, signed)],

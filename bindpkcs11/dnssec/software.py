@@ -1,20 +1,68 @@
-"""Software keys (the 2012 demo's online ZSKs): generated with `cryptography`, stored in BIND format."""
+"""Software keys (the 2012 demo's online ZSKs): generated with `cryptography`, stored in BIND format.
+
+Inside `extra_entropy(data)` (keygen --rng-from-token, the demo's `hgenzsk`), ECDSA and Ed25519
+private keys come from SHAKE-256 over fresh OS randomness plus the token's random bytes: the key
+is at least as unpredictable as the better of the two sources. RSA key generation in `cryptography`
+takes no outside randomness, so RSA refuses rather than pretend to mix.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+import os
+from typing import Iterator
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from bindpkcs11.dnssec.algorithms import Algorithm
+from bindpkcs11.errors import UsageError
 from bindpkcs11.token.records import PublicKey
 
 _CURVES = {"secp256r1": ec.SECP256R1, "secp384r1": ec.SECP384R1}
+# Group orders (SEC 2): private scalars are drawn from [1, n-1].
+_ORDERS = {
+    "secp256r1": int("FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551", 16),
+    "secp384r1": int("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB2"
+                     "48B0A77AECEC196ACCC52973", 16),
+}
+_EXTRA = contextvars.ContextVar("extra_entropy", default=b"")
+_MIX_LABEL = b"bindpkcs11 keygen entropy mix v1"
+
+
+@contextlib.contextmanager
+def extra_entropy(data: bytes) -> Iterator[None]:
+    """Mix `data` (e.g. from a token's C_GenerateRandom) into every key generated in this block."""
+    if len(data) < 32:
+        raise UsageError("need at least 32 bytes of extra entropy")
+    token = _EXTRA.set(bytes(data))
+    try:
+        yield
+    finally:
+        _EXTRA.reset(token)
+
+
+def supports_extra_entropy(algorithm: Algorithm) -> bool:
+    return algorithm.spec.kind in ("ec", "ed25519")
+
+
+def _random(count: int) -> bytes:
+    """`count` bytes: the OS alone, or the OS and the extra entropy through SHAKE-256."""
+    extra = _EXTRA.get()
+    if not extra:
+        return os.urandom(count)
+    return hashlib.shake_256(_MIX_LABEL + os.urandom(64) + extra).digest(count)
 
 
 def generate(algorithm: Algorithm) -> tuple[PublicKey, list[tuple[str, bytes]]]:
     """A new key pair: its public part and the `.private` elements BIND expects, in BIND's order."""
     spec = algorithm.spec
     if spec.kind == "rsa":
+        if _EXTRA.get():
+            raise UsageError(f"--rng-from-token cannot be used for {algorithm.mnemonic}: RSA key "
+                             "generation takes no outside randomness; use an ECDSA or Ed25519 ZSK")
         return _rsa(spec.bits)
     if spec.kind == "ec":
         return _ecdsa(spec.curve)
@@ -42,7 +90,12 @@ def _rsa(bits: int) -> tuple[PublicKey, list[tuple[str, bytes]]]:
 
 
 def _ecdsa(curve: str) -> tuple[PublicKey, list[tuple[str, bytes]]]:
-    key = ec.generate_private_key(_CURVES[curve]())
+    if _EXTRA.get():
+        order = _ORDERS[curve]
+        scalar = int.from_bytes(_random((order.bit_length() + 128) // 8), "big") % (order - 1) + 1
+        key = ec.derive_private_key(scalar, _CURVES[curve]())
+    else:
+        key = ec.generate_private_key(_CURVES[curve]())
     size = (key.curve.key_size + 7) // 8
     numbers = key.private_numbers()
     point = numbers.public_numbers.x.to_bytes(size, "big") + numbers.public_numbers.y.to_bytes(size, "big")
@@ -53,7 +106,10 @@ def _ecdsa(curve: str) -> tuple[PublicKey, list[tuple[str, bytes]]]:
 
 
 def _ed25519() -> tuple[PublicKey, list[tuple[str, bytes]]]:
-    key = ed25519.Ed25519PrivateKey.generate()
+    if _EXTRA.get():
+        key = ed25519.Ed25519PrivateKey.from_private_bytes(_random(32))
+    else:
+        key = ed25519.Ed25519PrivateKey.generate()
     seed = key.private_bytes(
         serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
     )
