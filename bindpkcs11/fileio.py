@@ -33,6 +33,28 @@ def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
         raise
 
 
+MAX_SECRET_FILE_BYTES = 4096
+
+
+def read_secret_file(path: Path, what: str, error: type[Exception]) -> str:
+    """A PIN or passphrase from a file: one line, trailing newline dropped, never empty.
+
+    Size-limited so that pointing the option at the wrong file (a key, a log) fails clearly
+    instead of taking megabytes as a secret. Failures raise `error` with one line.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_SECRET_FILE_BYTES:
+            raise error(f"{what} file {path} is larger than {MAX_SECRET_FILE_BYTES} bytes")
+        text = path.read_text()
+    except OSError as failure:
+        raise error(f"cannot read {what} file {path}: {failure.strerror}") from None
+    secret = text.rstrip("\r\n")
+    if not secret:
+        raise error(f"{what} file {path} is empty")
+    return secret
+
+
 def ensure_private_dir(path: Path) -> Path:
     """Create `path` (and parents) as 0700: it may hold PINs and token files.
 

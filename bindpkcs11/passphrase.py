@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 from bindpkcs11.errors import UsageError
+from bindpkcs11.fileio import read_secret_file
 
 PASSPHRASE_ENV = "BINDPKCS11_PASSPHRASE"
 MIN_LENGTH = 8
-MAX_FILE_BYTES = 4096
 
 
 class PassphraseMissing(UsageError):
@@ -40,16 +40,7 @@ def read_passphrase(path: Path | None, new: bool = False) -> str:
 
 
 def _from_file(path: Path) -> str:
-    try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise PassphraseMissing(f"passphrase file {path} is larger than {MAX_FILE_BYTES} bytes")
-        text = path.read_text()
-    except OSError as error:
-        raise PassphraseMissing(f"cannot read passphrase file {path}: {error.strerror}") from None
-    passphrase = text.rstrip("\r\n")
-    if not passphrase:
-        raise PassphraseMissing(f"passphrase file {path} is empty")
-    return passphrase
+    return read_secret_file(path, "passphrase", PassphraseMissing)
 
 
 def _prompt(new: bool) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from bindpkcs11.errors import PinMissing, UsageError
-from bindpkcs11.fileio import ensure_private_dir, write_atomic
+from bindpkcs11.fileio import ensure_private_dir, read_secret_file, write_atomic
 from bindpkcs11.state import StateDir
 
 USER_PIN_ENV = "PKCS11_LIBRARY_PIN"
@@ -45,14 +45,7 @@ def stored_pin_path(state: StateDir, token_label: str, kind: PinKind) -> Path:
 
 
 def read_pin_file(path: Path, kind: PinKind) -> str:
-    try:
-        text = Path(path).read_text()
-    except OSError as error:
-        raise PinMissing(f"cannot read {kind.name} file {path}: {error.strerror}") from None
-    pin = text.rstrip("\r\n")
-    if not pin:
-        raise PinMissing(f"{kind.name} file {path} is empty")
-    return pin
+    return read_secret_file(path, kind.name, PinMissing)
 
 
 def available_pin(
