@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchdoc import replace_section
+
 REPO = Path(__file__).resolve().parent.parent
 BINDPKCS11 = [sys.executable, "-m", "bindpkcs11"]
 SECTION = "setup-inline"
@@ -68,7 +70,7 @@ def machine() -> dict:
 
 
 def write_section(results: dict, info: dict, runs: int) -> None:
-    lines = [f"<!-- {SECTION} -->", "## setup-inline: time to the first validated answer", "",
+    lines = ["## setup-inline: time to the first validated answer", "",
              f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {info['cpu']}, "
              f"{info['cores']} cores, {info['memory_gib']} GiB, kernel {info['kernel']}, Debian "
              f"{info['debian']} (load average {info['load']:.2f} at start), SoftHSM2 token, BIND "
@@ -81,17 +83,8 @@ def write_section(results: dict, info: dict, runs: int) -> None:
                      f"{median['idempotent_wall']:.2f} s |")
     lines += ["", "The whole command includes creating the token (softhsm2-util), generating the KSK "
               "and ZSK on it, rendering and checking the configuration, starting named as `bind` and "
-              "validating SOA, DNSKEY, NS and an NXDOMAIN proof with dnspython. Target: 10 s.",
-              f"<!-- /{SECTION} -->"]
-    path = REPO / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start, end = text.find(f"<!-- {SECTION} -->"), text.find(f"<!-- /{SECTION} -->")
-    block = "\n".join(lines)
-    if start >= 0 and end >= 0:
-        text = text[:start] + block + text[end + len(f"<!-- /{SECTION} -->"):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+              "validating SOA, DNSKEY, NS and an NXDOMAIN proof with dnspython. Target: 10 s."]
+    replace_section(SECTION, "\n".join(lines))
 
 
 def main() -> int:

@@ -36,6 +36,7 @@ import dns.name  # noqa: E402
 
 from bindpkcs11.dnssec.samplezone import sample_zone_text  # noqa: E402
 from bindpkcs11.timespec import to_bind_timestamp  # noqa: E402
+from benchdoc import replace_section  # noqa: E402
 
 ZONE = "example.test"
 WEEK = 7 * 86400
@@ -192,7 +193,7 @@ def write_section(info: dict, loads: tuple[float, float], round_: dict, year: di
                   small: list[dict]) -> None:
     verdict = "met" if round_["overhead"] <= 0.10 else "not met"
     lines = [
-        f"<!-- {SECTION} -->", "## Offline KSK: signer round and a year's ceremony", "",
+        "## Offline KSK: signer round and a year's ceremony", "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {info['cpu']}, "
         f"{info['cores']} cores, {info['memory_gib']} GiB, kernel {info['kernel']}, Debian "
         f"{info['debian']}, {info['bind']}; the machine was shared with other benchmarks (load "
@@ -219,17 +220,8 @@ def write_section(info: dict, loads: tuple[float, float], round_: dict, year: di
         f"({year['ceremony_seconds']:.2f} s inside the ceremony), **{year['token_signatures']} "
         f"on-token signatures for {year['bundles']} bundles**: a token doing one signature per "
         f"second would need {year['token_signatures']} s of signing for the year.",
-        f"<!-- /{SECTION} -->",
     ]
-    path = REPO / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start, end = text.find(f"<!-- {SECTION} -->"), text.find(f"<!-- /{SECTION} -->")
-    block = "\n".join(lines)
-    if start >= 0 and end >= 0:
-        text = text[:start] + block + text[end + len(f"<!-- /{SECTION} -->"):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+    replace_section(SECTION, "\n".join(lines))
 
 
 def main() -> int:
