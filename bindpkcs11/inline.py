@@ -17,7 +17,7 @@ from typing import Callable
 import dns.name
 import dns.zone
 
-from bindpkcs11 import monitor, pins
+from bindpkcs11 import admin, monitor, pins
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.bind import build, config, named, privileges
 from bindpkcs11.bind.instance import Instance, InstanceSettings, Secondary
@@ -167,8 +167,6 @@ def _token_access(state: StateDir, request: SetupRequest, progress: Progress) ->
             f"token '{request.token}' not found (tokens present: {', '.join(labels) or 'none'}); "
             "create it with 'bindpkcs11 token init' or omit --token for the embedded default"
         )
-    from bindpkcs11 import admin
-
     result = admin.init_token(access, generate_pins=True)
     pin_path = pins.stored_pin_path(state, request.token, pins.USER)
     if str(pin_path) in result.generated_pin_files:

@@ -61,7 +61,3 @@ def lookup(text: str | int) -> Algorithm:
 
 def by_number(number: int) -> Algorithm:
     return lookup(number)
-
-
-def all_algorithms() -> list[Algorithm]:
-    return list(_REGISTRY.values())

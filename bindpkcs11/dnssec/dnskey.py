@@ -18,11 +18,16 @@ ZSK_FLAGS = 256
 ROLE_FLAGS = {"ksk": KSK_FLAGS, "zsk": ZSK_FLAGS}
 
 
+def int_bytes(value: int) -> bytes:
+    """Big-endian unsigned bytes without leading zeros (RFC 3110, BIND's .private fields)."""
+    return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+
 def public_key_bytes(public: PublicKey) -> bytes:
     """The DNSKEY public key field: RFC 3110 for RSA, x||y (RFC 6605) for ECDSA, RFC 8080 for EdDSA."""
     if public.kind == "rsa":
-        exponent = public.exponent.to_bytes((public.exponent.bit_length() + 7) // 8, "big")
-        modulus = public.modulus.to_bytes((public.modulus.bit_length() + 7) // 8, "big")
+        exponent = int_bytes(public.exponent)
+        modulus = int_bytes(public.modulus)
         if len(exponent) < 256:
             prefix = bytes([len(exponent)])
         else:

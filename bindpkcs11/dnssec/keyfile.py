@@ -19,7 +19,7 @@ import dns.rdatatype
 import dns.rdtypes.ANY.DNSKEY
 
 from bindpkcs11.dnssec import algorithms
-from bindpkcs11.dnssec.dnskey import KSK_FLAGS, key_tag
+from bindpkcs11.dnssec.dnskey import int_bytes, key_tag
 from bindpkcs11.errors import KeyDirUnwritable, KeyFileError
 from bindpkcs11.fileio import write_atomic
 from bindpkcs11.timespec import from_bind_timestamp, to_bind_timestamp, to_ctime
@@ -95,8 +95,8 @@ def token_private_fields(dnskey: "dns.rdtypes.ANY.DNSKEY.DNSKEY", label_uri: str
     """The `.private` elements of a token key: public parts BIND needs, Engine, Label."""
     fields: list[tuple[str, bytes]] = []
     if algorithms.by_number(dnskey.algorithm).is_rsa:
-        fields.append(("Modulus", _int_bytes(modulus)))
-        fields.append(("PublicExponent", _int_bytes(exponent)))
+        fields.append(("Modulus", int_bytes(modulus)))
+        fields.append(("PublicExponent", int_bytes(exponent)))
     fields.append(("Engine", ENGINE_NAME.encode() + b"\0"))
     fields.append(("Label", label_uri.encode() + b"\0"))
     return fields
@@ -214,11 +214,3 @@ def key_pairs_in(key_dir: Path, zone: dns.name.Name | None = None) -> list[KeyPa
             except KeyFileError:
                 continue
     return pairs
-
-
-def is_ksk(dnskey) -> bool:
-    return dnskey.flags == KSK_FLAGS
-
-
-def _int_bytes(value: int) -> bytes:
-    return value.to_bytes((value.bit_length() + 7) // 8, "big")

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from bindpkcs11.dnssec.algorithms import Algorithm
+from bindpkcs11.dnssec.dnskey import int_bytes
 from bindpkcs11.errors import UsageError
 from bindpkcs11.token.records import PublicKey
 
@@ -85,7 +86,7 @@ def _rsa(bits: int) -> tuple[PublicKey, list[tuple[str, bytes]]]:
     ]
     return (
         PublicKey(kind="rsa", modulus=public.n, exponent=public.e),
-        [(name, _int_bytes(value)) for name, value in fields],
+        [(name, int_bytes(value)) for name, value in fields],
     )
 
 
@@ -115,7 +116,3 @@ def _ed25519() -> tuple[PublicKey, list[tuple[str, bytes]]]:
     )
     point = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return PublicKey(kind="ed25519", curve="ed25519", point=point), [("PrivateKey", seed)]
-
-
-def _int_bytes(value: int) -> bytes:
-    return value.to_bytes((value.bit_length() + 7) // 8, "big")

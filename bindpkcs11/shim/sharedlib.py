@@ -6,17 +6,14 @@ it; compiling bp11.c a second time as an ordinary ``.so`` takes about 0.1 s.
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
+
+from bindpkcs11.run import run_tool
 
 SHIM_DIR = Path(__file__).resolve().parent
 SOURCE = SHIM_DIR / "bp11.c"
 HEADER = SHIM_DIR / "bp11.h"
 P11_KIT_INCLUDE = "/usr/include/p11-kit-1"
-
-
-class SharedLibraryBuildError(Exception):
-    """The C compiler could not build libbp11.so; the message carries its command and output."""
 
 
 def build_shared_library(out_dir: Path) -> Path:
@@ -32,10 +29,6 @@ def build_shared_library(out_dir: Path) -> Path:
         f"-I{SHIM_DIR}", f"-I{P11_KIT_INCLUDE}",
         str(SOURCE), "-o", str(target), "-ldl", "-lpthread",
     ]
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise SharedLibraryBuildError(
-            f"{' '.join(cmd)} failed (exit {result.returncode}): {result.stderr.strip()}"
-        )
+    run_tool(cmd, what="compiling libbp11.so")
     shutil.copy2(HEADER, out_dir / HEADER.name)
     return target
