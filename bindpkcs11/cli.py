@@ -37,7 +37,8 @@ def _common_options(suppress: bool = True) -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     default = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
     parent.add_argument("--state-dir", type=Path, default=default(None),
-                        help="state directory (default $BINDPKCS11_STATE_DIR or ~/.local/share/bindpkcs11)")
+                        help="state directory (default $BINDPKCS11_STATE_DIR, else ~/.local/share/bindpkcs11; "
+                             "/var/lib/bindpkcs11 for root)")
     parent.add_argument("--json", action="store_true", default=default(False),
                         help="print machine-readable JSON")
     parent.add_argument("--debug", action="store_true", default=default(False),

@@ -82,11 +82,14 @@ class SetupResult:
 def setup_inline(state: StateDir, request: SetupRequest, progress: Progress) -> SetupResult:
     started = time.monotonic()
     instance = Instance.for_zone(state, request.zone)
-    privileges.require_reachable(privileges.run_as_user(), state.root)
+    user = privileges.run_as_user()
+    privileges.require_reachable(user, state.root)
+    if request.port == request.rndc_port:
+        raise UsageError(f"--port and --rndc-port are both {request.port}: choose two ports")
     running = named.running_pid(instance)
     if running is None:
-        for port in {request.port, request.rndc_port}:
-            require_free_port(request.listen if port == request.port else "127.0.0.1", port)
+        require_free_port(request.listen, request.port)
+        require_free_port("127.0.0.1", request.rndc_port)
     zone_text = _zone_source_text(request)
     prefix = build.build(state, progress=progress).prefix
     _check_zone_text(prefix, request.zone, zone_text)
@@ -108,7 +111,6 @@ def setup_inline(state: StateDir, request: SetupRequest, progress: Progress) -> 
     files = config.render(instance, settings, zone_file, _max_ttl(request.zone, zone_text))
     files[zone_file] = zone_text
     changed = config.changed_files(files)
-    user = privileges.run_as_user()
     ready = ready_check(request.zone, request.listen, request.port, ksk.tag, zsk.tag)
     if not changed and running is not None and ready():
         progress("nothing changed: keys, configuration and named are as requested")
