@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import dns.dnssec
+from dns.dnssec import key_id as key_tag
 import dns.message
 import dns.name
 import dns.query
@@ -276,3 +277,24 @@ def test_named_stop_and_start(inline_cli):
     validated(ZONE, "DNSKEY", inline_cli.ports[0])
     error = one_line_error(inline_cli("named", "start", ZONE, check=False))
     assert "already running" in error
+
+
+def test_a_new_zsk_with_timing_metadata_is_prepublished_after_reload(inline_cli):
+    """auto-dnssec follows key timing metadata: rollovers of token keys are keygen + reload."""
+    report = __import__("json").loads(setup(inline_cli, "--json").stdout)
+    assert "auto-dnssec maintain;" in (Path(report["instance_dir"]) / "zone.conf").read_text()
+    old_zsk = next(k["tag"] for k in report["keys"] if k["role"] == "zsk")
+    new = inline_cli.json("keygen", ZONE, "--role", "zsk", "--algorithm", "ECDSAP256SHA256",
+                          "--key-dir", str(Path(report["instance_dir"]) / "keys"),
+                          "--publish", "now", "--activate", "now+2d")
+    inline_cli("named", "reload", ZONE)
+    port = inline_cli.ports[0]
+
+    def published():
+        keys, _ = validated(ZONE, "DNSKEY", port)
+        return {key_tag(k) for k in keys} if len(keys) == 3 else None
+
+    tags = poll(published, what="the new ZSK in the DNSKEY set")
+    assert new["tag"] in tags
+    assert validated(ZONE, "SOA", port)[1] == {old_zsk}
+    assert set(inline_cli.json("rndc", "signing-list", ZONE)["keys"][0]) >= {"tag", "role", "signing"}

@@ -25,15 +25,16 @@ from bindpkcs11.run import run_tool, tail
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
 _BACKUP_SUFFIX = ".previous"
 
-NORMAL_TIMINGS = {
-    "dnskey_ttl": "PT1H", "dnskey_ttl_seconds": 3600, "propagation_delay": "PT5M", "publish_safety": "PT1H",
-    "retire_safety": "PT1H", "signatures_validity": "P14D", "signatures_refresh": "P5D", "signatures_jitter": "PT12H",
-}
+# Default: auto-dnssec with signatures valid 10 to 30 days (BIND spreads new ones between the
+# bounds) and re-signed 10 days before they expire, so `monitor --warn-days 7` stays quiet while
+# named works (sig-validity-interval counts days).
+NORMAL_TIMINGS = {"sig_validity_days": 30, "sig_refresh_days": 10}
 # --test-timings (the 2012 demo's TEST=yes): signatures live 30 minutes and are refreshed 20
 # minutes before they expire, so a whole re-signing cycle can be watched in about ten minutes.
 TEST_TIMINGS = {
-    "dnskey_ttl": "PT5M", "dnskey_ttl_seconds": 300, "propagation_delay": "PT1M", "publish_safety": "PT5M",
-    "retire_safety": "PT5M", "signatures_validity": "PT30M", "signatures_refresh": "PT20M", "signatures_jitter": "PT1M",
+    "dnskey_ttl": "PT5M", "dnskey_ttl_seconds": 300, "propagation_delay": "PT1M",
+    "publish_safety": "PT5M", "retire_safety": "PT5M", "signatures_validity": "PT30M",
+    "signatures_refresh": "PT20M", "signatures_jitter": "PT1M",
 }
 
 
@@ -78,7 +79,8 @@ def render(instance: Instance, settings: InstanceSettings, zone_file: Path,
         "bits": settings.bits if algorithm.is_rsa else None,
         # The signed zone holds the DNSKEY RRset too: max-zone-ttl must cover its TTL, or named
         # refuses to load its own .signed file at the next start.
-        "max_zone_ttl": max(max_zone_ttl, timings["dnskey_ttl_seconds"]),
+        "max_zone_ttl": max(max_zone_ttl, timings.get("dnskey_ttl_seconds", 0)),
+        "test_timings": settings.test_timings,
         "secondaries": settings.secondaries,
         **timings,
     }

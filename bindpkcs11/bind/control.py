@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import dns.name
@@ -17,6 +17,7 @@ from bindpkcs11 import inline, monitor
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.bind import build, config, named, privileges, rndc
 from bindpkcs11.bind.instance import Instance, InstanceSettings
+from bindpkcs11.dnssec.keyfile import key_pairs_in
 from bindpkcs11.errors import BindPkcs11Error, KeyFileError, UsageError
 from bindpkcs11.fileio import write_atomic
 from bindpkcs11.state import StateDir
@@ -87,7 +88,7 @@ def status(state: StateDir, zone: dns.name.Name) -> InstanceStatus:
         report = monitor.check_zone(zone, settings.listen, settings.port)
         serial = report.serial
         problem = "; ".join(report.problems) if report.status == "critical" else None
-        signing = rndc.signing_list(instance, prefix, settings.zone)[1]
+        signing = _with_roles(instance, zone, rndc.signing_list(instance, prefix, settings.zone)[1])
     return InstanceStatus(settings.zone, pid is not None, pid, settings.listen, settings.port,
                           serial, signing, problem)
 
@@ -170,7 +171,15 @@ def run_rndc(state: StateDir, zone: dns.name.Name, *args: str) -> str:
 
 def signing_list(state: StateDir, zone: dns.name.Name) -> tuple[str, list[rndc.SigningKey]]:
     instance, settings, prefix = _loaded(state, zone)
-    return rndc.signing_list(instance, prefix, settings.zone)
+    output, keys = rndc.signing_list(instance, prefix, settings.zone)
+    return output, _with_roles(instance, zone, keys)
+
+
+def _with_roles(instance: Instance, zone: dns.name.Name,
+                keys: list[rndc.SigningKey]) -> list[rndc.SigningKey]:
+    """`rndc signing -list` names tags only: take each key's role from its key file."""
+    roles = {pair.tag: pair.role for pair in key_pairs_in(instance.key_dir, zone)}
+    return [key if key.role else replace(key, role=roles.get(key.tag)) for key in keys]
 
 
 def only_instance_zone(state: StateDir) -> dns.name.Name:
