@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -9,6 +10,15 @@ from typing import Callable, Mapping, Sequence
 from bindpkcs11.errors import ToolFailed
 
 _TAIL_LINES = 12
+# Secrets bindpkcs11 may read from its own environment; no child process gets them (named reads
+# its PIN from a 0600 file, softhsm2-util gets PINs at its prompts).
+SECRET_VARIABLES = ("PKCS11_LIBRARY_PIN", "PKCS11_SO_PIN", "BINDPKCS11_PASSPHRASE")
+
+
+def child_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`env` (default: ours) without the secret variables."""
+    return {k: v for k, v in (os.environ if env is None else env).items()
+            if k not in SECRET_VARIABLES}
 
 
 def run_tool(args: Sequence[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None,
@@ -16,7 +26,7 @@ def run_tool(args: Sequence[str], *, cwd: Path | None = None, env: Mapping[str, 
              what: str | None = None) -> subprocess.CompletedProcess:
     """Run `args` and return the result; ToolFailed (with the output's tail) on a non-zero exit."""
     try:
-        result = subprocess.run(list(args), cwd=cwd, env=dict(env) if env is not None else None,
+        result = subprocess.run(list(args), cwd=cwd, env=child_env(env),
                                 input=input_text, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError:
         raise ToolFailed(f"{args[0]} not found: run scripts/setup.sh to install it") from None
@@ -38,7 +48,7 @@ def stream_tool(args: Sequence[str], on_line: Callable[[str], None], *, cwd: Pat
     lines: list[str] = []
     log = open(log_path, "w") if log_path else None
     try:
-        process = subprocess.Popen(list(args), cwd=cwd, env=dict(env) if env is not None else None,
+        process = subprocess.Popen(list(args), cwd=cwd, env=child_env(env),
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert process.stdout is not None
         for line in process.stdout:

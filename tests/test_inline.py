@@ -298,3 +298,13 @@ def test_a_new_zsk_with_timing_metadata_is_prepublished_after_reload(inline_cli)
     assert new["tag"] in tags
     assert validated(ZONE, "SOA", port)[1] == {old_zsk}
     assert set(inline_cli.json("rndc", "signing-list", ZONE)["keys"][0]) >= {"tag", "role", "signing"}
+
+
+def test_a_pin_in_our_environment_never_reaches_named(inline_cli):
+    setup(inline_cli)
+    inline_cli("named", "stop", ZONE)
+    pin = inline_cli.pin()
+    inline_cli("named", "start", ZONE, env={"PKCS11_LIBRARY_PIN": pin, "BINDPKCS11_PASSPHRASE": "x" * 12})
+    environ = Path(f"/proc/{named_pid(inline_cli)}/environ").read_bytes()
+    assert pin.encode() not in environ and b"BINDPKCS11_PASSPHRASE" not in environ
+    assert b"PKCS11_LIBRARY_PIN_FILE=" in environ

@@ -11,18 +11,19 @@ from typing import Callable
 
 from bindpkcs11.bind.instance import Instance
 from bindpkcs11.errors import BindPkcs11Error, ToolFailed
-from bindpkcs11.run import tail
+from bindpkcs11.run import child_env, tail
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
 _POLL = 0.05
-# Variables that must never reach a long-lived named: the PIN goes through a 0600 file instead.
-_SCRUBBED = ("PKCS11_LIBRARY_PIN", "PKCS11_SO_PIN", "BINDPKCS11_PASSPHRASE", "OPENSSL_CONF")
+# OPENSSL_CONF with the libp11 engine breaks every BIND binary (facts.md); secrets never reach
+# named: its PIN goes through a 0600 file.
+_NOT_FOR_NAMED = ("OPENSSL_CONF",)
 
 
 def named_env(prefix: Path, module_env: dict[str, str], pin_file: Path) -> dict[str, str]:
     """named's environment: the token module and its config, and the PIN *file* for the shim."""
-    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
+    env = {k: v for k, v in child_env().items() if k not in _NOT_FOR_NAMED}
     env.update(module_env)
     env["PKCS11_LIBRARY_PIN_FILE"] = str(pin_file)
     env["LD_LIBRARY_PATH"] = str(prefix / "lib")

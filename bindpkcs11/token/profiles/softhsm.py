@@ -7,7 +7,6 @@ must never appear in a process list.
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import pexpect
@@ -15,6 +14,7 @@ import pexpect
 from bindpkcs11.errors import ModuleMissing, TokenExists, ToolFailed
 from bindpkcs11.fileio import ensure_private_dir, write_atomic
 from bindpkcs11.state import StateDir
+from bindpkcs11.run import child_env
 from bindpkcs11.token import library
 from bindpkcs11.token.profiles import TokenPins
 
@@ -63,7 +63,7 @@ class SoftHsmProfile:
         tool = shutil.which("softhsm2-util")
         if not tool:
             raise ModuleMissing("softhsm2-util not found: install the softhsm2 package")
-        env = dict(os.environ, SOFTHSM2_CONF=str(self.conf_path))
+        env = child_env() | {"SOFTHSM2_CONF": str(self.conf_path)}
         child = pexpect.spawn(tool, args, env=env, encoding="utf-8", timeout=_PROMPT_TIMEOUT)
         child.delaybeforesend = None
         transcript = []
