@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bindpkcs11 import pins
@@ -117,8 +117,6 @@ def show_token(access: TokenAccess, key_dir: Path) -> TokenReport:
 
 
 def _with_public(obj: ObjectInfo, public) -> ObjectInfo:
-    from dataclasses import replace
-
     return replace(obj, size=public.bits, curve=public.curve, public_key=public)
 
 

@@ -249,18 +249,24 @@ def _apply(instance: Instance, prefix: Path, access: TokenAccess, changed: dict[
     try:
         swap.write(changed, secret_files={instance.rndc_key, instance.pin_file})
         config.check_config(prefix, instance.named_conf)
-        hand_over(instance, access, user)
         if running is not None:
             progress(f"stopping named (pid {running}) to load the new configuration ...")
             named.stop(instance)
         progress("starting named and waiting for the signed zone ...")
-        env = named.named_env(prefix, access.profile.module_env(), instance.pin_file)
-        pid = named.start(instance, prefix, env, user, ready)
+        pid = start_named(instance, prefix, access, user, ready)
     except BaseException:
         swap.rollback()
         raise
     swap.commit()
     return pid
+
+
+def start_named(instance: Instance, prefix: Path, access: TokenAccess, user: str | None,
+                ready: Callable[[], bool]) -> int:
+    """Give named's user its files, then start named with the token's environment and wait."""
+    hand_over(instance, access, user)
+    env = named.named_env(prefix, access.profile.module_env(), instance.pin_file)
+    return named.start(instance, prefix, env, user, ready)
 
 
 def hand_over(instance: Instance, access: TokenAccess, user: str | None) -> None:

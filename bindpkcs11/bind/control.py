@@ -59,11 +59,8 @@ def start(state: StateDir, zone: dns.name.Name) -> int:
     inline.require_free_port("127.0.0.1", settings.rndc_port)
     access = _access(state, instance, settings)
     ksk, zsk = (_key(instance, zone, settings, role) for role in ("ksk", "zsk"))
-    user = privileges.run_as_user()
-    inline.hand_over(instance, access, user)
-    env = named.named_env(prefix, access.profile.module_env(), instance.pin_file)
     ready = inline.ready_check(zone, settings.listen, settings.port, ksk.tag, zsk.tag)
-    return named.start(instance, prefix, env, user, ready)
+    return inline.start_named(instance, prefix, access, privileges.run_as_user(), ready)
 
 
 def _key(instance: Instance, zone: dns.name.Name, settings: InstanceSettings, role: str):

@@ -144,22 +144,19 @@ def _token_erase(args) -> int:
 def _token_rng(args) -> int:
     data = admin.random_bytes(access(args, args.label), args.bytes)
     credited = admin.feed_kernel(data) if args.feed_kernel else None
-    if args.out != "-":
+    to_stdout = args.out == "-"
+    if not to_stdout:
         write_atomic(Path(args.out), data, mode=0o600)
-    elif not args.feed_kernel:
-        if sys.stdout.isatty() or args.json:
-            pass
-        else:
-            sys.stdout.buffer.write(data)
-            sys.stdout.flush()
-            return 0
-    if args.json:
-        print_json({"bytes": len(data), "hex": data.hex() if args.out == "-" else None,
-                    "out": None if args.out == "-" else args.out,
+    if to_stdout and not (args.feed_kernel or args.json or sys.stdout.isatty()):
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    elif args.json:
+        print_json({"bytes": len(data), "hex": data.hex() if to_stdout else None,
+                    "out": None if to_stdout else args.out,
                     "fed_kernel": args.feed_kernel, "credited": credited})
-    elif args.out == "-" and not args.feed_kernel:
-        print(data.hex())
     elif args.feed_kernel:
         how = "credited as entropy" if credited else "mixed in, not credited (not root)"
         print(f"fed {len(data)} bytes from token '{args.label}' to the kernel pool ({how})")
+    elif to_stdout:
+        print(data.hex())
     return 0
