@@ -16,6 +16,7 @@ from bindpkcs11 import __version__
 from bindpkcs11.commands import bind, inline, keygen, ksk, monitor, named, signer, token
 from bindpkcs11.commands.common import Parser
 from bindpkcs11.errors import BindPkcs11Error
+from bindpkcs11.output import printable
 
 EXIT_UNEXPECTED = 70
 COMMAND_FAMILIES = (token, keygen, bind, inline, named, monitor, ksk, signer)
@@ -64,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BindPkcs11Error as error:
         if args.debug:
             raise
-        print(f"bindpkcs11: error: {error}", file=sys.stderr)
+        print(f"bindpkcs11: error: {printable(str(error))}", file=sys.stderr)
         return error.exit_code
     except BrokenPipeError:
         return 0
@@ -74,6 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - last resort: one line, traceback only with --debug
         if args.debug:
             raise
-        print(f"bindpkcs11: unexpected error: {type(error).__name__}: {error} "
+        print(f"bindpkcs11: unexpected error: {type(error).__name__}: {printable(str(error))} "
               "(run with --debug for the traceback)", file=sys.stderr)
         return EXIT_UNEXPECTED

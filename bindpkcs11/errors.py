@@ -88,6 +88,10 @@ class InvalidTime(UsageError):
     """Invalid time or duration."""
 
 
+class InputFileError(UsageError):
+    """An input file cannot be used."""
+
+
 class InvalidUri(UsageError):
     """Invalid PKCS#11 URI."""
 

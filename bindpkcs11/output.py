@@ -10,6 +10,18 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
+def printable(text: str) -> str:
+    """`text` with control characters escaped (`\\n`, `\\x1b`), for one-line messages.
+
+    Messages quote what the operator typed (domain names, labels, file names); a newline or an
+    escape sequence in them must not break the line or drive the terminal.
+    """
+    if not any(ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0 for c in text):
+        return text
+    return "".join(c.encode("unicode_escape").decode("ascii") if ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0
+                   else c for c in text)
+
+
 def to_plain(value: Any) -> Any:
     """Dataclasses, paths, bytes and enums as JSON-friendly values (bytes as hex)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
