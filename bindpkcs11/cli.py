@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -15,10 +16,12 @@ from typing import Callable, Sequence
 from bindpkcs11 import __version__
 from bindpkcs11.commands import bind, inline, keygen, ksk, monitor, named, signer, token
 from bindpkcs11.commands.common import Parser
-from bindpkcs11.errors import BindPkcs11Error
+from bindpkcs11.errors import BindPkcs11Error, os_error_message
 from bindpkcs11.output import printable
 
 EXIT_UNEXPECTED = 70
+EXIT_DATA = 65  # EX_DATAERR: input that is not text
+EXIT_IO = 74  # EX_IOERR: a file could not be read or written
 COMMAND_FAMILIES = (token, keygen, bind, inline, named, monitor, ksk, signer)
 
 
@@ -55,6 +58,8 @@ def _common_options(suppress: bool = True) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if sys.stdin is None:  # started with stdin closed: read as empty, never as a terminal
+        sys.stdin = open(os.devnull)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
@@ -69,6 +74,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return error.exit_code
     except BrokenPipeError:
         return 0
+    except OSError as error:
+        if args.debug:
+            raise
+        print(f"bindpkcs11: error: {printable(os_error_message(error))}", file=sys.stderr)
+        return EXIT_IO
+    except UnicodeError as error:
+        if args.debug:
+            raise
+        print(f"bindpkcs11: error: input is not UTF-8 text ({printable(str(error))}): convert it "
+              "to UTF-8", file=sys.stderr)
+        return EXIT_DATA
     except KeyboardInterrupt:
         print("bindpkcs11: interrupted", file=sys.stderr)
         return 130

@@ -6,6 +6,8 @@ package prints errors, so every failure an operator can cause ends up here.
 
 from __future__ import annotations
 
+import errno
+
 
 class BindPkcs11Error(Exception):
     """bindpkcs11 failed."""
@@ -120,3 +122,28 @@ class ToolFailed(BindPkcs11Error):
     """An external tool failed."""
 
     exit_code = 10
+
+
+_OS_ERROR_ADVICE = {
+    errno.ENOSPC: "no space left on the device: free some space and run the command again",
+    errno.EDQUOT: "disk quota exceeded: free some space and run the command again",
+    errno.EROFS: "the file system is read-only: choose a writable location",
+    errno.EACCES: "permission denied: run as a user who may write there, or choose another path",
+    errno.EPERM: "operation not permitted: run as a user who may do this, or choose another path",
+    errno.ENOENT: "no such file or directory: check the path (its directory must exist)",
+    errno.ENOTDIR: "a part of the path is not a directory: check the path",
+    errno.EISDIR: "it is a directory: give a file",
+    errno.EMFILE: "too many open files: raise the limit (ulimit -n)",
+}
+
+
+def os_error_message(error: OSError) -> str:
+    """One line for a failed file operation: where, what, and what to do.
+
+    Files are written to a temporary name and renamed, so a write that fails this way has not
+    replaced anything: the message says so.
+    """
+    where = f"{error.filename}: " if error.filename else ""
+    advice = _OS_ERROR_ADVICE.get(error.errno or 0, error.strerror or str(error))
+    kept = " (nothing was replaced)" if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else ""
+    return f"{where}{advice}{kept}"

@@ -21,6 +21,13 @@ def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
     if isinstance(data, str):
         data = data.encode()
     path = Path(path)
+    try:
+        _write_replace(path, data, mode)
+    except OSError as error:  # name the file the caller asked for, not the temporary one
+        raise type(error)(error.errno, error.strerror, str(path)) from None
+
+
+def _write_replace(path: Path, data: bytes, mode: int) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, mode)
@@ -125,6 +132,8 @@ def ensure_private_dir(path: Path) -> Path:
     granted to named's group (0710) must survive later commands, or a running named loses its token.
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputFileError(f"{path} exists but is not a directory: remove it or choose another path")
     if not path.is_dir():
         path.mkdir(parents=True, exist_ok=True)
         os.chmod(path, 0o700)

@@ -7,6 +7,8 @@ zone leaves the previous configuration in place and no new named running.
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import socket
 import tempfile
 import time
@@ -14,20 +16,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import dns.exception
 import dns.name
 import dns.zone
 
-from bindpkcs11 import admin, monitor, pins
+from bindpkcs11 import admin, locks, monitor, pins
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.bind import build, config, named, privileges
 from bindpkcs11.bind.instance import Instance, InstanceSettings, Secondary
 from bindpkcs11.dnssec import keygen
 from bindpkcs11.dnssec.algorithms import Algorithm
-from bindpkcs11.dnssec.dnskey import ds_text
-from bindpkcs11.dnssec.keyfile import KeyPairFiles, Timing, key_pairs_in
+from bindpkcs11.dnssec.dnskey import ds_text, zone_label_text
+from bindpkcs11.dnssec.keyfile import KeyPairFiles, Timing, key_pairs_in, read_key_pair
 from bindpkcs11.dnssec.samplezone import sample_zone_text
-from bindpkcs11.errors import TokenNotFound, UsageError
-from bindpkcs11.fileio import ensure_private_dir, write_atomic
+from bindpkcs11.dnssec.zonesource import read_zone_source
+from bindpkcs11.errors import BindPkcs11Error, KeyFileError, TokenNotFound, ToolFailed, UsageError
+from bindpkcs11.fileio import ensure_private_dir
 from bindpkcs11.state import StateDir
 from bindpkcs11.token import library
 from bindpkcs11.token.uri import parse_uri
@@ -80,26 +84,35 @@ class SetupResult:
 
 
 def setup_inline(state: StateDir, request: SetupRequest, progress: Progress) -> SetupResult:
-    started = time.monotonic()
+    """The whole job, under the instance's lock: a second run for the same zone waits or fails."""
     instance = Instance.for_zone(state, request.zone)
+    with locks.held(instance_lock(state, request.zone), f"the instance of {request.zone}"):
+        return _setup(state, instance, request, progress)
+
+
+def instance_lock(state: StateDir, zone: dns.name.Name) -> Path:
+    """The lock every command that changes or (re)starts the instance of `zone` holds."""
+    return locks.lock_path(state, f"instance-{zone_label_text(zone)}")
+
+
+def _setup(state: StateDir, instance: Instance, request: SetupRequest,
+           progress: Progress) -> SetupResult:
+    """Check every input, then touch the token, then swap the configuration in.
+
+    Nothing is created (no token, no key, no file) until the zone, the key files already there,
+    the ports and the configuration that will be rendered have all passed their checks.
+    """
+    started = time.monotonic()
     user = privileges.run_as_user()
     privileges.require_reachable(user, state.root)
-    if request.port == request.rndc_port:
-        raise UsageError(f"--port and --rndc-port are both {request.port}: choose two ports")
     running = named.running_pid(instance)
-    if running is None:
-        require_free_port(request.listen, request.port)
-        require_free_port("127.0.0.1", request.rndc_port)
+    current = instance.load_settings() if running is not None and instance.exists() else None
+    require_ports(state, instance, request.listen, request.port, request.rndc_port, current)
     zone_text = _zone_source_text(request)
+    max_ttl = _max_ttl(request.zone, zone_text, request.zone_file)
+    existing = existing_keys(instance, request.zone)
     prefix = build.build(state, progress=progress).prefix
-    _check_zone_text(prefix, request.zone, zone_text)
-    access, created_token = _token_access(state, request, progress)
-    pin = _verified_pin(access)
-    ensure_private_dir(instance.root)
-    for sub in (instance.key_dir, instance.zone_dir):
-        sub.mkdir(parents=True, exist_ok=True)
-    access = TokenAccess(state, access.profile, request.token, _write_pin(instance, pin))
-    ksk, zsk, generated = _zone_keys(instance, request, access, progress)
+    _check_zone_text(prefix, request.zone, zone_text, request.zone_file)
     settings = InstanceSettings(
         zone=request.zone.to_text(), token=request.token, profile=request.profile,
         algorithm=request.algorithm.number, bits=request.algorithm.spec.bits or None,
@@ -107,19 +120,75 @@ def setup_inline(state: StateDir, request: SetupRequest, progress: Progress) -> 
         secondaries=list(request.secondaries), test_timings=request.test_timings,
         zone_source=str(request.zone_file.resolve()) if request.zone_file else None,
     )
-    zone_file = instance.zone_file(request.zone)
-    files = config.render(instance, settings, zone_file, _max_ttl(request.zone, zone_text))
-    files[zone_file] = zone_text
-    changed = config.changed_files(files)
-    ready = ready_check(request.zone, request.listen, request.port, ksk.tag, zsk.tag)
-    if not changed and running is not None and ready():
-        progress("nothing changed: keys, configuration and named are as requested")
-        pid = running
-    else:
-        pid = _apply(instance, prefix, access, changed, running, user, ready, progress)
+    _check_rendered(prefix, instance, settings, max_ttl)
+    access, created_token = _token_access(state, request, progress)
+    pin = _verified_pin(access)
+    ensure_private_dir(instance.root)
+    for sub in (instance.key_dir, instance.zone_dir):
+        sub.mkdir(parents=True, exist_ok=True)
+    ksk, zsk, generated = _zone_keys(instance, request, access, existing, progress)
+    try:
+        zone_file = instance.zone_file(request.zone)
+        files = config.render(instance, settings, zone_file, max_ttl)
+        files[zone_file] = zone_text
+        files[instance.pin_file] = pin + "\n"
+        changed = config.changed_files(files)
+        ready = ready_check(request.zone, request.listen, request.port, ksk.tag, zsk.tag)
+        if not changed and running is not None and ready():
+            progress("nothing changed: keys, configuration and named are as requested")
+            pid = running
+        else:
+            named_access = TokenAccess(state, access.profile, request.token, instance.pin_file)
+            pid = _apply(instance, prefix, named_access, changed, running, current, user, ready,
+                         progress)
+    except BaseException:
+        _set_aside(instance, generated)
+        raise
     instance.save_settings(settings)
     return _result(request, instance, ksk, zsk, pid, bool(changed) or running is None,
-                   time.monotonic() - started, created_token, generated)
+                   time.monotonic() - started, created_token, bool(generated))
+
+
+def require_ports(state: StateDir, instance: Instance, listen: str, port: int, rndc_port: int,
+                  current: InstanceSettings | None) -> None:
+    """The ports are free: not another instance's (running or not), and no socket bound there.
+
+    The instance's own running named is the only listener allowed on the ports it already has
+    (`current`, its settings while it runs); every other port is probed, always: named sets
+    SO_REUSEPORT, so two named on one port would silently share the queries.
+    """
+    if port == rndc_port:
+        raise UsageError(f"--port and --rndc-port are both {port}: choose two ports")
+    for other, theirs in other_instances(state, instance):
+        for mine, address, what in ((port, listen, "--port"), (rndc_port, "127.0.0.1", "--rndc-port")):
+            taken = [(theirs.port, theirs.listen), (theirs.rndc_port, "127.0.0.1")]
+            if any(mine == p and _overlap(address, a) for p, a in taken):
+                raise UsageError(f"{what} {mine} on {address} belongs to the instance of "
+                                 f"{theirs.zone} ({other.root}): choose another {what}")
+    if not (current and current.listen == listen and current.port == port):
+        require_free_port(listen, port)
+    if not (current and current.rndc_port == rndc_port):
+        require_free_port("127.0.0.1", rndc_port)
+
+
+def other_instances(state: StateDir, instance: Instance) -> list[tuple[Instance, InstanceSettings]]:
+    """Every other instance in the state dir with readable settings."""
+    found = []
+    for settings_file in sorted((state.root / "instances").glob("*/instance.json")):
+        other = Instance(settings_file.parent)
+        if other.root == instance.root:
+            continue
+        try:
+            found.append((other, other.load_settings()))
+        except (UsageError, ValueError, TypeError, KeyError):
+            continue
+    return found
+
+
+def _overlap(first: str, second: str) -> bool:
+    """Two listen addresses collide: the same, or one is the wildcard of the same family."""
+    a, b = ipaddress.ip_address(first), ipaddress.ip_address(second)
+    return a == b or (a.version == b.version and (a.is_unspecified or b.is_unspecified))
 
 
 def require_free_port(address: str, port: int) -> None:
@@ -130,30 +199,75 @@ def require_free_port(address: str, port: int) -> None:
             try:
                 probe.bind((address, port))
             except OSError as error:
+                if error.errno == errno.EADDRNOTAVAIL:
+                    raise UsageError(f"{address} is not an address of this machine: choose one it "
+                                     "has with --listen (e.g. 127.0.0.1)") from None
                 raise UsageError(
                     f"{address} port {port} is in use ({error.strerror}): choose another with "
                     "--port/--rndc-port or stop what listens there"
                 ) from None
 
 
+def existing_keys(instance: Instance, zone: dns.name.Name) -> list[KeyPairFiles]:
+    """Every key pair of `zone` in the instance's key dir; a damaged or half pair is refused.
+
+    Skipping a damaged file would make setup-inline generate a new key (and a new DS) for a zone
+    whose real key is only unreadable: refuse and let the operator restore it.
+    """
+    pairs = []
+    stems = {path.with_suffix("") for pattern in ("*.key", "*.private")
+             for path in instance.key_dir.glob(f"K{zone.to_text()}+{pattern}")}
+    for stem in sorted(stems):
+        key_path, private_path = stem.with_suffix(".key"), stem.with_suffix(".private")
+        if not (key_path.is_file() and private_path.is_file()):
+            missing = private_path if key_path.is_file() else key_path
+            raise KeyFileError(f"{missing} is missing (its other half is there): restore it from "
+                               "a backup, or move the pair out of the key directory")
+        try:
+            pairs.append(read_key_pair(key_path))
+        except KeyFileError as error:
+            raise KeyFileError(f"{error}: the key file is damaged; restore it from a backup, or "
+                               f"move the pair out of {instance.key_dir} (nothing was changed)") from None
+    return pairs
+
+
 def _zone_source_text(request: SetupRequest) -> str:
+    """The zone to serve: the operator's file with its $INCLUDEs expanded, or the sample zone."""
     if request.zone_file is None:
         return sample_zone_text(request.zone)
-    try:
-        return request.zone_file.read_text()
-    except OSError as error:
-        raise UsageError(f"cannot read zone file {request.zone_file}: {error.strerror}") from None
+    return read_zone_source(request.zone_file, request.zone)
 
 
-def _check_zone_text(prefix: Path, zone: dns.name.Name, text: str) -> None:
+def _check_zone_text(prefix: Path, zone: dns.name.Name, text: str, shown_as: Path | None) -> None:
+    """named-checkzone on a private copy (never on the operator's files, never following their
+    includes); errors name the operator's file."""
     with tempfile.NamedTemporaryFile("w", suffix=".zone") as handle:
         handle.write(text)
         handle.flush()
-        config.check_zone(prefix, zone.to_text(), Path(handle.name))
+        config.check_zone(prefix, zone.to_text(), Path(handle.name),
+                          shown_as=shown_as or "the sample zone")
 
 
-def _max_ttl(zone: dns.name.Name, text: str) -> int:
-    parsed = dns.zone.from_text(text, origin=zone, relativize=False, check_origin=False)
+def _check_rendered(prefix: Path, instance: Instance, settings: InstanceSettings,
+                    max_ttl: int) -> None:
+    """Render the configuration into a scratch copy of the instance and named-checkconf it, so a
+    value named refuses fails before the token is touched or a key generated."""
+    with tempfile.TemporaryDirectory(prefix="bindpkcs11-check-") as scratch:
+        trial = Instance(Path(scratch) / instance.root.name)
+        trial.root.mkdir()
+        files = config.render(trial, settings, trial.zone_file(dns.name.from_text(settings.zone)),
+                              max_ttl)
+        for path, text in files.items():
+            path.write_text(text)
+        config.check_config(prefix, trial.named_conf)
+
+
+def _max_ttl(zone: dns.name.Name, text: str, shown_as: Path | None) -> int:
+    try:
+        parsed = dns.zone.from_text(text, origin=zone, relativize=False, check_origin=False)
+    except dns.exception.DNSException as error:
+        raise UsageError(f"zone file {shown_as or 'the sample zone'} does not parse as {zone}: "
+                         f"{error}") from None
     return max((rdataset.ttl for _, rdataset in parsed.iterate_rdatasets()), default=300)
 
 
@@ -185,17 +299,14 @@ def _verified_pin(access: TokenAccess) -> str:
     return pin
 
 
-def _write_pin(instance: Instance, pin: str) -> Path:
-    """The PIN for the shim inside named: a 0600 file, never argv or named's environment."""
-    write_atomic(instance.pin_file, pin + "\n", mode=0o600)
-    return instance.pin_file
-
-
 def _zone_keys(instance: Instance, request: SetupRequest, access: TokenAccess,
-               progress: Progress) -> tuple[KeyPairFiles, KeyPairFiles, bool]:
-    """The zone's active token KSK and ZSK in the instance key dir, generated when missing."""
-    found = {role: active_key(instance, request.zone, request.algorithm.number, request.token, role) for role in ("ksk", "zsk")}
-    generated = False
+               existing: list[KeyPairFiles],
+               progress: Progress) -> tuple[KeyPairFiles, KeyPairFiles, list[KeyPairFiles]]:
+    """The zone's active token KSK and ZSK in the instance key dir, generated when missing;
+    returns them and the pairs this run generated."""
+    found = {role: _active(existing, request.algorithm.number, request.token, role)
+             for role in ("ksk", "zsk")}
+    generated = []
     for role in ("ksk", "zsk"):
         if found[role] is None:
             progress(f"generating the {role.upper()} ({request.algorithm.mnemonic}) on token "
@@ -204,17 +315,33 @@ def _zone_keys(instance: Instance, request: SetupRequest, access: TokenAccess,
             key = keygen.generate_on_token(keygen.KeygenRequest(
                 zone=request.zone, role=role, algorithm=request.algorithm, key_dir=instance.key_dir,
                 timing=Timing(created=now, publish=now, activate=now)), access)
-            found[role] = next(p for p in key_pairs_in(instance.key_dir, request.zone)
-                               if p.key_path == key.key_file)
-            generated = True
+            found[role] = read_key_pair(key.key_file)
+            generated.append(found[role])
     return found["ksk"], found["zsk"], generated
+
+
+def _set_aside(instance: Instance, generated: list[KeyPairFiles]) -> None:
+    """Key files this failed run generated move to `abandoned-keys/`, so that the previous
+    named, which signs with every key in the key directory, does not pick them up."""
+    if not generated:
+        return
+    aside = instance.root / "abandoned-keys"
+    aside.mkdir(mode=0o700, exist_ok=True)
+    for pair in generated:
+        for path in (pair.key_path, pair.private_path):
+            if path.exists():
+                path.replace(aside / path.name)
 
 
 def active_key(instance: Instance, zone: dns.name.Name, algorithm: int, token: str,
                role: str) -> KeyPairFiles | None:
     """The zone's token key for `role` in the instance key dir that is not yet retired."""
+    return _active(key_pairs_in(instance.key_dir, zone), algorithm, token, role)
+
+
+def _active(pairs: list[KeyPairFiles], algorithm: int, token: str, role: str) -> KeyPairFiles | None:
     now = int(time.time())
-    for pair in key_pairs_in(instance.key_dir, zone):
+    for pair in pairs:
         if (pair.role == role and pair.dnskey.algorithm == algorithm
                 and pair.label_uri and parse_uri(pair.label_uri).token == token
                 and not pair.timing.is_retired(now)):
@@ -242,9 +369,11 @@ def ready_check(zone: dns.name.Name, server: str, port: int, ksk_tag: int,
 
 
 def _apply(instance: Instance, prefix: Path, access: TokenAccess, changed: dict[Path, str],
-           running: int | None, user: str | None, ready: Callable[[], bool],
-           progress: Progress) -> int:
-    """Swap the files in, check, (re)start named, wait until it serves; roll back on any failure."""
+           running: int | None, current: InstanceSettings | None, user: str | None,
+           ready: Callable[[], bool], progress: Progress) -> int:
+    """Swap the files in, check, (re)start named, wait until it serves; on any failure put the
+    previous files back and, if a named was serving before, start it again (certbot's rollback):
+    a failed re-run must not take the zone offline."""
     swap = config.ConfigSwap()
     try:
         swap.write(changed, secret_files={instance.rndc_key, instance.pin_file})
@@ -254,11 +383,31 @@ def _apply(instance: Instance, prefix: Path, access: TokenAccess, changed: dict[
             named.stop(instance)
         progress("starting named and waiting for the signed zone ...")
         pid = start_named(instance, prefix, access, user, ready)
-    except BaseException:
+    except BaseException as failure:
         swap.rollback()
+        if running is not None and current is not None and named.running_pid(instance) is None:
+            _restart_previous(instance, prefix, access, current, user, progress, failure)
         raise
     swap.commit()
     return pid
+
+
+def _restart_previous(instance: Instance, prefix: Path, access: TokenAccess,
+                      previous: InstanceSettings, user: str | None, progress: Progress,
+                      failure: BaseException) -> None:
+    """Start the restored configuration again; if even that fails, say so in the error."""
+    progress("the new configuration failed; restarting named with the previous one ...")
+    zone = dns.name.from_text(previous.zone)
+
+    def serving() -> bool:
+        report = monitor.check_zone(zone, previous.listen, previous.port, timeout=READY_QUERY_TIMEOUT)
+        return report.status != "critical"
+
+    try:
+        start_named(instance, prefix, access, user, serving)
+    except BindPkcs11Error as error:
+        raise ToolFailed(f"{failure}; restarting the previous configuration failed too: "
+                         f"{error}") from None
 
 
 def start_named(instance: Instance, prefix: Path, access: TokenAccess, user: str | None,

@@ -206,6 +206,7 @@ def test_bad_input_is_one_line_and_leaves_the_running_instance_alone(inline_cli,
     assert "does not load" in error
     wrong = tmp_path / "wrong.pin"
     wrong.write_text("wrong-pin\n")
+    wrong.chmod(0o600)
     error = one_line_error(setup(inline_cli, "--pin-file", str(wrong), check=False))
     assert "wrong user PIN" in error
     error = one_line_error(setup(inline_cli, "--token", "nosuch", check=False))
@@ -223,6 +224,7 @@ def test_bad_input_for_a_new_instance_leaves_no_named(inline_cli, tmp_path, case
     if case == "wrong-pin":
         inline_cli("token", "init", "--label", "bindpkcs11", "--generate-pins")
         (tmp_path / "wrong.pin").write_text("0000\n")
+        (tmp_path / "wrong.pin").chmod(0o600)
     blocker = None
     if case == "port-in-use":
         blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

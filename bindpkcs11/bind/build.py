@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from bindpkcs11 import locks
 from bindpkcs11.bind import patching, source
 from bindpkcs11.errors import ToolFailed
 from bindpkcs11.fileio import write_atomic
@@ -31,6 +32,7 @@ CONFIGURE_FLAGS = (
     "--without-zlib",
 )
 MANIFEST = "manifest.json"
+BUILD_LOCK_WAIT = 1800.0
 REQUIRED_PROGRAMS = ("sbin/named", "bin/dnssec-signzone", "bin/dnssec-verify", "bin/dnssec-settime",
                      "bin/dnssec-keyfromlabel", "sbin/rndc", "bin/named-checkconf",
                      "bin/named-checkzone", "lib/libbp11.so")
@@ -76,9 +78,21 @@ def installed_manifest(prefix: Path) -> Manifest | None:
 
 def build(state: StateDir, tarball: Path | None = None, force: bool = False,
           progress: Progress = lambda line: None, jobs: int | None = None) -> BuildResult:
-    """Build and install the patched BIND unless an identical build is already installed."""
-    started = time.monotonic()
+    """Build and install the patched BIND unless an identical build is already installed.
+
+    One build at a time per prefix (several state dirs may share one through
+    $BINDPKCS11_BIND_DIR): a second caller waits for the first and then finds it up to date.
+    """
     prefix = state.bind_dir
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    with locks.held(prefix.parent / f".{prefix.name}.build.lock", f"the BIND build in {prefix}",
+                    wait=BUILD_LOCK_WAIT):
+        return _build(prefix, tarball, force, progress, jobs)
+
+
+def _build(prefix: Path, tarball: Path | None, force: bool, progress: Progress,
+           jobs: int | None) -> BuildResult:
+    started = time.monotonic()
     cache = prefix.parent / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     src = source.given_tarball(tarball) if tarball else _cached_or_debian(cache, progress)

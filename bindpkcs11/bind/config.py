@@ -18,9 +18,10 @@ import jinja2
 
 from bindpkcs11.bind.instance import Instance, InstanceSettings
 from bindpkcs11.dnssec import algorithms
-from bindpkcs11.errors import ToolFailed
+from bindpkcs11.errors import ToolFailed, UsageError
 from bindpkcs11.fileio import write_atomic
-from bindpkcs11.run import run_tool, tail
+from bindpkcs11.output import printable
+from bindpkcs11.run import tail
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
 _BACKUP_SUFFIX = ".previous"
@@ -38,12 +39,39 @@ TEST_TIMINGS = {
 }
 
 
+class UnsafeConfigValue(UsageError):
+    """A value cannot be written into BIND's configuration."""
+
+
+_UNSAFE_IN_CONFIG = frozenset('"\\') | frozenset(map(chr, range(0x20))) | {"\x7f"}
+
+
+def config_value(value: object) -> object:
+    """Every value rendered into named.conf passes here (jinja2's `finalize`).
+
+    Templates put strings inside double quotes; a quote, a backslash or a control character in a
+    value (a token label with a newline, a path) could end the string or the comment it sits in
+    and inject statements that named would load. Such values are refused, never escaped: BIND's
+    string escapes differ between its parsers, and these characters have no business in labels,
+    zone names or paths. Addresses and ports arrive as ipaddress objects and ints.
+    """
+    if isinstance(value, (str, Path)):
+        text = str(value)
+        bad = sorted(set(text) & _UNSAFE_IN_CONFIG)
+        if bad:
+            raise UnsafeConfigValue(
+                f"'{printable(text)}' cannot be written into named.conf: it contains "
+                f"{', '.join(repr(c) for c in bad)}; use letters, digits and punctuation only")
+    return value
+
+
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
+        finalize=config_value,
     )
 
 
@@ -142,17 +170,31 @@ def changed_files(files: dict[Path, str]) -> dict[Path, str]:
 
 def check_config(prefix: Path, named_conf: Path) -> None:
     """named-checkconf of the patched build (same parser as the named that will load it)."""
-    try:
-        run_tool([str(prefix / "bin" / "named-checkconf"), str(named_conf)], what="named-checkconf")
-    except ToolFailed as error:
-        raise ToolFailed(f"the rendered configuration does not pass named-checkconf: {error}") from None
+    result = subprocess.run([str(prefix / "bin" / "named-checkconf"), str(named_conf)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ToolFailed("the rendered configuration does not pass named-checkconf: "
+                         f"{_reason(result.stdout + result.stderr, 3)}")
 
 
-def check_zone(prefix: Path, zone: str, zone_file: Path) -> None:
-    """named-checkzone with `-i local`: no lookups of out-of-zone NS targets (minutes offline)."""
+def check_zone(prefix: Path, zone: str, zone_file: Path, shown_as: Path | str | None = None) -> None:
+    """named-checkzone with `-i local`: no lookups of out-of-zone NS targets (minutes offline).
+
+    `shown_as` is the operator's own file when `zone_file` is bindpkcs11's copy of it: messages
+    name the file the operator can open and fix.
+    """
     result = subprocess.run(
         [str(prefix / "bin" / "named-checkzone"), "-i", "local", zone, str(zone_file)],
         capture_output=True, text=True)
     if result.returncode != 0:
-        detail = tail(result.stdout + result.stderr, 3)
-        raise ToolFailed(f"zone file {zone_file} does not load as {zone}: {detail}")
+        shown = str(shown_as or zone_file)
+        detail = _reason(result.stdout + result.stderr, 3).replace(str(zone_file), shown)
+        raise ToolFailed(f"zone file {shown} does not load as {zone}: {detail}")
+
+
+def _reason(output: str, count: int) -> str:
+    """The last lines of a BIND checker's output, without its deprecation warnings (named 9.18
+    warns that auto-dnssec is deprecated on every run: that is never why a check failed)."""
+    kept = [line for line in output.splitlines() if "is deprecated" not in line
+            and "is obsolete" not in line]
+    return tail("\n".join(kept), count)

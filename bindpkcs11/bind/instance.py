@@ -7,6 +7,7 @@ handed to the shim, named's pid and log, and `instance.json` with the settings b
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import dns.name
 from bindpkcs11.dnssec.dnskey import zone_label_text
 from bindpkcs11.errors import UsageError
 from bindpkcs11.fileio import write_atomic
+from bindpkcs11.output import printable
 from bindpkcs11.state import StateDir
 
 
@@ -85,13 +87,31 @@ class Instance:
 
 
 def parse_secondary(text: str) -> Secondary:
-    """`HOST:PORT`, `HOST` (port 53) or `[V6]:PORT` for --secondary."""
+    """`ADDRESS:PORT`, `ADDRESS` (port 53) or `[V6]:PORT` for --secondary.
+
+    Only IP addresses: named's also-notify and allow-transfer take addresses, and whatever is
+    accepted here is written into named.conf.
+    """
     host, port = text, "53"
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
-        port = rest.lstrip(":") or "53"
+        port = rest[1:] if rest.startswith(":") else (rest or "53")
     elif text.count(":") == 1:
         host, port = text.split(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"invalid --secondary '{text}': use HOST:PORT, e.g. 127.0.0.1:5354")
-    return Secondary(host, int(port))
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is None or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"invalid --secondary '{printable(text)}': use ADDRESS:PORT with an IP "
+                         "address, e.g. 127.0.0.1:5354 or [::1]:5354")
+    return Secondary(str(address), int(port))
+
+
+def parse_listen(text: str) -> str:
+    """--listen: one IP address of this machine (checked when its port is probed)."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise UsageError(f"invalid --listen '{printable(text)}': give an IP address such as "
+                         "127.0.0.1 or ::1") from None

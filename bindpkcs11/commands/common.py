@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.state import StateDir
+from bindpkcs11.token.labels import check_token_label
 
 DEFAULT_TOKEN = "bindpkcs11"
 
@@ -23,6 +24,8 @@ def state(args) -> StateDir:
 
 
 def access(args, label: str) -> TokenAccess:
+    if label:
+        check_token_label(label)
     return TokenAccess.build(state(args), args.profile, label, args.module,
                              args.pin_file, args.so_pin_file)
 

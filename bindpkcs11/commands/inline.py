@@ -6,12 +6,13 @@ import sys
 from pathlib import Path
 
 from bindpkcs11 import inline
-from bindpkcs11.bind.instance import parse_secondary
+from bindpkcs11.bind.instance import parse_listen, parse_secondary
 from bindpkcs11.commands.common import state
 from bindpkcs11.dnssec import algorithms
 from bindpkcs11.dnssec.dnskey import parse_zone_name
 from bindpkcs11.errors import UsageError
 from bindpkcs11.output import print_json
+from bindpkcs11.token.labels import check_token_label
 
 
 def register(commands, common) -> None:
@@ -43,8 +44,8 @@ def _setup_inline(args) -> int:
     request = inline.SetupRequest(
         zone=parse_zone_name(args.domain),
         algorithm=algorithms.lookup(args.algorithm).with_bits(args.bits),
-        zone_file=args.zone_file, token=args.token, profile=args.profile, module=args.module,
-        pin_file=args.pin_file, listen=args.listen, port=_port(args.port, "--port"),
+        zone_file=args.zone_file, token=check_token_label(args.token), profile=args.profile, module=args.module,
+        pin_file=args.pin_file, listen=parse_listen(args.listen), port=_port(args.port, "--port"),
         rndc_port=_port(args.rndc_port, "--rndc-port"),
         secondaries=tuple(parse_secondary(s) for s in args.secondary),
         test_timings=args.test_timings,
