@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from bindpkcs11.dnssec.samplezone import sample_zone_text
 from bindpkcs11.dnssec.zonesource import read_zone_source
 from bindpkcs11.errors import BindPkcs11Error, KeyFileError, TokenNotFound, ToolFailed, UsageError
 from bindpkcs11.fileio import ensure_private_dir
+from bindpkcs11.run import child_env, tail
 from bindpkcs11.state import StateDir
 from bindpkcs11.token import library
 from bindpkcs11.token.uri import parse_uri
@@ -112,6 +114,7 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
     max_ttl = _max_ttl(request.zone, zone_text, request.zone_file)
     existing = existing_keys(instance, request.zone)
     prefix = build.build(state, progress=progress).prefix
+    check_keys_load(prefix, existing)
     _check_zone_text(prefix, request.zone, zone_text, request.zone_file)
     settings = InstanceSettings(
         zone=request.zone.to_text(), token=request.token, profile=request.profile,
@@ -215,10 +218,10 @@ def existing_keys(instance: Instance, zone: dns.name.Name) -> list[KeyPairFiles]
     whose real key is only unreadable: refuse and let the operator restore it.
     """
     pairs = []
-    stems = {path.with_suffix("") for pattern in ("*.key", "*.private")
+    stems = {path.parent / path.stem for pattern in ("*.key", "*.private")
              for path in instance.key_dir.glob(f"K{zone.to_text()}+{pattern}")}
     for stem in sorted(stems):
-        key_path, private_path = stem.with_suffix(".key"), stem.with_suffix(".private")
+        key_path, private_path = Path(f"{stem}.key"), Path(f"{stem}.private")
         if not (key_path.is_file() and private_path.is_file()):
             missing = private_path if key_path.is_file() else key_path
             raise KeyFileError(f"{missing} is missing (its other half is there): restore it from "
@@ -229,6 +232,20 @@ def existing_keys(instance: Instance, zone: dns.name.Name) -> list[KeyPairFiles]
             raise KeyFileError(f"{error}: the key file is damaged; restore it from a backup, or "
                                f"move the pair out of {instance.key_dir} (nothing was changed)") from None
     return pairs
+
+
+def check_keys_load(prefix: Path, pairs: list[KeyPairFiles]) -> None:
+    """BIND's own parser reads every key pair (`dnssec-settime -p all`, which signs nothing): a
+    file bindpkcs11 can read but named cannot would otherwise surface as a signing outage."""
+    env = child_env() | {"LD_LIBRARY_PATH": str(prefix / "lib")}
+    for pair in pairs:
+        stem = str(pair.key_path)[:-len(".key")]
+        result = subprocess.run([str(prefix / "bin" / "dnssec-settime"), "-p", "all", stem],
+                                capture_output=True, text=True, env=env)
+        if result.returncode != 0:
+            raise KeyFileError(f"{pair.private_path} is damaged ({tail(result.stderr, 1)}): restore "
+                               "it from a backup, or move the pair out of the key directory "
+                               "(nothing was changed)")
 
 
 def _zone_source_text(request: SetupRequest) -> str:
