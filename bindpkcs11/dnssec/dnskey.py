@@ -65,9 +65,11 @@ def parse_zone_name(text: str) -> dns.name.Name:
     """A zone name an operator typed; InvalidDomain with a reason otherwise.
 
     Labels are restricted to letters, digits, '-' and '_': anything else is almost always a typo
-    and would make awkward key file names.
+    and would make awkward key file names. The name is lower-cased: DNS names compare without
+    case, so `Example.TEST` must land in the same instance directory, lock and key files as
+    `example.test` (two instances of one zone would be two named serving it).
     """
-    candidate = text.strip()
+    candidate = text.strip().lower()
     try:
         name = dns.name.from_text(candidate)
     except dns.exception.DNSException as error:

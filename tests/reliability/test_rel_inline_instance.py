@@ -175,3 +175,14 @@ def test_rendered_config_refuses_values_that_could_end_a_string(tmp_path):
                                     rndc_port=9530)
         with pytest.raises(config.UnsafeConfigValue):
             config.render(instance, settings, tmp_path / "z.db", 300)
+
+
+def test_zone_names_differing_in_case_are_one_instance(inline_cli):
+    """Before: `Example.TEST` got its own instance directory and lock: a second named for the
+    same zone (DNS names compare without case)."""
+    setup(inline_cli)
+    pid = named_pid(inline_cli)
+    result = setup(inline_cli, zone="Example.TEST")
+    assert "nothing changed" in result.stdout
+    assert named_pid(inline_cli) == pid
+    assert sorted(p.name for p in (inline_cli.state_dir / "instances").iterdir()) == [ZONE]
