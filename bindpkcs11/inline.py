@@ -111,11 +111,11 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
     current = instance.load_settings() if running is not None and instance.exists() else None
     require_ports(state, instance, request.listen, request.port, request.rndc_port, current)
     zone_text = _zone_source_text(request)
-    max_ttl = _max_ttl(request.zone, zone_text, request.zone_file)
     existing = existing_keys(instance, request.zone)
     prefix = build.build(state, progress=progress).prefix
     check_keys_load(prefix, existing)
     _check_zone_text(prefix, request.zone, zone_text, request.zone_file)
+    max_ttl = _max_ttl(request.zone, zone_text, request.zone_file)
     settings = InstanceSettings(
         zone=request.zone.to_text(), token=request.token, profile=request.profile,
         algorithm=request.algorithm.number, bits=request.algorithm.spec.bits or None,
