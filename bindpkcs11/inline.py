@@ -7,9 +7,6 @@ zone leaves the previous configuration in place and no new named running.
 
 from __future__ import annotations
 
-import errno
-import ipaddress
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,7 +20,7 @@ import dns.zone
 
 from bindpkcs11 import admin, locks, monitor, pins
 from bindpkcs11.access import TokenAccess
-from bindpkcs11.bind import build, config, named, privileges
+from bindpkcs11.bind import build, config, named, ports, privileges
 from bindpkcs11.bind.instance import Instance, InstanceSettings, Secondary
 from bindpkcs11.dnssec import keygen
 from bindpkcs11.dnssec.algorithms import Algorithm
@@ -109,7 +106,8 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
     privileges.require_reachable(user, state.root)
     running = named.running_pid(instance)
     current = instance.load_settings() if running is not None and instance.exists() else None
-    require_ports(state, instance, request.listen, request.port, request.rndc_port, current)
+    ports.require_ports(state, instance, request.listen, request.port, request.rndc_port,
+                        current)
     zone_text = _zone_source_text(request)
     existing = existing_keys(instance, request.zone)
     prefix = build.build(state, progress=progress).prefix
@@ -150,65 +148,6 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
     instance.save_settings(settings)
     return _result(request, instance, ksk, zsk, pid, bool(changed) or running is None,
                    time.monotonic() - started, created_token, bool(generated))
-
-
-def require_ports(state: StateDir, instance: Instance, listen: str, port: int, rndc_port: int,
-                  current: InstanceSettings | None) -> None:
-    """The ports are free: not another instance's (running or not), and no socket bound there.
-
-    The instance's own running named is the only listener allowed on the ports it already has
-    (`current`, its settings while it runs); every other port is probed, always: named sets
-    SO_REUSEPORT, so two named on one port would silently share the queries.
-    """
-    if port == rndc_port:
-        raise UsageError(f"--port and --rndc-port are both {port}: choose two ports")
-    for other, theirs in other_instances(state, instance):
-        for mine, address, what in ((port, listen, "--port"), (rndc_port, "127.0.0.1", "--rndc-port")):
-            taken = [(theirs.port, theirs.listen), (theirs.rndc_port, "127.0.0.1")]
-            if any(mine == p and _overlap(address, a) for p, a in taken):
-                raise UsageError(f"{what} {mine} on {address} belongs to the instance of "
-                                 f"{theirs.zone} ({other.root}): choose another {what}")
-    if not (current and current.listen == listen and current.port == port):
-        require_free_port(listen, port)
-    if not (current and current.rndc_port == rndc_port):
-        require_free_port("127.0.0.1", rndc_port)
-
-
-def other_instances(state: StateDir, instance: Instance) -> list[tuple[Instance, InstanceSettings]]:
-    """Every other instance in the state dir with readable settings."""
-    found = []
-    for settings_file in sorted((state.root / "instances").glob("*/instance.json")):
-        other = Instance(settings_file.parent)
-        if other.root == instance.root:
-            continue
-        try:
-            found.append((other, other.load_settings()))
-        except (UsageError, ValueError, TypeError, KeyError):
-            continue
-    return found
-
-
-def _overlap(first: str, second: str) -> bool:
-    """Two listen addresses collide: the same, or one is the wildcard of the same family."""
-    a, b = ipaddress.ip_address(first), ipaddress.ip_address(second)
-    return a == b or (a.version == b.version and (a.is_unspecified or b.is_unspecified))
-
-
-def require_free_port(address: str, port: int) -> None:
-    """UsageError when `address:port` is taken (UDP or TCP): named would fail to listen there."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-        with socket.socket(family, kind) as probe:
-            try:
-                probe.bind((address, port))
-            except OSError as error:
-                if error.errno == errno.EADDRNOTAVAIL:
-                    raise UsageError(f"{address} is not an address of this machine: choose one it "
-                                     "has with --listen (e.g. 127.0.0.1)") from None
-                raise UsageError(
-                    f"{address} port {port} is in use ({error.strerror}): choose another with "
-                    "--port/--rndc-port or stop what listens there"
-                ) from None
 
 
 def existing_keys(instance: Instance, zone: dns.name.Name) -> list[KeyPairFiles]:

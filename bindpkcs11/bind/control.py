@@ -15,7 +15,7 @@ import dns.zone
 
 from bindpkcs11 import inline, monitor
 from bindpkcs11.access import TokenAccess
-from bindpkcs11.bind import build, config, named, privileges, rndc
+from bindpkcs11.bind import build, config, named, ports, privileges, rndc
 from bindpkcs11.bind.instance import Instance, InstanceSettings
 from bindpkcs11.dnssec.keyfile import key_pairs_in
 from bindpkcs11.errors import BindPkcs11Error, KeyFileError, UsageError
@@ -55,8 +55,7 @@ def start(state: StateDir, zone: dns.name.Name) -> int:
     """Start named for `zone` and wait until the signed zone validates; the pid."""
     instance, settings, prefix = _loaded(state, zone)
     named.require_stopped(instance)
-    inline.require_free_port(settings.listen, settings.port)
-    inline.require_free_port("127.0.0.1", settings.rndc_port)
+    ports.require_ports(state, instance, settings.listen, settings.port, settings.rndc_port, None)
     access = _access(state, instance, settings)
     ksk, zsk = (_key(instance, zone, settings, role) for role in ("ksk", "zsk"))
     ready = inline.ready_check(zone, settings.listen, settings.port, ksk.tag, zsk.tag)
