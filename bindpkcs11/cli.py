@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
 from bindpkcs11 import __version__
-from bindpkcs11.commands import bind, inline, keygen, ksk, monitor, named, signer, token
+from bindpkcs11.commands import bench, bind, inline, keygen, ksk, monitor, named, signer, token
 from bindpkcs11.commands.common import Parser
 from bindpkcs11.errors import BindPkcs11Error, os_error_message
 from bindpkcs11.output import printable
@@ -22,7 +23,16 @@ from bindpkcs11.output import printable
 EXIT_UNEXPECTED = 70
 EXIT_DATA = 65  # EX_DATAERR: input that is not text
 EXIT_IO = 74  # EX_IOERR: a file could not be read or written
-COMMAND_FAMILIES = (token, keygen, bind, inline, named, monitor, ksk, signer)
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C, so that every `finally` and rollback runs."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+COMMAND_FAMILIES = (token, keygen, bind, inline, named, monitor, ksk, signer, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +70,7 @@ def _common_options(suppress: bool = True) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     if sys.stdin is None:  # started with stdin closed: read as empty, never as a terminal
         sys.stdin = open(os.devnull)
+    signal.signal(signal.SIGTERM, _terminate)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
@@ -88,6 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bindpkcs11: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("bindpkcs11: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except Exception as error:  # noqa: BLE001 - last resort: one line, traceback only with --debug
         if args.debug:
             raise
