@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import REPO, SOFTHSM_MODULE, SPY_MODULE, TOKEN, TRUST_MODULE, one_line_error
+from conftest import REPO, SOFTHSM_MODULE, SPY_MODULE, TRUST_MODULE, one_line_error
 from test_bench import bench_objects
 
 
