@@ -9,14 +9,15 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
+import unicodedata
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bindpkcs11 import pins
+from bindpkcs11 import locks, pins
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.dnssec.dnskey import public_key_bytes
 from bindpkcs11.dnssec.keyfile import KeyPairFiles, key_pairs_in
-from bindpkcs11.errors import ObjectNotFound, RefusedDeletion, UsageError
+from bindpkcs11.errors import ObjectNotFound, RefusedDeletion, TokenExists, UsageError
 from bindpkcs11.token import keys, library
 from bindpkcs11.token.profiles import TokenPins
 from bindpkcs11.token.records import ObjectInfo, TokenInfo
@@ -57,23 +58,56 @@ class InitResult:
 
 
 def init_token(access: TokenAccess, generate_pins: bool = False) -> InitResult:
-    """Create the token; PINs from the usual sources, or random ones stored 0600 in the state dir."""
-    generated = []
-    if generate_pins:
-        for kind, explicit in ((pins.USER, access.pin_file), (pins.SO, access.so_pin_file)):
-            if explicit is None and not os.environ.get(kind.env):
+    """Create the token; PINs from the usual sources, or random ones stored 0600 in the state dir.
+
+    Check and creation happen under the state dir's token-creation lock, so two runs for one
+    label cannot both see "no such token" and both create it (or write each other's PIN files).
+    Nothing is written before every check has passed.
+    """
+    require_new_token_label(access.label)
+    where = f"token creation in {access.state.root}"
+    with locks.held(locks.lock_path(access.state, "tokens"), where):
+        library.refresh(access.module_path)  # see tokens another process made while we waited
+        if any(info.label == access.label for info in library.list_tokens(access.module_path)):
+            raise TokenExists(f"token '{access.label}' already exists; refusing to re-initialise it "
+                              "(use 'bindpkcs11 token erase' to wipe it)")
+        kinds = [kind for kind, explicit in ((pins.USER, access.pin_file), (pins.SO, access.so_pin_file))
+                 if generate_pins and explicit is None and not os.environ.get(kind.env)]
+        pins.refuse_existing_pin_files(access.state, access.label, kinds)
+        generated: list[str] = []
+        try:
+            for kind in kinds:
                 generated.append(str(pins.generate_and_store(access.state, access.label, kind)))
-    token_pins = TokenPins(
-        user=_pin_for_init(access, pins.USER, access.pin_file),
-        so=_pin_for_init(access, pins.SO, access.so_pin_file),
-    )
-    try:
-        access.profile.init_token(access.label, token_pins)
-    except BaseException:
-        for path in generated:
-            Path(path).unlink(missing_ok=True)
-        raise
+            token_pins = TokenPins(
+                user=_pin_for_init(access, pins.USER, access.pin_file),
+                so=_pin_for_init(access, pins.SO, access.so_pin_file),
+            )
+            access.profile.init_token(access.label, token_pins)
+        except BaseException:
+            for path in generated:
+                Path(path).unlink(missing_ok=True)
+            raise
     return InitResult(access.label, access.profile.name, generated)
+
+
+def require_new_token_label(label: str) -> None:
+    """A label a token can hold and read back unchanged: 1-32 bytes of UTF-8, no control
+    characters, no trailing blank (PKCS#11 pads labels with blanks, so it would vanish)."""
+    try:
+        size = len(label.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise UsageError("the token label is not valid UTF-8: choose another --label") from None
+    problem = None
+    if size == 0:
+        problem = "is empty"
+    elif size > pins.MAX_LABEL_BYTES:
+        problem = f"is {size} bytes long (PKCS#11 allows {pins.MAX_LABEL_BYTES})"
+    elif any(unicodedata.category(c) == "Cc" for c in label):
+        problem = "contains control characters"
+    elif label != label.rstrip():
+        problem = "ends with a blank, which the token would drop"
+    if problem:
+        raise UsageError(f"token label '{label}' {problem}: choose another --label")
 
 
 def _pin_for_init(access: TokenAccess, kind: pins.PinKind, pin_file: Path | None) -> str:
