@@ -14,7 +14,7 @@ from bindpkcs11.dnssec.dnskey import parse_zone_name
 from bindpkcs11.dnssec.keyfile import Timing
 from bindpkcs11.errors import UsageError
 from bindpkcs11.output import print_json
-from bindpkcs11.timespec import parse_duration, parse_time, to_bind_timestamp
+from bindpkcs11.timespec import check_key_time, parse_time, parse_ttl, to_bind_timestamp
 
 
 RNG_BYTES = 64
@@ -48,16 +48,16 @@ def _keygen(args) -> int:
     now = int(time.time())
     timing = Timing(
         created=now,
-        publish=_time_or(args.publish, now, now),
-        activate=_time_or(args.activate, now, now),
-        inactive=_time_or(args.inactive, None, now),
-        delete=_time_or(args.delete, None, now),
+        publish=_time_or("publish", args.publish, now, now),
+        activate=_time_or("activate", args.activate, now, now),
+        inactive=_time_or("inactive", args.inactive, None, now),
+        delete=_time_or("delete", args.delete, None, now),
     )
     _check_timing_order(timing)
     request = keygen.KeygenRequest(
         zone=zone, role=args.role, algorithm=algorithm, key_dir=key_dir(args), timing=timing,
         software=args.software, extractable=args.extractable, object_label=args.object_label,
-        ttl=parse_duration(args.ttl) if args.ttl else None,
+        ttl=parse_ttl(args.ttl) if args.ttl else None,
     )
     if args.software:
         if (args.token and not args.rng_from_token) or args.extractable or args.object_label:
@@ -93,8 +93,12 @@ def _generate_software(args, request: keygen.KeygenRequest) -> keygen.GeneratedK
     return replace(result, extra={**result.extra, "rng": f"os+token:{label}"})
 
 
-def _time_or(text: str | None, default: int | None, now: int) -> int | None:
-    return default if text is None else parse_time(text, now)
+def _time_or(name: str, text: str | None, default: int | None, now: int) -> int | None:
+    """The parsed --NAME time, checked against what BIND can keep, before anything is generated."""
+    if text is None:
+        return default
+    value = parse_time(text, now)
+    return None if value is None else check_key_time(f"--{name} {text}", value, now)
 
 
 def _check_timing_order(timing: Timing) -> None:
