@@ -137,13 +137,24 @@ def test_erase_asks_for_confirmation_and_wipes_every_object(token_cli):
     error = one_line_error(token_cli("token", "erase", "--label", TOKEN, check=False))
     assert "--force" in error
     error = one_line_error(token_cli("token", "erase", "--label", TOKEN, "--force", check=False))
+    assert "1 active key file(s)" in error and "--destroy-active-keys" in error
+    error = one_line_error(token_cli("token", "erase", "--label", TOKEN, "--force",
+                                     "--destroy-active-keys", check=False))
     assert "--yes" in error
     assert len(_labels(token_cli, "private")) == 1
-    result = token_cli("token", "erase", "--label", TOKEN, "--force", "--yes")
+    result = token_cli("token", "erase", "--label", TOKEN, "--force", "--yes", "--destroy-active-keys")
     assert "1 key file(s)" in result.stdout
     assert _labels(token_cli, "private") == [] and _labels(token_cli, "public") == []
     # The token keeps its label and PINs: a new key can be made right away.
     token_cli("keygen", "example.test", "--role", "ksk", "--algorithm", "13")
+
+
+def test_erase_of_a_token_whose_keys_are_all_retired_needs_no_override(token_cli):
+    token_cli("keygen", "example.test", "--role", "zsk", "--algorithm", "13",
+              "--publish", "20200101", "--activate", "20200101", "--inactive", "20210101")
+    result = token_cli("token", "erase", "--label", TOKEN, "--force", "--yes")
+    assert "1 key file(s)" in result.stdout
+    assert _labels(token_cli, "private") == []
 
 
 def test_rng_writes_the_requested_number_of_fresh_bytes(token_cli, tmp_path):

@@ -7,7 +7,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from bindpkcs11 import admin
+from bindpkcs11 import admin, keydirs
 from bindpkcs11.commands.common import DEFAULT_TOKEN, access, key_dir, state
 from bindpkcs11.dnssec import algorithms, keygen, software
 from bindpkcs11.dnssec.dnskey import parse_zone_name
@@ -67,10 +67,14 @@ def _keygen(args) -> int:
     else:
         if args.rng_from_token:
             raise UsageError("--rng-from-token is for --software keys (token keys use the token's RNG)")
+        token = access(args, args.token or DEFAULT_TOKEN)
+        if args.key_dir:
+            # before the key exists: the token guard must know where its key file will be
+            keydirs.record(token.state, request.key_dir)
         if not args.json:
             print(f"generating {algorithm.mnemonic} {args.role.upper()} on token "
-                  f"'{args.token or DEFAULT_TOKEN}' ...", file=sys.stderr, flush=True)
-        result = keygen.generate_on_token(request, access(args, args.token or DEFAULT_TOKEN))
+                  f"'{token.label}' ...", file=sys.stderr, flush=True)
+        result = keygen.generate_on_token(request, token)
     if args.json:
         print_json(result)
     else:
