@@ -59,18 +59,23 @@ class InitResult:
     generated_pin_files: list[str]
 
 
-def init_token(access: TokenAccess, generate_pins: bool = False) -> InitResult:
+def init_token(access: TokenAccess, generate_pins: bool = False,
+               exist_ok: bool = False) -> InitResult | None:
     """Create the token; PINs from the usual sources, or random ones stored 0600 in the state dir.
 
     Check and creation happen under the state dir's token-creation lock, so two runs for one
     label cannot both see "no such token" and both create it (or write each other's PIN files).
-    Nothing is written before every check has passed.
+    Nothing is written before every check has passed. A token that already exists is refused
+    (TokenExists), or with `exist_ok` left alone and None returned: a caller that only needs the
+    token (setup-inline's default token) then uses the one a concurrent run just made.
     """
     require_new_token_label(access.label)
     where = f"token creation in {access.state.root}"
     with locks.held(locks.lock_path(access.state, "tokens"), where):
         library.refresh(access.module_path)  # see tokens another process made while we waited
         if any(info.label == access.label for info in library.list_tokens(access.module_path)):
+            if exist_ok:
+                return None
             raise TokenExists(f"token '{access.label}' already exists; refusing to re-initialise it "
                               "(use 'bindpkcs11 token erase' to wipe it)")
         kinds = [kind for kind, explicit in ((pins.USER, access.pin_file), (pins.SO, access.so_pin_file))
@@ -104,8 +109,8 @@ def require_new_token_label(label: str) -> None:
         problem = "is empty"
     elif size > pins.MAX_LABEL_BYTES:
         problem = f"is {size} bytes long (PKCS#11 allows {pins.MAX_LABEL_BYTES})"
-    elif any(unicodedata.category(c) == "Cc" for c in label):
-        problem = "contains control characters"
+    elif any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in label):
+        problem = "contains control, format or line-break characters"
     elif label != label.rstrip():
         problem = "ends with a blank, which the token would drop"
     if problem:
@@ -149,8 +154,11 @@ def _dnssec_info(users: list[keyuse.KeyUse], public, now: int) -> DnssecKeyInfo 
     """The key file to show for an object: one holding its public key first, active ones first."""
     if not users:
         return None
-    matches = lambda use: public is not None and public_key_bytes(public) == use.pair.dnskey.key  # noqa: E731
-    use = sorted(users, key=lambda u: (not matches(u), not u.is_active(now)))[0]
+
+    def matches(use: keyuse.KeyUse) -> bool:
+        return public is not None and public_key_bytes(public) == use.pair.dnskey.key
+
+    use = min(users, key=lambda u: (not matches(u), not u.is_active(now)))
     return DnssecKeyInfo(
         tag=use.pair.tag,
         algorithm=int(use.pair.dnskey.algorithm),
