@@ -9,9 +9,11 @@ from __future__ import annotations
 import string
 from pathlib import Path
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from bindpkcs11.errors import UsageError
 from bindpkcs11.pins import SO, USER, stored_pin_path
 from bindpkcs11.state import StateDir
 from conftest import one_line_error
@@ -28,6 +30,13 @@ def _short_labels():
 
 @settings(max_examples=500, deadline=None)
 @given(_short_labels(), _short_labels())
+@example("a b", "a_b")
+@example("", ".")
+@example(".", "..")
+@example("%", "%25")
+@example("a/b", "a%2Fb")
+@example("é" * 16, "\u00e9")
+@example("x" * 32, "x" * 31)
 def test_label_to_file_name_is_injective_and_one_safe_component(first, second):
     state = STATE
     for label in (first, second):
@@ -41,6 +50,12 @@ def test_label_to_file_name_is_injective_and_one_safe_component(first, second):
         assert {stored_pin_path(state, first, k) for k in (USER, SO)}.isdisjoint(
             {stored_pin_path(state, second, k) for k in (USER, SO)})
     assert stored_pin_path(state, first, USER) != stored_pin_path(state, first, SO)
+
+
+@pytest.mark.parametrize("label", ["x" * 33, "é" * 17, "€" * 11])
+def test_labels_longer_than_a_token_holds_are_refused_not_mapped(label):
+    with pytest.raises(UsageError, match="at most 32 bytes"):
+        stored_pin_path(STATE, label, USER)
 
 
 def test_labels_that_were_already_safe_keep_their_file_names():

@@ -7,11 +7,16 @@ PIN files that opened at most one of them.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-from conftest import REPO, one_line_error
+from conftest import REPO, TOKEN, Cli, clean_env, one_line_error
+from namedproc import free_port
 
 GATE_WAIT = 30.0
 
@@ -58,25 +63,56 @@ def test_two_concurrent_inits_of_one_label_make_one_token_whose_pins_work(cli, t
         cli("keygen", "example.test", "--role", "zsk", "--algorithm", "13", "--token", label)
 
 
-def test_a_held_token_lock_names_its_holder(cli, tmp_path):
-    """While another process creates tokens, init waits, then fails with one line naming it."""
-    cli("token", "list")
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time; from pathlib import Path\n"
-         "from bindpkcs11 import locks\nfrom bindpkcs11.state import StateDir\n"
-         "state = StateDir.open(Path(sys.argv[1]))\n"
-         "with locks.held(locks.lock_path(state, 'tokens'), 'test'):\n"
-         "    print('held', flush=True)\n    sys.stdin.read()\n",
-         str(cli.state_dir)],
-        env=cli.env, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+_HOLD_LOCK = """
+import sys
+from pathlib import Path
+from bindpkcs11 import locks
+from bindpkcs11.state import StateDir
+state = StateDir.open(Path(sys.argv[1]))
+with locks.held(locks.lock_path(state, "tokens"), "test"):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def _token_lock_held(cli):
+    """Another process holding the state dir's token-creation lock until the block ends."""
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(cli.state_dir)], env=cli.env,
+                              cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        started = time.monotonic()
-        error = one_line_error(cli("token", "init", "--label", "late", "--generate-pins", check=False))
-        assert str(holder.pid) in error and "busy" in error
-        assert time.monotonic() - started < 60
-        assert not (cli.state_dir / "pins" / "late.pin").exists()
+        yield holder.pid
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)
+
+
+def test_a_held_token_lock_names_its_holder(cli):
+    """While another process creates tokens, init waits, then fails with one line naming it."""
+    cli("token", "list")
+    with _token_lock_held(cli) as pid:
+        started = time.monotonic()
+        error = one_line_error(cli("token", "init", "--label", "late", "--generate-pins", check=False))
+        assert str(pid) in error and "busy" in error
+        assert time.monotonic() - started < 60
+    assert not (cli.state_dir / "pins" / "late.pin").exists()
+    assert "late" not in {t["label"] for t in cli.json("token", "list")}
+
+
+def test_setup_inline_creates_its_default_token_under_the_same_lock(patched_bind):
+    """setup-inline's default token is made by admin.init_token, so it waits for the lock too."""
+    base = Path(tempfile.mkdtemp(prefix="bindpkcs11-custody-"))
+    base.chmod(0o711)  # named's user must be able to reach the state dir
+    try:
+        cli = Cli(base / "state", clean_env() | {"BINDPKCS11_BIND_DIR": str(patched_bind)})
+        cli("token", "list")
+        with _token_lock_held(cli) as pid:
+            error = one_line_error(cli("setup-inline", "example.test", "--port", str(free_port()),
+                                       "--rndc-port", str(free_port()), check=False))
+            assert str(pid) in error and "busy" in error
+        assert TOKEN not in {t["label"] for t in cli.json("token", "list")}
+        assert not (cli.state_dir / "pins" / f"{TOKEN}.pin").exists()
+        assert not list((cli.state_dir / "instances").glob("*/named.pid"))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
