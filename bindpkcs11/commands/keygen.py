@@ -11,7 +11,7 @@ from bindpkcs11 import admin, keydirs
 from bindpkcs11.commands.common import DEFAULT_TOKEN, access, key_dir, state
 from bindpkcs11.dnssec import algorithms, keygen, software
 from bindpkcs11.dnssec.dnskey import parse_zone_name
-from bindpkcs11.dnssec.keyfile import Timing
+from bindpkcs11.dnssec.keyfile import Timing, check_writable
 from bindpkcs11.errors import UsageError
 from bindpkcs11.output import print_json
 from bindpkcs11.timespec import check_key_time, parse_time, parse_ttl, to_bind_timestamp
@@ -69,7 +69,8 @@ def _keygen(args) -> int:
             raise UsageError("--rng-from-token is for --software keys (token keys use the token's RNG)")
         token = access(args, args.token or DEFAULT_TOKEN)
         if args.key_dir:
-            # before the key exists: the token guard must know where its key file will be
+            # before the key exists, so that the token guard knows where its key file will be
+            check_writable(request.key_dir)
             keydirs.record(token.state, request.key_dir)
         if not args.json:
             print(f"generating {algorithm.mnemonic} {args.role.upper()} on token "
