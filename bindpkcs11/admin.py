@@ -1,7 +1,9 @@
 """Token administration: init, list, show, delete, erase, rng.
 
-This is where token objects meet BIND key files: `show` names the DNSSEC key behind each key pair
-and `delete` refuses to destroy a private key that an active key file still points at.
+This is where token objects meet BIND key files (through keyuse.py, over every key directory
+bindpkcs11 manages): `show` names the DNSSEC key behind each key pair, `delete` refuses to destroy
+a private key that an active key file still uses, and `erase` refuses while any active key file
+points at the token.
 """
 
 from __future__ import annotations
@@ -9,18 +11,17 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
+import unicodedata
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bindpkcs11 import pins
+from bindpkcs11 import keyuse, locks, pins
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.dnssec.dnskey import public_key_bytes
-from bindpkcs11.dnssec.keyfile import KeyPairFiles, key_pairs_in
-from bindpkcs11.errors import ObjectNotFound, RefusedDeletion, UsageError
+from bindpkcs11.errors import ObjectNotFound, RefusedDeletion, TokenExists, UsageError
 from bindpkcs11.token import keys, library
 from bindpkcs11.token.profiles import TokenPins
 from bindpkcs11.token.records import ObjectInfo, TokenInfo
-from bindpkcs11.token.uri import parse_uri
 
 _RNDADDENTROPY = 0x40085203
 
@@ -35,6 +36,8 @@ class DnssecKeyInfo:
     zone: str
     key_file: str
     matches_token: bool
+    used_by: str = ""
+    active: bool = True
 
 
 @dataclass(frozen=True)
@@ -56,24 +59,62 @@ class InitResult:
     generated_pin_files: list[str]
 
 
-def init_token(access: TokenAccess, generate_pins: bool = False) -> InitResult:
-    """Create the token; PINs from the usual sources, or random ones stored 0600 in the state dir."""
-    generated = []
-    if generate_pins:
-        for kind, explicit in ((pins.USER, access.pin_file), (pins.SO, access.so_pin_file)):
-            if explicit is None and not os.environ.get(kind.env):
+def init_token(access: TokenAccess, generate_pins: bool = False,
+               exist_ok: bool = False) -> InitResult | None:
+    """Create the token; PINs from the usual sources, or random ones stored 0600 in the state dir.
+
+    Check and creation happen under the state dir's token-creation lock, so two runs for one
+    label cannot both see "no such token" and both create it (or write each other's PIN files).
+    Nothing is written before every check has passed. A token that already exists is refused
+    (TokenExists), or with `exist_ok` left alone and None returned: a caller that only needs the
+    token (setup-inline's default token) then uses the one a concurrent run just made.
+    """
+    require_new_token_label(access.label)
+    where = f"token creation in {access.state.root}"
+    with locks.held(locks.lock_path(access.state, "tokens"), where):
+        library.refresh(access.module_path)  # see tokens another process made while we waited
+        if any(info.label == access.label for info in library.list_tokens(access.module_path)):
+            if exist_ok:
+                return None
+            raise TokenExists(f"token '{access.label}' already exists; refusing to re-initialise it "
+                              "(use 'bindpkcs11 token erase' to wipe it)")
+        kinds = [kind for kind, explicit in ((pins.USER, access.pin_file), (pins.SO, access.so_pin_file))
+                 if generate_pins and explicit is None and not os.environ.get(kind.env)]
+        pins.refuse_existing_pin_files(access.state, access.label, kinds)
+        generated: list[str] = []
+        try:
+            for kind in kinds:
                 generated.append(str(pins.generate_and_store(access.state, access.label, kind)))
-    token_pins = TokenPins(
-        user=_pin_for_init(access, pins.USER, access.pin_file),
-        so=_pin_for_init(access, pins.SO, access.so_pin_file),
-    )
-    try:
-        access.profile.init_token(access.label, token_pins)
-    except BaseException:
-        for path in generated:
-            Path(path).unlink(missing_ok=True)
-        raise
+            token_pins = TokenPins(
+                user=_pin_for_init(access, pins.USER, access.pin_file),
+                so=_pin_for_init(access, pins.SO, access.so_pin_file),
+            )
+            access.profile.init_token(access.label, token_pins)
+        except BaseException:
+            for path in generated:
+                Path(path).unlink(missing_ok=True)
+            raise
     return InitResult(access.label, access.profile.name, generated)
+
+
+def require_new_token_label(label: str) -> None:
+    """A label a token can hold and read back unchanged: 1-32 bytes of UTF-8, no control
+    characters, no trailing blank (PKCS#11 pads labels with blanks, so it would vanish)."""
+    try:
+        size = len(label.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise UsageError("the token label is not valid UTF-8: choose another --label") from None
+    problem = None
+    if size == 0:
+        problem = "is empty"
+    elif size > pins.MAX_LABEL_BYTES:
+        problem = f"is {size} bytes long (PKCS#11 allows {pins.MAX_LABEL_BYTES})"
+    elif any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in label):
+        problem = "contains control, format or line-break characters"
+    elif label != label.rstrip():
+        problem = "ends with a blank, which the token would drop"
+    if problem:
+        raise UsageError(f"token label '{label}' {problem}: choose another --label")
 
 
 def _pin_for_init(access: TokenAccess, kind: pins.PinKind, pin_file: Path | None) -> str:
@@ -89,55 +130,60 @@ def list_tokens(access: TokenAccess) -> list[TokenInfo]:
     return library.list_tokens(access.module_path)
 
 
-def show_token(access: TokenAccess, key_dir: Path) -> TokenReport:
-    """Token, flags and every object; key pairs are matched to BIND key files by their Label URI."""
+def show_token(access: TokenAccess, extra_key_dir: Path | None, now: int) -> TokenReport:
+    """Token, flags and every object, each key matched to the key file (in any managed key dir)
+    that uses it: by label, CKA_ID or public key (see keyuse.py)."""
     info = library.token_info(access.module_path, access.label)
+    uses = keyuse.key_files_on_token(access.state, access.label, extra_key_dir)
     with access.session(login=True) as session:
         objects = keys.list_objects(session)
-    publics = {(o.label, o.id): o.public_key for o in objects if o.object_class == "public"}
-    key_files = _key_files_by_object(key_dir, access.label)
+    by_id = keyuse.public_keys_by_id(objects)
     reports = []
     for obj in objects:
-        public = obj.public_key or publics.get((obj.label, obj.id))
+        public = keyuse.public_of(obj, by_id)
         dnssec = None
-        if obj.object_class in ("private", "public") and obj.label in key_files:
-            pair = key_files[obj.label]
-            dnssec = DnssecKeyInfo(
-                tag=pair.tag,
-                algorithm=int(pair.dnskey.algorithm),
-                role=pair.role,
-                zone=pair.zone.to_text(),
-                key_file=str(pair.key_path),
-                matches_token=public is not None and public_key_bytes(public) == pair.dnskey.key,
-            )
+        if obj.object_class in ("private", "public"):
+            dnssec = _dnssec_info(keyuse.users_of(obj, public, uses), public, now)
         if public is not None and obj.public_key is None:
             obj = _with_public(obj, public)
         reports.append(ObjectReport(obj, dnssec))
     return TokenReport(info, reports)
 
 
+def _dnssec_info(users: list[keyuse.KeyUse], public, now: int) -> DnssecKeyInfo | None:
+    """The key file to show for an object: one holding its public key first, active ones first."""
+    if not users:
+        return None
+
+    def matches(use: keyuse.KeyUse) -> bool:
+        return public is not None and public_key_bytes(public) == use.pair.dnskey.key
+
+    use = min(users, key=lambda u: (not matches(u), not u.is_active(now)))
+    return DnssecKeyInfo(
+        tag=use.pair.tag,
+        algorithm=int(use.pair.dnskey.algorithm),
+        role=use.pair.role,
+        zone=use.pair.zone.to_text(),
+        key_file=str(use.pair.key_path),
+        matches_token=matches(use),
+        used_by=use.key_dir.user,
+        active=use.is_active(now),
+    )
+
+
 def _with_public(obj: ObjectInfo, public) -> ObjectInfo:
     return replace(obj, size=public.bits, curve=public.curve, public_key=public)
 
 
-def _key_files_by_object(key_dir: Path, token_label: str) -> dict[str, KeyPairFiles]:
-    found = {}
-    for pair in key_pairs_in(key_dir):
-        if not pair.label_uri:
-            continue
-        uri = parse_uri(pair.label_uri)
-        if uri.token == token_label and uri.object:
-            found[uri.object] = pair
-    return found
-
-
 def delete_object(access: TokenAccess, object_label: str, object_class: str | None,
-                  force: int, key_dir: Path, now: int) -> str:
-    """Destroy exactly one object; an active key file's private key needs `--force --force`."""
+                  force: int, extra_key_dir: Path | None, now: int) -> str:
+    """Destroy exactly one object; a private key that an active key file uses, in any key dir
+    bindpkcs11 manages, needs `--force --force`."""
     if force < 1:
         raise RefusedDeletion(
             f"refusing to destroy '{object_label}' without --force (a destroyed key cannot be recovered)"
         )
+    uses = active_keys_on_token(access, extra_key_dir, now)
     with access.session(login=True, rw=True) as session:
         matches = keys.find_objects(session, object_label, object_class)
         if not matches:
@@ -150,25 +196,57 @@ def delete_object(access: TokenAccess, object_label: str, object_class: str | No
             )
         target = matches[0]
         kind = keys.class_name(target)
-        if kind == "private" and force < 2:
-            pair = _key_files_by_object(key_dir, access.label).get(object_label)
-            if pair is not None and not pair.timing.is_retired(now):
-                raise RefusedDeletion(
-                    f"'{object_label}' is the private key of active key {pair.key_path.name} "
-                    "(no Inactive/Delete in the past); retire it first, or give --force twice"
-                )
+        if kind == "private" and force < 2 and uses:
+            _refuse_active_private_key(session, object_label, uses)
         keys.destroy(target)
     return kind
 
 
-def erase_token(access: TokenAccess, key_dir: Path) -> int:
-    """Re-initialise the token (all objects gone); returns how many key files now dangle."""
+def _refuse_active_private_key(session, object_label: str, uses: list[keyuse.KeyUse]) -> None:
+    objects = keys.list_objects(session)
+    by_id = keyuse.public_keys_by_id(objects)
+    target = next(o for o in objects if o.label == object_label and o.object_class == "private")
+    users = keyuse.users_of(target, keyuse.public_of(target, by_id), uses)
+    if users:
+        raise RefusedDeletion(
+            f"'{object_label}' is the private key of active key {keyuse.describe_all(users)} "
+            "(no Inactive/Delete in the past); retire it first, or give --force twice"
+        )
+
+
+def active_keys_on_token(access: TokenAccess, extra_key_dir: Path | None,
+                         now: int) -> list[keyuse.KeyUse]:
+    """Key files, in every managed key dir, that point at the token and are not retired."""
+    return [use for use in keyuse.key_files_on_token(access.state, access.label, extra_key_dir)
+            if use.is_active(now)]
+
+
+def refuse_erasing_active_keys(access: TokenAccess, extra_key_dir: Path | None, now: int) -> None:
+    """RefusedDeletion naming the active keys (and their zones/instances) an erase would destroy."""
+    active = active_keys_on_token(access, extra_key_dir, now)
+    if active:
+        raise RefusedDeletion(
+            f"refusing to erase token '{access.label}': {len(active)} active key file(s) use it: "
+            f"{keyuse.describe_all(active)}; retire or move those keys first, or add "
+            "--destroy-active-keys"
+        )
+
+
+def erase_token(access: TokenAccess, extra_key_dir: Path | None, now: int,
+                destroy_active_keys: bool = False) -> int:
+    """Re-initialise the token (all objects gone); returns how many key files now dangle.
+
+    Refused while an active key file in any managed key dir points at the token, unless
+    `destroy_active_keys`.
+    """
+    if not destroy_active_keys:
+        refuse_erasing_active_keys(access, extra_key_dir, now)
     token_pins = TokenPins(
         user=_pin_for_init(access, pins.USER, access.pin_file),
         so=_existing_so_pin(access),
     )
     access.profile.erase_token(access.label, token_pins)
-    return len(_key_files_by_object(key_dir, access.label))
+    return len(keyuse.key_files_on_token(access.state, access.label, extra_key_dir))
 
 
 def _existing_so_pin(access: TokenAccess) -> str:

@@ -30,6 +30,14 @@ _DURATION_PART = re.compile(r"(\d+)(y|mo|w|d|h|mi|s)?", re.IGNORECASE)
 _CTIME_LENGTH = 24
 _NONE_WORDS = {"none", "never", "unset"}
 
+# BIND 9.18 keeps key timing as a 32-bit unsigned isc_stdtime_t (dst_parse.c casts the parsed
+# YYYYMMDDHHMMSS to uint32_t) and writes it back with serial arithmetic around the current time
+# (dns_time64_from32): only times in [0, 2^32) within 2^31 s of now survive a rewrite by
+# dnssec-settime or named. TTLs above 2^31 - 1 are treated as 0 (RFC 2181 8, BIND's MAXTTL).
+KEY_TIME_MAX = 2**32 - 1
+KEY_TIME_WINDOW = 2**31 - 1
+TTL_MAX = 2**31 - 1
+
 
 def parse_duration(text: str) -> int:
     """Seconds in `text` (`7d`, `2w`, `90d`, `1h30mi`, `3600`). Raises InvalidTime."""
@@ -90,6 +98,38 @@ def _split_base(text: str, now: int, original: str) -> tuple[int, str]:
     raise InvalidTime(_time_help(original))
 
 
+def check_key_time(option: str, value: int, now: int) -> int:
+    """`value` if BIND can keep it as key timing; InvalidTime naming `option` otherwise."""
+    latest = min(KEY_TIME_MAX, now + KEY_TIME_WINDOW)
+    earliest = max(0, now - KEY_TIME_WINDOW)
+    if earliest <= value <= latest:
+        return value
+    return _out_of_range(option, value, earliest, latest)
+
+
+def _out_of_range(option: str, value: int, earliest: int, latest: int) -> int:
+    raise InvalidTime(
+        f"{option} is {_describe(value)}, which BIND cannot keep as key timing (32-bit seconds): "
+        f"use a time between {to_bind_timestamp(earliest)} and {to_bind_timestamp(latest)}"
+    )
+
+
+def _describe(value: int) -> str:
+    try:
+        return to_bind_timestamp(value)
+    except InvalidTime:
+        return f"UNIX time {value}"
+
+
+def parse_ttl(text: str, option: str = "--ttl") -> int:
+    """A DNS TTL (`3600`, `1h`, `2d`) in RFC 2181's range 0..2^31-1. Raises InvalidTime."""
+    seconds = parse_duration(text)
+    if seconds > TTL_MAX:
+        raise InvalidTime(f"{option} {text} is {seconds} seconds: a TTL is at most {TTL_MAX} "
+                          "(RFC 2181; BIND treats larger ones as 0)")
+    return seconds
+
+
 def from_bind_timestamp(stamp: str, original: str | None = None) -> int:
     """UNIX time of a 14-digit `YYYYMMDDHHMMSS` (UTC) as written in BIND key files."""
     try:
@@ -100,8 +140,14 @@ def from_bind_timestamp(stamp: str, original: str | None = None) -> int:
 
 
 def to_bind_timestamp(unix_time: int) -> str:
-    """`YYYYMMDDHHMMSS` in UTC, the form BIND writes in key files."""
-    return time.strftime("%Y%m%d%H%M%S", time.gmtime(unix_time))
+    """`YYYYMMDDHHMMSS` in UTC, the form BIND writes in key files (years 1970-9999)."""
+    try:
+        when = time.gmtime(unix_time)
+    except (OverflowError, OSError, ValueError):
+        when = None
+    if when is None or not 1970 <= when.tm_year <= 9999:
+        raise InvalidTime(f"UNIX time {unix_time} has no YYYYMMDDHHMMSS form: use a year from 1970 to 9999")
+    return time.strftime("%Y%m%d%H%M%S", when)
 
 
 def to_ctime(unix_time: int) -> str:

@@ -5,7 +5,16 @@ import subprocess
 import pytest
 
 from bindpkcs11.errors import InvalidTime
-from bindpkcs11.timespec import parse_duration, parse_time, to_bind_timestamp
+from bindpkcs11.timespec import (
+    KEY_TIME_MAX,
+    KEY_TIME_WINDOW,
+    TTL_MAX,
+    check_key_time,
+    parse_duration,
+    parse_time,
+    parse_ttl,
+    to_bind_timestamp,
+)
 
 NOW = 1_800_000_000  # 2027-01-15T08:00:00Z
 
@@ -48,3 +57,27 @@ def test_bind_agrees_on_an_absolute_time(tmp_path):
                              capture_output=True, text=True).stdout
     assert printed.split()[-1] == str(NOW)
     assert to_bind_timestamp(NOW) == "20270115080000"
+
+
+@pytest.mark.parametrize("value", [0, NOW, NOW + KEY_TIME_WINDOW, NOW - 1_700_000_000])
+def test_key_times_bind_can_keep(value):
+    assert check_key_time("--activate x", value, NOW) == value
+
+
+@pytest.mark.parametrize("value", [-1, NOW + KEY_TIME_WINDOW + 1, KEY_TIME_MAX + 1, 10**15, -10**15])
+def test_key_times_bind_cannot_keep_say_the_range(value):
+    with pytest.raises(InvalidTime, match=r"--activate x .*between 19700101000000 and 20950202111407"):
+        check_key_time("--activate x", value, NOW)
+
+
+def test_ttl_range_is_rfc_2181():
+    assert parse_ttl("2147483647") == TTL_MAX
+    assert parse_ttl("1d") == 86400
+    with pytest.raises(InvalidTime, match="at most 2147483647"):
+        parse_ttl("2147483648")
+
+
+@pytest.mark.parametrize("value", [-1, 10**12, 10**20])
+def test_stamps_outside_years_1970_to_9999_are_refused_not_crashed_on(value):
+    with pytest.raises(InvalidTime):
+        to_bind_timestamp(value)

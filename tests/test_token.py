@@ -137,13 +137,24 @@ def test_erase_asks_for_confirmation_and_wipes_every_object(token_cli):
     error = one_line_error(token_cli("token", "erase", "--label", TOKEN, check=False))
     assert "--force" in error
     error = one_line_error(token_cli("token", "erase", "--label", TOKEN, "--force", check=False))
+    assert "1 active key file(s)" in error and "--destroy-active-keys" in error
+    error = one_line_error(token_cli("token", "erase", "--label", TOKEN, "--force",
+                                     "--destroy-active-keys", check=False))
     assert "--yes" in error
     assert len(_labels(token_cli, "private")) == 1
-    result = token_cli("token", "erase", "--label", TOKEN, "--force", "--yes")
+    result = token_cli("token", "erase", "--label", TOKEN, "--force", "--yes", "--destroy-active-keys")
     assert "1 key file(s)" in result.stdout
     assert _labels(token_cli, "private") == [] and _labels(token_cli, "public") == []
     # The token keeps its label and PINs: a new key can be made right away.
     token_cli("keygen", "example.test", "--role", "ksk", "--algorithm", "13")
+
+
+def test_erase_of_a_token_whose_keys_are_all_retired_needs_no_override(token_cli):
+    token_cli("keygen", "example.test", "--role", "zsk", "--algorithm", "13",
+              "--publish", "20200101", "--activate", "20200101", "--inactive", "20210101")
+    result = token_cli("token", "erase", "--label", TOKEN, "--force", "--yes")
+    assert "1 key file(s)" in result.stdout
+    assert _labels(token_cli, "private") == []
 
 
 def test_rng_writes_the_requested_number_of_fresh_bytes(token_cli, tmp_path):
@@ -182,3 +193,19 @@ def test_state_dir_comes_from_the_environment_and_is_private(tmp_path):
     subprocess.run([sys.executable, "-m", "bindpkcs11", "token", "list"], env=env, check=True,
                    capture_output=True, cwd=REPO)
     assert stat.S_IMODE((tmp_path / "xdg" / "bindpkcs11").stat().st_mode) == 0o700
+
+
+def test_init_token_exist_ok_leaves_an_existing_token_and_its_pins_alone(token_cli):
+    """setup-inline's way in: a token another run just made is used, not refused or re-made."""
+    from conftest import run_python
+
+    pins_before = {p.name: p.read_text() for p in (token_cli.state_dir / "pins").iterdir()}
+    out = run_python(
+        "import sys\nfrom pathlib import Path\nfrom bindpkcs11 import admin\n"
+        "from bindpkcs11.access import TokenAccess\nfrom bindpkcs11.state import StateDir\n"
+        "access = TokenAccess.build(StateDir.open(Path(sys.argv[1])), 'softhsm', sys.argv[2])\n"
+        "print(admin.init_token(access, generate_pins=True, exist_ok=True))\n",
+        token_cli.env, str(token_cli.state_dir), TOKEN)
+    assert out.strip() == "None"
+    assert {p.name: p.read_text() for p in (token_cli.state_dir / "pins").iterdir()} == pins_before
+    assert [t["label"] for t in token_cli.json("token", "list")].count(TOKEN) == 1

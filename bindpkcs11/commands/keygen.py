@@ -7,14 +7,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from bindpkcs11 import admin
+from bindpkcs11 import admin, keydirs
 from bindpkcs11.commands.common import DEFAULT_TOKEN, access, key_dir, state
 from bindpkcs11.dnssec import algorithms, keygen, software
 from bindpkcs11.dnssec.dnskey import parse_zone_name
-from bindpkcs11.dnssec.keyfile import Timing
+from bindpkcs11.dnssec.keyfile import Timing, check_writable
 from bindpkcs11.errors import UsageError
 from bindpkcs11.output import print_json
-from bindpkcs11.timespec import parse_duration, parse_time, to_bind_timestamp
+from bindpkcs11.timespec import check_key_time, parse_time, parse_ttl, to_bind_timestamp
 
 
 RNG_BYTES = 64
@@ -48,16 +48,16 @@ def _keygen(args) -> int:
     now = int(time.time())
     timing = Timing(
         created=now,
-        publish=_time_or(args.publish, now, now),
-        activate=_time_or(args.activate, now, now),
-        inactive=_time_or(args.inactive, None, now),
-        delete=_time_or(args.delete, None, now),
+        publish=_time_or("publish", args.publish, now, now),
+        activate=_time_or("activate", args.activate, now, now),
+        inactive=_time_or("inactive", args.inactive, None, now),
+        delete=_time_or("delete", args.delete, None, now),
     )
     _check_timing_order(timing)
     request = keygen.KeygenRequest(
         zone=zone, role=args.role, algorithm=algorithm, key_dir=key_dir(args), timing=timing,
         software=args.software, extractable=args.extractable, object_label=args.object_label,
-        ttl=parse_duration(args.ttl) if args.ttl else None,
+        ttl=parse_ttl(args.ttl) if args.ttl else None,
     )
     if args.software:
         if (args.token and not args.rng_from_token) or args.extractable or args.object_label:
@@ -67,10 +67,15 @@ def _keygen(args) -> int:
     else:
         if args.rng_from_token:
             raise UsageError("--rng-from-token is for --software keys (token keys use the token's RNG)")
+        token = access(args, args.token or DEFAULT_TOKEN)
+        if args.key_dir:
+            # before the key exists, so that the token guard knows where its key file will be
+            check_writable(request.key_dir)
+            keydirs.record(token.state, request.key_dir)
         if not args.json:
             print(f"generating {algorithm.mnemonic} {args.role.upper()} on token "
-                  f"'{args.token or DEFAULT_TOKEN}' ...", file=sys.stderr, flush=True)
-        result = keygen.generate_on_token(request, access(args, args.token or DEFAULT_TOKEN))
+                  f"'{token.label}' ...", file=sys.stderr, flush=True)
+        result = keygen.generate_on_token(request, token)
     if args.json:
         print_json(result)
     else:
@@ -93,8 +98,12 @@ def _generate_software(args, request: keygen.KeygenRequest) -> keygen.GeneratedK
     return replace(result, extra={**result.extra, "rng": f"os+token:{label}"})
 
 
-def _time_or(text: str | None, default: int | None, now: int) -> int | None:
-    return default if text is None else parse_time(text, now)
+def _time_or(name: str, text: str | None, default: int | None, now: int) -> int | None:
+    """The parsed --NAME time, checked against what BIND can keep, before anything is generated."""
+    if text is None:
+        return default
+    value = parse_time(text, now)
+    return None if value is None else check_key_time(f"--{name} {text}", value, now)
 
 
 def _check_timing_order(timing: Timing) -> None:

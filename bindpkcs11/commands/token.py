@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from bindpkcs11 import admin
-from bindpkcs11.commands.common import Parser, access, key_dir
+from bindpkcs11.commands.common import Parser, access
 from bindpkcs11.errors import UsageError
 from bindpkcs11.fileio import write_atomic
 from bindpkcs11.output import print_json, print_table
@@ -28,7 +28,9 @@ def register(commands, common) -> None:
 
     show = sub.add_parser("show", help="a token's flags and objects", parents=[common])
     show.add_argument("--label", required=True)
-    show.add_argument("--key-dir", type=Path, help="BIND key directory to match keys against")
+    show.add_argument("--key-dir", type=Path,
+                      help="another key directory to match keys against (the default dir, every "
+                           "instance's and every keygen --key-dir are always consulted)")
     show.set_defaults(handler=_token_show)
 
     delete = sub.add_parser("delete", help="destroy one object", parents=[common])
@@ -37,14 +39,16 @@ def register(commands, common) -> None:
     delete.add_argument("--type", choices=["private", "public", "secret-key", "cert", "data"])
     delete.add_argument("--force", action="count", default=0,
                         help="required; twice to destroy the private key of an active key file")
-    delete.add_argument("--key-dir", type=Path)
+    delete.add_argument("--key-dir", type=Path, help="another key directory to protect keys of")
     delete.set_defaults(handler=_token_delete)
 
     erase = sub.add_parser("erase", help="re-initialise a token (all objects gone)", parents=[common])
     erase.add_argument("--label", required=True)
     erase.add_argument("--force", action="store_true", help="required")
     erase.add_argument("--yes", action="store_true", help="do not ask to type the label")
-    erase.add_argument("--key-dir", type=Path)
+    erase.add_argument("--key-dir", type=Path, help="another key directory to protect keys of")
+    erase.add_argument("--destroy-active-keys", action="store_true",
+                       help="erase even though active key files (listed in the refusal) use the token")
     erase.set_defaults(handler=_token_erase)
 
     rng = sub.add_parser("rng", help="random bytes from the token", parents=[common])
@@ -87,7 +91,7 @@ def _flags_text(flags) -> str:
 
 
 def _token_show(args) -> int:
-    report = admin.show_token(access(args, args.label), key_dir(args))
+    report = admin.show_token(access(args, args.label), args.key_dir, int(time.time()))
     if args.json:
         print_json(report)
         return 0
@@ -100,7 +104,8 @@ def _token_show(args) -> int:
         size = obj.curve or (f"{obj.size} bits" if obj.size else "")
         key = ""
         if dnssec:
-            key = f"{dnssec.role} tag {dnssec.tag} alg {dnssec.algorithm}"
+            key = f"{dnssec.role} tag {dnssec.tag} alg {dnssec.algorithm} ({dnssec.used_by}"
+            key += ")" if dnssec.active else ", retired)"
             key += "" if dnssec.matches_token else " (KEY FILE MISMATCH)"
         rows.append([obj.object_class, obj.key_type, size, obj.label, obj.id_hex,
                      _yes_no(obj.sensitive), _yes_no(obj.extractable), key])
@@ -114,7 +119,7 @@ def _yes_no(value: bool | None) -> str:
 
 def _token_delete(args) -> int:
     kind = admin.delete_object(access(args, args.label), args.object, args.type, args.force,
-                               key_dir(args), int(time.time()))
+                               args.key_dir, int(time.time()))
     if args.json:
         print_json({"destroyed": args.object, "class": kind, "token": args.label})
     else:
@@ -125,19 +130,23 @@ def _token_delete(args) -> int:
 def _token_erase(args) -> int:
     if not args.force:
         raise UsageError("erasing destroys every object on the token: add --force")
+    token = access(args, args.label)
+    now = int(time.time())
+    if not args.destroy_active_keys:
+        admin.refuse_erasing_active_keys(token, args.key_dir, now)
     if not args.yes:
         if not sys.stdin.isatty():
             raise UsageError("no terminal to confirm on: add --yes to erase without typing the label")
         typed = input(f"type the token label '{args.label}' to erase every object on it: ")
         if typed.strip() != args.label:
             raise UsageError("label not confirmed; nothing erased")
-    dangling = admin.erase_token(access(args, args.label), key_dir(args))
+    dangling = admin.erase_token(token, args.key_dir, now, args.destroy_active_keys)
     if args.json:
         print_json({"erased": args.label, "dangling_key_files": dangling})
     else:
         print(f"erased token '{args.label}'")
         if dangling:
-            print(f"warning: {dangling} key file(s) in {key_dir(args)} named keys on this token")
+            print(f"warning: {dangling} key file(s) named keys on this token; they cannot sign any more")
     return 0
 
 

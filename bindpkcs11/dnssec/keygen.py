@@ -19,7 +19,8 @@ from bindpkcs11.dnssec.keyfile import (
     token_private_fields,
     write_key_pair,
 )
-from bindpkcs11.errors import DuplicateLabel, KeyFileError
+from bindpkcs11.errors import DuplicateLabel, InvalidTime, KeyFileError
+from bindpkcs11.timespec import TTL_MAX, check_key_time
 from bindpkcs11.token import keys
 from bindpkcs11.token.uri import key_uri
 
@@ -60,6 +61,7 @@ class GeneratedKey:
 
 def generate_software(request: KeygenRequest) -> GeneratedKey:
     """A software key pair; regenerated if its tag collides with a key already in the key dir."""
+    check_bind_can_read(request)
     check_writable(request.key_dir)
     for _ in range(_TAG_COLLISION_RETRIES):
         public, fields = software.generate(request.algorithm)
@@ -80,6 +82,7 @@ def generate_on_token(request: KeygenRequest, access: TokenAccess) -> GeneratedK
     token matches the key file name. A tag that collides with an existing key file means the new
     pair is destroyed and another one generated: nothing is left half-done.
     """
+    check_bind_can_read(request)
     check_writable(request.key_dir)
     with access.session(login=False) as probe:
         keys.require_support(probe, request.algorithm.spec)
@@ -113,6 +116,17 @@ def generate_on_token(request: KeygenRequest, access: TokenAccess) -> GeneratedK
                 raise
             return _result(request, dnskey, key_path, private_path, access.label, final_label, uri)
     raise KeyFileError("key tag collisions kept happening: clean up the key directory")
+
+
+def check_bind_can_read(request: KeygenRequest) -> None:
+    """InvalidTime unless BIND can read back the timing and TTL about to be written.
+
+    Checked before any key is generated, so a key file BIND would refuse is never made.
+    """
+    for name, value in request.timing.items():
+        check_key_time(name, value, request.timing.created)
+    if request.ttl is not None and not 0 <= request.ttl <= TTL_MAX:
+        raise InvalidTime(f"TTL {request.ttl} is outside 0..{TTL_MAX} (RFC 2181)")
 
 
 def _tag_taken(request: KeygenRequest, tag: int) -> bool:
