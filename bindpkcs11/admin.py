@@ -11,7 +11,6 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
-import unicodedata
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from bindpkcs11.access import TokenAccess
 from bindpkcs11.dnssec.dnskey import public_key_bytes
 from bindpkcs11.errors import ObjectNotFound, RefusedDeletion, TokenExists, UsageError
 from bindpkcs11.token import keys, library
+from bindpkcs11.token.labels import check_token_label
 from bindpkcs11.token.profiles import TokenPins
 from bindpkcs11.token.records import ObjectInfo, TokenInfo
 
@@ -69,7 +69,7 @@ def init_token(access: TokenAccess, generate_pins: bool = False,
     (TokenExists), or with `exist_ok` left alone and None returned: a caller that only needs the
     token (setup-inline's default token) then uses the one a concurrent run just made.
     """
-    require_new_token_label(access.label)
+    check_token_label(access.label)
     where = f"token creation in {access.state.root}"
     with locks.held(locks.lock_path(access.state, "tokens"), where):
         library.refresh(access.module_path)  # see tokens another process made while we waited
@@ -95,26 +95,6 @@ def init_token(access: TokenAccess, generate_pins: bool = False,
                 Path(path).unlink(missing_ok=True)
             raise
     return InitResult(access.label, access.profile.name, generated)
-
-
-def require_new_token_label(label: str) -> None:
-    """A label a token can hold and read back unchanged: 1-32 bytes of UTF-8, no control
-    characters, no trailing blank (PKCS#11 pads labels with blanks, so it would vanish)."""
-    try:
-        size = len(label.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise UsageError("the token label is not valid UTF-8: choose another --label") from None
-    problem = None
-    if size == 0:
-        problem = "is empty"
-    elif size > pins.MAX_LABEL_BYTES:
-        problem = f"is {size} bytes long (PKCS#11 allows {pins.MAX_LABEL_BYTES})"
-    elif any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in label):
-        problem = "contains control, format or line-break characters"
-    elif label != label.rstrip():
-        problem = "ends with a blank, which the token would drop"
-    if problem:
-        raise UsageError(f"token label '{label}' {problem}: choose another --label")
 
 
 def _pin_for_init(access: TokenAccess, kind: pins.PinKind, pin_file: Path | None) -> str:

@@ -239,7 +239,9 @@ def _token_access(state: StateDir, request: SetupRequest, progress: Progress) ->
             f"token '{request.token}' not found (tokens present: {', '.join(labels) or 'none'}); "
             "create it with 'bindpkcs11 token init' or omit --token for the embedded default"
         )
-    result = admin.init_token(access, generate_pins=True)
+    result = admin.init_token(access, generate_pins=True, exist_ok=True)
+    if result is None:  # a concurrent run (another zone) created it while we waited for the lock
+        return access, False
     pin_path = pins.stored_pin_path(state, request.token, pins.USER)
     if str(pin_path) in result.generated_pin_files:
         progress(f"created token '{request.token}'; its user PIN is {pin_path.read_text().strip()} "

@@ -18,11 +18,11 @@ from typing import Callable
 from bindpkcs11.errors import BindPkcs11Error, PinMissing, UsageError
 from bindpkcs11.fileio import ensure_private_dir, read_secret_file, write_atomic
 from bindpkcs11.state import StateDir
+from bindpkcs11.token.labels import MAX_TOKEN_LABEL_BYTES
 
 USER_PIN_ENV = "PKCS11_LIBRARY_PIN"
 SO_PIN_ENV = "PKCS11_SO_PIN"
 _PIN_ALPHABET = string.ascii_letters + string.digits
-MAX_LABEL_BYTES = 32  # CK_TOKEN_INFO.label: 32 bytes, blank padded
 _FILE_NAME_SAFE = frozenset((string.ascii_letters + string.digits + "._-").encode())
 
 
@@ -56,9 +56,9 @@ def label_file_stem(token_label: str) -> str:
     bounds the name (32 bytes -> at most 96 characters).
     """
     raw = token_label.encode("utf-8", "surrogatepass")
-    if len(raw) > MAX_LABEL_BYTES:
+    if len(raw) > MAX_TOKEN_LABEL_BYTES:
         raise UsageError(f"token label '{token_label}' is {len(raw)} bytes long: PKCS#11 token "
-                         f"labels hold at most {MAX_LABEL_BYTES} bytes")
+                         f"labels hold at most {MAX_TOKEN_LABEL_BYTES} bytes")
     return "".join(chr(byte) if byte in _FILE_NAME_SAFE else f"%{byte:02X}" for byte in raw)
 
 

@@ -1,16 +1,18 @@
 """Token labels an operator may choose: what PKCS#11 can store and what bindpkcs11 can name safely.
 
-CKA_LABEL of a token is 32 bytes of UTF-8 padded with spaces, so a label longer than that is cut
-and one with trailing spaces is the same token as without them. Labels also end up in PIN file
-names, key URIs and comments in named.conf: control characters are refused everywhere.
+CKA_LABEL of a token is 32 bytes of UTF-8 padded with blanks, so a longer label would be cut and
+one ending in a blank would come back without it. Labels also end up in PIN file names, key URIs
+and comments in named.conf: control, format and line-break characters are refused everywhere.
 """
 
 from __future__ import annotations
 
+import unicodedata
+
 from bindpkcs11.errors import UsageError
 from bindpkcs11.output import printable
 
-MAX_TOKEN_LABEL_BYTES = 32
+MAX_TOKEN_LABEL_BYTES = 32  # CK_TOKEN_INFO.label
 
 
 class InvalidTokenLabel(UsageError):
@@ -19,14 +21,19 @@ class InvalidTokenLabel(UsageError):
 
 def check_token_label(label: str) -> str:
     """`label` if a token can carry it unchanged; InvalidTokenLabel with the reason otherwise."""
-    if not label:
-        raise InvalidTokenLabel("empty token label: give --label/--token a name such as dnssec")
-    if any(ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0 for c in label):
-        raise InvalidTokenLabel(f"token label '{printable(label)}' contains control characters")
-    if label != label.strip(" "):
-        raise InvalidTokenLabel(f"token label '{label}' starts or ends with a space (PKCS#11 pads "
-                                "labels with spaces, so the token could not keep it)")
-    if len(label.encode("utf-8")) > MAX_TOKEN_LABEL_BYTES:
-        raise InvalidTokenLabel(f"token label '{label}' is longer than {MAX_TOKEN_LABEL_BYTES} "
-                                "bytes (the PKCS#11 limit)")
+    try:
+        size = len(label.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidTokenLabel("the token label is not valid UTF-8: choose another label") from None
+    problem = None
+    if size == 0:
+        problem = "is empty"
+    elif size > MAX_TOKEN_LABEL_BYTES:
+        problem = f"is {size} bytes long (PKCS#11 allows {MAX_TOKEN_LABEL_BYTES})"
+    elif any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in label):
+        problem = "contains control characters (or format or line-break characters)"
+    elif label != label.rstrip():
+        problem = "ends with a blank, which the token would drop"
+    if problem:
+        raise InvalidTokenLabel(f"token label '{printable(label)}' {problem}: choose another label (--label or --token)")
     return label
