@@ -28,10 +28,10 @@ def check_token_label(label: str) -> str:
     problem = None
     if size == 0:
         problem = "is empty"
-    elif size > MAX_TOKEN_LABEL_BYTES:
-        problem = f"is {size} bytes long (PKCS#11 allows {MAX_TOKEN_LABEL_BYTES})"
     elif any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in label):
         problem = "contains control characters (or format or line-break characters)"
+    elif size > MAX_TOKEN_LABEL_BYTES:
+        problem = f"is {size} bytes long (PKCS#11 allows {MAX_TOKEN_LABEL_BYTES})"
     elif label != label.rstrip():
         problem = "ends with a blank, which the token would drop"
     if problem:
