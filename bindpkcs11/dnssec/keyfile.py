@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import glob
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,13 +271,17 @@ def _parse_dnskey_line(key_path: Path, lines: list[str]):
 
 
 def key_pairs_in(key_dir: Path, zone: dns.name.Name | None = None) -> list[KeyPairFiles]:
-    """Every readable key pair in `key_dir` (optionally only those of `zone`)."""
-    pattern = f"K{zone.to_text()}+*.key" if zone else "K*.key"
+    """Every readable key pair in `key_dir` (optionally only those of `zone`).
+
+    A pair that cannot be used (a Label naming a PIN, a FIFO, garbage) is left out with a
+    warning that says why, so an operator learns why a key seems to be missing.
+    """
+    pattern = glob.escape(f"K{zone.to_text()}+") + "*.key" if zone else "K*.key"
     pairs = []
     for key_path in sorted(Path(key_dir).glob(pattern)):
         if key_path.with_suffix(".private").exists():
             try:
                 pairs.append(read_key_pair(key_path))
-            except KeyFileError:
-                continue
+            except KeyFileError as error:
+                logging.getLogger(__name__).warning("warning: skipping a key pair: %s", error)
     return pairs

@@ -7,6 +7,7 @@ and commands that scan a key directory carry on without it. Real CLI, real SoftH
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -63,6 +64,9 @@ def test_a_fifo_in_the_key_directory_does_not_hang_token_show(token_cli):
     stem = "Kexample.test.+013+00001"
     os.mkfifo(token_cli.key_dir / f"{stem}.key")
     (token_cli.key_dir / f"{stem}.private").write_bytes(private.read_bytes())
-    report = token_cli.json("token", "show", "--label", TOKEN, timeout=60)
+    result = token_cli("token", "show", "--label", TOKEN, "--json", timeout=60)
+    report = json.loads(result.stdout)
+    fifo = token_cli.key_dir / f"{stem}.key"
+    assert f"warning: skipping a key pair: key file {fifo} is a FIFO" in result.stderr
     matched = [o for o in report["objects"] if o.get("dnssec") and o["dnssec"].get("key_file")]
     assert {os.path.basename(o["dnssec"]["key_file"]) for o in matched} == {key_file.name}

@@ -110,6 +110,20 @@ def test_key_file_whose_label_names_a_pin_or_module_is_refused(token_cli, query,
     assert SECRET not in message and "\n" not in message
 
 
+def test_cli_skips_a_key_file_with_a_pin_in_its_label_and_says_why(token_cli):
+    """`token show` matches key files to token objects: the tampered one is named, its PIN not."""
+    pin = token_cli.pin()
+    key = token_cli.json("keygen", ZONE, "--role", "zsk", "--algorithm", "ECDSAP256SHA256")
+    private = (token_cli.key_dir / Path(key["key_file"]).name).with_suffix(".private")
+    set_label(private, f"{label_of(private)}?pin-value={pin}")
+    result = token_cli("token", "show", "--label", "bindpkcs11", "--json")
+    assert f"warning: skipping a key pair: {private}: refusing this key file: the key label " \
+           "carries 'pin-value'" in result.stderr, result.stderr
+    assert pin not in result.stdout + result.stderr
+    objects = json.loads(result.stdout)["objects"]
+    assert not any(o.get("dnssec") for o in objects if o["object"]["label"] == key["object_label"])
+
+
 def test_keygen_cannot_be_made_to_write_a_pin_into_a_label(token_cli):
     """Token and key labels full of URI syntax end up percent-encoded, never as a query."""
     key = token_cli.json("keygen", ZONE, "--role", "zsk", "--algorithm", "ECDSAP256SHA256",
