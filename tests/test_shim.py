@@ -325,6 +325,8 @@ def error_cases(token: Token) -> list:
                                         Mechanism.ECDSA, d32), ErrorCode.URI, "'module-path' is not allowed"),
         ("pin-source-refused", request(token.uri("ec256", "pin-source=file:///nonexistent/pin"),
                                        Mechanism.ECDSA, d32), ErrorCode.URI, "'pin-source' is not allowed"),
+        ("path-attribute-in-query", request(token.uri("ec256", "object=other"), Mechanism.ECDSA, d32),
+         ErrorCode.URI, "'object' belongs in the path part"),
         ("module-name-refused", request(token.uri("ec256", "module-name=softhsm2"),
                                         Mechanism.ECDSA, d32), ErrorCode.URI, "'module-name' is not allowed"),
         ("buffer-small", request(token.uri("rsa2048"), Mechanism.RSA_SHA256, d32, buflen=100),

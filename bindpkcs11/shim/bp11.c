@@ -330,7 +330,7 @@ struct uri {
     struct value token, serial, model, manufacturer, slot_id, object, id, type;
 };
 
-/* The path attributes that select a token and a key; the query part is ignored except for: */
+/* The path attributes that select a token and a key.  Other query attributes are ignored. */
 static const struct {
     const char *name;
     size_t off;
@@ -414,11 +414,12 @@ static int uri_segment(struct uri *u, const char *seg, size_t len, int query)
         return set_error(BP11_ERR_URI, 0, "URI: a query attribute has no '='"); /* may be a PIN */
     if (!eq)
         return set_error(BP11_ERR_URI, 0, "URI: attribute '%.*s' has no '='", (int)nlen, seg);
-    if (query)
-        return BP11_OK; /* other query attributes do not change which key is meant */
     for (size_t i = 0; i < sizeof URI_ATTRS / sizeof URI_ATTRS[0]; i++) {
         if (strlen(URI_ATTRS[i].name) != nlen || memcmp(URI_ATTRS[i].name, seg, nlen) != 0)
             continue;
+        if (query)
+            return set_error(BP11_ERR_URI, 0, "URI: '%s' belongs in the path part (before '?')",
+                             URI_ATTRS[i].name);
         struct value *v = (struct value *)((char *)u + URI_ATTRS[i].off);
         if (v->set)
             return set_error(BP11_ERR_URI, 0, "URI: attribute '%s' given twice", URI_ATTRS[i].name);
@@ -427,6 +428,8 @@ static int uri_segment(struct uri *u, const char *seg, size_t len, int query)
                              URI_ATTRS[i].name);
         return BP11_OK;
     }
+    if (query)
+        return BP11_OK; /* other query attributes do not change which key is meant */
     return set_error(BP11_ERR_URI, 0, "URI: unsupported path attribute '%.*s'", (int)nlen, seg);
 }
 
