@@ -18,6 +18,11 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
+
+# The checkout this helper belongs to, not whatever bindpkcs11 the venv has installed: a test
+# must exercise the shim built from the source it sits next to.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
 ED25519_OID = b"\x06\x03\x2b\x65\x70"

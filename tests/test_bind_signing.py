@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from bindpkcs11.bind import patching
 from bindpkcs11.dnssec.samplezone import sample_zone_text
 from bindpkcs11.errors import ToolFailed
 from bindtools import BIND_STATE, tool_env
-from conftest import SOFTHSM_MODULE, SPY_MODULE
+from conftest import REPO, SOFTHSM_MODULE, SPY_MODULE, clean_env
 
 ZONE = "example.test"
 HOSTS, DELEGATIONS = 5000, 100
@@ -123,8 +124,8 @@ def test_build_is_idempotent_and_records_a_manifest(patched_bind):
 
     assert ensure_patched_bind() == patched_bind
     env_lines = subprocess.run(
-        [str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "bindpkcs11"),
-         "--state-dir", str(BIND_STATE), "bind", "env"], capture_output=True, text=True, check=True,
+        [sys.executable, "-m", "bindpkcs11", "--state-dir", str(BIND_STATE), "bind", "env"],
+        capture_output=True, text=True, check=True, env=clean_env(), cwd=REPO,
     ).stdout
     assert f"export PATH={patched_bind / 'sbin'}:{patched_bind / 'bin'}:" in env_lines
     assert "PKCS11_LIBRARY_PATH=" in env_lines and "SOFTHSM2_CONF=" in env_lines

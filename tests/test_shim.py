@@ -221,13 +221,20 @@ def test_signature_verifies_with_public_key_from_token(token, vector_results, in
     verify(key, mechanism, algorithm, sig)
 
 
-def test_uri_with_id_module_path_and_pin_source_needs_no_environment(token):
-    """Everything in the URI: percent-encoded id, module-path, pin-source as a file: URI."""
-    uri = (f"pkcs11:token={token.label};id=%01;type=private"
-           f"?module-path={SOFTHSM}&pin-source=file://{token.pin_file}")
-    [result] = sign_batch(token, [request(uri, Mechanism.ECDSA, digest(hashes.SHA256(), MESSAGE))],
-                          PKCS11_LIBRARY_PATH=None, PKCS11_LIBRARY_PIN_FILE=None)
+def test_uri_with_percent_encoded_id_type_and_harmless_query(token):
+    """A key chosen by percent-encoded id and type; a vendor query attribute changes nothing."""
+    uri = f"pkcs11:token={token.label};id=%01;type=private?x-vendor=ignored"
+    [result] = sign_batch(token, [request(uri, Mechanism.ECDSA, digest(hashes.SHA256(), MESSAGE))])
     verify(public_key(token, "ec256"), Mechanism.ECDSA, hashes.SHA256(), bytes.fromhex(result["sig"]))
+
+
+def test_module_and_pin_come_only_from_the_environment(token):
+    """A URI naming the module and a PIN file is refused, even where they would work."""
+    uri = f"{token.uri('ec256')}?module-path={SOFTHSM}&pin-source=file://{token.pin_file}"
+    [result] = sign_batch(token, [request(uri, Mechanism.ECDSA, bytes(32))])
+    assert result["code"] == ErrorCode.URI
+    assert "'module-path' is not allowed" in result["message"]
+    assert SOFTHSM not in result["message"] and str(token.pin_file) not in result["message"]
 
 
 def test_pin_from_environment_variable(token):
@@ -314,10 +321,14 @@ def error_cases(token: Token) -> list:
          ErrorCode.MECHANISM, "32-byte digest"),
         ("bad-mechanism", {**request(token.uri("ec256"), Mechanism.ECDSA, d32, buflen=512), "mech": 99},
          ErrorCode.MECHANISM, "unknown mechanism"),
-        ("module-missing", request(token.uri("ec256", "module-path=/nonexistent/p11.so"),
-                                   Mechanism.ECDSA, d32), ErrorCode.MODULE, "/nonexistent/p11.so"),
-        ("pin-file-missing", request(token.uri("ec256", "pin-source=file:///nonexistent/pin"),
-                                     Mechanism.ECDSA, d32), ErrorCode.CONFIG, "/nonexistent/pin"),
+        ("module-path-refused", request(token.uri("ec256", "module-path=/nonexistent/p11.so"),
+                                        Mechanism.ECDSA, d32), ErrorCode.URI, "'module-path' is not allowed"),
+        ("pin-source-refused", request(token.uri("ec256", "pin-source=file:///nonexistent/pin"),
+                                       Mechanism.ECDSA, d32), ErrorCode.URI, "'pin-source' is not allowed"),
+        ("path-attribute-in-query", request(token.uri("ec256", "object=other"), Mechanism.ECDSA, d32),
+         ErrorCode.URI, "'object' belongs in the path part"),
+        ("module-name-refused", request(token.uri("ec256", "module-name=softhsm2"),
+                                        Mechanism.ECDSA, d32), ErrorCode.URI, "'module-name' is not allowed"),
         ("buffer-small", request(token.uri("rsa2048"), Mechanism.RSA_SHA256, d32, buflen=100),
          ErrorCode.BUFFER, "256 bytes"),
     ]
@@ -343,6 +354,20 @@ def test_buffer_too_small_reports_needed_size(error_results):
     assert result["siglen"] == 256
 
 
+def test_module_missing_names_the_module(token):
+    [result] = sign_batch(token, [request(token.uri("ec256"), Mechanism.ECDSA, bytes(32))],
+                          PKCS11_LIBRARY_PATH="/nonexistent/p11.so")
+    assert result["code"] == ErrorCode.MODULE
+    assert "/nonexistent/p11.so" in result["message"]
+
+
+def test_pin_file_missing_names_the_file(token):
+    [result] = sign_batch(token, [request(token.uri("ec256"), Mechanism.ECDSA, bytes(32))],
+                          PKCS11_LIBRARY_PIN_FILE="/nonexistent/pin")
+    assert result["code"] == ErrorCode.CONFIG
+    assert "/nonexistent/pin" in result["message"]
+
+
 def test_no_module_configured_is_a_config_error(token):
     [result] = sign_batch(token, [request(token.uri("ec256"), Mechanism.ECDSA, bytes(32))],
                           PKCS11_LIBRARY_PATH=None)
@@ -355,7 +380,8 @@ def test_pin_value_never_appears_in_errors(token):
     uris = [f"pkcs11:token=nosuch;object=x?pin-value={secret}",
             f"pkcs11:token={token.label};object=nosuch?pin-value={secret}"]
     results = sign_batch(token, [request(u, Mechanism.ECDSA, bytes(32)) for u in uris])
-    assert [r["code"] for r in results] == [ErrorCode.TOKEN_NOT_FOUND, ErrorCode.PIN_INCORRECT]
+    assert [r["code"] for r in results] == [ErrorCode.URI, ErrorCode.URI]
+    assert all("'pin-value' is not allowed" in r["message"] for r in results)
     assert secret not in json.dumps(results)
 
 

@@ -3,7 +3,9 @@
 import pytest
 
 from bindpkcs11.errors import InvalidUri
-from bindpkcs11.token.uri import Pkcs11Uri, format_uri, key_uri, parse_uri
+from bindpkcs11.token.uri import (
+    LABEL_FORBIDDEN_ATTRIBUTES, Pkcs11Uri, UnsafeKeyLabel, format_uri, key_uri, parse_key_label, parse_uri,
+)
 
 RFC7512_EXAMPLES = [
     "pkcs11:",
@@ -72,3 +74,43 @@ def test_pin_value_is_redacted_in_errors():
     with pytest.raises(InvalidUri) as error:
         parse_uri("pkcs11:token?pin-value=secret123")
     assert "secret123" not in str(error.value)
+
+
+@pytest.mark.parametrize("text", [
+    "pkcs11:token=t;object=o?pin-value=%FFsecret123",  # a non-UTF-8 value
+    "pkcs11:token=t;object=o?secret123",  # a query item without '='
+    "pkcs11:token=t;object=o?pin-source=secret123&pin-source=secret123",  # given twice
+])
+def test_query_part_is_never_quoted_in_errors(text):
+    with pytest.raises(InvalidUri) as error:
+        parse_uri(text)
+    assert "secret123" not in str(error.value)
+
+
+def test_rfc_examples_with_a_pin_or_module_parse_but_are_no_key_label():
+    """RFC 7512 allows pin-source, pin-value, module-name, module-path; a key label does not."""
+    refused = [text for text in RFC7512_EXAMPLES
+               if any(name in parse_uri(text).query for name in LABEL_FORBIDDEN_ATTRIBUTES)]
+    assert len(refused) == 6
+    for text in refused:
+        with pytest.raises(UnsafeKeyLabel):
+            parse_key_label(text)
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("pkcs11:token=t;object=o?pin-value=secret123", "'pin-value'"),
+    ("pkcs11:token=t;object=o?PIN-SOURCE=secret123", "'pin-source'"),
+    ("pkcs11:token=t;object=o;module-path=secret123", "'module-path'"),
+    ("pkcs11:token=t;object=o?x=1&module-name=secret123", "'module-name'"),
+    ("pkcs11:token=t", "names no key"),
+    ("PKCS11:token=t;object=o", "lower case"),
+])
+def test_key_label_check_names_the_problem_never_the_value(text, reason):
+    with pytest.raises(InvalidUri, match=reason) as error:
+        parse_key_label(text)
+    assert "secret123" not in str(error.value)
+
+
+def test_key_label_accepts_what_keygen_writes():
+    uri = parse_key_label(key_uri("tok?pin-value=x", "zsk;module-path=/y", b"\x01"))
+    assert (uri.token, uri.object, uri.id, uri.query) == ("tok?pin-value=x", "zsk;module-path=/y", b"\x01", {})

@@ -2,12 +2,17 @@
 
 Token keys get a `.private` holding only what BIND 9.18 requires for an engine key (RSA: Modulus
 and PublicExponent) plus `Engine:` and `Label:`, each base64 of the string with its trailing NUL,
-exactly as BIND itself writes them. The PIN is never part of the label.
+exactly as BIND itself writes them. The PIN is never part of the label: a Label that names a PIN
+or a module (token/uri.py parse_key_label) is refused when written and when read, since BIND
+copies it into logs and the shim inside named would otherwise honour it.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import glob
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +25,17 @@ import dns.rdtypes.ANY.DNSKEY
 
 from bindpkcs11.dnssec import algorithms
 from bindpkcs11.dnssec.dnskey import int_bytes, key_tag
-from bindpkcs11.errors import KeyDirUnwritable, KeyFileError
-from bindpkcs11.fileio import write_atomic
+from bindpkcs11.errors import InvalidTime, InvalidUri, KeyDirUnwritable, KeyFileError
+from bindpkcs11.fileio import read_text_limited, write_atomic
 from bindpkcs11.timespec import from_bind_timestamp, to_bind_timestamp, to_ctime
+from bindpkcs11.token.uri import parse_key_label
 
 TIMING_FIELDS = ("created", "publish", "activate", "revoke", "inactive", "delete")
 ENGINE_NAME = "pkcs11"
+# A software RSA-4096 .private is about 3.3 KB: anything far larger is not a key file.
+MAX_KEY_FILE_BYTES = 64 * 1024
+# Fields BIND matches case-insensitively that bindpkcs11 reads by their canonical name.
+_CANONICAL_FIELDS = {"label": "Label", "engine": "Engine"}
 
 
 @dataclass(frozen=True)
@@ -92,7 +102,14 @@ def check_writable(key_dir: Path) -> None:
 
 def token_private_fields(dnskey: "dns.rdtypes.ANY.DNSKEY.DNSKEY", label_uri: str,
                          modulus: int = 0, exponent: int = 0) -> list[tuple[str, bytes]]:
-    """The `.private` elements of a token key: public parts BIND needs, Engine, Label."""
+    """The `.private` elements of a token key: public parts BIND needs, Engine, Label.
+
+    The label is checked first, so no key file is ever written with a PIN or module in it.
+    """
+    try:
+        parse_key_label(label_uri)
+    except InvalidUri as error:
+        raise KeyFileError(f"refusing to write a key file: {error}") from None
     fields: list[tuple[str, bytes]] = []
     if algorithms.by_number(dnskey.algorithm).is_rsa:
         fields.append(("Modulus", int_bytes(modulus)))
@@ -151,28 +168,39 @@ def _private_text(algorithm: algorithms.Algorithm, fields: list[tuple[str, bytes
 
 
 def read_key_pair(key_path: Path) -> KeyPairFiles:
-    """Parse a `.key` and its `.private` (timing comes from the `.private`, as BIND reads it)."""
+    """Parse a `.key` and its `.private` (timing comes from the `.private`, as BIND reads it).
+
+    Both are read with a byte limit and must be regular files: a FIFO or /dev/zero named as a
+    key file fails with one line instead of blocking or filling memory.
+    """
     key_path = Path(key_path)
     private_path = key_path.with_suffix(".private")
-    try:
-        key_lines = key_path.read_text().splitlines()
-        private_lines = private_path.read_text().splitlines()
-    except OSError as error:
-        raise KeyFileError(f"cannot read key file {error.filename}: {error.strerror}") from None
-    zone, dnskey = _parse_dnskey_line(key_path, key_lines)
+    key_text = read_text_limited(key_path, MAX_KEY_FILE_BYTES, "key file", KeyFileError)
+    private_text = read_text_limited(private_path, MAX_KEY_FILE_BYTES, "key file", KeyFileError)
+    return parse_key_pair(key_path, key_text, private_text)
+
+
+def parse_key_pair(key_path: Path, key_text: str, private_text: str) -> KeyPairFiles:
+    """A key pair from the texts of its `.key` and `.private`; errors name `key_path`'s files."""
+    key_path = Path(key_path)
+    private_path = key_path.with_suffix(".private")
+    zone, dnskey = _parse_dnskey_line(key_path, key_text.splitlines())
     fields: dict[str, bytes] = {}
     times: dict[str, int] = {}
-    for line in private_lines:
+    for line in private_text.splitlines():
         name, _, value = line.partition(":")
-        value = value.strip()
+        name, value = _CANONICAL_FIELDS.get(name.strip().lower(), name.strip()), value.strip()
+        if name in fields or name.lower() in times:
+            raise KeyFileError(f"{private_path}: field '{name}' appears twice")
         if name.lower() in TIMING_FIELDS:
-            times[name.lower()] = from_bind_timestamp(value)
+            times[name.lower()] = _timestamp(private_path, name, value)
+        elif name in _CANONICAL_FIELDS.values():
+            fields[name] = _strict_base64(private_path, name, value)
         elif name not in ("Private-key-format", "Algorithm") and value:
             try:
                 fields[name] = base64.b64decode(value)
             except ValueError:
-                continue
-    label = fields.get("Label")
+                continue  # BIND's other metadata (SyncPublish: ...) is not base64
     timing = Timing(**{"created": 0, **times})
     return KeyPairFiles(
         key_path=key_path,
@@ -180,19 +208,58 @@ def read_key_pair(key_path: Path) -> KeyPairFiles:
         zone=zone,
         dnskey=dnskey,
         timing=timing,
-        label_uri=label.rstrip(b"\0").decode() if label else None,
+        label_uri=_label(private_path, fields.get("Label")),
         private_fields=fields,
     )
 
 
+def _timestamp(private_path: Path, name: str, value: str) -> int:
+    try:
+        return from_bind_timestamp(value)
+    except InvalidTime:
+        raise KeyFileError(f"{private_path}: {name} is not a YYYYMMDDHHMMSS time") from None
+
+
+def _strict_base64(private_path: Path, name: str, value: str) -> bytes:
+    """Label and Engine decode exactly or the file is refused (never silently a software key)."""
+    try:
+        return base64.b64decode("".join(value.split()), validate=True)
+    except binascii.Error:
+        raise KeyFileError(f"{private_path}: {name} is not base64") from None
+
+
+def _label(private_path: Path, raw: bytes | None) -> str | None:
+    """The Label as BIND and the shim see it (a C string: up to the first NUL), checked.
+
+    The message names the file and the offending attribute, never the Label's query part.
+    """
+    if raw is None:
+        return None
+    try:
+        text = raw.partition(b"\0")[0].decode("utf-8")
+        parse_key_label(text)
+    except UnicodeDecodeError:
+        raise KeyFileError(f"{private_path}: Label is not UTF-8 text") from None
+    except InvalidUri as error:
+        raise KeyFileError(f"{private_path}: refusing this key file: {error}") from None
+    return text
+
+
 def _parse_dnskey_line(key_path: Path, lines: list[str]):
+    """The owner and DNSKEY of the first record line.
+
+    Only whole lines starting with ';' are comments: a zone name may hold an escaped ';'
+    (`\\;`), and the owner may itself be called `dnskey`. The owner is the first field (names
+    are written with escapes, so without blanks); the type is looked for after it; the rdata
+    parser skips a trailing comment.
+    """
     for line in lines:
-        text = line.split(";", 1)[0].strip()
-        if not text:
+        text = line.strip()
+        if not text or text.startswith(";"):
             continue
         parts = text.split()
         try:
-            index = [p.upper() for p in parts].index("DNSKEY")
+            index = 1 + [p.upper() for p in parts[1:]].index("DNSKEY")
             zone = dns.name.from_text(parts[0])
             rdata = dns.rdata.from_text(
                 dns.rdataclass.IN, dns.rdatatype.DNSKEY, " ".join(parts[index + 1:])
@@ -204,13 +271,17 @@ def _parse_dnskey_line(key_path: Path, lines: list[str]):
 
 
 def key_pairs_in(key_dir: Path, zone: dns.name.Name | None = None) -> list[KeyPairFiles]:
-    """Every readable key pair in `key_dir` (optionally only those of `zone`)."""
-    pattern = f"K{zone.to_text()}+*.key" if zone else "K*.key"
+    """Every readable key pair in `key_dir` (optionally only those of `zone`).
+
+    A pair that cannot be used (a Label naming a PIN, a FIFO, garbage) is left out with a
+    warning that says why, so an operator learns why a key seems to be missing.
+    """
+    pattern = glob.escape(f"K{zone.to_text()}+") + "*.key" if zone else "K*.key"
     pairs = []
     for key_path in sorted(Path(key_dir).glob(pattern)):
         if key_path.with_suffix(".private").exists():
             try:
                 pairs.append(read_key_pair(key_path))
-            except KeyFileError:
-                continue
+            except KeyFileError as error:
+                logging.getLogger(__name__).warning("warning: skipping a key pair: %s", error)
     return pairs

@@ -3,6 +3,10 @@
  *
  * Shape
  *   URI cache (hash of the exact URI string) -> struct key -> struct token -> struct module.
+ *   The module comes only from PKCS11_LIBRARY_PATH and the PIN only from PKCS11_LIBRARY_PIN or
+ *   PKCS11_LIBRARY_PIN_FILE: a URI naming a PIN or a module (pin-value, pin-source, module-path,
+ *   module-name) is refused, since key URIs live in key files and BIND logs them.  Messages
+ *   never quote a URI's query part.
  *   A module is one dlopen'ed PKCS#11 library, initialised with CKF_OS_LOCKING_OK so that many
  *   sessions may be used from many threads.  A token holds the PIN (read once), a bounded pool
  *   of sessions (created on demand, at most POOL_MAX) and is logged in once per module
@@ -65,6 +69,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -323,27 +328,26 @@ static void padded_str(char *out, size_t outlen, const unsigned char *field, siz
 
 struct uri {
     struct value token, serial, model, manufacturer, slot_id, object, id, type;
-    struct value module_path, module_name, pin_source, pin_value;
 };
 
+/* The path attributes that select a token and a key.  Other query attributes are ignored. */
 static const struct {
     const char *name;
     size_t off;
-    int query;
 } URI_ATTRS[] = {
-    {"token", offsetof(struct uri, token), 0},
-    {"serial", offsetof(struct uri, serial), 0},
-    {"model", offsetof(struct uri, model), 0},
-    {"manufacturer", offsetof(struct uri, manufacturer), 0},
-    {"slot-id", offsetof(struct uri, slot_id), 0},
-    {"object", offsetof(struct uri, object), 0},
-    {"id", offsetof(struct uri, id), 0},
-    {"type", offsetof(struct uri, type), 0},
-    {"module-path", offsetof(struct uri, module_path), 1},
-    {"module-name", offsetof(struct uri, module_name), 1},
-    {"pin-source", offsetof(struct uri, pin_source), 1},
-    {"pin-value", offsetof(struct uri, pin_value), 1},
+    {"token", offsetof(struct uri, token)},
+    {"serial", offsetof(struct uri, serial)},
+    {"model", offsetof(struct uri, model)},
+    {"manufacturer", offsetof(struct uri, manufacturer)},
+    {"slot-id", offsetof(struct uri, slot_id)},
+    {"object", offsetof(struct uri, object)},
+    {"id", offsetof(struct uri, id)},
+    {"type", offsetof(struct uri, type)},
 };
+
+/* RFC 7512 attributes that name a PIN or a module: refused anywhere in a URI (any case). */
+static const char *const URI_FORBIDDEN[] = {"pin-value", "pin-source", "module-path",
+                                            "module-name"};
 
 static void uri_free(struct uri *u)
 {
@@ -391,7 +395,8 @@ static int pct_decode(struct value *v, const char *s, size_t n)
     return 0;
 }
 
-/* One "name=value" segment of the path (query == 0) or of the query (query == 1). */
+/* One "name=value" segment of the path (query == 0) or of the query (query == 1).  Query
+ * values are never quoted in messages: they may be a PIN. */
 static int uri_segment(struct uri *u, const char *seg, size_t len, int query)
 {
     const char *eq = memchr(seg, '=', len);
@@ -399,6 +404,12 @@ static int uri_segment(struct uri *u, const char *seg, size_t len, int query)
 
     if (len == 0)
         return BP11_OK; /* tolerate "a=b;;c=d" and a trailing separator */
+    for (size_t i = 0; i < sizeof URI_FORBIDDEN / sizeof URI_FORBIDDEN[0]; i++)
+        if (strlen(URI_FORBIDDEN[i]) == nlen && strncasecmp(URI_FORBIDDEN[i], seg, nlen) == 0)
+            return set_error(BP11_ERR_URI, 0, "URI: '%s' is not allowed in a key's URI: the PIN "
+                             "comes only from PKCS11_LIBRARY_PIN or PKCS11_LIBRARY_PIN_FILE and "
+                             "the module only from PKCS11_LIBRARY_PATH; remove it from the key "
+                             "file's Label", URI_FORBIDDEN[i]);
     if (!eq && query)
         return set_error(BP11_ERR_URI, 0, "URI: a query attribute has no '='"); /* may be a PIN */
     if (!eq)
@@ -406,9 +417,9 @@ static int uri_segment(struct uri *u, const char *seg, size_t len, int query)
     for (size_t i = 0; i < sizeof URI_ATTRS / sizeof URI_ATTRS[0]; i++) {
         if (strlen(URI_ATTRS[i].name) != nlen || memcmp(URI_ATTRS[i].name, seg, nlen) != 0)
             continue;
-        if (URI_ATTRS[i].query != query)
-            return set_error(BP11_ERR_URI, 0, "URI: '%s' belongs in the %s part", URI_ATTRS[i].name,
-                             URI_ATTRS[i].query ? "query (after '?')" : "path (before '?')");
+        if (query)
+            return set_error(BP11_ERR_URI, 0, "URI: '%s' belongs in the path part (before '?')",
+                             URI_ATTRS[i].name);
         struct value *v = (struct value *)((char *)u + URI_ATTRS[i].off);
         if (v->set)
             return set_error(BP11_ERR_URI, 0, "URI: attribute '%s' given twice", URI_ATTRS[i].name);
@@ -418,7 +429,7 @@ static int uri_segment(struct uri *u, const char *seg, size_t len, int query)
         return BP11_OK;
     }
     if (query)
-        return BP11_OK; /* unknown query attributes do not change which key is meant */
+        return BP11_OK; /* other query attributes do not change which key is meant */
     return set_error(BP11_ERR_URI, 0, "URI: unsupported path attribute '%.*s'", (int)nlen, seg);
 }
 
@@ -455,8 +466,6 @@ static int uri_validate(const struct uri *u)
         return set_error(BP11_ERR_URI, 0, "URI names no token: add token= (or serial=, slot-id=)");
     if (!u->object.set && !u->id.set)
         return set_error(BP11_ERR_URI, 0, "URI names no key: add object= and/or id=");
-    if (u->module_name.set && !u->module_path.set)
-        return set_error(BP11_ERR_URI, 0, "URI: module-name is not supported; use module-path");
     return BP11_OK;
 }
 
@@ -484,22 +493,7 @@ static int uri_parse(struct uri *u, const char *s)
 /* ------------------------------------------------------------------------------------------ */
 /* PINs.                                                                                        */
 
-enum pin_kind { PIN_NONE, PIN_URI_SOURCE, PIN_URI_VALUE, PIN_ENV_VALUE, PIN_ENV_FILE };
-
-/* "file:///p", "file:/p", "file://localhost/p" or a plain path -> a path; NULL if unsupported. */
-static const char *pin_source_path(const char *src)
-{
-    if (strncmp(src, "file:", 5) != 0)
-        return src[0] == '|' ? NULL : src;
-    src += 5;
-    if (strncmp(src, "//localhost/", 12) == 0)
-        return src + 11;
-    if (strncmp(src, "///", 3) == 0)
-        return src + 2;
-    if (strncmp(src, "//", 2) == 0)
-        return NULL; /* a remote host */
-    return src;
-}
+enum pin_kind { PIN_NONE, PIN_ENV_VALUE, PIN_ENV_FILE };
 
 /* Read the first line of a PIN file (trailing CR/LF dropped). */
 static int pin_read_file(struct value *pin, const char *path)
@@ -541,14 +535,10 @@ static int pin_read_file(struct value *pin, const char *path)
     return rc;
 }
 
-/* Where the PIN comes from, most specific first: the URI's pin-source, its pin-value, then
- * PKCS11_LIBRARY_PIN, then the file named by PKCS11_LIBRARY_PIN_FILE. */
-static enum pin_kind pin_kind_for(const struct uri *u)
+/* Where the PIN comes from: PKCS11_LIBRARY_PIN, else the file named by PKCS11_LIBRARY_PIN_FILE
+ * (never the URI: see uri_segment). */
+static enum pin_kind pin_kind_for(void)
 {
-    if (u->pin_source.set)
-        return PIN_URI_SOURCE;
-    if (u->pin_value.set)
-        return PIN_URI_VALUE;
     if (getenv("PKCS11_LIBRARY_PIN"))
         return PIN_ENV_VALUE;
     if (getenv("PKCS11_LIBRARY_PIN_FILE"))
@@ -556,27 +546,13 @@ static enum pin_kind pin_kind_for(const struct uri *u)
     return PIN_NONE;
 }
 
-/* Read the PIN once from its source.  `ref` records which URI source it was (token lookup). */
-static int pin_load(const struct uri *u, enum pin_kind kind, struct value *ref, struct value *pin)
+/* Read the PIN once from its source. */
+static int pin_load(enum pin_kind kind, struct value *pin)
 {
     const char *env;
 
-    memset(ref, 0, sizeof *ref);
     memset(pin, 0, sizeof *pin);
     switch (kind) {
-    case PIN_URI_SOURCE: {
-        const char *path = pin_source_path((const char *)u->pin_source.p);
-        if (!path)
-            return set_error(BP11_ERR_CONFIG, 0,
-                             "URI pin-source: only file: URIs and paths are supported");
-        if (value_copy(ref, &u->pin_source) != 0)
-            return set_error(BP11_ERR_CONFIG, 0, "out of memory");
-        return pin_read_file(pin, path);
-    }
-    case PIN_URI_VALUE:
-        if (value_copy(ref, &u->pin_value) != 0 || value_copy(pin, &u->pin_value) != 0)
-            return set_error(BP11_ERR_CONFIG, 0, "out of memory");
-        return BP11_OK;
     case PIN_ENV_VALUE: {
         env = getenv("PKCS11_LIBRARY_PIN");
         struct value v = {(unsigned char *)env, env ? strlen(env) : 0, 1};
@@ -597,8 +573,6 @@ static int pin_load(const struct uri *u, enum pin_kind kind, struct value *ref, 
 static const char *pin_origin(enum pin_kind kind)
 {
     switch (kind) {
-    case PIN_URI_SOURCE: return "the URI's pin-source";
-    case PIN_URI_VALUE: return "the URI's pin-value";
     case PIN_ENV_VALUE: return "PKCS11_LIBRARY_PIN";
     case PIN_ENV_FILE: return "the file named by PKCS11_LIBRARY_PIN_FILE";
     default: return "no PIN configured";
@@ -670,7 +644,6 @@ struct token {
     int has_slot;
     CK_SLOT_ID want_slot;
     enum pin_kind pin_kind;
-    struct value pin_ref;        /* which pin-source/pin-value this token was created with */
     struct value pin;            /* the PIN itself; unset: do not log in */
     char name[64];               /* "token 'dnssec'" for messages */
     char desc[160];              /* "token 'dnssec' (module /usr/lib/...)" */
@@ -1054,7 +1027,6 @@ static void token_free(struct token *t)
     value_free(&t->serial, 0);
     value_free(&t->model, 0);
     value_free(&t->manufacturer, 0);
-    value_free(&t->pin_ref, 1);
     value_free(&t->pin, 1);
     pthread_mutex_destroy(&t->mu);
     pthread_cond_destroy(&t->cv);
@@ -1203,17 +1175,14 @@ static void describe_key(struct key *k)
 static int token_same(const struct token *t, const struct uri *u, enum pin_kind kind)
 {
     CK_SLOT_ID slot = u->slot_id.set ? strtoul((const char *)u->slot_id.p, NULL, 10) : 0;
-    struct value ref = kind == PIN_URI_SOURCE ? u->pin_source
-                       : kind == PIN_URI_VALUE ? u->pin_value : (struct value){0};
 
     return value_equal(&t->label, &u->token) && value_equal(&t->serial, &u->serial) &&
            value_equal(&t->model, &u->model) && value_equal(&t->manufacturer, &u->manufacturer) &&
-           t->has_slot == u->slot_id.set && t->want_slot == slot && t->pin_kind == kind &&
-           value_equal(&t->pin_ref, &ref);
+           t->has_slot == u->slot_id.set && t->want_slot == slot && t->pin_kind == kind;
 }
 
-static int token_create(struct module *m, struct uri *u, enum pin_kind kind, struct value *ref,
-                        struct value *pin, struct token **out)
+static int token_create(struct module *m, struct uri *u, enum pin_kind kind, struct value *pin,
+                        struct token **out)
 {
     struct token *t = calloc(1, sizeof *t);
 
@@ -1230,9 +1199,7 @@ static int token_create(struct module *m, struct uri *u, enum pin_kind kind, str
     t->has_slot = u->slot_id.set;
     t->want_slot = t->has_slot ? strtoul((const char *)u->slot_id.p, NULL, 10) : 0;
     t->pin_kind = kind;
-    t->pin_ref = *ref;
     t->pin = *pin;
-    memset(ref, 0, sizeof *ref);
     memset(pin, 0, sizeof *pin);
     describe_token(t);
     *out = t;
@@ -1242,8 +1209,8 @@ static int token_create(struct module *m, struct uri *u, enum pin_kind kind, str
 /* The token struct for this selector and PIN source, created (PIN read once) if new. */
 static int token_get(struct module *m, struct uri *u, struct token **out)
 {
-    enum pin_kind kind = pin_kind_for(u);
-    struct value ref, pin;
+    enum pin_kind kind = pin_kind_for();
+    struct value pin;
     int rc;
 
     pthread_mutex_lock(&m->mu);
@@ -1255,10 +1222,9 @@ static int token_get(struct module *m, struct uri *u, struct token **out)
         }
     }
     pthread_mutex_unlock(&m->mu);
-    rc = pin_load(u, kind, &ref, &pin);
+    rc = pin_load(kind, &pin);
     if (rc == BP11_OK)
-        rc = token_create(m, u, kind, &ref, &pin, out);
-    value_free(&ref, 1);
+        rc = token_create(m, u, kind, &pin, out);
     value_free(&pin, 1);
     if (rc != BP11_OK)
         return rc;
@@ -1269,12 +1235,12 @@ static int token_get(struct module *m, struct uri *u, struct token **out)
     return BP11_OK;
 }
 
-static int module_path_for(const struct uri *u, const char **path)
+/* The module comes only from the environment (never the URI: see uri_segment). */
+static int module_path_for(const char **path)
 {
-    *path = u->module_path.set ? (const char *)u->module_path.p : getenv("PKCS11_LIBRARY_PATH");
+    *path = getenv("PKCS11_LIBRARY_PATH");
     if (!*path)
-        return set_error(BP11_ERR_CONFIG, 0, "no PKCS#11 module: set PKCS11_LIBRARY_PATH or add "
-                         "?module-path= to the URI");
+        return set_error(BP11_ERR_CONFIG, 0, "no PKCS#11 module: set PKCS11_LIBRARY_PATH");
     if (!**path)
         return set_error(BP11_ERR_CONFIG, 0, "PKCS11_LIBRARY_PATH is set but empty");
     return BP11_OK;
@@ -1300,7 +1266,7 @@ static int key_create(const char *uristr, struct key **out)
 
     if (rc != BP11_OK)
         return rc;
-    if ((rc = module_path_for(&u, &path)) == BP11_OK && (rc = module_get(path, &m)) == BP11_OK &&
+    if ((rc = module_path_for(&path)) == BP11_OK && (rc = module_get(path, &m)) == BP11_OK &&
         (rc = token_get(m, &u, &t)) == BP11_OK) {
         struct key *k = calloc(1, sizeof *k);
         if (!k || !(k->uri = strdup(uristr)) || value_copy(&k->object, &u.object) ||
@@ -1438,7 +1404,7 @@ static int sign_failed(struct key *k, unsigned long gen, struct keyinfo *info, C
     }
     if (v == V_NOT_LOGGED_IN && !t->pin.set)
         return set_error(BP11_ERR_CONFIG, rv, "%s needs a login but no PIN is configured (set "
-                         "PKCS11_LIBRARY_PIN_FILE or the URI's pin-source)", k->desc);
+                         "PKCS11_LIBRARY_PIN_FILE or PKCS11_LIBRARY_PIN)", k->desc);
     if (v == V_HANDLE) { /* the handle died because the token did */
         set_error(BP11_ERR_TOKEN_NOT_FOUND, rv, "%s: %s failed with %s and C_GetTokenInfo fails: "
                   "the token is gone", k->desc, call, ckr_name(rv));

@@ -3,10 +3,12 @@
  *
  * The same source is built twice: as the cffi extension bindpkcs11._shim (Python, tests) and as
  * the plain libbp11.so that a patched BIND links.  Keys are named by RFC 7512 URIs such as
- * "pkcs11:token=dnssec;object=zsk-1"; the module comes from the URI's module-path or from
- * PKCS11_LIBRARY_PATH, the PIN from the URI's pin-source, PKCS11_LIBRARY_PIN or the file named by
- * PKCS11_LIBRARY_PIN_FILE.  All functions are thread-safe except bp11_finalize, which must not run
- * while another thread is inside bp11_sign (call it at shutdown).
+ * "pkcs11:token=dnssec;object=zsk-1".  The module comes only from PKCS11_LIBRARY_PATH and the PIN
+ * only from PKCS11_LIBRARY_PIN or the file named by PKCS11_LIBRARY_PIN_FILE: a URI carrying
+ * pin-value, pin-source, module-path or module-name (key URIs live in key files, and BIND logs
+ * them) is refused with BP11_ERR_URI.  Messages never quote a URI's query part.  All functions
+ * are thread-safe except bp11_finalize, which must not run while another thread is inside
+ * bp11_sign (call it at shutdown).
  */
 #ifndef BP11_H
 #define BP11_H
@@ -28,7 +30,7 @@ extern "C" {
 #define BP11_OK 0
 #define BP11_ERR_CONFIG 1           /* no module path, unreadable pin file, bad env */
 #define BP11_ERR_MODULE 2           /* dlopen / C_GetFunctionList / C_Initialize failed */
-#define BP11_ERR_URI 3              /* URI does not parse or lacks token/object/id */
+#define BP11_ERR_URI 3              /* URI does not parse, lacks token/object/id, or names a PIN or module */
 #define BP11_ERR_TOKEN_NOT_FOUND 4  /* token absent (also: token went away; fail fast) */
 #define BP11_ERR_KEY_NOT_FOUND 5
 #define BP11_ERR_PIN_INCORRECT 6    /* sticky: after one failed C_Login no further login is ever attempted in this process */
