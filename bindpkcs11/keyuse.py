@@ -13,8 +13,8 @@ from pathlib import Path
 
 from bindpkcs11 import keydirs
 from bindpkcs11.dnssec.dnskey import public_key_bytes, zone_label_text
-from bindpkcs11.dnssec.keyfile import KeyPairFiles, read_key_pair
-from bindpkcs11.errors import InvalidUri, KeyFileError, UsageError
+from bindpkcs11.dnssec.keyfile import KeyPairFiles, key_pairs_in
+from bindpkcs11.errors import InvalidUri
 from bindpkcs11.state import StateDir
 from bindpkcs11.token.records import ObjectInfo, PublicKey
 from bindpkcs11.token.uri import parse_uri
@@ -83,16 +83,6 @@ def describe_all(uses: list[KeyUse], limit: int = 3) -> str:
 
 
 def _key_pairs(key_dir: Path) -> list[KeyPairFiles]:
-    """Key pairs in `key_dir` whose .private has a Label; damaged files cannot be loaded by named
-    either, so they are skipped."""
-    pairs = []
-    for key_path in sorted(key_dir.glob("K*.key")):
-        if not key_path.with_suffix(".private").exists():
-            continue
-        try:
-            pair = read_key_pair(key_path)
-        except (KeyFileError, UsageError, UnicodeDecodeError):
-            continue
-        if pair.label_uri:
-            pairs.append(pair)
-    return pairs
+    """Key pairs in `key_dir` whose .private has a Label. A damaged file cannot be loaded by named
+    either; key_pairs_in leaves it out with a warning naming it."""
+    return [pair for pair in key_pairs_in(key_dir) if pair.label_uri]
