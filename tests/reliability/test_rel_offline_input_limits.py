@@ -13,11 +13,17 @@ import pytest
 
 from bindpkcs11.dnssec.bundles import bundles_in
 from conftest import one_line_error
-from test_ksk_presign import Ceremony, ceremony  # noqa: F401
-from test_signer_offline_ksk import Online, offline, online  # noqa: F401
+import test_ksk_presign
+from test_ksk_presign import Ceremony
+import test_signer_offline_ksk
+from test_signer_offline_ksk import Online
 
 TIMEOUT = 60  # a read that blocks or runs away fails the test instead of hanging it
 HUGE_BYTES = 4 << 30  # above the signer's limit for an unsigned zone
+
+ceremony = test_ksk_presign.ceremony  # the fixture, reused
+offline = test_signer_offline_ksk.offline  # the fixture, reused
+online = test_signer_offline_ksk.online  # the fixture, reused
 
 
 def fifo(path: Path) -> None:

@@ -20,10 +20,14 @@ import pytest
 
 from bindpkcs11.dnssec.samplezone import sample_zone_text
 from conftest import REPO
-from test_signer_offline_ksk import (DEADLINE, ORIGIN, ZONE, Online, offline, online,  # noqa: F401
-                                     poll_until, validate_signed_zone)
+import test_signer_offline_ksk
+from test_signer_offline_ksk import (DEADLINE, ORIGIN, ZONE, Online, poll_until,
+                                     validate_signed_zone)
 
 BIG_ZONE_HOSTS = 10_000
+
+offline = test_signer_offline_ksk.offline  # the fixture, reused
+online = test_signer_offline_ksk.online  # the fixture, reused
 
 
 def start_signer(online: Online, log: Path, *extra: str) -> subprocess.Popen:

@@ -9,7 +9,11 @@ from __future__ import annotations
 from bindpkcs11.dnssec import bundles
 from bindpkcs11.dnssec.bundles import Unlocker, open_bundle
 from conftest import one_line_error
-from test_signer_offline_ksk import PASSPHRASE, Online, offline, online  # noqa: F401
+import test_signer_offline_ksk
+from test_signer_offline_ksk import PASSPHRASE, Online
+
+offline = test_signer_offline_ksk.offline  # the fixture, reused
+online = test_signer_offline_ksk.online  # the fixture, reused
 
 
 def reseal(path, passphrase: str) -> None:

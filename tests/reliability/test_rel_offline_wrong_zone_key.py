@@ -23,10 +23,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from bindpkcs11.dnssec import bundles
 from bindpkcs11.dnssec.bundles import Unlocker, bundles_in, open_bundle
 from conftest import one_line_error
-from test_ksk_presign import ZONE, Ceremony, ceremony  # noqa: F401
-from test_signer_offline_ksk import PASSPHRASE, Online, offline, online  # noqa: F401
+import test_ksk_presign
+from test_ksk_presign import ZONE, Ceremony
+import test_signer_offline_ksk
+from test_signer_offline_ksk import PASSPHRASE, Online
 
 OTHER = "other.test"
+
+ceremony = test_ksk_presign.ceremony  # the fixture, reused
+offline = test_signer_offline_ksk.offline  # the fixture, reused
+online = test_signer_offline_ksk.online  # the fixture, reused
 
 
 def test_presign_refuses_a_ksk_of_another_zone(ceremony: Ceremony):
