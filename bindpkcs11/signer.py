@@ -22,6 +22,7 @@ code path keeps the output identical to what BIND's own tools produce.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -330,10 +331,11 @@ def _next_serial(previous: int | None, unsigned: int, now: int) -> int:
 def _published_serial(config: SignerConfig) -> int | None:
     """The serial of the zone already at --out (a state file lost or a first run over old output)."""
     try:
-        with open(config.out, encoding="utf-8", errors="replace") as handle:
-            return soa_serial(handle.read(1 << 16), config.zone.to_text())
+        with _open_regular(config.out) as handle:
+            head = handle.read(1 << 16).decode("utf-8", errors="replace") if handle else ""
     except OSError:
         return None
+    return soa_serial(head, config.zone.to_text())
 
 
 def _bundle_id(choice: Choice) -> str:
@@ -353,14 +355,22 @@ def check_out_path(path: Path) -> None:
 
 
 def _file_sha256(path: Path) -> str:
-    """SHA-256 of the published zone (a regular file: check_out_path ran at start)."""
+    """SHA-256 of the published zone ("" if it is not a regular file: it will be replaced)."""
     try:
-        with open(path, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                return ""
-            return hashlib.file_digest(handle, "sha256").hexdigest()
+        with _open_regular(path) as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest() if handle else ""
     except OSError as error:
         raise ZoneInvalid(f"cannot read {path}: {error.strerror}") from None
+
+
+def _open_regular(path: Path):
+    """`path` opened for reading without blocking (a FIFO would), or None if it is not a
+    regular file; a context manager either way."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        return os.fdopen(fd, "rb")
+    os.close(fd)
+    return contextlib.nullcontext(None)
 
 
 def _load_state(path: Path) -> dict:

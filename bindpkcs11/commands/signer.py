@@ -68,6 +68,12 @@ class Terminated(BaseException):
     round's work directory with the decrypted ZSKs goes) and no `except Exception` stops it."""
 
 
+class StoppedMidRound(BindPkcs11Error):
+    """Stopped by SIGTERM before the round finished: the last good zone is still in place."""
+
+    exit_code = EXIT_TERMINATED
+
+
 def _run(args) -> int:
     config = _config(args)
     unlocker = Unlocker(read_passphrase(args.passphrase_file))
@@ -87,19 +93,14 @@ def _run(args) -> int:
             run_loop(config, unlocker, clock, interval, lambda outcome: _report(args, outcome),
                      threading.Event())
         except (Terminated, KeyboardInterrupt) as stop:
-            return _stopped(args, stop)
+            # The loop stops cleanly (exit 0, as systemd expects). A --once round cut short says
+            # so: 143 for SIGTERM, and the CLI's own 130 for SIGINT.
+            if not args.once:
+                return 0
+            if isinstance(stop, KeyboardInterrupt):
+                raise
+            raise StoppedMidRound() from None
     return 0
-
-
-def _stopped(args, stop: BaseException) -> int:
-    """Loop mode stops cleanly (exit 0, as systemd expects); a --once round that did not finish
-    says so and exits 143 (SIGTERM) or 130 (SIGINT). The last good zone is untouched either way."""
-    if not args.once:
-        return 0
-    name, code = ("SIGTERM", EXIT_TERMINATED) if isinstance(stop, Terminated) else ("SIGINT", 130)
-    print(f"bindpkcs11: error: stopped by {name} before the round finished: the last good zone "
-          "is still in place", file=sys.stderr, flush=True)
-    return code
 
 
 @contextlib.contextmanager

@@ -91,7 +91,7 @@ def test_sigterm_mid_round_removes_the_decrypted_zsks(big_online, tmp_path, mode
     assert "Traceback" not in output, output
     if mode == "once":
         assert process.returncode == 143, output
-        assert "stopped by SIGTERM" in output and output.count("bindpkcs11: error:") == 1, output
+        assert "Stopped by SIGTERM" in output and output.count("bindpkcs11: error:") == 1, output
     else:
         assert process.returncode == 0, output
     assert not online.out.exists(), "a round cut short must not publish"
