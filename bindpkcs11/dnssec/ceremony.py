@@ -247,7 +247,13 @@ def _relevant(candidates: Sequence[_Key], plans: Sequence[PeriodPlan], log: Cere
 
 
 def _bundle_paths(request: PresignRequest, plans: Sequence[PeriodPlan]) -> list[Path]:
-    """Where the bundles go; refuses to replace bundles an earlier ceremony wrote."""
+    """Where the bundles go; refuses to replace bundles an earlier ceremony wrote, and checks
+    --out and --skr before the token signs (a failure after it would waste the ceremony)."""
+    if request.out_dir.exists() and not request.out_dir.is_dir():
+        raise UsageError(f"--out {request.out_dir} is not a directory: give the bundles' directory")
+    if request.skr_path is not None and not request.skr_path.parent.is_dir():
+        raise UsageError(f"--skr {request.skr_path}: directory {request.skr_path.parent} does not "
+                         "exist")
     zone_text = zone_label_text(request.zone)
     zone_text = "root" if zone_text == "." else zone_text
     paths = [request.out_dir / bundles.bundle_file_name(zone_text, to_bind_timestamp(plan.start))

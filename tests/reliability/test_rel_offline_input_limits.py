@@ -113,3 +113,16 @@ def test_presign_reads_key_files_with_limits_and_names_them(ceremony: Ceremony, 
     error = one_line_error(ceremony.presign("--log", str(log), check=False))
     assert str(log) in error and "not a regular file" in error
     assert not bundles_in(ceremony.out)
+
+
+def test_presign_checks_its_outputs_before_the_token_signs(ceremony: Ceremony, tmp_path):
+    ceremony.rollover_zsks()
+    log = tmp_path / "ceremony.log"
+    missing = tmp_path / "missing" / "example.skr"
+    error = one_line_error(ceremony.presign("--log", str(log), "--skr", str(missing), check=False))
+    assert str(missing) in error and "does not exist" in error
+    ceremony.out.parent.mkdir(parents=True, exist_ok=True)
+    ceremony.out.write_text("a file, not a directory\n")
+    error = one_line_error(ceremony.presign("--log", str(log), check=False))
+    assert str(ceremony.out) in error and "not a directory" in error
+    assert "SIGNED" not in log.read_text()
