@@ -112,7 +112,9 @@ def run_round(config: SignerConfig, unlocker: Unlocker, now: int) -> RoundResult
     reason = _resign_reason(config, state, choice, digest, now)
     warnings = _warnings(choice, now, config)
     if reason is None:
-        return _result(config, now, False, "up to date", state.get("serial"), choice,
+        note = "reloaded named, whose last reload had failed" if _reload(config, state) else \
+            "up to date"
+        return _result(config, now, False, note, state.get("serial"), choice,
                        tuple(state.get("zsk_tags", ())), warnings, started)
     bundle = open_bundle(choice.path, unlocker)
     if bundle.header != choice.header:
@@ -122,19 +124,33 @@ def run_round(config: SignerConfig, unlocker: Unlocker, now: int) -> RoundResult
     with round_dir(config.work_root) as work:
         data, serial = _sign(config, bundle, anchor, unsigned, work, previous, now)
     write_atomic(config.out, data, mode=0o644)
-    _save_state(config, {
+    record = {
         "serial": serial, "unsigned_sha256": digest, "bundle": _bundle_id(choice),
         "zsk_expiration": now + config.sig_validity, "output_sha256": hashlib.sha256(data).hexdigest(),
         "zsk_tags": list(bundle.content.signing_tags), "published_at": now,
-    })
-    if config.reload is not None:
-        try:
-            config.reload()
-        except ToolFailed as error:
-            raise ReloadFailed(f"published serial {serial} to {config.out} but named did not "
-                               f"reload it: {error}") from None
+        "reloaded": config.reload is None,
+    }
+    _save_state(config, record)
+    _reload(config, record)
     return _result(config, now, True, reason, serial, choice, bundle.content.signing_tags,
                    warnings, started)
+
+
+def _reload(config: SignerConfig, record: dict) -> bool:
+    """Have named load the published zone if it has not yet; True if it was reloaded now.
+
+    The state says whether the last reload happened, so one that failed (or was cut short by
+    SIGTERM) is retried by every later round instead of named serving the old zone until the
+    next re-sign."""
+    if config.reload is None or record.get("reloaded", True):
+        return False
+    try:
+        config.reload()
+    except ToolFailed as error:
+        raise ReloadFailed(f"published serial {record.get('serial')} to {config.out} but named did "
+                           f"not reload it (retried each round): {error}") from None
+    _save_state(config, {**record, "reloaded": True})
+    return True
 
 
 def run_loop(config: SignerConfig, unlocker: Unlocker, clock: Callable[[], int], interval: float,
