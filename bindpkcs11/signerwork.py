@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from bindpkcs11.errors import UsageError
 from bindpkcs11.fileio import ensure_private_dir
 
 WORK_DIR_NAME = "signer-work"
@@ -24,7 +25,12 @@ WORK_DIR_NAME = "signer-work"
 
 def work_root(state_root: Path) -> Path:
     """`<state>/signer-work`, created 0700."""
-    return ensure_private_dir(Path(state_root) / WORK_DIR_NAME)
+    path = Path(state_root) / WORK_DIR_NAME
+    try:
+        return ensure_private_dir(path)
+    except OSError as error:
+        raise UsageError(f"cannot create the signer's work directory {path}: {error.strerror} "
+                         "(pass a writable --state-dir)") from None
 
 
 @contextlib.contextmanager
