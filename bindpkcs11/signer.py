@@ -6,7 +6,14 @@ unsigned zone (named-compilezone: parse check, canonical text), bump the serial,
 DNSKEY RRset, sign with the bundle's ZSKs (dnssec-signzone, whose self-check verifies every RRSIG
 it made), replace the ZSK's DNSKEY signature with the bundle's KSK RRSIG and check that splice in
 software, then swap the output atomically and have named reload. Any failure leaves the last good
-zone in place. The ZSK private keys exist only in a 0700 temporary directory during the round.
+zone in place. The ZSK private keys exist only in a 0700 work directory under the state directory
+during the round (signerwork.py).
+
+The bundle is the trust anchor: its authenticated header names the zone and the KSK, and nothing
+is published unless the bundle passes bundlecheck.py, the DNSKEY RRset in the output is the
+bundle's, its RRSIG verifies with that KSK alone at `now`, and every other RRSIG in the output was
+made by one of the period's ZSKs (a pass over the final bytes). dnssec-signzone's self-check has
+verified every RRSIG it made against that DNSKEY RRset.
 
 dnssec-signzone signs even small zones: measured (bench/bench_signer.py), dnspython is faster only
 for tiny zones (15 ms against 27 ms at 20 hosts) and 2-3 times slower from 1,000 hosts on, and one
@@ -18,32 +25,36 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import shutil
-import tempfile
+import os
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import dns.dnssec
 import dns.name
-import dns.rdata
 import dns.rrset
 
+from bindpkcs11.dnssec.bundlecheck import check_bundle, parse_rrset
 from bindpkcs11.dnssec.bundles import Bundle, Unlocker, open_bundle
-from bindpkcs11.dnssec.bundleselect import Choice, choose
+from bindpkcs11.dnssec.bundleselect import Candidate, Choice, choose, scan
 from bindpkcs11.dnssec.dnskey import key_tag
 from bindpkcs11.dnssec.keyfile import base_name
 from bindpkcs11.dnssec.refusals import SignerRefused, ValidationFailed, ZoneInvalid
-from bindpkcs11.dnssec.zonetext import prepare_unsigned, soa_serial, splice_dnskey_rrsigs
-from bindpkcs11.errors import BindPkcs11Error, ToolFailed
-from bindpkcs11.fileio import write_atomic
+from bindpkcs11.dnssec.zonetext import (check_rrsig_signers, prepare_unsigned, soa_serial,
+                                        splice_dnskey_rrsigs)
+from bindpkcs11.errors import BindPkcs11Error, ToolFailed, UsageError
+from bindpkcs11.fileio import read_limited, write_atomic
 from bindpkcs11.run import run_tool, tail
+from bindpkcs11.signerwork import round_dir
 from bindpkcs11.timespec import to_bind_timestamp
 
 CLOCK_SKEW = 3600
 STATE_SUFFIX = ".signer.json"
+MAX_UNSIGNED_BYTES = 1 << 30
+MAX_STATE_BYTES = 1 << 16
 
 
 class ReloadFailed(BindPkcs11Error):
@@ -64,6 +75,7 @@ class SignerConfig:
     sig_validity: int
     refresh: int
     warn: int
+    work_root: Path
     full_verify: bool = False
     reload: Callable[[], None] | None = field(default=None, repr=False)
 
@@ -95,32 +107,50 @@ def run_round(config: SignerConfig, unlocker: Unlocker, now: int) -> RoundResult
     started = time.monotonic()
     choice = choose(config.bundle_dir, config.zone.to_text(), now, config.margin)
     state = _load_state(config.state_path)
-    digest = _file_sha256(config.unsigned)
+    unsigned = read_unsigned(config.unsigned)
+    digest = hashlib.sha256(unsigned).hexdigest()
     reason = _resign_reason(config, state, choice, digest, now)
     warnings = _warnings(choice, now, config)
     if reason is None:
-        return _result(config, now, False, "up to date", state.get("serial"), choice,
+        note = "reloaded named, whose last reload had failed" if _reload(config, state) else \
+            "up to date"
+        return _result(config, now, False, note, state.get("serial"), choice,
                        tuple(state.get("zsk_tags", ())), warnings, started)
     bundle = open_bundle(choice.path, unlocker)
-    if bundle.header != choice.header or bundle.header.zone != config.zone.to_text():
+    if bundle.header != choice.header:
         raise SignerRefused(f"bundle {choice.path.name} changed while it was being read: retry")
+    anchor = check_bundle(bundle, config.zone)
     previous = state.get("serial") or _published_serial(config)
-    with _private_dir() as work:
-        data, serial = _sign(config, bundle, work, previous, now)
+    with round_dir(config.work_root) as work:
+        data, serial = _sign(config, bundle, anchor, unsigned, work, previous, now)
     write_atomic(config.out, data, mode=0o644)
-    _save_state(config, {
+    record = {
         "serial": serial, "unsigned_sha256": digest, "bundle": _bundle_id(choice),
         "zsk_expiration": now + config.sig_validity, "output_sha256": hashlib.sha256(data).hexdigest(),
         "zsk_tags": list(bundle.content.signing_tags), "published_at": now,
-    })
-    if config.reload is not None:
-        try:
-            config.reload()
-        except ToolFailed as error:
-            raise ReloadFailed(f"published serial {serial} to {config.out} but named did not "
-                               f"reload it: {error}") from None
+        "reloaded": config.reload is None,
+    }
+    _save_state(config, record)
+    _reload(config, record)
     return _result(config, now, True, reason, serial, choice, bundle.content.signing_tags,
                    warnings, started)
+
+
+def _reload(config: SignerConfig, record: dict) -> bool:
+    """Have named load the published zone if it has not yet; True if it was reloaded now.
+
+    The state says whether the last reload happened, so one that failed (or was cut short by
+    SIGTERM) is retried by every later round instead of named serving the old zone until the
+    next re-sign."""
+    if config.reload is None or record.get("reloaded", True):
+        return False
+    try:
+        config.reload()
+    except ToolFailed as error:
+        raise ReloadFailed(f"published serial {record.get('serial')} to {config.out} but named did "
+                           f"not reload it (retried each round): {error}") from None
+    _save_state(config, {**record, "reloaded": True})
+    return True
 
 
 def run_loop(config: SignerConfig, unlocker: Unlocker, clock: Callable[[], int], interval: float,
@@ -134,48 +164,97 @@ def run_loop(config: SignerConfig, unlocker: Unlocker, clock: Callable[[], int],
         stop.wait(interval)
 
 
-def _sign(config: SignerConfig, bundle: Bundle, work: Path, previous: int | None,
-          now: int) -> tuple[bytes, int]:
-    """Compile, prepare, sign and splice in `work`; returns the zone to publish and its serial."""
+def check_upcoming(config: SignerConfig, unlocker: Unlocker, now: int) -> list[Path]:
+    """Decrypt and check every bundle of the zone whose period falls within now .. now + warn,
+    so a corrupted copy or a wrong passphrase shows at start, not at the next switch."""
+    needed = [c for c in scan(config.bundle_dir, config.zone.to_text()) if _needed(c, config, now)]
+    for candidate in needed:
+        try:
+            check_bundle(open_bundle(candidate.path, unlocker), config.zone)
+        except BindPkcs11Error as error:
+            raise type(error)(f"bundle {candidate.path.name} (period {candidate.header.index}, "
+                              f"from {to_bind_timestamp(candidate.header.period_start)}) is needed "
+                              f"within --warn and cannot be used: {error}") from None
+    return [c.path for c in needed]
+
+
+def _needed(candidate: Candidate, config: SignerConfig, now: int) -> bool:
+    header = candidate.header
+    return header.period_start <= now + config.warn and now < header.expiration
+
+
+def rehearsing(now: int) -> bool:
+    """True when `now` lies ahead of the real clock by more than the signatures' back-dating."""
+    return now - CLOCK_SKEW > time.time()
+
+
+def _sign(config: SignerConfig, bundle: Bundle, anchor: dns.rrset.RRset, unsigned: bytes,
+          work: Path, previous: int | None, now: int) -> tuple[bytes, int]:
+    """Compile, prepare, sign and splice in `work`; returns the zone to publish and its serial.
+
+    The inception is back-dated from the earlier of `now` and the real clock: dnssec-signzone's
+    self-check judges the signatures by the real clock, so a rehearsal (`--now` in the future)
+    with inception now - 1 h found every signature "not yet valid" ("No self-signed DNSKEY
+    found"). The expiration still follows `now`.
+    """
     origin = config.zone.to_text()
-    compiled = _compile_unsigned(config, work)
+    compiled = _compile_unsigned(config, unsigned, work)
     prepared = prepare_unsigned(compiled, origin, lambda unsigned: _next_serial(previous, unsigned, now),
                                 bundle.content.dnskey_rrset)
     zone_in = work / "zone.in"
     zone_in.write_text(prepared.text)
     names = _write_zsks(config, bundle, work / "keys")
+    inception = min(now, int(time.time())) - CLOCK_SKEW
     try:
         run_tool(["dnssec-signzone", "-O", "full", "-z", "-N", "keep", "-o", origin,
                   "-K", str(work / "keys"), "-f", str(work / "signed"),
-                  "-s", to_bind_timestamp(now - CLOCK_SKEW),
+                  "-s", to_bind_timestamp(inception),
                   "-e", to_bind_timestamp(now + config.sig_validity), str(zone_in), *names],
                  cwd=work, what="dnssec-signzone")
     except ToolFailed as error:
         raise SignerRefused(f"signing failed, nothing published: {error}") from None
     spliced = splice_dnskey_rrsigs((work / "signed").read_bytes(), origin, bundle.content.rrsigs)
-    _check_dnskey_splice(config, bundle, spliced.dnskey_lines, now)
+    _check_dnskey_splice(config, bundle, anchor, spliced.dnskey_lines, now)
+    check_rrsig_signers(spliced.data, origin, bundle.header.ksk_tag, bundle.content.signing_tags)
     if config.full_verify:
         _verify(config, spliced.data, work)
     return spliced.data, prepared.serial
 
 
-def _compile_unsigned(config: SignerConfig, work: Path) -> str:
-    """The unsigned zone in canonical full style; ZoneInvalid with named's own reason otherwise."""
-    target = work / "unsigned.full"
+def read_unsigned(path: Path) -> bytes:
+    """The unsigned zone's bytes: a regular file of at most MAX_UNSIGNED_BYTES (a FIFO, a device
+    or a huge file is refused with one line, without blocking or reading it all)."""
+    try:
+        info = os.stat(path)
+    except OSError as error:
+        raise ZoneInvalid(f"cannot read the unsigned zone {path}: {error.strerror}") from None
+    if stat.S_ISREG(info.st_mode) and info.st_size > MAX_UNSIGNED_BYTES:
+        raise ZoneInvalid(f"the unsigned zone {path} is {info.st_size} bytes, more than the "
+                          f"{MAX_UNSIGNED_BYTES} this signer reads: is it the right file?")
+    return read_limited(path, MAX_UNSIGNED_BYTES, "the unsigned zone", ZoneInvalid)[0]
+
+
+def _compile_unsigned(config: SignerConfig, unsigned: bytes, work: Path) -> str:
+    """The unsigned zone (exactly the bytes hashed this round) in canonical full style;
+    ZoneInvalid with named's own reason, naming the operator's file, otherwise."""
+    source, target = work / "unsigned.in", work / "unsigned.full"
+    source.write_bytes(unsigned)
     try:
         run_tool(["named-compilezone", "-i", "local", "-s", "full", "-o", str(target),
-                  config.zone.to_text(), str(config.unsigned.resolve())],
+                  config.zone.to_text(), str(source)],
                  cwd=config.unsigned.resolve().parent, what="named-compilezone")
     except ToolFailed as error:
+        reason = _reason(str(error)).replace(str(source), str(config.unsigned))
         raise ZoneInvalid(f"the unsigned zone {config.unsigned} does not load, nothing published: "
-                          f"{_reason(str(error))}") from None
+                          f"{reason}") from None
     return target.read_text()
 
 
 def _write_zsks(config: SignerConfig, bundle: Bundle, key_dir: Path) -> list[str]:
     """The period's ZSKs as BIND key files in a 0700 directory; returns their names."""
     key_dir.mkdir(mode=0o700)
-    algorithms = {key_tag(rdata): rdata.algorithm for rdata in _rrset(bundle.content.dnskey_rrset)}
+    algorithms = {key_tag(rdata): rdata.algorithm
+                  for rdata in parse_rrset(bundle, bundle.content.dnskey_rrset)}
     names = []
     for zsk in bundle.content.zsks:
         if zsk.tag not in algorithms:
@@ -188,16 +267,18 @@ def _write_zsks(config: SignerConfig, bundle: Bundle, key_dir: Path) -> list[str
     return names
 
 
-def _check_dnskey_splice(config: SignerConfig, bundle: Bundle, dnskey_lines: tuple[str, ...],
-                         now: int) -> None:
-    """The published DNSKEY RRset is byte for byte the signed one, and its RRSIG validates now."""
-    published, expected = _rrset("\n".join(dnskey_lines)), _rrset(bundle.content.dnskey_rrset)
+def _check_dnskey_splice(config: SignerConfig, bundle: Bundle, anchor: dns.rrset.RRset,
+                         dnskey_lines: tuple[str, ...], now: int) -> None:
+    """The published DNSKEY RRset is byte for byte the bundle's, and its RRSIG validates now with
+    the bundle's KSK alone (the trust anchor)."""
+    published = parse_rrset(bundle, "\n".join(dnskey_lines))
+    expected = parse_rrset(bundle, bundle.content.dnskey_rrset)
     if published != expected or published.ttl != expected.ttl:
         raise ValidationFailed("the DNSKEY RRset in the signed zone differs from the bundle's, "
                                "nothing published")
-    rrsigs = _rrset(bundle.content.rrsigs)
+    rrsigs = parse_rrset(bundle, bundle.content.rrsigs)
     try:
-        dns.dnssec.validate(published, rrsigs, {published.name: published}, now=now)
+        dns.dnssec.validate(published, rrsigs, {anchor.name: anchor}, now=now)
     except dns.dnssec.ValidationFailure as error:
         raise ValidationFailed(f"the bundle's DNSKEY signature does not validate at "
                                f"{to_bind_timestamp(now)} ({error}), nothing published") from None
@@ -266,46 +347,53 @@ def _next_serial(previous: int | None, unsigned: int, now: int) -> int:
 def _published_serial(config: SignerConfig) -> int | None:
     """The serial of the zone already at --out (a state file lost or a first run over old output)."""
     try:
-        with open(config.out, encoding="utf-8", errors="replace") as handle:
-            return soa_serial(handle.read(1 << 16), config.zone.to_text())
+        with _open_regular(config.out) as handle:
+            head = handle.read(1 << 16).decode("utf-8", errors="replace") if handle else ""
     except OSError:
         return None
+    return soa_serial(head, config.zone.to_text())
 
 
 def _bundle_id(choice: Choice) -> str:
     return f"{choice.path.name}#{choice.header.ceremony}#{choice.header.index}"
 
 
-def _rrset(text: str) -> dns.rrset.RRset:
-    """One RRset from zone file lines in full style (owner TTL class type rdata)."""
-    rrset = None
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        owner, ttl, rdclass, rdtype, rdata = line.split(None, 4)
-        parsed = dns.rdata.from_text(rdclass, rdtype, rdata)
-        if rrset is None:
-            rrset = dns.rrset.RRset(dns.name.from_text(owner), parsed.rdclass, parsed.rdtype,
-                                    parsed.covers())
-            rrset.update_ttl(int(ttl))
-        rrset.add(parsed)
-    if rrset is None:
-        raise ValidationFailed("empty RRset in a bundle")
-    return rrset
+def check_out_path(path: Path) -> None:
+    """--out must be a regular file (or not exist yet): the signer hashes and replaces it."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise UsageError(f"--out {path}: {error.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise UsageError(f"--out {path} is not a regular file: give the path of the signed zone file")
 
 
 def _file_sha256(path: Path) -> str:
+    """SHA-256 of the published zone ("" if it is not a regular file: it will be replaced)."""
     try:
-        with open(path, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
+        with _open_regular(path) as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest() if handle else ""
     except OSError as error:
         raise ZoneInvalid(f"cannot read {path}: {error.strerror}") from None
 
 
+def _open_regular(path: Path):
+    """`path` opened for reading without blocking (a FIFO would), or None if it is not a
+    regular file; a context manager either way."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        return os.fdopen(fd, "rb")
+    os.close(fd)
+    return contextlib.nullcontext(None)
+
+
 def _load_state(path: Path) -> dict:
+    """The last round's record; unreadable or damaged means none (the next round re-signs)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return json.loads(read_limited(path, MAX_STATE_BYTES, "signer state")[0])
+    except (BindPkcs11Error, ValueError):
         return {}
 
 
@@ -317,13 +405,3 @@ def _reason(message: str) -> str:
     """The first thing named-compilezone complained about (ToolFailed joins lines with ' | ')."""
     detail = message.split("): ", 1)[-1]
     return detail.split(" | ")[0] or tail(message)
-
-
-@contextlib.contextmanager
-def _private_dir() -> Iterator[Path]:
-    """A 0700 scratch directory, removed with the ZSK private keys in it whatever happens."""
-    path = Path(tempfile.mkdtemp(prefix="bindpkcs11-signer-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)

@@ -66,6 +66,7 @@ def ceremony(token_cli: Cli, tmp_path: Path) -> Ceremony:
     ksk = token_cli.json("keygen", ZONE, "--role", "ksk", "--algorithm", "13")
     passphrase_file = tmp_path / "passphrase"
     passphrase_file.write_text(PASSPHRASE + "\n")
+    passphrase_file.chmod(0o600)
     return Ceremony(token_cli, ksk, tmp_path / "zsks", tmp_path / "out", passphrase_file,
                     int(time.time()) - 60)
 
@@ -270,6 +271,7 @@ def test_rsa_key_sizes_are_checked(token_cli, tmp_path):
               "--software", "--key-dir", str(tmp_path / "zsks"), "--publish", "now-1h",
               "--activate", "now-1h")
     (tmp_path / "pass").write_text(PASSPHRASE)
+    (tmp_path / "pass").chmod(0o600)
     result = token_cli("ksk", "presign", ZONE, "--ksk", ksk["key_file"], "--zsk-dir",
                        str(tmp_path / "zsks"), "--start", "now", "--periods", "2", "--test-timings",
                        "--passphrase-file", str(tmp_path / "pass"), "--out", str(tmp_path / "out"),

@@ -75,6 +75,7 @@ def offline(tmp_path_factory) -> Offline:
     new = cli.json(*zsk, "--publish", str(start + PERIOD), "--activate", str(start + 2 * PERIOD))
     passphrase_file = base / "passphrase"
     passphrase_file.write_text(PASSPHRASE)
+    passphrase_file.chmod(0o600)
     result = json.loads(cli("ksk", "presign", ZONE, "--ksk", ksk["object_label"], "--zsk-dir",
                             str(base / "zsks"), "--start", str(start), "--periods", "3",
                             "--test-timings", "--passphrase-file", str(passphrase_file), "--out",

@@ -11,12 +11,11 @@ import dns.name
 from bindpkcs11.commands.common import DEFAULT_TOKEN, Parser, access, key_dir
 from bindpkcs11.dnssec import algorithms
 from bindpkcs11.dnssec.bundles import Unlocker
-from bindpkcs11.dnssec.ceremony import PresignRequest, PresignResult, run_presign
+from bindpkcs11.dnssec.ceremony import PresignRequest, PresignResult, read_key_file, run_presign
 from bindpkcs11.dnssec.dnskey import parse_zone_name
-from bindpkcs11.dnssec.keyfile import key_pairs_in
 from bindpkcs11.dnssec.policy import CeremonyPolicy
 from bindpkcs11.dnssec.presign import make_schedule
-from bindpkcs11.errors import InvalidUri, UsageError
+from bindpkcs11.errors import InvalidUri, KeyFileError, UsageError
 from bindpkcs11.output import print_json
 from bindpkcs11.passphrase import read_passphrase
 from bindpkcs11.timespec import parse_duration, parse_time, to_bind_timestamp
@@ -104,10 +103,11 @@ def _ksk_file(args, zone: dns.name.Name) -> Path:
     for candidate in (given, Path(f"{given}.key"), directory / given, directory / f"{given}.key"):
         if candidate.name.endswith(".key") and candidate.is_file():
             return candidate
-    for pair in key_pairs_in(directory, zone):
+    for key_path in sorted(directory.glob(f"K{zone.to_text()}+*.key")):
         try:
+            pair = read_key_file(key_path)
             uri = parse_uri(pair.label_uri) if pair.label_uri else None
-        except InvalidUri:
+        except (InvalidUri, KeyFileError):
             continue
         if uri and uri.object == args.ksk and uri.token in (None, args.token):
             return pair.key_path

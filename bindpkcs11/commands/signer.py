@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from bindpkcs11.bind.instance import Instance
 from bindpkcs11.commands.common import Parser, state
@@ -18,10 +19,13 @@ from bindpkcs11.errors import BindPkcs11Error, UsageError
 from bindpkcs11.output import print_json
 from bindpkcs11.passphrase import read_passphrase
 from bindpkcs11.run import run_tool
-from bindpkcs11.signer import RoundResult, SignerConfig, run_loop, run_round
+from bindpkcs11.signer import (RoundResult, SignerConfig, check_out_path, check_upcoming, rehearsing,
+                               run_loop, run_round)
+from bindpkcs11.signerwork import sweep_stale, work_root
 from bindpkcs11.timespec import parse_duration, parse_time, to_bind_timestamp
 
 EXIT_RUNWAY_LOW = 14
+EXIT_TERMINATED = 143
 # margin, ZSK signature validity, warning horizon, seconds between rounds
 _DEFAULTS = {"margin": "1d", "sig_validity": "7d", "warn": "14d", "interval": 300}
 _TEST_DEFAULTS = {"margin": "1mi", "sig_validity": "1h", "warn": "10mi", "interval": 10}
@@ -59,22 +63,59 @@ def register(commands, common) -> None:
     run.set_defaults(handler=_run)
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived; a BaseException so that it unwinds through every finally block (the
+    round's work directory with the decrypted ZSKs goes) and no `except Exception` stops it."""
+
+
+class StoppedMidRound(BindPkcs11Error):
+    """Stopped by SIGTERM before the round finished: the last good zone is still in place."""
+
+    exit_code = EXIT_TERMINATED
+
+
 def _run(args) -> int:
     config = _config(args)
     unlocker = Unlocker(read_passphrase(args.passphrase_file))
     clock = _clock(args.now)
-    if args.once:
-        result = run_round(config, unlocker, clock())
-        _report(args, result)
-        return EXIT_RUNWAY_LOW if result.runway_low else 0
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    interval = args.interval or (_TEST_DEFAULTS if args.test_timings else _DEFAULTS)["interval"]
-    try:
-        run_loop(config, unlocker, clock, interval, lambda outcome: _report(args, outcome), stop)
-    except KeyboardInterrupt:
-        pass
+    if args.full_verify and rehearsing(clock()):
+        raise UsageError("--full-verify runs dnssec-verify, which judges signatures by the real "
+                         "clock: leave it out of a rehearsal with --now in the future")
+    with _sigterm_raises():
+        try:
+            sweep_stale(config.work_root)
+            check_upcoming(config, unlocker, clock())
+            if args.once:
+                result = run_round(config, unlocker, clock())
+                _report(args, result)
+                return EXIT_RUNWAY_LOW if result.runway_low else 0
+            interval = args.interval or (_TEST_DEFAULTS if args.test_timings else _DEFAULTS)["interval"]
+            run_loop(config, unlocker, clock, interval, lambda outcome: _report(args, outcome),
+                     threading.Event())
+        except (Terminated, KeyboardInterrupt) as stop:
+            # The loop stops cleanly (exit 0, as systemd expects). A --once round cut short says
+            # so: 143 for SIGTERM, and the CLI's own 130 for SIGINT.
+            if not args.once:
+                return 0
+            if isinstance(stop, KeyboardInterrupt):
+                raise
+            raise StoppedMidRound() from None
     return 0
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises Terminated in the main thread; a second one is ignored so that it cannot
+    interrupt the cleanup the first one started."""
+    def handler(signum, frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _config(args) -> SignerConfig:
@@ -86,10 +127,12 @@ def _config(args) -> SignerConfig:
         raise UsageError(f"need --margin ({margin} s) < --refresh ({refresh} s) < --sig-validity "
                          f"({sig_validity} s)")
     zone = parse_zone_name(args.domain)
+    check_out_path(args.out)
     return SignerConfig(
         zone=zone, unsigned=args.unsigned, bundle_dir=args.bundles, out=args.out, margin=margin,
         sig_validity=sig_validity, refresh=refresh,
-        warn=parse_duration(args.warn or defaults["warn"]), full_verify=args.full_verify,
+        warn=parse_duration(args.warn or defaults["warn"]), work_root=work_root(state(args).root),
+        full_verify=args.full_verify,
         reload=_reloader(args, zone_label_text(zone)),
     )
 

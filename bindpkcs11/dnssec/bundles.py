@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from bindpkcs11.errors import BindPkcs11Error
-from bindpkcs11.fileio import write_atomic
+from bindpkcs11.fileio import read_limited, write_atomic
 
 MAGIC = b"BP11-BUNDLE\n"
 VERSION = 1
@@ -118,6 +118,9 @@ class BundleContent:
     rrsigs: str
     signing_tags: tuple[int, ...]
     zsks: tuple[ZskMaterial, ...] = field(repr=False)
+    ksk_key_text: str = ""
+    """The KSK's public `.key` file, so the signer can check the key's owner name (empty in bundles
+    made before it was carried)."""
 
 
 @dataclass(frozen=True)
@@ -205,13 +208,8 @@ def open_bundle(path: Path, unlocker: Unlocker) -> Bundle:
 
 
 def _read_limited(path: Path) -> bytes:
-    try:
-        size = path.stat().st_size
-        if size > MAX_BUNDLE_BYTES:
-            raise NotABundle(f"{path.name} is {size} bytes, larger than any bundle")
-        return path.read_bytes()
-    except OSError as error:
-        raise BundleError(f"cannot read bundle {path}: {error.strerror}") from None
+    """The bundle's bytes; a FIFO, a device or an oversized file is refused without blocking."""
+    return read_limited(Path(path), MAX_BUNDLE_BYTES, "bundle", NotABundle)[0]
 
 
 def _parse(path: Path, data: bytes) -> tuple[BundleHeader, bytes, bytes]:
@@ -293,6 +291,7 @@ def _encode_content(content: BundleContent) -> bytes:
         "rrsigs": content.rrsigs,
         "signing_tags": list(content.signing_tags),
         "zsks": [{"tag": z.tag, "key": z.key_text, "private": z.private_text} for z in content.zsks],
+        "ksk_key": content.ksk_key_text,
     }, sort_keys=True).encode()
 
 
@@ -305,6 +304,7 @@ def _decode_content(path: Path, plaintext: bytes) -> BundleContent:
             signing_tags=tuple(int(tag) for tag in fields["signing_tags"]),
             zsks=tuple(ZskMaterial(int(z["tag"]), str(z["key"]), str(z["private"]))
                        for z in fields["zsks"]),
+            ksk_key_text=str(fields.get("ksk_key", "")),
         )
     except (KeyError, TypeError, ValueError):
         raise BundleTampered(f"bundle {path.name} decrypted but its content is malformed") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -28,7 +29,7 @@ from bindpkcs11.dnssec.presign import PeriodPlan, Schedule, build_plan, dnskey_r
 from bindpkcs11.dnssec.skr import skr_text
 from bindpkcs11.dnssec.tokensigner import TokenPrivateKey
 from bindpkcs11.errors import BindPkcs11Error, KeyFileError, ObjectNotFound, UsageError
-from bindpkcs11.fileio import write_atomic
+from bindpkcs11.fileio import read_limited, write_atomic
 from bindpkcs11.token import keys, library
 from bindpkcs11.token.uri import parse_uri
 from bindpkcs11.timespec import to_bind_timestamp
@@ -45,8 +46,20 @@ class CeremonyLog:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        not_a_file = UsageError(f"the ceremony log {self.path} is not a regular file: give --log "
+                                "the path of a file")
+        if self.path.exists() and not self.path.is_file():
+            raise not_a_file
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # O_NONBLOCK: a FIFO that appeared since the check fails instead of blocking.
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK
+                               | os.O_CLOEXEC, 0o600)
+        except OSError as error:
+            raise UsageError(f"cannot write the ceremony log {self.path}: {error.strerror}") from None
+        if not stat.S_ISREG(os.fstat(self._fd).st_mode):
+            os.close(self._fd)
+            raise not_a_file
 
     def __enter__(self) -> "CeremonyLog":
         return self
@@ -62,13 +75,8 @@ class CeremonyLog:
         os.fsync(self._fd)
 
     def read(self, path: Path, limit: int = MAX_KEY_FILE_BYTES) -> bytes:
-        """Read an input file (size-limited) and log its SHA-256."""
-        try:
-            if Path(path).stat().st_size > limit:
-                raise KeyFileError(f"{path} is larger than {limit} bytes: not a key file")
-            data = Path(path).read_bytes()
-        except OSError as error:
-            raise KeyFileError(f"cannot read {path}: {error.strerror}") from None
+        """Read an input file (size-limited, regular files only) and log its SHA-256."""
+        data = read_limited(Path(path), limit, "key file", KeyFileError)[0]
         self.event("READ", f"{Path(path).resolve()} bytes={len(data)} "
                            f"sha256={hashlib.sha256(data).hexdigest()}")
         return data
@@ -129,12 +137,13 @@ def run_presign(request: PresignRequest, access: TokenAccess, unlocker: Callable
                            f"start={to_bind_timestamp(request.schedule.start)} "
                            f"period={request.schedule.period}s validity={request.schedule.validity}s "
                            f"dnskey_ttl={request.schedule.dnskey_ttl}s token={access.label}")
-        ksk = _load_key(log, request.ksk_file).pair
+        ksk_key = _load_key(log, request.ksk_file)
+        ksk = ksk_key.pair
         candidates = _load_zsks(log, request)
         plans = build_plan(request.schedule, [k.pair for k in candidates])
         zsks = _relevant(candidates, plans, log)
-        for rule, note in policy.offline_rules(request.schedule, plans, ksk, [z.pair for z in zsks],
-                                               request.policy):
+        for rule, note in policy.offline_rules(request.zone, request.schedule, plans, ksk,
+                                               [z.pair for z in zsks], request.policy):
             log.event("RULE", f"{rule} ok: {note}")
         targets = _bundle_paths(request, plans)
         source = unlocker()
@@ -150,7 +159,7 @@ def run_presign(request: PresignRequest, access: TokenAccess, unlocker: Callable
             signer = TokenPrivateKey.on_token(private, ksk.dnskey)
             signed = [sign_rrset(rrset, plan, signer, ksk) for plan, rrset in zip(plans, rrsets)]
         log.event("SIGNED", f"{signer.signatures} on-token signatures for {len(plans)} bundles")
-        _write_bundles(request, source, ksk, zsks, plans, rrsets, signed, targets, log)
+        _write_bundles(request, source, ksk_key, zsks, plans, rrsets, signed, targets, log)
         skr = _write_skr(request, plans, rrsets, signed, log)
         log.event("END", f"{len(targets)} bundles, {signer.signatures} token signatures")
     return PresignResult(
@@ -174,24 +183,46 @@ def _confirm(request: PresignRequest, ask: Callable[[], str], log: CeremonyLog) 
 
 
 def _load_key(log: CeremonyLog, key_path: Path) -> _Key:
-    """Parse a key pair from a private copy of the logged bytes (what is hashed is what is used)."""
+    """Parse a key pair from exactly the logged bytes (what is hashed is what is used)."""
     key_path = Path(key_path)
     private_path = key_path.with_suffix(".private")
     key_bytes, private_bytes = log.read(key_path), log.read(private_path)
-    try:
-        key_text, private_text = key_bytes.decode(), private_bytes.decode()
-    except UnicodeDecodeError:
-        raise KeyFileError(f"{key_path} or its .private is not a text key file") from None
-    with tempfile.TemporaryDirectory(prefix="bindpkcs11-ceremony-") as scratch:
-        copy = Path(scratch) / key_path.name
-        copy.write_bytes(key_bytes)
-        copy.with_suffix(".private").write_bytes(private_bytes)
-        os.chmod(copy.with_suffix(".private"), 0o600)
-        pair = read_key_pair(copy)
-    pair = replace(pair, key_path=key_path, private_path=private_path)
+    pair = parse_key_bytes(key_path, key_bytes, private_bytes)
     log.event("KEY", f"{key_path.name} tag={pair.tag} role={pair.role} "
                      f"algorithm={pair.dnskey.algorithm}")
-    return _Key(pair, key_text, private_text)
+    return _Key(pair, key_bytes.decode(), private_bytes.decode())
+
+
+def read_key_file(key_path: Path) -> KeyPairFiles:
+    """A key pair read with limits (regular files only), for finding the KSK of a label."""
+    key_path = Path(key_path)
+    return parse_key_bytes(
+        key_path, read_limited(key_path, MAX_KEY_FILE_BYTES, "key file", KeyFileError)[0],
+        read_limited(key_path.with_suffix(".private"), MAX_KEY_FILE_BYTES, "key file",
+                     KeyFileError)[0])
+
+
+def parse_key_bytes(key_path: Path, key_bytes: bytes, private_bytes: bytes) -> KeyPairFiles:
+    """Parse a key pair from bytes already read, through a private 0700 copy that keyfile.py can
+    read; every message names the operator's files, never the copy."""
+    private_path = key_path.with_suffix(".private")
+    for path, data in ((key_path, key_bytes), (private_path, private_bytes)):
+        try:
+            data.decode()
+        except UnicodeDecodeError as error:
+            raise KeyFileError(f"{path} is not a text key file (byte {error.start} is not UTF-8)") \
+                from None
+    with tempfile.TemporaryDirectory(prefix="bindpkcs11-ceremony-") as scratch:
+        copy = Path(scratch) / key_path.name
+        copy.with_suffix(".private").touch(mode=0o600)
+        copy.with_suffix(".private").write_bytes(private_bytes)
+        copy.write_bytes(key_bytes)
+        try:
+            pair = read_key_pair(copy)
+        except KeyFileError as error:
+            message = str(error).replace(str(copy.with_suffix(".private")), str(private_path))
+            raise KeyFileError(message.replace(str(copy), str(key_path))) from None
+    return replace(pair, key_path=key_path, private_path=private_path)
 
 
 def _load_zsks(log: CeremonyLog, request: PresignRequest) -> list[_Key]:
@@ -216,7 +247,13 @@ def _relevant(candidates: Sequence[_Key], plans: Sequence[PeriodPlan], log: Cere
 
 
 def _bundle_paths(request: PresignRequest, plans: Sequence[PeriodPlan]) -> list[Path]:
-    """Where the bundles go; refuses to replace bundles an earlier ceremony wrote."""
+    """Where the bundles go; refuses to replace bundles an earlier ceremony wrote, and checks
+    --out and --skr before the token signs (a failure after it would waste the ceremony)."""
+    if request.out_dir.exists() and not request.out_dir.is_dir():
+        raise UsageError(f"--out {request.out_dir} is not a directory: give the bundles' directory")
+    if request.skr_path is not None and not request.skr_path.parent.is_dir():
+        raise UsageError(f"--skr {request.skr_path}: directory {request.skr_path.parent} does not "
+                         "exist")
     zone_text = zone_label_text(request.zone)
     zone_text = "root" if zone_text == "." else zone_text
     paths = [request.out_dir / bundles.bundle_file_name(zone_text, to_bind_timestamp(plan.start))
@@ -262,10 +299,12 @@ def _summary(request: PresignRequest, ksk: KeyPairFiles, zsks: Sequence[_Key],
     return "\n".join(lines)
 
 
-def _write_bundles(request: PresignRequest, unlocker: bundles.Unlocker, ksk: KeyPairFiles,
+def _write_bundles(request: PresignRequest, unlocker: bundles.Unlocker, ksk_key: _Key,
                    zsks: Sequence[_Key], plans: Sequence[PeriodPlan], rrsets: Sequence[RRset],
                    signed: Sequence[RRset], targets: Sequence[Path], log: CeremonyLog) -> None:
-    """Seal each period's bundle (one scrypt for all: one salt per ceremony) and write it 0600."""
+    """Seal each period's bundle (one scrypt for all: one salt per ceremony) and write it 0600.
+    The KSK's public key file travels too, so the signer can check whose key it is."""
+    ksk = ksk_key.pair
     key = unlocker.new_key()
     ceremony = f"{to_bind_timestamp(int(time.time()))}-{os.urandom(4).hex()}"
     by_tag = {z.pair.tag: z for z in zsks}
@@ -276,6 +315,7 @@ def _write_bundles(request: PresignRequest, unlocker: bundles.Unlocker, ksk: Key
             signing_tags=plan.signing,
             zsks=tuple(bundles.ZskMaterial(tag, by_tag[tag].key_text, by_tag[tag].private_text)
                        for tag in plan.signing),
+            ksk_key_text=ksk_key.key_text,
         )
         header = bundles.BundleHeader(
             zone=request.zone.to_text(), index=plan.index, period_start=plan.start,

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import dns.name
+
 from bindpkcs11.dnssec import algorithms
 from bindpkcs11.dnssec.dnskey import KSK_FLAGS, ZSK_FLAGS, key_tag
 from bindpkcs11.dnssec.keyfile import KeyPairFiles
@@ -78,6 +80,10 @@ class TokenKskMismatch(PolicyViolation):
     rule = "KSK-MATCHES-TOKEN"
 
 
+class KeyNotOfZone(PolicyViolation):
+    rule = "KEY-OWNER-IS-ZONE"
+
+
 @dataclass(frozen=True)
 class CeremonyPolicy:
     """The limits a ceremony enforces (defaults follow the root zone's KSK practice)."""
@@ -85,6 +91,17 @@ class CeremonyPolicy:
     max_validity: int = 21 * DAY
     algorithms: tuple[int, ...] = (8, 10, 13, 14, 15)
     min_rsa_bits: int = 2048
+
+
+def check_key_owner_is_zone(zone: dns.name.Name, ksk: KeyPairFiles,
+                            zsks: Sequence[KeyPairFiles]) -> str:
+    """KEY-OWNER-IS-ZONE: every key's DNSKEY owner is the zone being signed. A KSK of another zone
+    would publish this zone under a key its parent's DS does not name: a validation outage."""
+    for key in (ksk, *zsks):
+        if key.zone != zone:
+            raise KeyNotOfZone(f"{key.key_path} holds a {key.role.upper()} of {key.zone}, not of "
+                               f"{zone}: pass {zone}'s key")
+    return f"all {1 + len(zsks)} keys belong to {zone}"
 
 
 def check_no_validity_gap(plans: Sequence[PeriodPlan]) -> str:
@@ -234,10 +251,12 @@ def check_ksk_matches_token(ksk: KeyPairFiles, token_dnskey) -> str:
     return f"token key matches KSK {ksk.tag} (tag and public key)"
 
 
-def offline_rules(schedule: Schedule, plans: Sequence[PeriodPlan], ksk: KeyPairFiles,
-                  zsks: Sequence[KeyPairFiles], policy: CeremonyPolicy) -> list[tuple[str, str]]:
+def offline_rules(zone: dns.name.Name, schedule: Schedule, plans: Sequence[PeriodPlan],
+                  ksk: KeyPairFiles, zsks: Sequence[KeyPairFiles],
+                  policy: CeremonyPolicy) -> list[tuple[str, str]]:
     """Run every rule that needs no token; returns (rule, note) pairs for the log."""
     checks = [
+        (KeyNotOfZone.rule, lambda: check_key_owner_is_zone(zone, ksk, zsks)),
         (KskNotOnToken.rule, lambda: check_ksk_on_token(ksk)),
         (ZskNotSoftware.rule, lambda: check_zsk_is_software(zsks)),
         (AlgorithmNotAllowed.rule, lambda: check_algorithm_allowed(ksk, zsks, policy)),
