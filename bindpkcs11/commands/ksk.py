@@ -11,8 +11,9 @@ import dns.name
 from bindpkcs11.commands.common import DEFAULT_TOKEN, Parser, access, key_dir
 from bindpkcs11.dnssec import algorithms
 from bindpkcs11.dnssec.bundles import Unlocker
-from bindpkcs11.dnssec.ceremony import PresignRequest, PresignResult, read_key_file, run_presign
+from bindpkcs11.dnssec.ceremony import PresignRequest, PresignResult, run_presign
 from bindpkcs11.dnssec.dnskey import parse_zone_name
+from bindpkcs11.dnssec.keyfile import read_key_pair
 from bindpkcs11.dnssec.policy import CeremonyPolicy
 from bindpkcs11.dnssec.presign import make_schedule
 from bindpkcs11.errors import InvalidUri, KeyFileError, UsageError
@@ -105,7 +106,7 @@ def _ksk_file(args, zone: dns.name.Name) -> Path:
             return candidate
     for key_path in sorted(directory.glob(f"K{zone.to_text()}+*.key")):
         try:
-            pair = read_key_file(key_path)
+            pair = read_key_pair(key_path)
             uri = parse_uri(pair.label_uri) if pair.label_uri else None
         except (InvalidUri, KeyFileError):
             continue

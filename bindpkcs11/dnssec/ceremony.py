@@ -11,9 +11,8 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,7 +23,7 @@ from bindpkcs11.access import TokenAccess
 from bindpkcs11.dnssec import bundles, policy
 from bindpkcs11.dnssec.algorithms import by_number
 from bindpkcs11.dnssec.dnskey import make_dnskey, zone_label_text
-from bindpkcs11.dnssec.keyfile import KeyPairFiles, read_key_pair
+from bindpkcs11.dnssec.keyfile import KeyPairFiles, parse_key_pair
 from bindpkcs11.dnssec.presign import PeriodPlan, Schedule, build_plan, dnskey_rrset, sign_rrset
 from bindpkcs11.dnssec.skr import skr_text
 from bindpkcs11.dnssec.tokensigner import TokenPrivateKey
@@ -193,36 +192,17 @@ def _load_key(log: CeremonyLog, key_path: Path) -> _Key:
     return _Key(pair, key_bytes.decode(), private_bytes.decode())
 
 
-def read_key_file(key_path: Path) -> KeyPairFiles:
-    """A key pair read with limits (regular files only), for finding the KSK of a label."""
-    key_path = Path(key_path)
-    return parse_key_bytes(
-        key_path, read_limited(key_path, MAX_KEY_FILE_BYTES, "key file", KeyFileError)[0],
-        read_limited(key_path.with_suffix(".private"), MAX_KEY_FILE_BYTES, "key file",
-                     KeyFileError)[0])
-
-
 def parse_key_bytes(key_path: Path, key_bytes: bytes, private_bytes: bytes) -> KeyPairFiles:
-    """Parse a key pair from bytes already read, through a private 0700 copy that keyfile.py can
-    read; every message names the operator's files, never the copy."""
-    private_path = key_path.with_suffix(".private")
-    for path, data in ((key_path, key_bytes), (private_path, private_bytes)):
+    """Parse a key pair from exactly the bytes that were read and logged; messages name the
+    operator's files."""
+    texts = []
+    for path, data in ((key_path, key_bytes), (key_path.with_suffix(".private"), private_bytes)):
         try:
-            data.decode()
+            texts.append(data.decode())
         except UnicodeDecodeError as error:
             raise KeyFileError(f"{path} is not a text key file (byte {error.start} is not UTF-8)") \
                 from None
-    with tempfile.TemporaryDirectory(prefix="bindpkcs11-ceremony-") as scratch:
-        copy = Path(scratch) / key_path.name
-        copy.with_suffix(".private").touch(mode=0o600)
-        copy.with_suffix(".private").write_bytes(private_bytes)
-        copy.write_bytes(key_bytes)
-        try:
-            pair = read_key_pair(copy)
-        except KeyFileError as error:
-            message = str(error).replace(str(copy.with_suffix(".private")), str(private_path))
-            raise KeyFileError(message.replace(str(copy), str(key_path))) from None
-    return replace(pair, key_path=key_path, private_path=private_path)
+    return parse_key_pair(key_path, *texts)
 
 
 def _load_zsks(log: CeremonyLog, request: PresignRequest) -> list[_Key]:
