@@ -59,7 +59,8 @@ class ServedSigned:
             return False
         if not self.ksk_tags & signed_tags(report, apex, "DNSKEY"):
             return False
-        return all(self.zsk_tags & signed_tags(report, name.to_text(), dns.rdatatype.to_text(rdtype))
+        return all(self.zsk_tags & signed_tags(report, name.to_text(),
+                                               dns.rdatatype.to_text(rdtype))
                    for name, rdtype in self.lookups if name != self.zone)
 
     def why_not(self) -> str:
@@ -94,7 +95,8 @@ class SignedAndSynced:
             return False  # rndc not answering yet (named still starting)
         if not self.state.caught_up or not self.served():
             return False
-        return self.state.signed_serial is None or self.served.last.serial == self.state.signed_serial
+        signed = self.state.signed_serial
+        return signed is None or self.served.last.serial == signed
 
     def why_not(self) -> str:
         state = self.state

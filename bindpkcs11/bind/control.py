@@ -59,7 +59,9 @@ def _access(state: StateDir, instance: Instance, settings: InstanceSettings) -> 
 
 
 def start(state: StateDir, zone: dns.name.Name) -> int:
-    """Start named for `zone` and wait until the signed zone validates; the pid."""
+    """Start named for `zone` and wait until it serves the signed zone caught up with the
+    unsigned one and has signed a new serial through the token (_load_and_sign); the pid.
+    A signing failure stops named again and names named's reason."""
     instance, settings, prefix = _loaded(state, zone)
     named.require_stopped(instance)
     inline.require_free_port(settings.listen, settings.port)
@@ -70,7 +72,7 @@ def start(state: StateDir, zone: dns.name.Name) -> int:
     # start_named waits until the signed zone has caught up (readiness.SignedAndSynced)
     pid = inline.start_named(instance, prefix, access, privileges.run_as_user(), ready)
     try:
-        _load_and_sign(instance, settings, prefix, zone, previous=_parsed(instance.zone_file(zone), zone))
+        _load_and_sign(instance, settings, prefix, zone, _parsed(instance.zone_file(zone), zone))
     except BindPkcs11Error as error:
         named.stop(instance)
         raise type(error)(f"{error}; stopped named") from None
@@ -107,8 +109,8 @@ def status(state: StateDir, zone: dns.name.Name) -> InstanceStatus:
         problems += [health.problem] if health.problem else []
         problem = "; ".join(problems) or None
     else:
-        last = signing.last_signed_time(instance.zone_file(zone))
-        reason = signing.failure_reason(signing.signing_errors(signing.log_since(instance), after=last))
+        errors = signing.errors_since_success(instance, instance.zone_file(zone))
+        reason = signing.failure_reason(errors)
         problem = f"named's last run could not sign: {reason}" if reason else None
     return InstanceStatus(settings.zone, pid is not None, pid, settings.listen, settings.port,
                           serial, keys, problem, health)
@@ -187,7 +189,7 @@ def _parsed(path: Path, zone: dns.name.Name) -> dns.zone.Zone | None:
 
 
 def _changed_rrsets(old: dns.zone.Zone | None, new: dns.zone.Zone | None,
-                    zone: dns.name.Name) -> tuple[tuple[dns.name.Name, dns.rdatatype.RdataType], ...]:
+                    zone: dns.name.Name) -> tuple[monitor.Lookup, ...]:
     """RRsets of `new` that `old` lacks or holds differently, which named must serve signed:
     no SOA (checked anyway), no DNSSEC types, nothing at or below a delegation (unsigned)."""
     if new is None:

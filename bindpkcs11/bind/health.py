@@ -6,7 +6,7 @@ Three facts, none of which needs state of our own:
   pending         unsigned changes named has loaded but not signed (signing.SyncState), and since
                   when (the raw journal's mtime: named writes it when it takes a change);
   errors          named's signing error lines (the shim's and BIND's) logged after the last
-                  successful signing, in this run of named.
+                  successful signing.
 Signing is stuck when changes are pending and named logged why, or they have been pending for
 longer than STUCK_AFTER; it is failing when errors came after the last success (re-signing
 that fails: the signatures will expire).
@@ -41,8 +41,7 @@ def signing_health(instance: Instance, prefix: Path, zone: str, zone_file: Path,
                    last_signed: int | None, now: float | None = None) -> SigningHealth:
     now = time.time() if now is None else now
     state = signing.sync_state(instance, prefix, zone, zone_file)
-    after = last_signed + 1 if last_signed is not None else None
-    errors = signing.signing_errors(signing.log_since(instance), after=after)[-_ERRORS_KEPT:]
+    errors = signing.errors_since_success(instance, zone_file, last_signed)[-_ERRORS_KEPT:]
     since = int(state.pending_since) if state.pending_since is not None else None
     return SigningHealth(state.raw_serial, state.signed_serial, state.source_serial, state.pending,
                          since, last_signed, tuple(errors),

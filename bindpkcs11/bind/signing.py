@@ -36,12 +36,12 @@ from bindpkcs11.bind.instance import Instance
 from bindpkcs11.errors import BindPkcs11Error
 
 JOURNAL_MAGIC = b";BIND LOG V9"
-_HEADER = struct.Struct(">16sIIIIIIB")  # format, begin serial/offset, end serial/offset, index, source, flags
+# format, begin serial + offset, end serial + offset, index size, source serial, flags
+_HEADER = struct.Struct(">16sIIIIIIB")
 _SOURCE_SET = 0x01
-_LOG_TIME = re.compile(r"^(?P<time>\d{2}-[A-Za-z]{3}-\d{4} \d{2}:\d{2}:\d{2})\.\d+ ")
+_LOG_TIME = re.compile(r"^(?P<time>\d{2}-[A-Za-z]{3}-\d{4} \d{2}:\d{2}:\d{2})(?P<fraction>\.\d+) ")
 _ERROR = re.compile(r" (?:dnssec|general|update): error: (?P<text>.*)$")
 _SIGNING_ERROR = re.compile(r"bindpkcs11: |\(signed\): .*(?:sign|rekey|resign|secure|journal)")
-_STARTED = " starting BIND "
 _MAX_LOG_READ = 4 << 20
 
 
@@ -186,13 +186,10 @@ def log_since(instance: Instance, mark: LogMark | None = None) -> list[str]:
 
 
 def signing_errors(lines: list[str], after: float | None = None) -> list[str]:
-    """named's signing error lines (the shim's and BIND's), without the timestamp prefix, from
-    the last `starting BIND` on and logged after UNIX time `after` when given."""
+    """named's signing error lines (the shim's and BIND's), without the timestamp prefix, logged
+    at or after UNIX time `after` when given."""
     errors: list[str] = []
     for line in lines:
-        if _STARTED in line:
-            errors = []
-            continue
         match = _ERROR.search(line)
         if not match or not _SIGNING_ERROR.search(match.group("text")):
             continue
@@ -202,15 +199,27 @@ def signing_errors(lines: list[str], after: float | None = None) -> list[str]:
     return errors
 
 
+def errors_since_success(instance: Instance, zone_file: Path,
+                         last_signed: float | None = None) -> list[str]:
+    """named's signing errors after its last successful signing: `last_signed` when the caller
+    knows it (from the served SOA RRSIG), else the signed journal's mtime; all of the log's
+    recent errors when neither is known (the zone was never signed)."""
+    # The served time has whole seconds: an error in that same second counts (rather report a
+    # stale error than hide a fresh one; named's own retries are seconds apart).
+    after = last_signed if last_signed is not None else last_signed_time(zone_file)
+    return signing_errors(log_since(instance), after=after)
+
+
 def log_time(line: str) -> float | None:
     """The UNIX time of a named log line (named writes local time)."""
     match = _LOG_TIME.match(line)
     if not match:
         return None
     try:
-        return time.mktime(time.strptime(match.group("time"), "%d-%b-%Y %H:%M:%S"))
+        seconds = time.mktime(time.strptime(match.group("time"), "%d-%b-%Y %H:%M:%S"))
     except ValueError:
         return None
+    return seconds + float(match.group("fraction"))
 
 
 def failure_reason(errors: list[str]) -> str | None:

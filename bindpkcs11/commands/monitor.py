@@ -143,7 +143,7 @@ def _instance_lag(report, state: StateDir, instance: Instance, zone, warning: in
     """Compare with what named loaded; when named cannot be asked, the DNS checks already say so."""
     settings = instance.load_settings()
     zone_file = instance.zone_file(zone)
-    report = _with_named_reason(report, instance)
+    report = _with_named_reason(report, instance, zone_file)
     try:
         sync = signing.sync_state(instance, state.bind_dir, settings.zone, zone_file)
     except BindPkcs11Error:
@@ -159,12 +159,10 @@ def _instance_lag(report, state: StateDir, instance: Instance, zone, warning: in
     return monitor.with_problem(report, lag.status, lag.problem, serial_lag=lag)
 
 
-def _with_named_reason(report, instance: Instance):
+def _with_named_reason(report, instance: Instance, zone_file: Path):
     """For an instance, named's own signing errors since the zone was last signed, as a problem:
     a warning at once (the lag check escalates with time; a stopped named is critical anyway)."""
-    after = monitor.last_signed(report)
-    errors = signing.signing_errors(signing.log_since(instance),
-                                    after=after + 1 if after is not None else None)
+    errors = signing.errors_since_success(instance, zone_file, monitor.last_signed(report))
     reason = signing.failure_reason(errors)
     return monitor.with_problem(report, "warning", f"named cannot sign: {reason}") if reason \
         else report
