@@ -156,7 +156,7 @@ def _load_and_sign(instance: Instance, settings: InstanceSettings, prefix: Path,
     try:
         _wait_for(ready, RELOAD_TIMEOUT,
                   lambda: f"unsigned serial {wanted} loaded but not served signed within "
-                          f"{RELOAD_TIMEOUT:.0f} s: {ready.why_not()}", signing.SigningFailed)
+                          f"{RELOAD_TIMEOUT:.0f} s: {ready.why_not()}", signing.NotServedSigned)
     except signing.SigningFailed as error:
         raise signing.SigningFailed(
             f"unsigned serial {wanted} loaded, but {error}; the zone stays served as signed before "

@@ -46,7 +46,13 @@ _MAX_LOG_READ = 4 << 20
 
 
 class SigningFailed(BindPkcs11Error):
-    """named could not sign the zone."""
+    """named could not sign the zone (it logged why)."""
+
+    exit_code = 1
+
+
+class NotServedSigned(BindPkcs11Error):
+    """named did not serve the zone signed in time (and logged no reason)."""
 
     exit_code = 1
 

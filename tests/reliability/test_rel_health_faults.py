@@ -45,8 +45,8 @@ def remove_token_dir(cli) -> Path:
     return away
 
 
-def point_zsk_label_at_a_missing_key(cli) -> None:
-    label = base64.b64encode(b"pkcs11:token=bindpkcs11;object=no-such-key\0").decode()
+def point_zsk_label_at_a_missing_key(cli, target: bytes = b"no-such-key") -> None:
+    label = base64.b64encode(b"pkcs11:token=bindpkcs11;object=" + target + b"\0").decode()
     for key in (instance_dir(cli) / "keys").glob("*.key"):
         if " DNSKEY 256 " in key.read_text():
             private = key.with_suffix(".private")
@@ -100,6 +100,24 @@ def test_label_naming_a_missing_key_is_reported_by_reload_status_monitor_and_sta
     zone_file = serve(inline_cli, tmp_path)
     point_zsk_label_at_a_missing_key(inline_cli)
     assert_running_fault_reported(inline_cli, zone_file, KEY_GONE)
+
+
+def test_label_naming_the_wrong_key_is_reported_by_reload_status_and_monitor(inline_cli, tmp_path):
+    """The token holds the key the Label names, but it is the KSK: named signs without an error
+    and serves RRSIGs that do not validate. reload, status and monitor say so."""
+    zone_file = serve(inline_cli, tmp_path)
+    ksk = next(p for p in (instance_dir(inline_cli) / "keys").glob("*.key")
+               if " DNSKEY 257 " in p.read_text())
+    ksk_object = base64.b64decode(next(line for line in ksk.with_suffix(".private").read_text()
+                                       .splitlines() if line.startswith("Label:"))[7:])
+    point_zsk_label_at_a_missing_key(inline_cli, ksk_object.rstrip(b"\0").split(b"object=")[1])
+    add_record(zone_file, "wrong")
+    error = one_line_error(inline_cli("named", "reload", ZONE, check=False))
+    assert "not served signed" in error and "signature does not verify" in error, error
+    status = inline_cli("named", "status", ZONE, check=False)
+    assert status.returncode == 1 and "signature does not verify" in status.stdout
+    monitor = inline_cli("monitor", ZONE, "--once", "--check", "wrong/A", check=False)
+    assert monitor.returncode == 2 and "signature does not verify" in monitor.stdout
 
 
 def _pin_fault_reported(cli, zone_file: Path, break_pin, reason: str) -> None:
