@@ -75,7 +75,7 @@ def start(state: StateDir, zone: dns.name.Name) -> int:
         _load_and_sign(instance, settings, prefix, zone, _parsed(instance.zone_file(zone), zone))
     except BindPkcs11Error as error:
         named.stop(instance)
-        raise type(error)(f"{error}; stopped named") from None
+        raise type(error)(f"{error}; stopped named: fix the cause, then start it again") from None
     return pid
 
 
@@ -128,7 +128,11 @@ def reload(state: StateDir, zone: dns.name.Name) -> str:
     else:
         config.check_zone(prefix, settings.zone, served)
     inline.hand_over(instance, _access(state, instance, settings), privileges.run_as_user())
-    return _load_and_sign(instance, settings, prefix, zone, previous)
+    try:
+        return _load_and_sign(instance, settings, prefix, zone, previous)
+    except signing.SigningFailed as error:
+        raise signing.SigningFailed(f"{error}; the zone stays served as signed before, and named "
+                                    "retries by itself (at most every minute)") from None
 
 
 def _load_and_sign(instance: Instance, settings: InstanceSettings, prefix: Path,
@@ -158,9 +162,7 @@ def _load_and_sign(instance: Instance, settings: InstanceSettings, prefix: Path,
                   lambda: f"unsigned serial {wanted} loaded but not served signed within "
                           f"{RELOAD_TIMEOUT:.0f} s: {ready.why_not()}", signing.NotServedSigned)
     except signing.SigningFailed as error:
-        raise signing.SigningFailed(
-            f"unsigned serial {wanted} loaded, but {error}; the zone stays served as signed before "
-            "and named retries by itself") from None
+        raise signing.SigningFailed(f"unsigned serial {wanted} loaded, but {error}") from None
     signed = ready.state.signed_serial if ready.state else None
     return "\n".join(filter(None, [note, output.strip(),
                                    f"unsigned serial {wanted} loaded and signed (signed serial "

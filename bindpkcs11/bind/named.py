@@ -70,7 +70,7 @@ def start(instance: Instance, prefix: Path, env: dict[str, str], user: str | Non
         if process.poll() is not None:
             raise
         _terminate(process.pid, STOP_TIMEOUT)  # a start that failed leaves no named behind
-        raise type(error)(f"{error}; stopped named") from None
+        raise type(error)(f"{error}; stopped named: fix the cause, then start it again") from None
     except BaseException:
         _terminate(process.pid, STOP_TIMEOUT)
         raise
