@@ -1,7 +1,10 @@
 """`bindpkcs11 monitor DOMAIN`: serial, RRSIG key tags, validity and expiry as a server serves them.
 
 Exit codes follow the monitoring convention (cron, Nagios-style checks): 0 ok, 1 warning,
-2 critical (see monitor.py for the rules). `--once` checks once; otherwise one line per check every
+2 critical (see monitor.py for the rules). For a setup-inline instance, or with --unsigned FILE,
+the served serial must also follow the unsigned zone's (serial_lag.py: warning after
+--lag-warning, critical after --lag-critical), and for an instance named's own signing errors
+are a warning. `--once` checks once; otherwise one line per check every
 --interval until Ctrl-C, which exits with the last check's code. Invalid input also exits 2, as a
 one-line error.
 """
