@@ -54,7 +54,8 @@ def register(commands, common) -> None:
                           "(default for a setup-inline instance: the serial named loaded)")
     mon.add_argument("--lag-warning", default="5mi", metavar="D",
                      help="warn when the served zone has not followed the unsigned one for D "
-                          "(default 5mi; see serial_lag.py for how the lag is dated)")
+                          "(default 5mi; dated from the unsigned file's or named's journal's "
+                          "mtime: see docs/inline-signing.md)")
     mon.add_argument("--lag-critical", default="30mi", metavar="D",
                      help="critical when it has not for D (default 30mi)")
     mon.add_argument("--now", metavar="T",
