@@ -18,7 +18,7 @@ import dns.exception
 import dns.name
 import dns.zone
 
-from bindpkcs11 import admin, locks, monitor, pins
+from bindpkcs11 import admin, locks, monitor, pins, readiness
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.bind import build, config, named, ports, privileges
 from bindpkcs11.bind.instance import Instance, InstanceSettings, Secondary
@@ -316,14 +316,8 @@ def signed_by(report: monitor.ZoneReport, rdtype: str) -> set[int]:
 def ready_check(zone: dns.name.Name, server: str, port: int, ksk_tag: int,
                 zsk_tag: int) -> Callable[[], bool]:
     """True once everything validates (monitor's checks) with SOA signed by the ZSK and DNSKEY by
-    the KSK."""
-
-    def ready() -> bool:
-        report = monitor.check_zone(zone, server, port, timeout=READY_QUERY_TIMEOUT)
-        return (report.status != "critical" and zsk_tag in signed_by(report, "SOA")
-                and ksk_tag in signed_by(report, "DNSKEY"))
-
-    return ready
+    the KSK; start_named adds the check that the signed zone caught up (readiness.py)."""
+    return readiness.ServedSigned(zone, server, port, frozenset({ksk_tag}), frozenset({zsk_tag}))
 
 
 def _apply(instance: Instance, prefix: Path, access: TokenAccess, changed: dict[Path, str],
@@ -373,7 +367,7 @@ def start_named(instance: Instance, prefix: Path, access: TokenAccess, user: str
     """Give named's user its files, then start named with the token's environment and wait."""
     hand_over(instance, access, user)
     env = named.named_env(prefix, access.profile.module_env(), instance.pin_file)
-    return named.start(instance, prefix, env, user, ready)
+    return named.start(instance, prefix, env, user, readiness.with_signing(instance, prefix, ready))
 
 
 def hand_over(instance: Instance, access: TokenAccess, user: str | None) -> None:

@@ -8,6 +8,7 @@ against the zone's DNSKEY RRset at `now`; and returns a ZoneReport whose status 
             there is no DNSKEY RRset, an RRset is unsigned or does not validate, a signature is
             expired or not yet valid, or a nonexistent name comes without a signed NSEC/NSEC3 proof;
   warning   the earliest expiration is within `warn_days` days;
+  (and, added by the caller through `with_problem`, the serial-lag check of serial_lag.py)
   ok        otherwise.
 
 A server that does not answer is a critical report, not an exception: monitoring needs the status.
@@ -19,7 +20,7 @@ from __future__ import annotations
 import base64
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Sequence
 
 import dns.dnssec
@@ -112,6 +113,17 @@ class ZoneReport:
     problems: tuple[str, ...]
     checked_at: int
     warn_days: int
+    serial_lag: object | None = None  # serial_lag.SerialLag when the check compared serials
+
+
+_RANK = {"ok": 0, "warning": 1, "critical": 2}
+
+
+def with_problem(report: ZoneReport, status: Status, problem: str | None, **changes) -> ZoneReport:
+    """`report` with one more problem, its status raised to `status` if that is worse."""
+    worse = status if _RANK[status] > _RANK[report.status] else report.status
+    problems = report.problems + ((problem,) if problem else ())
+    return replace(report, status=worse, problems=problems, **changes)
 
 
 class _NoAnswer(Exception):
@@ -370,6 +382,15 @@ def _dedupe(names: Sequence[Lookup], zone: dns.name.Name) -> list[Lookup]:
             seen.add(lookup)
             unique.append(lookup)
     return unique
+
+
+def last_signed(report: ZoneReport) -> int | None:
+    """When the served zone was last signed: every signing run re-signs the apex SOA, and BIND
+    dates an RRSIG's inception one hour back (9.18 zone.c: `inception = now - 3600`)."""
+    inceptions = [sig.inception for rrset in report.rrsets
+                  if rrset.rdtype == "SOA" and rrset.name == report.zone
+                  for sig in rrset.signatures if sig.valid]
+    return max(inceptions) + 3600 if inceptions else None
 
 
 def iso_time(unix_time: int | None) -> str:

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import dns.exception
 import dns.name
 import dns.rdataclass
 import dns.rdataset
@@ -13,9 +14,10 @@ import dns.rdatatype
 import dns.serial
 import dns.zone
 
-from bindpkcs11 import inline, monitor
+from bindpkcs11 import inline, monitor, readiness
 from bindpkcs11.access import TokenAccess
-from bindpkcs11.bind import build, config, named, ports, privileges, rndc
+from bindpkcs11.bind import build, config, named, ports, privileges, rndc, signing
+from bindpkcs11.bind.health import SigningHealth, signing_health
 from bindpkcs11.bind.instance import Instance, InstanceSettings
 from bindpkcs11.dnssec.keyfile import key_pairs_in
 from bindpkcs11.errors import BindPkcs11Error, KeyFileError, UsageError
@@ -24,6 +26,10 @@ from bindpkcs11.state import StateDir
 
 
 RELOAD_TIMEOUT = 15.0
+MAX_CHANGED_LOOKUPS = 50
+_DNSSEC_TYPES = {dns.rdatatype.SOA, dns.rdatatype.DNSKEY, dns.rdatatype.RRSIG, dns.rdatatype.NSEC,
+                 dns.rdatatype.NSEC3, dns.rdatatype.NSEC3PARAM, dns.rdatatype.CDS,
+                 dns.rdatatype.CDNSKEY}
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,7 @@ class InstanceStatus:
     serial: int | None
     signing: list[rndc.SigningKey]
     problem: str | None
+    health: SigningHealth | None = None
 
 
 def _loaded(state: StateDir, zone: dns.name.Name) -> tuple[Instance, InstanceSettings, Path]:
@@ -52,14 +59,23 @@ def _access(state: StateDir, instance: Instance, settings: InstanceSettings) -> 
 
 
 def start(state: StateDir, zone: dns.name.Name) -> int:
-    """Start named for `zone` and wait until the signed zone validates; the pid."""
+    """Start named for `zone` and wait until it serves the signed zone caught up with the
+    unsigned one and has signed a new serial through the token (_load_and_sign); the pid.
+    A signing failure stops named again and names named's reason."""
     instance, settings, prefix = _loaded(state, zone)
     named.require_stopped(instance)
     ports.require_ports(state, instance, settings.listen, settings.port, settings.rndc_port, None)
     access = _access(state, instance, settings)
     ksk, zsk = (_key(instance, zone, settings, role) for role in ("ksk", "zsk"))
     ready = inline.ready_check(zone, settings.listen, settings.port, ksk.tag, zsk.tag)
-    return inline.start_named(instance, prefix, access, privileges.run_as_user(), ready)
+    # start_named waits until the signed zone has caught up (readiness.SignedAndSynced)
+    pid = inline.start_named(instance, prefix, access, privileges.run_as_user(), ready)
+    try:
+        _load_and_sign(instance, settings, prefix, zone, _parsed(instance.zone_file(zone), zone))
+    except BindPkcs11Error as error:
+        named.stop(instance)
+        raise type(error)(f"{error}; stopped named: fix the cause, then start it again") from None
+    return pid
 
 
 def _key(instance: Instance, zone: dns.name.Name, settings: InstanceSettings, role: str):
@@ -77,16 +93,26 @@ def stop(state: StateDir, zone: dns.name.Name) -> bool:
 
 
 def status(state: StateDir, zone: dns.name.Name) -> InstanceStatus:
+    """Running or not, the served serial, the keys signing, and signing health: a zone that
+    validates but whose unsigned changes named cannot sign is a problem too."""
     instance, settings, prefix = _loaded(state, zone)
     pid = named.running_pid(instance)
-    serial, signing, problem = None, [], None
+    serial, keys, problem, health = None, [], None, None
     if pid is not None:
         report = monitor.check_zone(zone, settings.listen, settings.port)
         serial = report.serial
-        problem = "; ".join(report.problems) if report.status == "critical" else None
-        signing = _with_roles(instance, zone, rndc.signing_list(instance, prefix, settings.zone)[1])
+        problems = list(report.problems) if report.status == "critical" else []
+        keys = _with_roles(instance, zone, rndc.signing_list(instance, prefix, settings.zone)[1])
+        health = signing_health(instance, prefix, settings.zone, instance.zone_file(zone),
+                                monitor.last_signed(report))
+        problems += [health.problem] if health.problem else []
+        problem = "; ".join(problems) or None
+    else:
+        errors = signing.errors_since_success(instance, instance.zone_file(zone))
+        reason = signing.failure_reason(errors)
+        problem = f"named's last run could not sign: {reason}" if reason else None
     return InstanceStatus(settings.zone, pid is not None, pid, settings.listen, settings.port,
-                          serial, signing, problem)
+                          serial, keys, problem, health)
 
 
 def reload(state: StateDir, zone: dns.name.Name) -> str:
@@ -95,19 +121,51 @@ def reload(state: StateDir, zone: dns.name.Name) -> str:
     if named.running_pid(instance) is None:
         raise BindPkcs11Error(f"named for {zone} is not running: 'bindpkcs11 named start {zone}'")
     served = instance.zone_file(zone)
+    previous = _parsed(served, zone)
     if settings.zone_source:
         _refresh_zone_copy(prefix, settings, Path(settings.zone_source), served)
     else:
         config.check_zone(prefix, settings.zone, served)
+    inline.hand_over(instance, _access(state, instance, settings), privileges.run_as_user())
+    try:
+        return _load_and_sign(instance, settings, prefix, zone, previous)
+    except signing.SigningFailed as error:
+        raise signing.SigningFailed(f"{error}; the zone stays served as signed before, and named "
+                                    "retries by itself (at most every minute)") from None
+
+
+def _load_and_sign(instance: Instance, settings: InstanceSettings, prefix: Path,
+                   zone: dns.name.Name, previous: dns.zone.Zone | None) -> str:
+    """Have named load the served unsigned copy under a new serial and wait until it serves it
+    signed: the changed RRsets by an active ZSK, the signed zone caught up (readiness.py).
+
+    named keeps serving the signed zone it has when it cannot sign (old signatures still
+    validate), so only a new unsigned serial proves that signing works *now*; `named start`
+    uses this too. On a signing error named logged, fail at once with named's reason.
+    """
+    served = instance.zone_file(zone)
     loaded = _loaded_serial(instance, prefix, settings.zone)
     note = _ensure_serial_above(served, zone, loaded)
-    inline.hand_over(instance, _access(state, instance, settings), privileges.run_as_user())
+    changed = _changed_rrsets(previous, _parsed(served, zone), zone)
+    watch = signing.SigningWatch.start(instance, prefix, settings.zone, served)
     output = rndc.rndc(instance, prefix, "reload", settings.zone)
     output += rndc.rndc(instance, prefix, "loadkeys", settings.zone)
     wanted = _zone_serial(served, zone)
     _wait_for(lambda: _loaded_serial(instance, prefix, settings.zone) == wanted, RELOAD_TIMEOUT,
-              f"named did not load serial {wanted} of {served}: {named.log_tail(instance)}")
-    return "\n".join(filter(None, [note, output.strip(), f"unsigned serial {wanted} loaded"]))
+              lambda: f"named did not load serial {wanted} of {served}: {named.log_tail(instance)}")
+    ready = readiness.SignedAndSynced(readiness.ServedSigned(
+        zone, settings.listen, settings.port, _signing_tags(instance, zone, settings, "ksk"),
+        _signing_tags(instance, zone, settings, "zsk"), changed), watch)
+    try:
+        _wait_for(ready, RELOAD_TIMEOUT,
+                  lambda: f"unsigned serial {wanted} loaded but not served signed within "
+                          f"{RELOAD_TIMEOUT:.0f} s: {ready.why_not()}", signing.NotServedSigned)
+    except signing.SigningFailed as error:
+        raise signing.SigningFailed(f"unsigned serial {wanted} loaded, but {error}") from None
+    signed = ready.state.signed_serial if ready.state else None
+    return "\n".join(filter(None, [note, output.strip(),
+                                   f"unsigned serial {wanted} loaded and signed (signed serial "
+                                   f"{signed}, {len(changed)} changed RRsets checked)"]))
 
 
 def _loaded_serial(instance: Instance, prefix: Path, zone: str) -> int | None:
@@ -123,6 +181,45 @@ def _zone_serial(path: Path, zone: dns.name.Name) -> int:
     return parsed.get_soa().serial
 
 
+def _parsed(path: Path, zone: dns.name.Name) -> dns.zone.Zone | None:
+    """The unsigned zone in `path`; None when it is missing or does not parse (nothing to diff)."""
+    try:
+        return dns.zone.from_file(str(path), origin=zone, relativize=False, check_origin=False)
+    except (OSError, dns.exception.DNSException):
+        return None
+
+
+def _changed_rrsets(old: dns.zone.Zone | None, new: dns.zone.Zone | None,
+                    zone: dns.name.Name) -> tuple[monitor.Lookup, ...]:
+    """RRsets of `new` that `old` lacks or holds differently, which named must serve signed:
+    no SOA (checked anyway), no DNSSEC types, nothing at or below a delegation (unsigned)."""
+    if new is None:
+        return ()
+    cuts = [name for name, rdataset in new.iterate_rdatasets(dns.rdatatype.NS) if name != zone]
+    changed = []
+    for name, rdataset in new.iterate_rdatasets():
+        if rdataset.rdtype in _DNSSEC_TYPES or any(name.is_subdomain(cut) for cut in cuts):
+            continue
+        before = old.get_rdataset(name, rdataset.rdtype) if old is not None else None
+        if before is None or before != rdataset or before.ttl != rdataset.ttl:
+            changed.append((name, rdataset.rdtype))
+    return tuple(sorted(changed)[:MAX_CHANGED_LOOKUPS])
+
+
+def _signing_tags(instance: Instance, zone: dns.name.Name, settings: InstanceSettings,
+                  role: str) -> frozenset[int]:
+    """Tags of the instance's `role` keys that should sign now (active, not retired)."""
+    now = int(time.time())
+    tags = frozenset(pair.tag for pair in key_pairs_in(instance.key_dir, zone)
+                     if pair.role == role and pair.dnskey.algorithm == settings.algorithm
+                     and pair.timing.activate is not None and pair.timing.activate <= now
+                     and not pair.timing.is_retired(now))
+    if not tags:
+        raise KeyFileError(f"no active {role.upper()} for {zone} in {instance.key_dir}: "
+                           "run 'bindpkcs11 setup-inline' again")
+    return tags
+
+
 def _ensure_serial_above(served: Path, zone: dns.name.Name, loaded: int | None) -> str | None:
     """Inline signing ignores an edited unsigned zone whose SOA serial did not increase; bump it
     in the served copy (never the operator's own file) and say so."""
@@ -133,20 +230,25 @@ def _ensure_serial_above(served: Path, zone: dns.name.Name, loaded: int | None) 
     if dns.serial.Serial(soa.serial) > dns.serial.Serial(loaded):
         return None
     bumped = (loaded + 1) % 2**32
-    node = parsed.find_node(zone)
-    rdataset = node.find_rdataset(dns.rdataclass.IN, dns.rdatatype.SOA)
-    rdataset.update(dns.rdataset.from_rdata(rdataset.ttl, soa.replace(serial=bumped)))
-    write_atomic(served, parsed.to_text(relativize=False), mode=0o644)
+    _write_serial(served, parsed, zone, bumped)
     return f"SOA serial {soa.serial} was not above the loaded {loaded}: served copy now has {bumped}"
 
 
-def _wait_for(condition, timeout: float, failure: str) -> None:
+def _write_serial(served: Path, parsed: dns.zone.Zone, zone: dns.name.Name, serial: int) -> None:
+    node = parsed.find_node(zone)
+    rdataset = node.find_rdataset(dns.rdataclass.IN, dns.rdatatype.SOA)
+    rdataset.update(dns.rdataset.from_rdata(rdataset.ttl, rdataset[0].replace(serial=serial)))
+    write_atomic(served, parsed.to_text(relativize=False), mode=0o644)
+
+
+def _wait_for(condition, timeout: float, failure, error=BindPkcs11Error) -> None:
+    """Poll `condition` until true; `error(failure())` at the deadline."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.05)
-    raise BindPkcs11Error(failure)
+    raise error(failure())
 
 
 def _refresh_zone_copy(prefix: Path, settings: InstanceSettings, source: Path, served: Path) -> None:

@@ -19,6 +19,7 @@ _POLL = 0.05
 # OPENSSL_CONF with the libp11 engine breaks every BIND binary (facts.md); secrets never reach
 # named: its PIN goes through a 0600 file.
 _NOT_FOR_NAMED = ("OPENSSL_CONF",)
+_RNDC_NOISE = "received control channel command"
 
 
 def named_env(prefix: Path, module_env: dict[str, str], pin_file: Path) -> dict[str, str]:
@@ -57,15 +58,26 @@ def start(instance: Instance, prefix: Path, env: dict[str, str], user: str | Non
         process = subprocess.Popen(args, cwd=instance.root, env=env, stdin=subprocess.DEVNULL,
                                    stdout=stdio, stderr=stdio, start_new_session=True)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise ToolFailed(f"named exited at start-up (exit {process.returncode}): "
+                                 f"{log_tail(instance)}")
+            if ready():
+                return process.pid
+            time.sleep(_POLL)
+    except BindPkcs11Error as error:
         if process.poll() is not None:
-            raise ToolFailed(f"named exited at start-up (exit {process.returncode}): {log_tail(instance)}")
-        if ready():
-            return process.pid
-        time.sleep(_POLL)
+            raise
+        _terminate(process.pid, STOP_TIMEOUT)  # a start that failed leaves no named behind
+        raise type(error)(f"{error}; stopped named: fix the cause, then start it again") from None
+    except BaseException:
+        _terminate(process.pid, STOP_TIMEOUT)
+        raise
     _terminate(process.pid, STOP_TIMEOUT)
+    why = getattr(ready, "why_not", None)
     raise ToolFailed(f"named did not serve a signed zone within {timeout:.0f} s; stopped it: "
-                     f"{log_tail(instance)}")
+                     + (f"{why()}; named's log: " if why else "") + log_tail(instance))
 
 
 def stop(instance: Instance, timeout: float = STOP_TIMEOUT) -> bool:
@@ -118,6 +130,8 @@ def log_tail(instance: Instance, lines: int = 4) -> str:
             text += path.read_text(errors="replace")
         except OSError:
             continue
+    # rndc polling (status, readiness checks) logs a line per command: not news
+    text = "\n".join(line for line in text.splitlines() if _RNDC_NOISE not in line)
     return tail(text, lines) if text else "no log output"
 
 

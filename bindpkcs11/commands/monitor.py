@@ -1,7 +1,10 @@
 """`bindpkcs11 monitor DOMAIN`: serial, RRSIG key tags, validity and expiry as a server serves them.
 
 Exit codes follow the monitoring convention (cron, Nagios-style checks): 0 ok, 1 warning,
-2 critical (see monitor.py for the rules). `--once` checks once; otherwise one line per check every
+2 critical (see monitor.py for the rules). For a setup-inline instance, or with --unsigned FILE,
+the served serial must also follow the unsigned zone's (serial_lag.py: warning after
+--lag-warning, critical after --lag-critical), and for an instance named's own signing errors
+are a warning. `--once` checks once; otherwise one line per check every
 --interval until Ctrl-C, which exits with the last check's code. Invalid input also exits 2, as a
 one-line error.
 """
@@ -11,10 +14,13 @@ from __future__ import annotations
 import json
 import time
 
-from bindpkcs11 import monitor
+from pathlib import Path
+
+from bindpkcs11 import monitor, serial_lag
+from bindpkcs11.bind import signing
 from bindpkcs11.bind.instance import Instance
 from bindpkcs11.dnssec.dnskey import parse_zone_name
-from bindpkcs11.errors import UsageError
+from bindpkcs11.errors import BindPkcs11Error, UsageError
 from bindpkcs11.output import print_json, print_table, to_plain
 from bindpkcs11.state import StateDir
 from bindpkcs11.timespec import parse_duration, parse_time
@@ -43,6 +49,15 @@ def register(commands, common) -> None:
     mon.add_argument("--timeout", type=float, default=monitor.DEFAULT_TIMEOUT, metavar="S",
                      help=f"seconds to wait for each answer (default {monitor.DEFAULT_TIMEOUT:g}; "
                           "one retry)")
+    mon.add_argument("--unsigned", metavar="FILE",
+                     help="the unsigned zone file: the served serial must follow its SOA serial "
+                          "(default for a setup-inline instance: the serial named loaded)")
+    mon.add_argument("--lag-warning", default="5mi", metavar="D",
+                     help="warn when the served zone has not followed the unsigned one for D "
+                          "(default 5mi; dated from the unsigned file's or named's journal's "
+                          "mtime: see docs/inline-signing.md)")
+    mon.add_argument("--lag-critical", default="30mi", metavar="D",
+                     help="critical when it has not for D (default 30mi)")
     mon.add_argument("--now", metavar="T",
                      help="validate as if at time T: now+3d asks whether the zone still validates "
                           "in 3 days (dnssec-settime forms)")
@@ -88,13 +103,80 @@ def _checker(args):
     server = monitor.resolve_server(args.server)
     if args.now is not None:
         parse_time(args.now)
+    lag = _lag_checker(args, zone)
 
     def check() -> monitor.ZoneReport:
         now = parse_time(args.now) if args.now is not None else None
-        return monitor.check_zone(zone, server, args.port, args.warn_days, now=now, names=names,
-                                  timeout=args.timeout)
+        report = monitor.check_zone(zone, server, args.port, args.warn_days, now=now, names=names,
+                                    timeout=args.timeout)
+        return lag(report) if lag else report
 
     return check
+
+
+def _lag_checker(args, zone):
+    """The serial-lag check (serial_lag.py) for --unsigned FILE or the zone's instance; None
+    when there is nothing to compare with."""
+    warning, critical = (_positive(args.lag_warning, "--lag-warning"),
+                         _positive(args.lag_critical, "--lag-critical"))
+    if critical < warning:
+        raise UsageError(f"--lag-critical {args.lag_critical} is shorter than --lag-warning "
+                         f"{args.lag_warning}: give a longer critical period")
+    if args.unsigned:
+        path = Path(args.unsigned)
+        serial_lag.unsigned_file_serial(path, zone)  # a bad file is an input error, up front
+        return lambda report: _file_lag(report, path, zone, warning, critical)
+    state = StateDir.open(args.state_dir)
+    instance = Instance.for_zone(state, zone)
+    if not instance.exists():
+        return None
+    return lambda report: _instance_lag(report, state, instance, zone, warning, critical)
+
+
+def _file_lag(report, path: Path, zone, warning: int, critical: int):
+    try:
+        unsigned, mtime = serial_lag.unsigned_file_serial(path, zone)
+    except UsageError as error:
+        return monitor.with_problem(report, "critical", str(error))
+    lag = serial_lag.evaluate(report.serial, unsigned, f"{path}", False, mtime,
+                              int(time.time()), warning, critical)
+    return monitor.with_problem(report, lag.status, lag.problem, serial_lag=lag)
+
+
+def _instance_lag(report, state: StateDir, instance: Instance, zone, warning: int, critical: int):
+    """Compare with what named loaded; when named cannot be asked, the DNS checks already say so."""
+    settings = instance.load_settings()
+    zone_file = instance.zone_file(zone)
+    report = _with_named_reason(report, instance, zone_file)
+    try:
+        sync = signing.sync_state(instance, state.bind_dir, settings.zone, zone_file)
+    except BindPkcs11Error:
+        return report
+    since = sync.pending_since
+    if since is None:
+        try:
+            since = zone_file.stat().st_mtime
+        except OSError:
+            since = None
+    lag = serial_lag.evaluate(report.serial, sync.raw_serial, f"instance {instance.root}",
+                              sync.pending, since, int(time.time()), warning, critical)
+    return monitor.with_problem(report, lag.status, lag.problem, serial_lag=lag)
+
+
+def _with_named_reason(report, instance: Instance, zone_file: Path):
+    """For an instance, named's own signing errors since the zone was last signed, as a problem:
+    a warning at once (the lag check escalates with time; a stopped named is critical anyway)."""
+    errors = signing.errors_since_success(instance, zone_file, monitor.last_signed(report))
+    reason = signing.failure_reason(errors)
+    return monitor.with_problem(report, "warning", f"named cannot sign: {reason}") if reason \
+        else report
+
+
+def _positive(text: str, option: str) -> int:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise UsageError(f"invalid {option} '{text}': use a duration above 0 (e.g. 300 or 5mi)")
+    return seconds
 
 
 def _interval(text: str) -> int:
@@ -140,6 +222,11 @@ def _print_report(report: monitor.ZoneReport) -> None:
     print(f"serial    {report.serial if report.serial is not None else '-'}")
     print(f"checked   {monitor.iso_time(report.checked_at)}")
     print(f"earliest  {monitor.iso_time(report.earliest_expiration)}{left}")
+    lag = report.serial_lag
+    if lag is not None:
+        state = (f"lagging for {lag.age} s" if lag.lagging else "follows")
+        print(f"unsigned  serial {lag.unsigned_serial if lag.unsigned_serial is not None else '-'} "
+              f"({lag.unsigned_source}): {state}")
     print(f"DNSKEY    {keys or '-'}")
     if report.rrsets:
         print()

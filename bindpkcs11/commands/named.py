@@ -6,6 +6,7 @@ from bindpkcs11.bind import control
 from bindpkcs11.commands.common import Parser, state
 from bindpkcs11.dnssec.dnskey import parse_zone_name
 from bindpkcs11.errors import UsageError
+from bindpkcs11.monitor import iso_time
 from bindpkcs11.output import print_json, print_table
 
 _RNDC_SHORTCUTS = {
@@ -20,7 +21,8 @@ def register(commands, common) -> None:
     named = commands.add_parser("named", help="control a setup-inline instance", parents=[common])
     sub = named.add_subparsers(dest="named_command", required=True, parser_class=Parser)
     for action, text in (("start", "start named and wait for the signed zone"),
-                         ("stop", "stop named"), ("status", "pid, serial, keys in use"),
+                         ("stop", "stop named"),
+                         ("status", "pid, serial, keys in use, signing health (exit 1 when stuck)"),
                          ("reload", "re-read the unsigned zone and the key files")):
         parser = sub.add_parser(action, help=text, parents=[common])
         parser.add_argument("domain")
@@ -57,6 +59,8 @@ def _named(args) -> int:
                   f" on {status.listen} port {status.port}")
             if status.serial is not None:
                 print(f"serial {status.serial}")
+            if status.health:
+                _print_health(status.health)
             if status.problem:
                 print(f"problem: {status.problem}")
             if status.signing:
@@ -65,6 +69,17 @@ def _named(args) -> int:
                              for k in status.signing])
         return 0 if status.running and not status.problem else 1
     return 0
+
+
+def _print_health(health) -> None:
+    """Signing health: serials, last successful signing, pending changes, named's errors."""
+    print(f"signing   unsigned serial {health.raw_serial}, signed serial {health.signed_serial}, "
+          f"last signed {iso_time(health.last_signed)}")
+    if health.pending:
+        print(f"pending   unsigned serial {health.raw_serial} not signed yet (signed zone from "
+              f"unsigned serial {health.source_serial}) since {iso_time(health.pending_since)}")
+    for line in health.errors:
+        print(f"named     {line}")
 
 
 def _report(args, data: dict, text: str) -> None:
