@@ -36,7 +36,6 @@ from bindpkcs11.token import library
 from bindpkcs11.token.uri import parse_uri
 
 DEFAULT_TOKEN = "bindpkcs11"
-READY_QUERY_TIMEOUT = 0.5
 Progress = Callable[[str], None]
 
 
@@ -307,12 +306,6 @@ def _active(pairs: list[KeyPairFiles], algorithm: int, token: str, role: str) ->
     return None
 
 
-def signed_by(report: monitor.ZoneReport, rdtype: str) -> set[int]:
-    """Tags of the valid RRSIGs over the apex RRset of `rdtype` in a monitor report."""
-    return {sig.key_tag for rrset in report.rrsets if rrset.rdtype == rdtype and rrset.name == report.zone
-            for sig in rrset.signatures if sig.valid}
-
-
 def ready_check(zone: dns.name.Name, server: str, port: int, ksk_tag: int,
                 zsk_tag: int) -> Callable[[], bool]:
     """True once everything validates (monitor's checks) with SOA signed by the ZSK and DNSKEY by
@@ -352,7 +345,8 @@ def _restart_previous(instance: Instance, prefix: Path, access: TokenAccess,
     zone = dns.name.from_text(previous.zone)
 
     def serving() -> bool:
-        report = monitor.check_zone(zone, previous.listen, previous.port, timeout=READY_QUERY_TIMEOUT)
+        report = monitor.check_zone(zone, previous.listen, previous.port,
+                                     timeout=readiness.READY_QUERY_TIMEOUT)
         return report.status != "critical"
 
     try:

@@ -1,8 +1,8 @@
-"""`bindpkcs11 named start|stop|status|reload DOMAIN` and `bindpkcs11 rndc ...` (see bind/control.py)."""
+"""`bindpkcs11 named start|stop|status|reload DOMAIN` and `bindpkcs11 rndc ...` (see control.py)."""
 
 from __future__ import annotations
 
-from bindpkcs11.bind import control
+from bindpkcs11 import control
 from bindpkcs11.commands.common import Parser, state
 from bindpkcs11.dnssec.dnskey import parse_zone_name
 from bindpkcs11.errors import UsageError

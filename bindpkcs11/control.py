@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,12 +15,13 @@ import dns.rdatatype
 import dns.serial
 import dns.zone
 
-from bindpkcs11 import inline, monitor, readiness
+from bindpkcs11 import inline, locks, monitor, readiness
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.bind import build, config, named, ports, privileges, rndc, signing
 from bindpkcs11.bind.health import SigningHealth, signing_health
 from bindpkcs11.bind.instance import Instance, InstanceSettings
 from bindpkcs11.dnssec.keyfile import key_pairs_in
+from bindpkcs11.dnssec.zonesource import read_zone_source
 from bindpkcs11.errors import BindPkcs11Error, KeyFileError, UsageError
 from bindpkcs11.fileio import write_atomic
 from bindpkcs11.state import StateDir
@@ -62,6 +64,16 @@ def start(state: StateDir, zone: dns.name.Name) -> int:
     """Start named for `zone` and wait until it serves the signed zone caught up with the
     unsigned one and has signed a new serial through the token (_load_and_sign); the pid.
     A signing failure stops named again and names named's reason."""
+    with _instance_locked(state, zone):
+        return _start(state, zone)
+
+
+def _instance_locked(state: StateDir, zone: dns.name.Name):
+    """The instance lock setup-inline holds: start, stop and reload never race it or each other."""
+    return locks.held(inline.instance_lock(state, zone), f"the instance of {zone}")
+
+
+def _start(state: StateDir, zone: dns.name.Name) -> int:
     instance, settings, prefix = _loaded(state, zone)
     named.require_stopped(instance)
     ports.require_ports(state, instance, settings.listen, settings.port, settings.rndc_port, None)
@@ -89,7 +101,8 @@ def _key(instance: Instance, zone: dns.name.Name, settings: InstanceSettings, ro
 def stop(state: StateDir, zone: dns.name.Name) -> bool:
     instance = Instance.for_zone(state, zone)
     instance.load_settings()
-    return named.stop(instance)
+    with _instance_locked(state, zone):
+        return named.stop(instance)
 
 
 def status(state: StateDir, zone: dns.name.Name) -> InstanceStatus:
@@ -117,13 +130,18 @@ def status(state: StateDir, zone: dns.name.Name) -> InstanceStatus:
 
 def reload(state: StateDir, zone: dns.name.Name) -> str:
     """Re-read the unsigned zone and the key files (after edits or a new key); named keeps running."""
+    with _instance_locked(state, zone):
+        return _reload(state, zone)
+
+
+def _reload(state: StateDir, zone: dns.name.Name) -> str:
     instance, settings, prefix = _loaded(state, zone)
     if named.running_pid(instance) is None:
         raise BindPkcs11Error(f"named for {zone} is not running: 'bindpkcs11 named start {zone}'")
     served = instance.zone_file(zone)
     previous = _parsed(served, zone)
     if settings.zone_source:
-        _refresh_zone_copy(prefix, settings, Path(settings.zone_source), served)
+        _refresh_zone_copy(prefix, zone, Path(settings.zone_source), served)
     else:
         config.check_zone(prefix, settings.zone, served)
     inline.hand_over(instance, _access(state, instance, settings), privileges.run_as_user())
@@ -251,13 +269,15 @@ def _wait_for(condition, timeout: float, failure, error=BindPkcs11Error) -> None
     raise error(failure())
 
 
-def _refresh_zone_copy(prefix: Path, settings: InstanceSettings, source: Path, served: Path) -> None:
-    """Copy the operator's zone file over the served unsigned copy, only if it loads."""
-    try:
-        text = source.read_text()
-    except OSError as error:
-        raise UsageError(f"cannot read zone file {source}: {error.strerror}") from None
-    config.check_zone(prefix, settings.zone, source)
+def _refresh_zone_copy(prefix: Path, zone: dns.name.Name, source: Path, served: Path) -> None:
+    """Copy the operator's zone file (its $INCLUDEs expanded, as setup-inline does) over the
+    served unsigned copy, only if it loads; named-checkzone reads a private copy, never the
+    operator's files, and its messages name the operator's file."""
+    text = read_zone_source(source, zone)
+    with tempfile.NamedTemporaryFile("w", suffix=".zone") as handle:
+        handle.write(text)
+        handle.flush()
+        config.check_zone(prefix, zone.to_text(), Path(handle.name), shown_as=source)
     if not served.exists() or served.read_text() != text:
         write_atomic(served, text, mode=0o644)
 
