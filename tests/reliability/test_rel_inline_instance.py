@@ -186,3 +186,36 @@ def test_zone_names_differing_in_case_are_one_instance(inline_cli):
     assert "nothing changed" in result.stdout
     assert named_pid(inline_cli) == pid
     assert sorted(p.name for p in (inline_cli.state_dir / "instances").iterdir()) == [ZONE]
+
+
+def test_named_commands_take_the_instance_lock(inline_cli):
+    """Before: `named stop` or `reload` could run in the middle of a setup-inline swap."""
+    from bindpkcs11 import locks
+
+    setup(inline_cli)
+    pid = named_pid(inline_cli)
+    lock = inline_cli.state_dir / "locks" / f"instance-{ZONE}.lock"
+    with locks.held(lock, "test"):
+        result = inline_cli("named", "stop", ZONE, check=False)
+    error = one_line_error(result)
+    assert f"process {os.getpid()}" in error and result.returncode == 75
+    assert named_pid(inline_cli) == pid
+
+
+def test_reload_reads_the_zone_like_setup_inline(inline_cli, tmp_path):
+    """Before: reload ran named-checkzone as root on the operator's file, following its
+    $INCLUDEs, and copied the file with a relative $INCLUDE that named could not resolve."""
+    zone_dir = tmp_path / "zones"
+    zone_dir.mkdir()
+    zone = zone_dir / "example.test.zone"
+    head = "$TTL 300\n@ IN SOA ns1 h {serial} 3600 600 1209600 300\n@ NS ns1\nns1 A 127.0.0.1\n"
+    zone.write_text(head.format(serial=1))
+    setup(inline_cli, "--zone-file", str(zone))
+    (zone_dir / "more.inc").write_text("more IN A 127.0.0.12\n")
+    zone.write_text(head.format(serial=2) + "$INCLUDE more.inc\n")
+    inline_cli("named", "reload", ZONE)
+    assert validated(ZONE, "A", inline_cli.ports[0], f"more.{ZONE}")[0][0].address == "127.0.0.12"
+    zone.write_text(head.format(serial=3) + "$INCLUDE /etc/passwd\n")
+    error = one_line_error(inline_cli("named", "reload", ZONE, check=False))
+    assert "outside the zone file's directory" in error
+    validated(ZONE, "A", inline_cli.ports[0], f"more.{ZONE}")
