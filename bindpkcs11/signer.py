@@ -43,9 +43,10 @@ from bindpkcs11.dnssec.bundleselect import Candidate, Choice, choose, scan
 from bindpkcs11.dnssec.dnskey import key_tag
 from bindpkcs11.dnssec.keyfile import base_name
 from bindpkcs11.dnssec.refusals import SignerRefused, ValidationFailed, ZoneInvalid
+from bindpkcs11.dnssec.zonesource import read_zone_source
 from bindpkcs11.dnssec.zonetext import (check_rrsig_signers, prepare_unsigned, soa_serial,
                                         splice_dnskey_rrsigs)
-from bindpkcs11.errors import BindPkcs11Error, ToolFailed, UsageError
+from bindpkcs11.errors import BindPkcs11Error, InputFileError, ToolFailed, UsageError
 from bindpkcs11.fileio import read_limited, write_atomic
 from bindpkcs11.run import run_tool, tail
 from bindpkcs11.signerwork import round_dir
@@ -107,7 +108,7 @@ def run_round(config: SignerConfig, unlocker: Unlocker, now: int) -> RoundResult
     started = time.monotonic()
     choice = choose(config.bundle_dir, config.zone.to_text(), now, config.margin)
     state = _load_state(config.state_path)
-    unsigned = read_unsigned(config.unsigned)
+    unsigned = read_unsigned(config.unsigned, config.zone)
     digest = hashlib.sha256(unsigned).hexdigest()
     reason = _resign_reason(config, state, choice, digest, now)
     warnings = _warnings(choice, now, config)
@@ -221,9 +222,11 @@ def _sign(config: SignerConfig, bundle: Bundle, anchor: dns.rrset.RRset, unsigne
     return spliced.data, prepared.serial
 
 
-def read_unsigned(path: Path) -> bytes:
-    """The unsigned zone's bytes: a regular file of at most MAX_UNSIGNED_BYTES (a FIFO, a device
-    or a huge file is refused with one line, without blocking or reading it all)."""
+def read_unsigned(path: Path, zone: dns.name.Name) -> bytes:
+    """The unsigned zone's bytes with its $INCLUDEs expanded: regular files of at most
+    MAX_UNSIGNED_BYTES in all (a FIFO, a device or a huge file is refused with one line, without
+    blocking or reading it all), included files only from the zone file's own directory, so that
+    named-compilezone (run as root) reads nothing but bytes bindpkcs11 hashed and checked."""
     try:
         info = os.stat(path)
     except OSError as error:
@@ -231,7 +234,10 @@ def read_unsigned(path: Path) -> bytes:
     if stat.S_ISREG(info.st_mode) and info.st_size > MAX_UNSIGNED_BYTES:
         raise ZoneInvalid(f"the unsigned zone {path} is {info.st_size} bytes, more than the "
                           f"{MAX_UNSIGNED_BYTES} this signer reads: is it the right file?")
-    return read_limited(path, MAX_UNSIGNED_BYTES, "the unsigned zone", ZoneInvalid)[0]
+    try:
+        return read_zone_source(path, zone, MAX_UNSIGNED_BYTES).encode()
+    except InputFileError as error:
+        raise ZoneInvalid(f"the unsigned zone cannot be used, nothing published: {error}") from None
 
 
 def _compile_unsigned(config: SignerConfig, unsigned: bytes, work: Path) -> str:

@@ -26,11 +26,12 @@ class ZoneIncludeRefused(InputFileError):
     """The zone file includes a file outside its own directory."""
 
 
-def read_zone_source(path: Path, zone: dns.name.Name) -> str:
-    """The text of zone file `path` with every `$INCLUDE` expanded in place."""
+def read_zone_source(path: Path, zone: dns.name.Name, limit: int = MAX_ZONE_BYTES) -> str:
+    """The text of zone file `path` with every `$INCLUDE` expanded in place (`limit` bytes in
+    all)."""
     path = Path(path)
     root = path.resolve().parent
-    budget = [MAX_ZONE_BYTES]
+    budget = [limit]
     return _expand(path, zone, root, budget, depth=0)
 
 

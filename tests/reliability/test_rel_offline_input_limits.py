@@ -126,3 +126,24 @@ def test_presign_checks_its_outputs_before_the_token_signs(ceremony: Ceremony, t
     error = one_line_error(ceremony.presign("--log", str(log), check=False))
     assert str(ceremony.out) in error and "not a directory" in error
     assert "SIGNED" not in log.read_text()
+
+
+def test_signer_expands_includes_beside_the_zone_and_refuses_others(online: Online):
+    """Before: named-compilezone ran as root on the operator's zone and followed any $INCLUDE
+    (an include of /etc/passwd was read; a FIFO include hung it); edits to an included file
+    were not seen as a change of the zone."""
+    offline = online.offline
+    included = online.unsigned.parent / "hosts.inc"
+    included.write_text("included IN A 127.0.0.13\n")
+    base = online.unsigned.read_text()
+    online.unsigned.write_text(base + "$INCLUDE hosts.inc\n")
+    online.publish(offline.at(0))
+    assert "included.example.test." in online.out.read_text()
+    included.write_text("included IN A 127.0.0.14\n")
+    online.publish(offline.at(0) + 1)
+    assert "127.0.0.14" in online.out.read_text()
+    published = online.out.read_bytes()
+    online.unsigned.write_text(base + "$INCLUDE /etc/passwd\n")
+    error = one_line_error(online.run(offline.at(0) + 2))
+    assert "outside the zone file's directory" in error and "root:" not in error
+    assert online.out.read_bytes() == published
