@@ -22,7 +22,7 @@ from bindpkcs11 import admin, locks, monitor, pins, readiness
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.bind import build, config, named, ports, privileges
 from bindpkcs11.bind.instance import Instance, InstanceSettings, Secondary
-from bindpkcs11.dnssec import keygen
+from bindpkcs11.dnssec import keygen, software
 from bindpkcs11.dnssec.algorithms import Algorithm
 from bindpkcs11.dnssec.dnskey import ds_text, zone_label_text
 from bindpkcs11.dnssec.keyfile import KeyPairFiles, Timing, key_pairs_in, read_key_pair
@@ -33,9 +33,11 @@ from bindpkcs11.fileio import ensure_private_dir
 from bindpkcs11.run import child_env, tail
 from bindpkcs11.state import StateDir
 from bindpkcs11.token import library
+from bindpkcs11.token.profiles import get_profile
 from bindpkcs11.token.uri import parse_uri
 
 DEFAULT_TOKEN = "bindpkcs11"
+SLOW_SIGNING_SECONDS = 60
 Progress = Callable[[str], None]
 
 
@@ -53,6 +55,7 @@ class SetupRequest:
     rndc_port: int = 9530
     secondaries: tuple[Secondary, ...] = ()
     test_timings: bool = False
+    zsk_on: str | None = None  # "token" or "software"; None: the instance's choice, else by rate
 
 
 @dataclass(frozen=True)
@@ -112,13 +115,15 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
     prefix = build.build(state, progress=progress).prefix
     check_keys_load(prefix, existing)
     _check_zone_text(prefix, request.zone, zone_text, request.zone_file)
-    max_ttl = _max_ttl(request.zone, zone_text, request.zone_file)
+    max_ttl, rrsets = _zone_stats(request.zone, zone_text, request.zone_file)
+    zsk_on = _zsk_place(state, instance, request, rrsets, progress)
     settings = InstanceSettings(
         zone=request.zone.to_text(), token=request.token, profile=request.profile,
         algorithm=request.algorithm.number, bits=request.algorithm.spec.bits or None,
         listen=request.listen, port=request.port, rndc_port=request.rndc_port,
         secondaries=list(request.secondaries), test_timings=request.test_timings,
         zone_source=str(request.zone_file.resolve()) if request.zone_file else None,
+        zsk_on=zsk_on,
     )
     _check_rendered(prefix, instance, settings, max_ttl)
     access, created_token = _token_access(state, request, progress)
@@ -126,7 +131,7 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
     ensure_private_dir(instance.root)
     for sub in (instance.key_dir, instance.zone_dir):
         sub.mkdir(parents=True, exist_ok=True)
-    ksk, zsk, generated = _zone_keys(instance, request, access, existing, progress)
+    ksk, zsk, generated = _zone_keys(instance, request, zsk_on, access, existing, progress)
     try:
         zone_file = instance.zone_file(request.zone)
         files = config.render(instance, settings, zone_file, max_ttl)
@@ -217,13 +222,34 @@ def _check_rendered(prefix: Path, instance: Instance, settings: InstanceSettings
         config.check_config(prefix, trial.named_conf)
 
 
-def _max_ttl(zone: dns.name.Name, text: str, shown_as: Path | None) -> int:
+def _zone_stats(zone: dns.name.Name, text: str, shown_as: Path | None) -> tuple[int, int]:
+    """The zone's largest TTL (for max-zone-ttl) and its number of RRsets (what signing costs)."""
     try:
         parsed = dns.zone.from_text(text, origin=zone, relativize=False, check_origin=False)
     except dns.exception.DNSException as error:
         raise UsageError(f"zone file {shown_as or 'the sample zone'} does not parse as {zone}: "
                          f"{error}") from None
-    return max((rdataset.ttl for _, rdataset in parsed.iterate_rdatasets()), default=300)
+    ttls = [rdataset.ttl for _, rdataset in parsed.iterate_rdatasets()]
+    return max(ttls, default=300), len(ttls)
+
+
+def _zsk_place(state: StateDir, instance: Instance, request: SetupRequest, rrsets: int,
+               progress: Progress) -> str:
+    """Where the ZSK lives: as asked; else as the instance already has it; else on the token
+    unless the device signs too slowly for this zone (a full signing pass would take longer
+    than SLOW_SIGNING_SECONDS at the profile's rate), when a software ZSK seeded by the token's
+    randomness keeps re-signing fast while the KSK stays in hardware."""
+    if request.zsk_on is not None:
+        return request.zsk_on
+    if instance.exists():
+        return instance.load_settings().zsk_on
+    rate = getattr(get_profile(request.profile, state), "signatures_per_second", None)
+    if rate and rrsets / rate > SLOW_SIGNING_SECONDS:
+        progress(f"a '{request.profile}' token signs about {rate} signatures/s: signing {rrsets} "
+                 f"RRsets would take {rrsets / rate:.0f} s, so the ZSK is made in software (seeded "
+                 "from the token) and the KSK stays on the token; --zsk-on token overrides")
+        return "software"
+    return "token"
 
 
 def _token_access(state: StateDir, request: SetupRequest, progress: Progress) -> tuple[TokenAccess, bool]:
@@ -256,25 +282,38 @@ def _verified_pin(access: TokenAccess) -> str:
     return pin
 
 
-def _zone_keys(instance: Instance, request: SetupRequest, access: TokenAccess,
+def _zone_keys(instance: Instance, request: SetupRequest, zsk_on: str, access: TokenAccess,
                existing: list[KeyPairFiles],
                progress: Progress) -> tuple[KeyPairFiles, KeyPairFiles, list[KeyPairFiles]]:
-    """The zone's active token KSK and ZSK in the instance key dir, generated when missing;
-    returns them and the pairs this run generated."""
-    found = {role: _active(existing, request.algorithm.number, request.token, role)
+    """The zone's active KSK (on the token) and ZSK (on the token or in software) in the instance
+    key dir, generated when missing; returns them and the pairs this run generated."""
+    on_token = {"ksk": True, "zsk": zsk_on == "token"}
+    found = {role: _active(existing, request.algorithm.number, request.token, role, on_token[role])
              for role in ("ksk", "zsk")}
     generated = []
     for role in ("ksk", "zsk"):
         if found[role] is None:
-            progress(f"generating the {role.upper()} ({request.algorithm.mnemonic}) on token "
-                     f"'{request.token}' ...")
             now = int(time.time())
-            key = keygen.generate_on_token(keygen.KeygenRequest(
+            keygen_request = keygen.KeygenRequest(
                 zone=request.zone, role=role, algorithm=request.algorithm, key_dir=instance.key_dir,
-                timing=Timing(created=now, publish=now, activate=now)), access)
+                timing=Timing(created=now, publish=now, activate=now), software=not on_token[role])
+            key = _generate(keygen_request, access, progress)
             found[role] = read_key_pair(key.key_file)
             generated.append(found[role])
     return found["ksk"], found["zsk"], generated
+
+
+def _generate(request: keygen.KeygenRequest, access: TokenAccess,
+              progress: Progress) -> keygen.GeneratedKey:
+    what = f"the {request.role.upper()} ({request.algorithm.mnemonic})"
+    if not request.software:
+        progress(f"generating {what} on token '{access.label}' ...")
+        return keygen.generate_on_token(request, access)
+    if software.supports_extra_entropy(request.algorithm):
+        progress(f"generating {what} in software, seeded from token '{access.label}' ...")
+        return keygen.generate_software_with_token_rng(request, access)
+    progress(f"generating {what} in software (RSA key generation takes no token randomness) ...")
+    return keygen.generate_software(request)
 
 
 def _set_aside(instance: Instance, generated: list[KeyPairFiles]) -> None:
@@ -291,16 +330,19 @@ def _set_aside(instance: Instance, generated: list[KeyPairFiles]) -> None:
 
 
 def active_key(instance: Instance, zone: dns.name.Name, algorithm: int, token: str,
-               role: str) -> KeyPairFiles | None:
-    """The zone's token key for `role` in the instance key dir that is not yet retired."""
-    return _active(key_pairs_in(instance.key_dir, zone), algorithm, token, role)
+               role: str, on_token: bool = True) -> KeyPairFiles | None:
+    """The zone's key for `role` in the instance key dir (on `token`, or a software key) that is
+    not yet retired."""
+    return _active(key_pairs_in(instance.key_dir, zone), algorithm, token, role, on_token)
 
 
-def _active(pairs: list[KeyPairFiles], algorithm: int, token: str, role: str) -> KeyPairFiles | None:
+def _active(pairs: list[KeyPairFiles], algorithm: int, token: str, role: str,
+            on_token: bool) -> KeyPairFiles | None:
     now = int(time.time())
     for pair in pairs:
-        if (pair.role == role and pair.dnskey.algorithm == algorithm
-                and pair.label_uri and parse_uri(pair.label_uri).token == token
+        where = (pair.label_uri is not None and parse_uri(pair.label_uri).token == token
+                 if on_token else pair.label_uri is None)
+        if (pair.role == role and pair.dnskey.algorithm == algorithm and where
                 and not pair.timing.is_retired(now)):
             return pair
     return None

@@ -6,8 +6,8 @@ from conftest import TOKEN
 
 
 def bench_objects(cli) -> list[str]:
-    return [o["label"] for o in cli.json("token", "show", "--label", TOKEN)["objects"]
-            if o["label"].startswith("bindpkcs11-bench-")]
+    return [o["object"]["label"] for o in cli.json("token", "show", "--label", TOKEN)["objects"]
+            if o["object"]["label"].startswith("bindpkcs11-bench-")]
 
 
 def test_bench_reports_a_rate_per_session_count_and_removes_its_key(token_cli):

@@ -42,6 +42,7 @@ class InstanceSettings:
     secondaries: list[Secondary] = field(default_factory=list)
     test_timings: bool = False
     zone_source: str | None = None
+    zsk_on: str = "token"
 
 
 @dataclass(frozen=True)

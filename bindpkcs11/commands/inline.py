@@ -29,6 +29,9 @@ def register(commands, common) -> None:
     setup.add_argument("--rndc-port", type=int, default=9530)
     setup.add_argument("--secondary", action="append", default=[], metavar="HOST:PORT",
                        help="also-notify + allow-transfer for this secondary (repeatable)")
+    setup.add_argument("--zsk-on", choices=["token", "software"],
+                       help="where the ZSK lives (default: as the instance has it; for a new one, "
+                            "the token unless it signs too slowly for the zone)")
     setup.add_argument("--test-timings", action="store_true",
                        help="30-minute signatures refreshed after 10 minutes (watch a cycle)")
     setup.set_defaults(handler=_setup_inline)
@@ -48,7 +51,7 @@ def _setup_inline(args) -> int:
         pin_file=args.pin_file, listen=parse_listen(args.listen), port=_port(args.port, "--port"),
         rndc_port=_port(args.rndc_port, "--rndc-port"),
         secondaries=tuple(parse_secondary(s) for s in args.secondary),
-        test_timings=args.test_timings,
+        test_timings=args.test_timings, zsk_on=args.zsk_on,
     )
     progress = (lambda line: None) if args.json else (
         lambda line: print(f"setup-inline: {line}", file=sys.stderr, flush=True))
@@ -60,7 +63,8 @@ def _setup_inline(args) -> int:
     print(f"zone {result.zone} {verb} by named (pid {result.pid}) on {result.listen} port "
           f"{result.port}, serial {result.serial}, in {result.seconds:.1f} s")
     for key in result.keys:
-        print(f"  {key.role.upper()} {key.tag} (algorithm {key.algorithm}) {key.uri}")
+        print(f"  {key.role.upper()} {key.tag} (algorithm {key.algorithm}) "
+              f"{key.uri or 'software key ' + key.key_file}")
     print(f"try:  {result.dig}")
     print(f"DS for the parent zone:  {result.ds}")
     return 0

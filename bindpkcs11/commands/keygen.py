@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
-from bindpkcs11 import admin, keydirs
+from bindpkcs11 import keydirs
 from bindpkcs11.commands.common import DEFAULT_TOKEN, access, key_dir, state
-from bindpkcs11.dnssec import algorithms, keygen, software
+from bindpkcs11.dnssec import algorithms, keygen
 from bindpkcs11.dnssec.dnskey import parse_zone_name
 from bindpkcs11.dnssec.keyfile import Timing, check_writable
 from bindpkcs11.errors import UsageError
@@ -17,7 +16,6 @@ from bindpkcs11.output import print_json
 from bindpkcs11.timespec import check_key_time, parse_time, parse_ttl, to_bind_timestamp
 
 
-RNG_BYTES = 64
 
 
 def register(commands, common) -> None:
@@ -88,14 +86,7 @@ def _generate_software(args, request: keygen.KeygenRequest) -> keygen.GeneratedK
     """A software key; with --rng-from-token, token randomness is mixed into it (the demo's hgenzsk)."""
     if not args.rng_from_token:
         return keygen.generate_software(request)
-    if not software.supports_extra_entropy(request.algorithm):
-        raise UsageError(f"--rng-from-token cannot be used for {request.algorithm.mnemonic}: RSA key "
-                         "generation takes no outside randomness; use an ECDSA or Ed25519 ZSK")
-    label = args.token or DEFAULT_TOKEN
-    token_random = admin.random_bytes(access(args, label), RNG_BYTES)
-    with software.extra_entropy(token_random):
-        result = keygen.generate_software(request)
-    return replace(result, extra={**result.extra, "rng": f"os+token:{label}"})
+    return keygen.generate_software_with_token_rng(request, access(args, args.token or DEFAULT_TOKEN))
 
 
 def _time_or(name: str, text: str | None, default: int | None, now: int) -> int | None:

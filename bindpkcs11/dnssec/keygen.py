@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import dns.name
@@ -19,12 +19,13 @@ from bindpkcs11.dnssec.keyfile import (
     token_private_fields,
     write_key_pair,
 )
-from bindpkcs11.errors import DuplicateLabel, InvalidTime, KeyFileError
+from bindpkcs11.errors import DuplicateLabel, InvalidTime, KeyFileError, UsageError
 from bindpkcs11.timespec import TTL_MAX, check_key_time
 from bindpkcs11.token import keys
 from bindpkcs11.token.uri import key_uri
 
 _TAG_COLLISION_RETRIES = 5
+TOKEN_RNG_BYTES = 64
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,20 @@ def generate_software(request: KeygenRequest) -> GeneratedKey:
             )
             return _result(request, dnskey, key_path, private_path)
     raise KeyFileError("key tag collisions kept happening: clean up the key directory")
+
+
+def generate_software_with_token_rng(request: KeygenRequest, access: TokenAccess) -> GeneratedKey:
+    """A software key whose randomness mixes the token's C_GenerateRandom into the OS's (the 2012
+    demo's hgenzsk): a ZSK that signs at software speed, seeded by the hardware too."""
+    if not software.supports_extra_entropy(request.algorithm):
+        raise UsageError(f"token randomness cannot be mixed into a {request.algorithm.mnemonic} key: "
+                         "RSA key generation takes no outside randomness; use an ECDSA or Ed25519 "
+                         "ZSK")
+    with access.session(login=False) as session:
+        token_random = keys.generate_random(session, TOKEN_RNG_BYTES)
+    with software.extra_entropy(token_random):
+        result = generate_software(request)
+    return replace(result, extra={**result.extra, "rng": f"os+token:{access.label}"})
 
 
 def generate_on_token(request: KeygenRequest, access: TokenAccess) -> GeneratedKey:
