@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from bindpkcs11 import __version__
-from bindpkcs11.commands import bind, inline, keygen, ksk, monitor, named, signer, token
+from bindpkcs11.commands import bind, inline, keygen, ksk, monitor, named, signer, token, tpm2
 from bindpkcs11.commands.common import Parser
 from bindpkcs11.errors import BindPkcs11Error, os_error_message
 from bindpkcs11.output import printable
@@ -22,7 +22,7 @@ from bindpkcs11.output import printable
 EXIT_UNEXPECTED = 70
 EXIT_DATA = 65  # EX_DATAERR: input that is not text
 EXIT_IO = 74  # EX_IOERR: a file could not be read or written
-COMMAND_FAMILIES = (token, keygen, bind, inline, named, monitor, ksk, signer)
+COMMAND_FAMILIES = (token, keygen, bind, inline, named, monitor, ksk, signer, tpm2)
 
 
 def build_parser() -> argparse.ArgumentParser:

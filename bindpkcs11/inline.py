@@ -33,6 +33,7 @@ from bindpkcs11.fileio import ensure_private_dir
 from bindpkcs11.run import child_env, tail
 from bindpkcs11.state import StateDir
 from bindpkcs11.token import library
+from bindpkcs11.token.profiles import get_profile, require_key_spec
 from bindpkcs11.token.uri import parse_uri
 
 DEFAULT_TOKEN = "bindpkcs11"
@@ -102,6 +103,7 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
     the ports and the configuration that will be rendered have all passed their checks.
     """
     started = time.monotonic()
+    require_key_spec(get_profile(request.profile, state, request.module), request.algorithm.spec)
     user = privileges.run_as_user()
     privileges.require_reachable(user, state.root)
     running = named.running_pid(instance)

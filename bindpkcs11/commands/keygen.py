@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import contextlib
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +14,7 @@ from bindpkcs11.dnssec.dnskey import parse_zone_name
 from bindpkcs11.dnssec.keyfile import Timing
 from bindpkcs11.errors import UsageError
 from bindpkcs11.output import print_json
+from bindpkcs11.progress import ticking
 from bindpkcs11.timespec import parse_duration, parse_time, to_bind_timestamp
 
 
@@ -67,10 +68,11 @@ def _keygen(args) -> int:
     else:
         if args.rng_from_token:
             raise UsageError("--rng-from-token is for --software keys (token keys use the token's RNG)")
-        if not args.json:
-            print(f"generating {algorithm.mnemonic} {args.role.upper()} on token "
-                  f"'{args.token or DEFAULT_TOKEN}' ...", file=sys.stderr, flush=True)
-        result = keygen.generate_on_token(request, access(args, args.token or DEFAULT_TOKEN))
+        token = access(args, args.token or DEFAULT_TOKEN)
+        message = (f"generating {algorithm.mnemonic} {args.role.upper()} on token "
+                   f"'{args.token or DEFAULT_TOKEN}' ...")
+        with contextlib.nullcontext() if args.json else ticking(message):
+            result = keygen.generate_on_token(request, token)
     if args.json:
         print_json(result)
     else:
