@@ -54,6 +54,8 @@ def _common_options(suppress: bool = True) -> argparse.ArgumentParser:
     parent.add_argument("--profile", default=default("softhsm"),
                         help="device profile (default softhsm: the embedded token)")
     parent.add_argument("--module", default=default(None), help="PKCS#11 module path override")
+    parent.add_argument("--tcti", default=default(None),
+                        help="tpm2 profile: the TCTI to reach the TPM (sets TPM2_PKCS11_TCTI)")
     return parent
 
 
@@ -65,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="bindpkcs11: %(message)s")
     handler: Callable = args.handler
+    if args.tcti:  # the tpm2 profile (and named after setup-inline) read the TCTI from here
+        os.environ["TPM2_PKCS11_TCTI"] = args.tcti
     try:
         return handler(args)
     except BindPkcs11Error as error:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -128,9 +129,29 @@ class Tpm2Profile:
         self._ensure_store()
         for variable, value in _QUIET.items():
             os.environ.setdefault(variable, value)
-        for variable, value in self.module_env().items():
+        env = self.module_env()
+        self.probe(env)
+        for variable, value in env.items():
             if variable != "PKCS11_LIBRARY_PATH":
                 library.module_env_ready(variable, value)
+
+    def probe(self, connection: dict[str, str]) -> None:
+        """NoTpm, saying what to do, when the TCTI's endpoint cannot be reached: tpm2-pkcs11 would
+        only answer CKR_GENERAL_ERROR from C_Initialize."""
+        tcti = connection[TCTI_VARIABLE]
+        kind, _, conf = tcti.partition(":")
+        if kind == "device":
+            path = Path(conf or KERNEL_RM)
+            if not path.exists():
+                raise NoTpm(f"TPM device {path} (TCTI '{tcti}') does not exist: check --tcti")
+            if not os.access(path, os.R_OK | os.W_OK):
+                raise NoTpm(f"no read/write access to {path}: add this user to the 'tss' group "
+                            "(see docs/devices.md), or run as root")
+        elif kind == "tabrmd":
+            bus = _bus_socket(conf, connection.get(BUS_VARIABLE))
+            if bus is not None and not _connects(bus):
+                raise NoTpm(f"nothing listens on the D-Bus socket {bus} that TCTI '{tcti}' needs: "
+                            "start tpm2-abrmd (or 'bindpkcs11 tpm2 simulator start')")
 
     def module_env(self) -> dict[str, str]:
         """What named (and the shim in it) needs: the store, the TCTI, the bus abrmd is on."""
@@ -191,6 +212,29 @@ class Tpm2Profile:
     def _ensure_store(self) -> None:
         ensure_private_dir(tpm2_dir(self.state))
         ensure_private_dir(self.token_dir)
+
+
+def _bus_socket(conf: str, address: str | None) -> Path | None:
+    """The unix socket of the bus a tabrmd TCTI uses, when it is a plain path we can check."""
+    options = dict(item.partition("=")[::2] for item in conf.split(",") if item)
+    if options.get("bus_type", "system") == "system":
+        return Path("/run/dbus/system_bus_socket")
+    if not address:
+        raise NoTpm("TCTI tabrmd:bus_type=session needs DBUS_SESSION_BUS_ADDRESS: set it to the "
+                    "bus tpm2-abrmd runs on")
+    if address.startswith("unix:path="):
+        return Path(address[len("unix:path="):].split(",")[0])
+    return None
+
+
+def _connects(path: Path) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(2)
+            probe.connect(str(path))
+        return True
+    except OSError:
+        return False
 
 
 def _empty_slot(tokens) -> int:
