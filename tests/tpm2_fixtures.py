@@ -105,10 +105,9 @@ def lockout_counter(cli: Cli) -> int:
     """TPM2_PT_LOCKOUT_COUNTER: how many failed authorisations the TPM has counted."""
     out = subprocess.run(["tpm2_getcap", "properties-variable"], capture_output=True, text=True,
                          env=tpm_env(cli), timeout=30, check=True).stdout
-    lines = out.splitlines()
-    for index, line in enumerate(lines):
-        if line.startswith("TPM2_PT_LOCKOUT_COUNTER"):
-            return int(lines[index + 1].split(":")[1].strip(), 0)
+    for line in out.splitlines():
+        if line.startswith("TPM2_PT_LOCKOUT_COUNTER:"):
+            return int(line.split(":")[1].strip(), 0)
     raise AssertionError(f"no lockout counter in tpm2_getcap output: {out}")
 
 
