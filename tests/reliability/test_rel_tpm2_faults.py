@@ -175,3 +175,16 @@ def test_initialising_an_existing_label_again_is_refused(tpm2_token):
     assert "already exists" in line
     assert [t["label"] for t in json.loads(tp(tpm2_token, "token", "list", "--json").stdout)
             ].count(TPM_TOKEN) == 1
+
+
+def test_a_tpm_in_lockout_says_so_instead_of_blaming_the_user_pin(tpm2_token, tmp_path):
+    """swtpm locks out after 3 failed authorisations: then even the right PIN fails, and the
+    message must say it is the TPM's lockout (not 'unlock it with the SO PIN', which fails too)."""
+    wrong = tmp_path / "wrong.pin"
+    wrong.write_text("not-the-pin\n")
+    wrong.chmod(0o600)
+    for _ in range(3):
+        tp(tpm2_token, "token", "show", "--label", TPM_TOKEN, "--pin-file", str(wrong), check=False)
+    assert lockout_counter(tpm2_token) == 3
+    line = one_line_error(tp(tpm2_token, "token", "show", "--label", TPM_TOKEN, check=False))
+    assert "dictionary-attack lockout" in line and "SO PIN" not in line

@@ -52,14 +52,14 @@ class DeviceTraits:
     a tuple is the complete list of key kinds the family can generate.
     `omit_false_flags`: the device refuses python-pkcs11's explicit CK_FALSE capability flags in a
     key-generation template (tpm2-pkcs11 checks each against what the TPM object allows).
-    `slow_keygen`: key generation takes seconds, so commands show progress while it runs.
+    `pin_locked_hint`: what to do when the device reports the user PIN locked.
     """
 
     key_specs: tuple[KeySpec, ...] | None = None
     rsa_bits: tuple[int, ...] = ()
     pin_rules: PinRules = field(default_factory=PinRules)
     omit_false_flags: bool = False
-    slow_keygen: bool = False
+    pin_locked_hint: str = "unlock it with the SO PIN"
 
 
 GENERIC = DeviceTraits()

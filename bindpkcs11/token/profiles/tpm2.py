@@ -45,7 +45,11 @@ TPM2_TRAITS = DeviceTraits(
     rsa_bits=(2048, 3072),
     pin_rules=PinRules(min_length=4, max_length=128, note=" (tpm2-pkcs11's ulMaxPinLen)"),
     omit_false_flags=True,
-    slow_keygen=True,
+    pin_locked_hint=(
+        "the TPM is in dictionary-attack lockout after failed PINs (any application's); wait "
+        "for it to recover (TPM2_PT_LOCKOUT_RECOVERY seconds per failure) or clear it with "
+        "'tpm2_dictionarylockout --clear-lockout'"
+    ),
 )
 
 
