@@ -101,6 +101,17 @@ def test_keygen_ecdsa_p256_p384_and_rsa_inside_the_tpm(tpm2_token):
     for stem in made.values():
         text = (tpm2_token.key_dir / f"{stem}.private").read_text()
         assert "PrivateKey" not in text and "Label:" in text
+    # token delete: one object at a time, an active key's private half only with --force twice
+    label = next(obj["label"] for obj, _ in private if obj["curve"] == "secp384r1")
+    refused = tp(tpm2_token, "token", "delete", "--label", TPM_TOKEN, "--object", label,
+                 "--type", "private", "--force", check=False)
+    assert refused.returncode == 7
+    for kind, force in (("private", ["--force", "--force"]), ("public", ["--force"])):
+        tp(tpm2_token, "token", "delete", "--label", TPM_TOKEN, "--object", label, "--type", kind,
+           *force)
+    shown = json.loads(tp(tpm2_token, "token", "show", "--label", TPM_TOKEN, "--json").stdout)
+    assert label not in [item["object"]["label"] for item in shown["objects"]]
+    assert len(shown["objects"]) == 4
 
 
 def test_named_environment_comes_from_the_profile(tpm2_token):
