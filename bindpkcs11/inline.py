@@ -33,7 +33,7 @@ from bindpkcs11.fileio import ensure_private_dir
 from bindpkcs11.run import child_env, tail
 from bindpkcs11.state import StateDir
 from bindpkcs11.token import library
-from bindpkcs11.token.profiles import get_profile, require_key_spec
+from bindpkcs11.token.profiles import get_profile, require_key_spec, traits_of
 from bindpkcs11.token.uri import parse_uri
 
 DEFAULT_TOKEN = "bindpkcs11"
@@ -252,7 +252,8 @@ def _token_access(state: StateDir, request: SetupRequest, progress: Progress) ->
 def _verified_pin(access: TokenAccess) -> str:
     """Resolve the PIN once and prove it with one login, before anything is changed."""
     pin = pins.pin_source(access.state, access.label, pins.USER, access.pin_file)()
-    with library.open_session(access.module_path, access.label, lambda: pin):
+    with library.open_session(access.module_path, access.label, lambda: pin,
+                              locked_hint=traits_of(access.profile).pin_locked_hint):
         pass
     return pin
 
