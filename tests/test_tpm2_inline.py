@@ -10,10 +10,7 @@ import pwd
 import subprocess
 from pathlib import Path
 
-import dns.name
-import dns.rdatatype
-
-from tpm2_fixtures import TPM_TOKEN, record, tp, tpm2_cli  # noqa: F401 - fixture
+from tpm2_fixtures import TPM_TOKEN, poll, record, tp, tpm2_cli  # noqa: F401 - fixture
 
 ZONE = "example.test"
 
@@ -79,6 +76,6 @@ def test_setup_inline_on_a_tpm_token_validates_with_delv_and_monitor(tpm2_cli, p
         report = json.loads(tp(cli, "monitor", ZONE, "--port", str(port), "--once", "--json",
                                check=False).stdout or "{}")
         return report.get("status") == "ok" and report.get("serial", 0) > serial
-    from tpm2_fixtures import poll
+
     poll(resigned, 60, "named re-signing the zone through the TPM")
     assert "; fully validated" in delv(anchors, port, ZONE, "SOA").stdout
