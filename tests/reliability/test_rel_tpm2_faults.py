@@ -188,3 +188,26 @@ def test_a_tpm_in_lockout_says_so_instead_of_blaming_the_user_pin(tpm2_token, tm
     assert lockout_counter(tpm2_token) == 3
     line = one_line_error(tp(tpm2_token, "token", "show", "--label", TPM_TOKEN, check=False))
     assert "dictionary-attack lockout" in line and "SO PIN" not in line
+
+
+def test_a_failed_simulator_start_leaves_nothing_running(no_simulator, tmp_path):
+    """tpm2-abrmd failing at start-up (here: a stand-in that exits 1): the swtpm and dbus-daemon
+    already started for it are stopped again, no record is left, and the error names abrmd."""
+    wrappers = tmp_path / "bin"
+    wrappers.mkdir()
+    fake = wrappers / "tpm2-abrmd"
+    fake.write_text("#!/bin/sh\necho 'stand-in abrmd: cannot start' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    result = no_simulator("tpm2", "simulator", "start", check=False,
+                          env={"PATH": f"{wrappers}:{os.environ['PATH']}"})
+    line = one_line_error(result)
+    assert "tpm2-abrmd exited at start-up" in line and "stand-in abrmd" in line
+    assert record(no_simulator) is None
+    state = str(no_simulator.state_dir).encode()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            assert state not in cmdline, cmdline
