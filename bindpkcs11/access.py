@@ -10,7 +10,7 @@ from typing import Iterator
 from bindpkcs11 import pins
 from bindpkcs11.state import StateDir
 from bindpkcs11.token import library
-from bindpkcs11.token.profiles import Profile, get_profile
+from bindpkcs11.token.profiles import Profile, get_profile, traits_of
 
 
 @dataclass(frozen=True)
@@ -38,5 +38,7 @@ class TokenAccess:
     def session(self, login: bool = True, rw: bool = False) -> Iterator["object"]:
         """A python-pkcs11 session, logged in as user when `login` (one C_Login attempt)."""
         source = pins.pin_source(self.state, self.label, pins.USER, self.pin_file) if login else None
-        with library.open_session(self.module_path, self.label, source, rw=rw) as session:
+        hint = traits_of(self.profile).pin_locked_hint
+        with library.open_session(self.module_path, self.label, source, rw=rw,
+                                  locked_hint=hint) as session:
             yield session

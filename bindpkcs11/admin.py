@@ -20,7 +20,7 @@ from bindpkcs11.dnssec.dnskey import public_key_bytes
 from bindpkcs11.errors import ObjectNotFound, RefusedDeletion, TokenExists, UsageError
 from bindpkcs11.token import keys, library
 from bindpkcs11.token.labels import check_token_label
-from bindpkcs11.token.profiles import TokenPins
+from bindpkcs11.token.profiles import TokenPins, traits_of
 from bindpkcs11.token.records import ObjectInfo, TokenInfo
 
 _RNDADDENTROPY = 0x40085203
@@ -101,8 +101,7 @@ def _pin_for_init(access: TokenAccess, kind: pins.PinKind, pin_file: Path | None
     pin = pins.available_pin(access.state, access.label, kind, pin_file)
     if pin is None:
         pin = pins.prompt_pin(f"new {kind.name} for token '{access.label}': ", kind, confirm=True)
-    if len(pin) < 4:
-        raise UsageError(f"the {kind.name} must have at least 4 characters")
+    traits_of(access.profile).pin_rules.check(kind.name, pin)
     return pin
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from bindpkcs11 import __version__
-from bindpkcs11.commands import bench, bind, inline, keygen, ksk, monitor, named, signer, token
+from bindpkcs11.commands import bench, bind, inline, keygen, ksk, monitor, named, signer, token, tpm2
 from bindpkcs11.commands.common import Parser
 from bindpkcs11.errors import BindPkcs11Error, os_error_message
 from bindpkcs11.output import printable
@@ -24,6 +24,7 @@ EXIT_UNEXPECTED = 70
 EXIT_DATA = 65  # EX_DATAERR: input that is not text
 EXIT_IO = 74  # EX_IOERR: a file could not be read or written
 EXIT_TERMINATED = 143  # 128 + SIGTERM
+COMMAND_FAMILIES = (token, keygen, bind, inline, named, monitor, ksk, signer, bench, tpm2)
 
 
 class Terminated(BaseException):
@@ -32,7 +33,6 @@ class Terminated(BaseException):
 
 def _terminate(signum, frame) -> None:
     raise Terminated()
-COMMAND_FAMILIES = (token, keygen, bind, inline, named, monitor, ksk, signer, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +64,8 @@ def _common_options(suppress: bool = True) -> argparse.ArgumentParser:
     parent.add_argument("--profile", default=default("softhsm"),
                         help="device profile (default softhsm: the embedded token)")
     parent.add_argument("--module", default=default(None), help="PKCS#11 module path override")
+    parent.add_argument("--tcti", default=default(None),
+                        help="tpm2 profile: the TCTI to reach the TPM (sets TPM2_PKCS11_TCTI)")
     return parent
 
 
@@ -76,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="bindpkcs11: %(message)s")
     handler: Callable = args.handler
+    if args.tcti:  # the tpm2 profile (and named after setup-inline) read the TCTI from here
+        os.environ["TPM2_PKCS11_TCTI"] = args.tcti
     try:
         return handler(args)
     except BindPkcs11Error as error:

@@ -33,7 +33,7 @@ from bindpkcs11.fileio import ensure_private_dir
 from bindpkcs11.run import child_env, tail
 from bindpkcs11.state import StateDir
 from bindpkcs11.token import library
-from bindpkcs11.token.profiles import get_profile
+from bindpkcs11.token.profiles import get_profile, require_key_spec, traits_of
 from bindpkcs11.token.uri import parse_uri
 
 DEFAULT_TOKEN = "bindpkcs11"
@@ -104,6 +104,7 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
     the ports and the configuration that will be rendered have all passed their checks.
     """
     started = time.monotonic()
+    require_key_spec(get_profile(request.profile, state, request.module), request.algorithm.spec)
     user = privileges.run_as_user()
     privileges.require_reachable(user, state.root)
     running = named.running_pid(instance)
@@ -243,7 +244,7 @@ def _zsk_place(state: StateDir, instance: Instance, request: SetupRequest, rrset
         return request.zsk_on
     if instance.exists():
         return instance.load_settings().zsk_on
-    rate = getattr(get_profile(request.profile, state), "signatures_per_second", None)
+    rate = traits_of(get_profile(request.profile, state, request.module)).signatures_per_second
     if rate and rrsets / rate > SLOW_SIGNING_SECONDS:
         progress(f"a '{request.profile}' token signs about {rate} signatures/s: signing {rrsets} "
                  f"RRsets would take {rrsets / rate:.0f} s, so the ZSK is made in software (seeded "
@@ -277,7 +278,8 @@ def _token_access(state: StateDir, request: SetupRequest, progress: Progress) ->
 def _verified_pin(access: TokenAccess) -> str:
     """Resolve the PIN once and prove it with one login, before anything is changed."""
     pin = pins.pin_source(access.state, access.label, pins.USER, access.pin_file)()
-    with library.open_session(access.module_path, access.label, lambda: pin):
+    with library.open_session(access.module_path, access.label, lambda: pin,
+                              locked_hint=traits_of(access.profile).pin_locked_hint):
         pass
     return pin
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install, idempotently, everything bindpkcs11 needs on Debian 12: the Debian packages, then the
+# Install, idempotently, everything bindpkcs11 needs on Debian 12 or 13: the Debian packages, then the
 # package with its test extras into ./.venv. Safe to run again: it only installs what is missing.
 set -euo pipefail
 
@@ -10,13 +10,25 @@ packages=(
   bind9-utils bind9-dnsutils bind9        # stock dnssec-* tools, dig, and a stock named (secondary)
   build-essential pkg-config python3-dev python3-venv
   libuv1-dev libssl-dev xz-utils          # building the patched BIND 9.18
+  # the tpm2 profile: tpm2-pkcs11 and its store tool, swtpm + tpm2-abrmd on a private dbus for
+  # `bindpkcs11 tpm2 simulator`, tpm2-tools for the tests' look at the TPM's lockout counter.
+  # A|B: the name differs between Debian 12 and 13 (the 64-bit time_t renames); the first known wins.
+  libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-tools tpm2-abrmd swtpm swtpm-tools dbus
+  "libtss2-tcti-tabrmd0|libtss2-tcti-tabrmd0t64"
 )
+
+installed() {
+  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+}
 
 missing=()
 for package in "${packages[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
-    missing+=("$package")
-  fi
+  IFS='|' read -r -a choices <<< "$package"
+  found=""
+  for choice in "${choices[@]}"; do
+    if installed "$choice"; then found=1; fi
+  done
+  [[ -n "$found" ]] || missing+=("$package")
 done
 if ((${#missing[@]})); then
   echo "setup: installing Debian packages: ${missing[*]}"
@@ -26,7 +38,16 @@ if ((${#missing[@]})); then
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  names=()
+  for package in "${missing[@]}"; do
+    IFS='|' read -r -a choices <<< "$package"
+    pick="${choices[0]}"
+    for choice in "${choices[@]}"; do
+      if apt-cache policy "$choice" 2>/dev/null | grep -q "Candidate: [0-9]"; then pick="$choice"; break; fi
+    done
+    names+=("$pick")
+  done
+  apt-get install -y -qq --no-install-recommends "${names[@]}" >/dev/null
   # Debian starts named after installing bind9 where it can; bindpkcs11 runs its own instances.
   if command -v systemctl >/dev/null && systemctl is-active -q named 2>/dev/null; then
     systemctl disable --now named >/dev/null 2>&1 || true

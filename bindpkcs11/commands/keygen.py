@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import contextlib
 import time
 from pathlib import Path
 
@@ -13,6 +13,7 @@ from bindpkcs11.dnssec.dnskey import parse_zone_name
 from bindpkcs11.dnssec.keyfile import Timing, check_writable
 from bindpkcs11.errors import UsageError
 from bindpkcs11.output import print_json
+from bindpkcs11.progress import ticking
 from bindpkcs11.timespec import check_key_time, parse_time, parse_ttl, to_bind_timestamp
 
 
@@ -70,10 +71,9 @@ def _keygen(args) -> int:
             # before the key exists, so that the token guard knows where its key file will be
             check_writable(request.key_dir)
             keydirs.record(token.state, request.key_dir)
-        if not args.json:
-            print(f"generating {algorithm.mnemonic} {args.role.upper()} on token "
-                  f"'{token.label}' ...", file=sys.stderr, flush=True)
-        result = keygen.generate_on_token(request, token)
+        message = f"generating {algorithm.mnemonic} {args.role.upper()} on token '{token.label}' ..."
+        with contextlib.nullcontext() if args.json else ticking(message):
+            result = keygen.generate_on_token(request, token)
     if args.json:
         print_json(result)
     else:

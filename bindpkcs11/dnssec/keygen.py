@@ -22,6 +22,7 @@ from bindpkcs11.dnssec.keyfile import (
 from bindpkcs11.errors import DuplicateLabel, InvalidTime, KeyFileError, UsageError
 from bindpkcs11.timespec import TTL_MAX, check_key_time
 from bindpkcs11.token import keys
+from bindpkcs11.token.profiles import require_key_spec, traits_of
 from bindpkcs11.token.uri import key_uri
 
 _TAG_COLLISION_RETRIES = 5
@@ -99,6 +100,8 @@ def generate_on_token(request: KeygenRequest, access: TokenAccess) -> GeneratedK
     """
     check_bind_can_read(request)
     check_writable(request.key_dir)
+    require_key_spec(access.profile, request.algorithm.spec)
+    omit_false_flags = traits_of(access.profile).omit_false_flags
     with access.session(login=False) as probe:
         keys.require_support(probe, request.algorithm.spec)
     with access.session(rw=True) as session:
@@ -106,7 +109,8 @@ def generate_on_token(request: KeygenRequest, access: TokenAccess) -> GeneratedK
             object_id = os.urandom(8)
             provisional = request.object_label or f"{zone_label_text(request.zone)}-{request.role}-new-{object_id.hex()}"
             public = keys.generate_keypair(
-                session, request.algorithm.spec, provisional, object_id, request.extractable
+                session, request.algorithm.spec, provisional, object_id, request.extractable,
+                omit_false_flags,
             )
             dnskey = make_dnskey(public, request.algorithm, request.role)
             tag = key_tag(dnskey)

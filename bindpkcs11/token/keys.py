@@ -8,6 +8,7 @@ import pkcs11
 import pkcs11.exceptions as p11x
 from asn1crypto.core import ObjectIdentifier, OctetString, PrintableString
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11.constants import DEFAULT
 from pkcs11.util.ec import encode_named_curve_parameters
 
 from bindpkcs11.errors import (
@@ -68,11 +69,14 @@ def generate_keypair(
     label: str,
     object_id: bytes,
     extractable: bool = False,
+    omit_false_flags: bool = False,
 ) -> PublicKey:
     """C_GenerateKeyPair on the token with CKA_LABEL/CKA_ID; private key sensitive.
 
     Non-extractable by default: the key can never leave the token unless the operator asked for
-    `--extractable` (needed later for wrap-based backup).
+    `--extractable` (needed later for wrap-based backup). `omit_false_flags` leaves out the
+    CK_FALSE capability flags python-pkcs11 adds for an EC key (encrypt, wrap, decrypt, unwrap):
+    tpm2-pkcs11 refuses a template that states an attribute the TPM object would not have.
     """
     if list(session.get_objects({Attribute.LABEL: label})):
         raise DuplicateLabel(
@@ -101,6 +105,9 @@ def generate_keypair(
         public_template[Attribute.PUBLIC_EXPONENT] = b"\x01\x00\x01"
     else:
         public_template[Attribute.EC_PARAMS] = encode_named_curve_parameters(_CURVE_OIDS[spec.curve])
+        if omit_false_flags:
+            public_template.update({Attribute.ENCRYPT: DEFAULT, Attribute.WRAP: DEFAULT})
+            private_template.update({Attribute.DECRYPT: DEFAULT, Attribute.UNWRAP: DEFAULT})
     try:
         public, _ = session.generate_keypair(
             key_type,

@@ -84,7 +84,8 @@ def token_info(module_path: str, label: str) -> TokenInfo:
 
 @contextlib.contextmanager
 def open_session(
-    module_path: str, label: str, pin: PinSource | None = None, rw: bool = False
+    module_path: str, label: str, pin: PinSource | None = None, rw: bool = False,
+    locked_hint: str = "unlock it with the SO PIN",
 ) -> Iterator["pkcs11.Session"]:
     """A session on token `label`, logged in as user when `pin` is given.
 
@@ -100,7 +101,7 @@ def open_session(
         raise PinIncorrect(_wrong_pin_message(module_path, label)) from None
     except p11x.PinLocked:
         raise PinIncorrect(
-            f"the user PIN of token '{label}' is locked: unlock it with the SO PIN"
+            f"the user PIN of token '{label}' is locked: {locked_hint}"
         ) from None
     except p11x.UserAlreadyLoggedIn:
         session = token.open(rw=rw)
