@@ -70,6 +70,7 @@ def init_token(access: TokenAccess, generate_pins: bool = False,
     token (setup-inline's default token) then uses the one a concurrent run just made.
     """
     check_token_label(access.label)
+    _check_given_pins(access)
     where = f"token creation in {access.state.root}"
     with locks.held(locks.lock_path(access.state, "tokens"), where):
         library.refresh(access.module_path)  # see tokens another process made while we waited
@@ -83,8 +84,10 @@ def init_token(access: TokenAccess, generate_pins: bool = False,
         pins.refuse_existing_pin_files(access.state, access.label, kinds)
         generated: list[str] = []
         try:
+            rules = traits_of(access.profile).pin_rules
             for kind in kinds:
-                generated.append(str(pins.generate_and_store(access.state, access.label, kind)))
+                generated.append(str(pins.generate_and_store(
+                    access.state, access.label, kind, length=min(16, rules.max_length))))
             token_pins = TokenPins(
                 user=_pin_for_init(access, pins.USER, access.pin_file),
                 so=_pin_for_init(access, pins.SO, access.so_pin_file),
@@ -95,6 +98,17 @@ def init_token(access: TokenAccess, generate_pins: bool = False,
                 Path(path).unlink(missing_ok=True)
             raise
     return InitResult(access.label, access.profile.name, generated)
+
+
+def _check_given_pins(access: TokenAccess) -> None:
+    """PINs given as files or in the environment meet the device's rules before anything (the
+    token store, the lock, the PIN files) is touched."""
+    rules = traits_of(access.profile).pin_rules
+    for kind, pin_file in ((pins.USER, access.pin_file), (pins.SO, access.so_pin_file)):
+        if pin_file is not None:
+            rules.check(kind.name, pins.read_pin_file(pin_file, kind))
+        elif os.environ.get(kind.env):
+            rules.check(kind.name, os.environ[kind.env])
 
 
 def _pin_for_init(access: TokenAccess, kind: pins.PinKind, pin_file: Path | None) -> str:

@@ -70,7 +70,8 @@ def test_token_init_list_show_rng_and_pins_never_on_a_command_line(tpm2_cli, tmp
     # erase: SO PIN proven once, then `tpm2_ptool rmtoken` (no PIN) and a fresh C_InitToken
     tp(tpm2_cli, "keygen", "example.test", "--role", "zsk", "--algorithm", "ECDSAP256SHA256",
        "--token", TPM_TOKEN)
-    tp(tpm2_cli, "token", "erase", "--label", TPM_TOKEN, "--force", "--yes", env=env)
+    tp(tpm2_cli, "token", "erase", "--label", TPM_TOKEN, "--force", "--yes", "--destroy-active-keys",
+       env=env)
     shown = json.loads(tp(tpm2_cli, "token", "show", "--label", TPM_TOKEN, "--json").stdout)
     assert shown["objects"] == []
     pins = [tpm2_cli.pin(TPM_TOKEN),

@@ -147,6 +147,7 @@ def test_a_wrong_so_pin_on_erase_is_tried_once_and_nothing_is_erased(tpm2_token,
     wrong.chmod(0o600)
     before = lockout_counter(tpm2_token)
     result = tp(tpm2_token, "token", "erase", "--label", TPM_TOKEN, "--force", "--yes",
+                "--destroy-active-keys",
                 "--so-pin-file", str(wrong), check=False)
     line = one_line_error(result)
     assert "wrong SO PIN" in line and "attempted once" in line and result.returncode == 5
