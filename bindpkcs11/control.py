@@ -15,7 +15,7 @@ import dns.rdatatype
 import dns.serial
 import dns.zone
 
-from bindpkcs11 import inline, locks, monitor, readiness
+from bindpkcs11 import inline, instancekeys, locks, monitor, readiness
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.bind import build, config, named, ports, privileges, rndc, signing
 from bindpkcs11.bind.health import SigningHealth, signing_health
@@ -91,7 +91,7 @@ def _start(state: StateDir, zone: dns.name.Name) -> int:
 
 
 def _key(instance: Instance, zone: dns.name.Name, settings: InstanceSettings, role: str):
-    pair = inline.active_key(instance, zone, settings.algorithm, settings.token, role,
+    pair = instancekeys.active_key(instance, zone, settings.algorithm, settings.token, role,
                              on_token=role == "ksk" or settings.zsk_on == "token")
     if pair is None:
         raise KeyFileError(f"no active {role.upper()} for {zone} in {instance.key_dir}: "

@@ -7,7 +7,6 @@ zone leaves the previous configuration in place and no new named running.
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -18,23 +17,20 @@ import dns.exception
 import dns.name
 import dns.zone
 
-from bindpkcs11 import admin, locks, monitor, pins, readiness
+from bindpkcs11 import admin, instancekeys, locks, monitor, pins, readiness
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.bind import build, config, named, ports, privileges
 from bindpkcs11.bind.instance import Instance, InstanceSettings, Secondary
-from bindpkcs11.dnssec import keygen, software
 from bindpkcs11.dnssec.algorithms import Algorithm
 from bindpkcs11.dnssec.dnskey import ds_text, zone_label_text
-from bindpkcs11.dnssec.keyfile import KeyPairFiles, Timing, key_pairs_in, read_key_pair
+from bindpkcs11.dnssec.keyfile import KeyPairFiles
 from bindpkcs11.dnssec.samplezone import sample_zone_text
 from bindpkcs11.dnssec.zonesource import read_zone_source
-from bindpkcs11.errors import BindPkcs11Error, KeyFileError, TokenNotFound, ToolFailed, UsageError
+from bindpkcs11.errors import BindPkcs11Error, TokenNotFound, ToolFailed, UsageError
 from bindpkcs11.fileio import ensure_private_dir
-from bindpkcs11.run import child_env, tail
 from bindpkcs11.state import StateDir
 from bindpkcs11.token import library
 from bindpkcs11.token.profiles import get_profile, require_key_spec, traits_of
-from bindpkcs11.token.uri import parse_uri
 
 DEFAULT_TOKEN = "bindpkcs11"
 SLOW_SIGNING_SECONDS = 60
@@ -112,9 +108,9 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
     ports.require_ports(state, instance, request.listen, request.port, request.rndc_port,
                         current)
     zone_text = _zone_source_text(request)
-    existing = existing_keys(instance, request.zone)
+    existing = instancekeys.existing_keys(instance, request.zone)
     prefix = build.build(state, progress=progress).prefix
-    check_keys_load(prefix, existing)
+    instancekeys.check_keys_load(prefix, existing)
     _check_zone_text(prefix, request.zone, zone_text, request.zone_file)
     max_ttl, rrsets = _zone_stats(request.zone, zone_text, request.zone_file)
     zsk_on = _zsk_place(state, instance, request, rrsets, progress)
@@ -132,7 +128,8 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
     ensure_private_dir(instance.root)
     for sub in (instance.key_dir, instance.zone_dir):
         sub.mkdir(parents=True, exist_ok=True)
-    ksk, zsk, generated = _zone_keys(instance, request, zsk_on, access, existing, progress)
+    ksk, zsk, generated = instancekeys.zone_keys(instance, request.zone, request.algorithm, zsk_on,
+                                                 access, existing, progress)
     try:
         zone_file = instance.zone_file(request.zone)
         files = config.render(instance, settings, zone_file, max_ttl)
@@ -145,51 +142,15 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
             pid = running
         else:
             named_access = TokenAccess(state, access.profile, request.token, instance.pin_file)
+            timeout = start_timeout(access.profile, rrsets, zsk_on)
             pid = _apply(instance, prefix, named_access, changed, running, current, user, ready,
-                         progress)
+                         progress, timeout)
     except BaseException:
-        _set_aside(instance, generated)
+        instancekeys.set_aside(instance, generated)
         raise
     instance.save_settings(settings)
     return _result(request, instance, ksk, zsk, pid, bool(changed) or running is None,
                    time.monotonic() - started, created_token, bool(generated))
-
-
-def existing_keys(instance: Instance, zone: dns.name.Name) -> list[KeyPairFiles]:
-    """Every key pair of `zone` in the instance's key dir; a damaged or half pair is refused.
-
-    Skipping a damaged file would make setup-inline generate a new key (and a new DS) for a zone
-    whose real key is only unreadable: refuse and let the operator restore it.
-    """
-    pairs = []
-    stems = {path.parent / path.stem for pattern in ("*.key", "*.private")
-             for path in instance.key_dir.glob(f"K{zone.to_text()}+{pattern}")}
-    for stem in sorted(stems):
-        key_path, private_path = Path(f"{stem}.key"), Path(f"{stem}.private")
-        if not (key_path.is_file() and private_path.is_file()):
-            missing = private_path if key_path.is_file() else key_path
-            raise KeyFileError(f"{missing} is missing (its other half is there): restore it from "
-                               "a backup, or move the pair out of the key directory")
-        try:
-            pairs.append(read_key_pair(key_path))
-        except KeyFileError as error:
-            raise KeyFileError(f"{error}: the key file is damaged; restore it from a backup, or "
-                               f"move the pair out of {instance.key_dir} (nothing was changed)") from None
-    return pairs
-
-
-def check_keys_load(prefix: Path, pairs: list[KeyPairFiles]) -> None:
-    """BIND's own parser reads every key pair (`dnssec-settime -p all`, which signs nothing): a
-    file bindpkcs11 can read but named cannot would otherwise surface as a signing outage."""
-    env = child_env() | {"LD_LIBRARY_PATH": str(prefix / "lib")}
-    for pair in pairs:
-        stem = str(pair.key_path)[:-len(".key")]
-        result = subprocess.run([str(prefix / "bin" / "dnssec-settime"), "-p", "all", stem],
-                                capture_output=True, text=True, env=env)
-        if result.returncode != 0:
-            raise KeyFileError(f"{pair.private_path} is damaged ({tail(result.stderr, 1)}): restore "
-                               "it from a backup, or move the pair out of the key directory "
-                               "(nothing was changed)")
 
 
 def _zone_source_text(request: SetupRequest) -> str:
@@ -284,72 +245,6 @@ def _verified_pin(access: TokenAccess) -> str:
     return pin
 
 
-def _zone_keys(instance: Instance, request: SetupRequest, zsk_on: str, access: TokenAccess,
-               existing: list[KeyPairFiles],
-               progress: Progress) -> tuple[KeyPairFiles, KeyPairFiles, list[KeyPairFiles]]:
-    """The zone's active KSK (on the token) and ZSK (on the token or in software) in the instance
-    key dir, generated when missing; returns them and the pairs this run generated."""
-    on_token = {"ksk": True, "zsk": zsk_on == "token"}
-    found = {role: _active(existing, request.algorithm.number, request.token, role, on_token[role])
-             for role in ("ksk", "zsk")}
-    generated = []
-    for role in ("ksk", "zsk"):
-        if found[role] is None:
-            now = int(time.time())
-            keygen_request = keygen.KeygenRequest(
-                zone=request.zone, role=role, algorithm=request.algorithm, key_dir=instance.key_dir,
-                timing=Timing(created=now, publish=now, activate=now), software=not on_token[role])
-            key = _generate(keygen_request, access, progress)
-            found[role] = read_key_pair(key.key_file)
-            generated.append(found[role])
-    return found["ksk"], found["zsk"], generated
-
-
-def _generate(request: keygen.KeygenRequest, access: TokenAccess,
-              progress: Progress) -> keygen.GeneratedKey:
-    what = f"the {request.role.upper()} ({request.algorithm.mnemonic})"
-    if not request.software:
-        progress(f"generating {what} on token '{access.label}' ...")
-        return keygen.generate_on_token(request, access)
-    if software.supports_extra_entropy(request.algorithm):
-        progress(f"generating {what} in software, seeded from token '{access.label}' ...")
-        return keygen.generate_software_with_token_rng(request, access)
-    progress(f"generating {what} in software (RSA key generation takes no token randomness) ...")
-    return keygen.generate_software(request)
-
-
-def _set_aside(instance: Instance, generated: list[KeyPairFiles]) -> None:
-    """Key files this failed run generated move to `abandoned-keys/`, so that the previous
-    named, which signs with every key in the key directory, does not pick them up."""
-    if not generated:
-        return
-    aside = instance.root / "abandoned-keys"
-    aside.mkdir(mode=0o700, exist_ok=True)
-    for pair in generated:
-        for path in (pair.key_path, pair.private_path):
-            if path.exists():
-                path.replace(aside / path.name)
-
-
-def active_key(instance: Instance, zone: dns.name.Name, algorithm: int, token: str,
-               role: str, on_token: bool = True) -> KeyPairFiles | None:
-    """The zone's key for `role` in the instance key dir (on `token`, or a software key) that is
-    not yet retired."""
-    return _active(key_pairs_in(instance.key_dir, zone), algorithm, token, role, on_token)
-
-
-def _active(pairs: list[KeyPairFiles], algorithm: int, token: str, role: str,
-            on_token: bool) -> KeyPairFiles | None:
-    now = int(time.time())
-    for pair in pairs:
-        where = (pair.label_uri is not None and parse_uri(pair.label_uri).token == token
-                 if on_token else pair.label_uri is None)
-        if (pair.role == role and pair.dnskey.algorithm == algorithm and where
-                and not pair.timing.is_retired(now)):
-            return pair
-    return None
-
-
 def ready_check(zone: dns.name.Name, server: str, port: int, ksk_tag: int,
                 zsk_tag: int) -> Callable[[], bool]:
     """True once everything validates (monitor's checks) with SOA signed by the ZSK and DNSKEY by
@@ -357,9 +252,20 @@ def ready_check(zone: dns.name.Name, server: str, port: int, ksk_tag: int,
     return readiness.ServedSigned(zone, server, port, frozenset({ksk_tag}), frozenset({zsk_tag}))
 
 
+def start_timeout(profile: object, rrsets: int, zsk_on: str) -> float:
+    """How long named may take to serve the zone signed: the default, or for a ZSK on a slow
+    token twice the time its measured rate needs for a signing pass (about two signatures per
+    RRset: the RRset and its NSEC)."""
+    rate = traits_of(profile).signatures_per_second
+    if zsk_on != "token" or not rate:
+        return named.START_TIMEOUT
+    return max(named.START_TIMEOUT, 2 * (2 * rrsets / rate) + 10)
+
+
 def _apply(instance: Instance, prefix: Path, access: TokenAccess, changed: dict[Path, str],
            running: int | None, current: InstanceSettings | None, user: str | None,
-           ready: Callable[[], bool], progress: Progress) -> int:
+           ready: Callable[[], bool], progress: Progress,
+           timeout: float = named.START_TIMEOUT) -> int:
     """Swap the files in, check, (re)start named, wait until it serves; on any failure put the
     previous files back and, if a named was serving before, start it again (certbot's rollback):
     a failed re-run must not take the zone offline."""
@@ -370,8 +276,8 @@ def _apply(instance: Instance, prefix: Path, access: TokenAccess, changed: dict[
         if running is not None:
             progress(f"stopping named (pid {running}) to load the new configuration ...")
             named.stop(instance)
-        progress("starting named and waiting for the signed zone ...")
-        pid = start_named(instance, prefix, access, user, ready)
+        progress(f"starting named and waiting for the signed zone (up to {timeout:.0f} s) ...")
+        pid = start_named(instance, prefix, access, user, ready, timeout)
     except BaseException as failure:
         swap.rollback()
         if running is not None and current is not None and named.running_pid(instance) is None:
@@ -401,11 +307,12 @@ def _restart_previous(instance: Instance, prefix: Path, access: TokenAccess,
 
 
 def start_named(instance: Instance, prefix: Path, access: TokenAccess, user: str | None,
-                ready: Callable[[], bool]) -> int:
+                ready: Callable[[], bool], timeout: float = named.START_TIMEOUT) -> int:
     """Give named's user its files, then start named with the token's environment and wait."""
     hand_over(instance, access, user)
     env = named.named_env(prefix, access.profile.module_env(), instance.pin_file)
-    return named.start(instance, prefix, env, user, readiness.with_signing(instance, prefix, ready))
+    return named.start(instance, prefix, env, user, readiness.with_signing(instance, prefix, ready),
+                       timeout)
 
 
 def hand_over(instance: Instance, access: TokenAccess, user: str | None) -> None:

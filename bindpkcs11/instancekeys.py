@@ -1,0 +1,130 @@
+"""The keys of one setup-inline instance: found strictly, checked by BIND, made when missing.
+
+An instance keeps its key files in `<state>/instances/<zone>/keys`: the KSK always on the token,
+the ZSK on the token or in software (seeded by the token's randomness). A damaged file there is
+refused, never skipped: skipping it would generate a new key and a new DS for a zone whose real
+key is only unreadable.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+import dns.name
+
+from bindpkcs11.access import TokenAccess
+from bindpkcs11.bind.instance import Instance
+from bindpkcs11.dnssec import keygen, software
+from bindpkcs11.dnssec.algorithms import Algorithm
+from bindpkcs11.dnssec.keyfile import KeyPairFiles, Timing, key_pairs_in, read_key_pair
+from bindpkcs11.errors import KeyFileError
+from bindpkcs11.run import child_env, tail
+from bindpkcs11.token.uri import parse_uri
+
+Progress = Callable[[str], None]
+
+
+def existing_keys(instance: Instance, zone: dns.name.Name) -> list[KeyPairFiles]:
+    """Every key pair of `zone` in the instance's key dir; a damaged or half pair is refused.
+
+    Skipping a damaged file would make setup-inline generate a new key (and a new DS) for a zone
+    whose real key is only unreadable: refuse and let the operator restore it.
+    """
+    pairs = []
+    stems = {path.parent / path.stem for pattern in ("*.key", "*.private")
+             for path in instance.key_dir.glob(f"K{zone.to_text()}+{pattern}")}
+    for stem in sorted(stems):
+        key_path, private_path = Path(f"{stem}.key"), Path(f"{stem}.private")
+        if not (key_path.is_file() and private_path.is_file()):
+            missing = private_path if key_path.is_file() else key_path
+            raise KeyFileError(f"{missing} is missing (its other half is there): restore it from "
+                               "a backup, or move the pair out of the key directory")
+        try:
+            pairs.append(read_key_pair(key_path))
+        except KeyFileError as error:
+            raise KeyFileError(f"{error}: the key file is damaged; restore it from a backup, or "
+                               f"move the pair out of {instance.key_dir} (nothing was changed)") from None
+    return pairs
+
+
+def check_keys_load(prefix: Path, pairs: list[KeyPairFiles]) -> None:
+    """BIND's own parser reads every key pair (`dnssec-settime -p all`, which signs nothing): a
+    file bindpkcs11 can read but named cannot would otherwise surface as a signing outage."""
+    env = child_env() | {"LD_LIBRARY_PATH": str(prefix / "lib")}
+    for pair in pairs:
+        stem = str(pair.key_path)[:-len(".key")]
+        result = subprocess.run([str(prefix / "bin" / "dnssec-settime"), "-p", "all", stem],
+                                capture_output=True, text=True, env=env)
+        if result.returncode != 0:
+            raise KeyFileError(f"{pair.private_path} is damaged ({tail(result.stderr, 1)}): restore "
+                               "it from a backup, or move the pair out of the key directory "
+                               "(nothing was changed)")
+
+
+def zone_keys(instance: Instance, zone: dns.name.Name, algorithm: Algorithm, zsk_on: str,
+              access: TokenAccess, existing: list[KeyPairFiles],
+              progress: Progress) -> tuple[KeyPairFiles, KeyPairFiles, list[KeyPairFiles]]:
+    """The zone's active KSK (on the token) and ZSK (on the token or in software) in the instance
+    key dir, generated when missing; returns them and the pairs this run generated."""
+    on_token = {"ksk": True, "zsk": zsk_on == "token"}
+    found = {role: _active(existing, algorithm.number, access.label, role, on_token[role])
+             for role in ("ksk", "zsk")}
+    generated = []
+    for role in ("ksk", "zsk"):
+        if found[role] is None:
+            now = int(time.time())
+            keygen_request = keygen.KeygenRequest(
+                zone=zone, role=role, algorithm=algorithm, key_dir=instance.key_dir,
+                timing=Timing(created=now, publish=now, activate=now), software=not on_token[role])
+            key = _generate(keygen_request, access, progress)
+            found[role] = read_key_pair(key.key_file)
+            generated.append(found[role])
+    return found["ksk"], found["zsk"], generated
+
+
+def _generate(request: keygen.KeygenRequest, access: TokenAccess,
+              progress: Progress) -> keygen.GeneratedKey:
+    what = f"the {request.role.upper()} ({request.algorithm.mnemonic})"
+    if not request.software:
+        progress(f"generating {what} on token '{access.label}' ...")
+        return keygen.generate_on_token(request, access)
+    if software.supports_extra_entropy(request.algorithm):
+        progress(f"generating {what} in software, seeded from token '{access.label}' ...")
+        return keygen.generate_software_with_token_rng(request, access)
+    progress(f"generating {what} in software (RSA key generation takes no token randomness) ...")
+    return keygen.generate_software(request)
+
+
+def set_aside(instance: Instance, generated: list[KeyPairFiles]) -> None:
+    """Key files this failed run generated move to `abandoned-keys/`, so that the previous
+    named, which signs with every key in the key directory, does not pick them up."""
+    if not generated:
+        return
+    aside = instance.root / "abandoned-keys"
+    aside.mkdir(mode=0o700, exist_ok=True)
+    for pair in generated:
+        for path in (pair.key_path, pair.private_path):
+            if path.exists():
+                path.replace(aside / path.name)
+
+
+def active_key(instance: Instance, zone: dns.name.Name, algorithm: int, token: str,
+               role: str, on_token: bool = True) -> KeyPairFiles | None:
+    """The zone's key for `role` in the instance key dir (on `token`, or a software key) that is
+    not yet retired."""
+    return _active(key_pairs_in(instance.key_dir, zone), algorithm, token, role, on_token)
+
+
+def _active(pairs: list[KeyPairFiles], algorithm: int, token: str, role: str,
+            on_token: bool) -> KeyPairFiles | None:
+    now = int(time.time())
+    for pair in pairs:
+        where = (pair.label_uri is not None and parse_uri(pair.label_uri).token == token
+                 if on_token else pair.label_uri is None)
+        if (pair.role == role and pair.dnskey.algorithm == algorithm and where
+                and not pair.timing.is_retired(now)):
+            return pair
+    return None
