@@ -156,7 +156,7 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
 def _zone_source_text(request: SetupRequest) -> str:
     """The zone to serve: the operator's file with its $INCLUDEs expanded, or the sample zone."""
     if request.zone_file is None:
-        return sample_zone_text(request.zone)
+        return sample_zone_text(request.zone, ns_address=request.listen)
     return read_zone_source(request.zone_file, request.zone)
 
 

@@ -152,12 +152,12 @@ def poll(condition, deadline: float = DEADLINE, what: str = "condition"):
 def test_added_record_is_served_signed_with_a_higher_serial_and_rndc_works(inline_cli, tmp_path):
     zone_file = tmp_path / "example.test.zone"
     zone_file.write_text(
-        "$TTL 300\n@ IN SOA ns1 hostmaster 10 3600 600 1209600 300\n@ IN NS ns1\nns1 IN A 192.0.2.1\n")
+        "$TTL 300\n@ IN SOA ns1 hostmaster 10 3600 600 1209600 300\n@ IN NS ns1\nns1 IN A 127.0.0.1\n")
     setup(inline_cli, "--zone-file", str(zone_file))
     port = inline_cli.ports[0]
     serial_before = validated(ZONE, "SOA", port)[0][0].serial
     with zone_file.open("a") as handle:
-        handle.write("added IN A 192.0.2.99\n")
+        handle.write("added IN A 127.0.0.99\n")
     result = inline_cli("named", "reload", ZONE)
     assert "loaded" in result.stdout
 
@@ -168,7 +168,7 @@ def test_added_record_is_served_signed_with_a_higher_serial_and_rndc_works(inlin
             return None
 
     rrset, tags = poll(added, what="the added record signed")
-    assert rrset[0].address == "192.0.2.99"
+    assert rrset[0].address == "127.0.0.99"
     assert validated(ZONE, "SOA", port)[0][0].serial > serial_before
     zsk_tag = next(k["tag"] for k in inline_cli.json("named", "status", ZONE)["signing"] if k["role"] == "zsk")
     assert tags == {zsk_tag}

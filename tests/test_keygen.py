@@ -85,8 +85,8 @@ def test_software_keys_sign_a_zone_that_dnssec_verify_accepts(cli, tmp_path, alg
         $TTL 300
         @ IN SOA ns1 hostmaster 1 3600 600 86400 300
           IN NS ns1
-        ns1 IN A 192.0.2.1
-        www IN A 192.0.2.2
+        ns1 IN A 127.0.0.1
+        www IN A 127.0.0.2
         mail IN AAAA 2001:db8::2
         """))
     subprocess.run(["dnssec-signzone", "-S", "-K", str(tmp_path), "-o", "example.test", "-f",

@@ -213,7 +213,7 @@ def test_signer_switches_bundle_at_each_boundary_and_named_serves_it(online, tmp
         assert named.serial() == first["serial"]
         same = online.publish(offline.at(0, 40), *rndc)
         assert not same["published"] and same["serial"] == first["serial"]
-        online.unsigned.write_text(online.unsigned.read_text() + "added IN A 192.0.2.99\n")
+        online.unsigned.write_text(online.unsigned.read_text() + "added IN A 127.0.0.99\n")
         edited = online.publish(offline.at(0, 50), *rndc)
         assert edited["published"] and edited["reason"] == "the unsigned zone changed"
         named.wait_for_serial(edited["serial"])

@@ -21,7 +21,7 @@ def test_a_failed_reload_is_retried_by_the_next_round(online: Online, tmp_path):
     first = online.publish(offline.at(0))
     with ControlledNamed(online.out, tmp_path / "named") as named:
         assert named.serial() == first["serial"]
-        online.unsigned.write_text(online.unsigned.read_text() + "added IN A 192.0.2.99\n")
+        online.unsigned.write_text(online.unsigned.read_text() + "added IN A 127.0.0.99\n")
         broken = online.run(offline.at(0, 30), "--rndc", f"-c {tmp_path / 'missing.conf'}")
         error = one_line_error(broken)
         assert broken.returncode == 10 and "did not reload" in error
