@@ -9,6 +9,8 @@ from pathlib import Path
 import dns.name
 
 from bindpkcs11.access import TokenAccess
+from bindpkcs11.backup import custody
+from bindpkcs11.backup.kek import require_backup_ready
 from bindpkcs11.dnssec import software
 from bindpkcs11.dnssec.algorithms import Algorithm
 from bindpkcs11.dnssec.dnskey import ds_text, key_tag, make_dnskey, zone_label_text
@@ -42,6 +44,7 @@ class KeygenRequest:
     extractable: bool = False
     object_label: str | None = None
     ttl: int | None = None
+    backup: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,12 +108,14 @@ def generate_on_token(request: KeygenRequest, access: TokenAccess) -> GeneratedK
     with access.session(login=False) as probe:
         keys.require_support(probe, request.algorithm.spec)
     with access.session(rw=True) as session:
+        if request.backup:  # wrappable only under the token's KEK (see backup/kek.py)
+            require_backup_ready(session)
         for _ in range(_TAG_COLLISION_RETRIES):
             object_id = os.urandom(8)
             provisional = request.object_label or f"{zone_label_text(request.zone)}-{request.role}-new-{object_id.hex()}"
             public = keys.generate_keypair(
-                session, request.algorithm.spec, provisional, object_id, request.extractable,
-                omit_false_flags,
+                session, request.algorithm.spec, provisional, object_id,
+                request.extractable or request.backup, omit_false_flags,
             )
             dnskey = make_dnskey(public, request.algorithm, request.role)
             tag = key_tag(dnskey)
@@ -133,6 +138,9 @@ def generate_on_token(request: KeygenRequest, access: TokenAccess) -> GeneratedK
             except BaseException:
                 _destroy_pair(session, final_label)
                 raise
+            custody.record(access.state, int(dnskey.algorithm), dnskey.key,
+                           request.zone.to_text(), tag, token=access.label,
+                           backup_capable=request.backup)
             return _result(request, dnskey, key_path, private_path, access.label, final_label, uri)
     raise KeyFileError("key tag collisions kept happening: clean up the key directory")
 
