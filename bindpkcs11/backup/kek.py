@@ -90,8 +90,8 @@ def import_share(access: TokenAccess, share_path: Path, password: str,
     """Add one share for token `access.label`; at the threshold, put the KEK on the token."""
     with CeremonyLog(log_path) as log:
         log.event("START", f"import-share {share_path} token={access.label}")
+        require_wrap_support(access)
         with access.session(rw=True) as session:
-            wrapping.require_wrap_support(session)
             present = wrapping.find_kek(session)
             data = log.read(share_path, shares.MAX_SHARE_FILE_BYTES, "share file", ShareError)
             share = shares.open_share(share_path, data, password)
@@ -150,3 +150,9 @@ def require_backup_ready(session) -> wrapping.KekInfo:
             f"token '{label}' has other keys that can wrap ({', '.join(others)}): an extractable "
             "key could leave under them; delete them before 'keygen --backup'")
     return found
+
+
+def require_wrap_support(access: TokenAccess) -> None:
+    """WrapUnsupported before any PIN is asked: a token that cannot wrap needs no login to say so."""
+    with access.session(login=False) as probe:
+        wrapping.require_wrap_support(probe)

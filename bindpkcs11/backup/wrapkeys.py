@@ -17,6 +17,7 @@ import dns.name
 from bindpkcs11 import keydirs, keyuse
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.backup import custody, wrapfile
+from bindpkcs11.backup.kek import require_wrap_support
 from bindpkcs11.backup.proof import prove
 from bindpkcs11.ceremonylog import CeremonyLog
 from bindpkcs11.dnssec.algorithms import by_number
@@ -61,8 +62,8 @@ def wrap_key(access: TokenAccess, object_label: str, out: Path, extra_key_dir: P
     pair = use.pair
     with CeremonyLog(log_path) as log:
         log.event("START", f"wrap token={access.label} object={object_label} key={pair.key_path}")
+        require_wrap_support(access)
         with access.session() as session:
-            wrapping.require_wrap_support(session)
             kek = wrapping.find_kek(session)
             if kek is None:
                 raise wrapping.KekProblem(
@@ -106,8 +107,8 @@ def unwrap_key(access: TokenAccess, path: Path, key_dir: Path | None, log_path: 
         if (target_dir / f"{stem}.key").exists():
             raise UsageError(f"{target_dir / stem}.key already exists: give another --key-dir for "
                              "the copy's key files")
+        require_wrap_support(access)
         with access.session(rw=True) as session:
-            wrapping.require_wrap_support(session)
             kek = wrapping.find_kek(session)
             if kek is None or kek.kcv != record.kek_kcv:
                 held = f"KEK {kek.kcv}" if kek else "no KEK"
