@@ -42,7 +42,7 @@ def test_import_into_two_tokens_then_presign_from_either(cli: Cli, tmp_path: Pat
     cli("token", "init", "--label", "B", "--generate-pins")
     private = software_ksk(cli, tmp_path)
     result = cli.json("key", "import", str(private), "--token", "A", "--token", "B",
-                      "--destroy-source")
+                      "--destroy-source", stdin="destroy\n")
     assert result["tokens"] == ["A", "B"] and result["source_destroyed"]
     assert not private.exists()
     label = result["label"]
@@ -57,6 +57,7 @@ def test_import_into_two_tokens_then_presign_from_either(cli: Cli, tmp_path: Pat
     assert from_a[0].content.dnskey_rrset == from_b[0].content.dnskey_rrset
     log = (cli.state_dir / "backup" / "ceremony.log").read_text()
     assert "PROOF token=A" in log and "PROOF token=B" in log and "DESTROYED" in log
+    assert "operator answered 'destroy'" in log
 
 
 def test_source_kept_without_destroy_source(cli: Cli, tmp_path: Path):
@@ -66,6 +67,15 @@ def test_source_kept_without_destroy_source(cli: Cli, tmp_path: Path):
     result = cli("key", "import", str(private), "--token", "A")
     assert "still at" in result.stdout and "--destroy-source" in result.stdout
     assert private.read_bytes() == before
+
+
+def test_destroy_source_needs_the_typed_word(cli: Cli, tmp_path: Path):
+    cli("token", "init", "--label", "A", "--generate-pins")
+    private = software_ksk(cli, tmp_path)
+    result = cli("key", "import", str(private), "--token", "A", "--destroy-source", stdin="yes\n")
+    assert "still at" in result.stdout and private.exists()
+    log = (cli.state_dir / "backup" / "ceremony.log").read_text()
+    assert "operator answered 'yes'" in log and "DESTROYED" not in log
 
 
 def test_failure_on_second_token_leaves_nothing_on_the_first(cli: Cli, tmp_path: Path):

@@ -13,6 +13,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from bindpkcs11 import keydirs
 from bindpkcs11.access import TokenAccess
@@ -43,9 +44,11 @@ class ImportResult:
 
 
 def import_key(accesses: list[TokenAccess], key_path: Path, key_dir: Path, label: str | None,
-               destroy_source: bool, log_path: Path) -> ImportResult:
+               destroy_source: bool, log_path: Path,
+               confirm: Callable[[Path], str] | None = None) -> ImportResult:
     """Import the key into every token; key files for the first token go into `key_dir`, those of
-    each further token into `key_dir/copies/<token>`."""
+    each further token into `key_dir/copies/<token>`. With `destroy_source`, `confirm` (None for
+    --yes) is asked, after every copy is proven, for the typed word "destroy"."""
     if len({a.label for a in accesses}) != len(accesses):
         raise UsageError("each --token may be given once")
     key_path = _key_path(key_path)
@@ -81,6 +84,8 @@ def import_key(accesses: list[TokenAccess], key_path: Path, key_dir: Path, label
                 for session, _ in done:
                     wrapping.destroy_label(session, object_label)
                 raise
+        if destroy_source and confirm is not None:
+            destroy_source = _confirmed(confirm, key_path, log)
         kept = _dispose_source(key_path, written, destroy_source, log)
         known = None
         for access in accesses:
@@ -91,6 +96,13 @@ def import_key(accesses: list[TokenAccess], key_path: Path, key_dir: Path, label
     return ImportResult(pair.zone.to_text(), pair.tag, object_label, [a.label for a in accesses],
                         [str(p) for p in written], destroy_source,
                         None if destroy_source else str(kept), known.describe() if known else "")
+
+
+def _confirmed(confirm: Callable[[Path], str], key_path: Path, log: CeremonyLog) -> bool:
+    """The operator's exact answer, logged as typed; anything but "destroy" keeps the source."""
+    answer = confirm(key_path.with_suffix(".private"))
+    log.event("CONFIRM", f"destroy source: operator answered {answer!r}")
+    return answer == "destroy"
 
 
 def _key_path(path: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from bindpkcs11.backup import keyimport
@@ -24,6 +25,8 @@ def register(commands, common) -> None:
                           "copies in KEYDIR/copies/TOKEN)")
     imp.add_argument("--destroy-source", action="store_true",
                      help="after every copy is proven, overwrite and remove the software private key")
+    imp.add_argument("--yes", action="store_true",
+                     help="with --destroy-source: do not ask to type 'destroy'")
     imp.add_argument("--log", type=Path, help="ceremony log (default STATE/backup/ceremony.log)")
     imp.set_defaults(handler=_import)
 
@@ -31,7 +34,8 @@ def register(commands, common) -> None:
 def _import(args) -> int:
     accesses = [access(args, label) for label in args.token]
     result = keyimport.import_key(accesses, args.keyfile, key_dir(args), args.label,
-                                  args.destroy_source, log_path(args))
+                                  args.destroy_source, log_path(args),
+                                  None if args.yes else _ask_destroy)
     if args.json:
         print_json(result)
         return 0
@@ -44,5 +48,15 @@ def _import(args) -> int:
         print("the software private key was overwritten and removed")
     else:
         print(f"the software private key is still at {result.source_kept}: store it offline or "
-              "run again with --destroy-source")
+              "remove it (--destroy-source does that after the proofs, on a typed \"destroy\")")
     return 0
+
+
+def _ask_destroy(private: Path) -> str:
+    """The operator's answer, read from stdin (a script may pipe it, or give --yes)."""
+    print(f"every copy is proven; type \"destroy\" to overwrite and remove {private}: ",
+          end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():
+        print(file=sys.stderr, flush=True)
+    return answer
