@@ -18,6 +18,7 @@ from bindpkcs11.ceremonylog import CeremonyLog
 from bindpkcs11.errors import UsageError
 from bindpkcs11.fileio import write_atomic
 from bindpkcs11.token import wrapping
+from bindpkcs11.token.profiles import traits_of
 from bindpkcs11.token.library import token_info
 
 
@@ -153,6 +154,11 @@ def require_backup_ready(session) -> wrapping.KekInfo:
 
 
 def require_wrap_support(access: TokenAccess) -> None:
-    """WrapUnsupported before any PIN is asked: a token that cannot wrap needs no login to say so."""
+    """WrapUnsupported before any PIN is asked: from the profile's traits without touching the
+    device, else from the token's mechanism list (no login needed)."""
+    if not traits_of(access.profile).wraps_keys:
+        raise wrapping.WrapUnsupported(
+            f"a {access.profile.name} device cannot wrap keys (no C_WrapKey): keep a second copy "
+            "with 'bindpkcs11 key import KEYFILE --token L --token L2' into two devices instead")
     with access.session(login=False) as probe:
         wrapping.require_wrap_support(probe)

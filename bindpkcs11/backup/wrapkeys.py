@@ -58,11 +58,12 @@ def wrap_key(access: TokenAccess, object_label: str, out: Path, extra_key_dir: P
     """Wrap the private key `object_label` under the token's KEK into `out`."""
     if out.exists():
         raise UsageError(f"{out} already exists: choose another --out")
-    use = _key_file_of(access, object_label, extra_key_dir)
-    pair = use.pair
     with CeremonyLog(log_path) as log:
-        log.event("START", f"wrap token={access.label} object={object_label} key={pair.key_path}")
+        log.event("START", f"wrap token={access.label} object={object_label}")
         require_wrap_support(access)
+        use = _key_file_of(access, object_label, extra_key_dir)
+        pair = use.pair
+        log.event("KEY", f"{pair.key_path} tag={pair.tag}")
         with access.session() as session:
             kek = wrapping.find_kek(session)
             if kek is None:

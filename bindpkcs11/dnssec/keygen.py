@@ -10,7 +10,7 @@ import dns.name
 
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.backup import custody
-from bindpkcs11.backup.kek import require_backup_ready
+from bindpkcs11.backup.kek import require_backup_ready, require_wrap_support
 from bindpkcs11.dnssec import software
 from bindpkcs11.dnssec.algorithms import Algorithm
 from bindpkcs11.dnssec.dnskey import ds_text, key_tag, make_dnskey, zone_label_text
@@ -105,6 +105,8 @@ def generate_on_token(request: KeygenRequest, access: TokenAccess) -> GeneratedK
     check_writable(request.key_dir)
     require_key_spec(access.profile, request.algorithm.spec)
     omit_false_flags = traits_of(access.profile).omit_false_flags
+    if request.backup:
+        require_wrap_support(access)
     with access.session(login=False) as probe:
         keys.require_support(probe, request.algorithm.spec)
     with access.session(rw=True) as session:
