@@ -69,6 +69,21 @@ def test_source_kept_without_destroy_source(cli: Cli, tmp_path: Path):
     assert private.read_bytes() == before
 
 
+def test_import_in_place_rewrites_the_key_files_and_keeps_the_software_key_aside(token_cli: Cli):
+    """A software key in the key dir itself: its files now name the token, the software private
+    key waits in `.private.software` until --destroy-source."""
+    token_cli("keygen", ZONE, "--role", "ksk", "--algorithm", "13", "--software")
+    private = next(token_cli.key_dir.glob("*.private"))
+    software = private.read_bytes()
+    token_cli("key", "import", str(private), "--token", "bindpkcs11")
+    assert b"Label:" in private.read_bytes() and b"PrivateKey:" not in private.read_bytes()
+    aside = private.with_suffix(".private.software")
+    assert aside.read_bytes() == software and aside.stat().st_mode & 0o777 == 0o600
+    assert not list(token_cli.key_dir.glob("*.key.software"))
+    shown = token_cli("token", "show", "--label", "bindpkcs11").stdout
+    assert "1 copy (token bindpkcs11), ONLY COPY" in shown
+
+
 def test_destroy_source_needs_the_typed_word(cli: Cli, tmp_path: Path):
     cli("token", "init", "--label", "A", "--generate-pins")
     private = software_ksk(cli, tmp_path)

@@ -79,23 +79,24 @@ def import_key(accesses: list[TokenAccess], key_path: Path, key_dir: Path, label
                     challenge = prove(private, pair.dnskey, access.label)
                     log.event("PROOF", f"token={access.label} challenge {challenge[:32]}... verified "
                                        f"with DNSKEY {pair.tag}")
-                written = _write_key_files(accesses, dirs, pair, object_label, key_path, log)
+                written, software = _write_key_files(accesses, dirs, pair, object_label, key_path,
+                                                     log)
             except BaseException:
                 for session, _ in done:
                     wrapping.destroy_label(session, object_label)
                 raise
         if destroy_source and confirm is not None:
             destroy_source = _confirmed(confirm, key_path, log)
-        kept = _dispose_source(key_path, written, destroy_source, log)
+        _dispose_source(software, destroy_source, log)
         known = None
         for access in accesses:
             known = custody.record(access.state, int(pair.dnskey.algorithm), pair.dnskey.key,
                                    pair.zone.to_text(), pair.tag, token=access.label)
         log.event("END", f"key {pair.tag} on {len(accesses)} token(s); "
-                         f"source {'destroyed' if destroy_source else 'kept at ' + str(kept)}")
+                         f"source {'destroyed' if destroy_source else 'kept at ' + str(software)}")
     return ImportResult(pair.zone.to_text(), pair.tag, object_label, [a.label for a in accesses],
                         [str(p) for p in written], destroy_source,
-                        None if destroy_source else str(kept), known.describe() if known else "")
+                        None if destroy_source else str(software), known.describe() if known else "")
 
 
 def _confirmed(confirm: Callable[[Path], str], key_path: Path, log: CeremonyLog) -> bool:
@@ -142,22 +143,24 @@ def _refuse_existing(directory: Path, pair: KeyPairFiles, source: Path) -> None:
 
 
 def _write_key_files(accesses: list[TokenAccess], dirs: list[Path], pair: KeyPairFiles,
-                     label: str, source: Path, log: CeremonyLog) -> list[Path]:
-    """Key files naming each copy. The source's own files, when in the target dir, are moved
-    aside (`.private.software`) first and put back if writing fails."""
+                     label: str, source: Path, log: CeremonyLog) -> tuple[list[Path], Path]:
+    """Key files naming each copy, and where the software private key now is. When the source
+    is itself in a target dir, its `.private` is moved aside to `.private.software` (its `.key`,
+    public, is replaced); both are put back if writing fails."""
     written: list[Path] = []
+    software = source.with_suffix(".private")
     moved: list[tuple[Path, Path]] = []
     try:
         for access, directory in zip(accesses, dirs):
-            target = directory / source.name
-            if target.exists():  # the source itself: make room, keep the software key beside
+            if (directory / source.name).exists():  # the source itself: make room
                 aside = source.with_suffix(".private.software")
                 if aside.exists():
                     raise UsageError(f"{aside} already exists: move it away first")
-                os.rename(source.with_suffix(".private"), aside)
-                moved.append((aside, source.with_suffix(".private")))
-                os.rename(source, source.with_suffix(".key.software"))
-                moved.append((source.with_suffix(".key.software"), source))
+                pairs = ((software, aside), (source, source.with_suffix(".key.software")))
+                for original, target in pairs:
+                    os.rename(original, target)
+                    moved.append((target, original))
+                software = aside
             keydirs.record(access.state, directory)
             uri = key_uri(access.label, label)
             public = _public_of(pair)
@@ -170,26 +173,21 @@ def _write_key_files(accesses: list[TokenAccess], dirs: list[Path], pair: KeyPai
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
-        for aside, original in reversed(moved):
-            os.rename(aside, original)
+        for target, original in reversed(moved):
+            os.rename(target, original)
         raise
-    for aside, original in moved:
-        if aside.suffix == ".software" and aside.name.endswith(".key.software"):
-            aside.unlink()
-    return written
+    if moved:  # the public .key was rewritten; only the private key is kept aside
+        source.with_suffix(".key.software").unlink(missing_ok=True)
+    return written, software
 
 
-def _dispose_source(key_path: Path, written: list[Path], destroy: bool, log: CeremonyLog) -> Path:
-    """Where the software private key now is; with `destroy`, overwritten and removed."""
-    aside = key_path.with_suffix(".private.software")
-    private = aside if aside.exists() else key_path.with_suffix(".private")
-    if private in written:
-        return private
-    if destroy:
-        size = private.stat().st_size
-        with open(private, "r+b", buffering=0) as handle:
-            handle.write(os.urandom(size))
-            os.fsync(handle.fileno())
-        private.unlink()
-        log.event("DESTROYED", f"software private key {private.resolve()} overwritten and removed")
-    return private
+def _dispose_source(private: Path, destroy: bool, log: CeremonyLog) -> None:
+    """With `destroy`, the software private key is overwritten and removed."""
+    if not destroy:
+        return
+    size = private.stat().st_size
+    with open(private, "r+b", buffering=0) as handle:
+        handle.write(os.urandom(size))
+        os.fsync(handle.fileno())
+    private.unlink()
+    log.event("DESTROYED", f"software private key {private.resolve()} overwritten and removed")
