@@ -18,6 +18,7 @@ from bindpkcs11.ceremonylog import CeremonyLog
 from bindpkcs11.errors import UsageError
 from bindpkcs11.fileio import write_atomic
 from bindpkcs11.token import wrapping
+from bindpkcs11.token.keys import private_key
 from bindpkcs11.token.profiles import traits_of
 from bindpkcs11.token.library import token_info
 
@@ -162,3 +163,15 @@ def require_wrap_support(access: TokenAccess) -> None:
             "with 'bindpkcs11 key import KEYFILE --token L --token L2' into two devices instead")
     with access.session(login=False) as probe:
         wrapping.require_wrap_support(probe)
+
+
+def check_wrappable(session, kek: wrapping.KekInfo, object_label: str, algorithm: str) -> None:
+    """After `keygen --backup`: wrap the new key once and discard the result, so that a key the
+    token cannot wrap (SoftHSM 2.6.1 and Ed25519) is refused now, not at the first backup."""
+    try:
+        wrapping.wrap_private(session, kek, private_key(session, object_label))
+    except wrapping.KeyNotWrappable:
+        raise wrapping.KeyNotWrappable(
+            f"token '{session.token.label}' cannot wrap {algorithm} keys, so a --backup key of "
+            "this algorithm could never be backed up: nothing was kept; choose another "
+            "--algorithm, or generate in software and 'key import' into two tokens") from None

@@ -10,7 +10,7 @@ import dns.name
 
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.backup import custody
-from bindpkcs11.backup.kek import require_backup_ready, require_wrap_support
+from bindpkcs11.backup.kek import check_wrappable, require_backup_ready, require_wrap_support
 from bindpkcs11.dnssec import software
 from bindpkcs11.dnssec.algorithms import Algorithm
 from bindpkcs11.dnssec.dnskey import ds_text, key_tag, make_dnskey, zone_label_text
@@ -111,7 +111,7 @@ def generate_on_token(request: KeygenRequest, access: TokenAccess) -> GeneratedK
         keys.require_support(probe, request.algorithm.spec)
     with access.session(rw=True) as session:
         if request.backup:  # wrappable only under the token's KEK (see backup/kek.py)
-            require_backup_ready(session)
+            kek = require_backup_ready(session)
         for _ in range(_TAG_COLLISION_RETRIES):
             object_id = os.urandom(8)
             provisional = request.object_label or f"{zone_label_text(request.zone)}-{request.role}-new-{object_id.hex()}"
@@ -119,6 +119,12 @@ def generate_on_token(request: KeygenRequest, access: TokenAccess) -> GeneratedK
                 session, request.algorithm.spec, provisional, object_id,
                 request.extractable or request.backup, omit_false_flags,
             )
+            if request.backup:
+                try:
+                    check_wrappable(session, kek, provisional, request.algorithm.mnemonic)
+                except BaseException:
+                    _destroy_pair(session, provisional)
+                    raise
             dnskey = make_dnskey(public, request.algorithm, request.role)
             tag = key_tag(dnskey)
             final_label = request.object_label or f"{zone_label_text(request.zone)}-{request.role}-{tag}"

@@ -146,3 +146,51 @@ def test_ksk_without_backup_warns_once_unless_no_backup(token_cli: Cli):
     assert "only copy" not in zsk.stderr
     shown = token_cli("token", "show", "--label", "bindpkcs11").stdout
     assert "1 copy (token bindpkcs11), ONLY COPY" in shown
+
+
+def test_backup_key_of_an_algorithm_the_token_cannot_wrap_is_refused_and_removed(wrapped):
+    """SoftHSM 2.6.1 cannot wrap Ed25519: keygen --backup says so instead of making a key that
+    could never be backed up."""
+    cli, _, _, _, _ = wrapped
+    before = objects(cli, "A")
+    result = cli("keygen", ZONE, "--role", "ksk", "--algorithm", "ED25519", "--token", "A",
+                 "--backup", check=False)
+    error = one_line_error(result)
+    assert "cannot wrap ED25519 keys" in error and "key import" in error
+    assert objects(cli, "A") == before
+    assert not list(cli.key_dir.glob("*+015+*"))
+
+
+def test_same_share_twice_and_a_damaged_share_are_refused(two_tokens: Cli, tmp_path: Path):
+    shares, pws, _ = make_shares(two_tokens, tmp_path)
+    import_share(two_tokens, shares[0], pws[0], "A")
+    error = one_line_error(import_share(two_tokens, shares[0], pws[0], "A", check=False))
+    assert "already imported" in error and "different share" in error
+    damaged = tmp_path / "damaged.share"
+    data = bytearray(shares[1].read_bytes())
+    data[-5] = ord("0") if data[-5] != ord("0") else ord("1")
+    damaged.write_bytes(bytes(data))
+    error = one_line_error(import_share(two_tokens, damaged, pws[1], "A", check=False))
+    assert "modified or is damaged" in error
+    truncated = tmp_path / "truncated.share"
+    truncated.write_bytes(shares[1].read_bytes()[:40])
+    error = one_line_error(import_share(two_tokens, truncated, pws[1], "A", check=False))
+    assert "damaged or truncated" in error
+    assert objects(two_tokens, "A") == []
+
+
+def test_make_shares_never_overwrites_shares(two_tokens: Cli, tmp_path: Path):
+    shares, _, _ = make_shares(two_tokens, tmp_path)
+    before = [path.read_bytes() for path in shares]
+    args = ["backup", "make-shares", "--shares", "3", "--threshold", "2", "--out",
+            str(tmp_path / "shares")] + sum((["--password-file", str(tmp_path / f"pw{i}")]
+                                             for i in (1, 2, 3)), [])
+    assert "already exists" in one_line_error(two_tokens(*args, check=False))
+    assert [path.read_bytes() for path in shares] == before
+    short = tmp_path / "short"
+    short.write_text("abc\n")
+    short.chmod(0o600)
+    result = two_tokens("backup", "make-shares", "--shares", "2", "--out", str(tmp_path / "new"),
+                        "--password-file", str(short), "--password-file", str(short), check=False)
+    assert "at least 8 characters" in one_line_error(result)
+    assert not (tmp_path / "new").exists()
