@@ -18,7 +18,8 @@ from pkcs11.constants import DEFAULT
 from pkcs11.util.ec import encode_named_curve_parameters
 
 from bindpkcs11.errors import BindPkcs11Error
-from bindpkcs11.token.keys import _CURVE_OIDS, translate
+from bindpkcs11.token.keys import _CURVE_OIDS
+from bindpkcs11.token.library import translate
 from bindpkcs11.token.records import PublicKey
 
 KEK_LABEL_PREFIX = "bindpkcs11-kek-"
