@@ -18,6 +18,7 @@ setup(
         "jinja2>=3.1",
         "pexpect>=4.8",
         "cffi>=1.16",
+        "pycryptodome>=3.20",
     ],
     setup_requires=["cffi>=1.16"],
     cffi_modules=["bindpkcs11/shim/build_shim.py:ffibuilder"],

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bindpkcs11 import keyuse, locks, pins
 from bindpkcs11.access import TokenAccess
+from bindpkcs11.backup import custody
 from bindpkcs11.dnssec.dnskey import public_key_bytes
 from bindpkcs11.errors import ObjectNotFound, RefusedDeletion, TokenExists, UsageError
 from bindpkcs11.token import keys, library
@@ -38,6 +39,7 @@ class DnssecKeyInfo:
     matches_token: bool
     used_by: str = ""
     active: bool = True
+    custody: str = ""
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,8 @@ def show_token(access: TokenAccess, extra_key_dir: Path | None, now: int) -> Tok
         dnssec = None
         if obj.object_class in ("private", "public"):
             dnssec = _dnssec_info(keyuse.users_of(obj, public, uses), public, now)
+            if dnssec is not None and public is not None:
+                dnssec = replace(dnssec, custody=_custody_text(access, public, dnssec.algorithm))
         if public is not None and obj.public_key is None:
             obj = _with_public(obj, public)
         reports.append(ObjectReport(obj, dnssec))
@@ -162,6 +166,13 @@ def _dnssec_info(users: list[keyuse.KeyUse], public, now: int) -> DnssecKeyInfo 
         used_by=use.key_dir.user,
         active=use.is_active(now),
     )
+
+
+def _custody_text(access: TokenAccess, public, algorithm: int) -> str:
+    """Known copies of the key (backup/custody.py); a key never recorded is this token's only one
+    as far as bindpkcs11 knows."""
+    known = custody.lookup(access.state, algorithm, public_key_bytes(public))
+    return (known or custody.Custody(tokens=(access.label,))).describe()
 
 
 def _with_public(obj: ObjectInfo, public) -> ObjectInfo:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from pathlib import Path
 
@@ -15,8 +16,6 @@ from bindpkcs11.errors import UsageError
 from bindpkcs11.output import print_json
 from bindpkcs11.progress import ticking
 from bindpkcs11.timespec import check_key_time, parse_time, parse_ttl, to_bind_timestamp
-
-
 
 
 def register(commands, common) -> None:
@@ -35,6 +34,10 @@ def register(commands, common) -> None:
     gen.add_argument("--key-dir", type=Path, help="where to write K*.key/.private")
     gen.add_argument("--label", dest="object_label", help="CKA_LABEL (default <zone>-<role>-<tag>)")
     gen.add_argument("--extractable", action="store_true", help="allow wrapping the key off the token")
+    gen.add_argument("--backup", action="store_true",
+                     help="wrappable only under the token's KEK, for 'backup wrap' (needs a KEK)")
+    gen.add_argument("--no-backup", action="store_true",
+                     help="a KSK on one token is intended to be the only copy: no warning")
     gen.add_argument("--ttl", help="DNSKEY TTL to write into the .key file")
     for name in ("publish", "activate", "inactive", "delete"):
         gen.add_argument(f"--{name}", metavar="T", help="time (YYYYMMDD[HHMMSS], now, +1d, ...)")
@@ -56,8 +59,10 @@ def _keygen(args) -> int:
     request = keygen.KeygenRequest(
         zone=zone, role=args.role, algorithm=algorithm, key_dir=key_dir(args), timing=timing,
         software=args.software, extractable=args.extractable, object_label=args.object_label,
-        ttl=parse_ttl(args.ttl) if args.ttl else None,
+        ttl=parse_ttl(args.ttl) if args.ttl else None, backup=args.backup,
     )
+    if args.backup and (args.no_backup or args.software):
+        raise UsageError("--backup is for token keys, and contradicts --no-backup")
     if args.software:
         if (args.token and not args.rng_from_token) or args.extractable or args.object_label:
             raise UsageError("--software keys live in files: drop --token/--label/--extractable")
@@ -79,6 +84,11 @@ def _keygen(args) -> int:
     else:
         print(result.key_file.name.removesuffix(".key"))
         print(result.ds)
+    if args.role == "ksk" and not (args.software or args.backup or args.no_backup):
+        print(f"warning: KSK {result.tag} on token '{result.token}' is the only copy of this key: "
+              "if the token is lost, so is the key. Make it with --backup (after importing KEK "
+              "shares) or generate it in software and 'key import' it into two tokens; "
+              "--no-backup silences this", file=sys.stderr)
     return 0
 
 

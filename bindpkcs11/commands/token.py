@@ -107,6 +107,7 @@ def _token_show(args) -> int:
             key = f"{dnssec.role} tag {dnssec.tag} alg {dnssec.algorithm} ({dnssec.used_by}"
             key += ")" if dnssec.active else ", retired)"
             key += "" if dnssec.matches_token else " (KEY FILE MISMATCH)"
+            key += f"; {dnssec.custody}" if dnssec.custody and obj.object_class == "private" else ""
         rows.append([obj.object_class, obj.key_type, size, obj.label, obj.id_hex,
                      _yes_no(obj.sensitive), _yes_no(obj.extractable), key])
     print_table(["class", "type", "size", "label", "id", "sensitive", "extractable", "dnssec"], rows)

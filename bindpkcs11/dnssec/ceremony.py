@@ -8,9 +8,7 @@ one signature per bundle; every other check uses public keys in software.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ import dns.name
 from dns.rrset import RRset
 
 from bindpkcs11.access import TokenAccess
+from bindpkcs11.ceremonylog import CeremonyLog
 from bindpkcs11.dnssec import bundles, policy
 from bindpkcs11.dnssec.algorithms import by_number
 from bindpkcs11.dnssec.dnskey import make_dnskey, zone_label_text
@@ -28,61 +27,14 @@ from bindpkcs11.dnssec.presign import PeriodPlan, Schedule, build_plan, dnskey_r
 from bindpkcs11.dnssec.skr import skr_text
 from bindpkcs11.dnssec.tokensigner import TokenPrivateKey
 from bindpkcs11.errors import BindPkcs11Error, KeyFileError, ObjectNotFound, UsageError
-from bindpkcs11.fileio import read_limited, write_atomic
+from bindpkcs11.fileio import write_atomic
 from bindpkcs11.token import keys, library
 from bindpkcs11.token.uri import parse_uri
 from bindpkcs11.timespec import to_bind_timestamp
 
-MAX_KEY_FILE_BYTES = 64 << 10
-
 
 class CeremonyAborted(BindPkcs11Error):
     """The ceremony was aborted: nothing was signed or written."""
-
-
-class CeremonyLog:
-    """Append-only ceremony log: one timestamped line per event, flushed to disk as written."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        not_a_file = UsageError(f"the ceremony log {self.path} is not a regular file: give --log "
-                                "the path of a file")
-        if self.path.exists() and not self.path.is_file():
-            raise not_a_file
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # O_NONBLOCK: a FIFO that appeared since the check fails instead of blocking.
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK
-                               | os.O_CLOEXEC, 0o600)
-        except OSError as error:
-            raise UsageError(f"cannot write the ceremony log {self.path}: {error.strerror}") from None
-        if not stat.S_ISREG(os.fstat(self._fd).st_mode):
-            os.close(self._fd)
-            raise not_a_file
-
-    def __enter__(self) -> "CeremonyLog":
-        return self
-
-    def __exit__(self, kind, value, traceback) -> None:
-        if value is not None:
-            self.event("ABORT", f"{type(value).__name__}: {value}")
-        os.close(self._fd)
-
-    def event(self, kind: str, text: str) -> None:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        os.write(self._fd, f"{stamp} {kind} {text}\n".encode())
-        os.fsync(self._fd)
-
-    def read(self, path: Path, limit: int = MAX_KEY_FILE_BYTES) -> bytes:
-        """Read an input file (size-limited, regular files only) and log its SHA-256."""
-        data = read_limited(Path(path), limit, "key file", KeyFileError)[0]
-        self.event("READ", f"{Path(path).resolve()} bytes={len(data)} "
-                           f"sha256={hashlib.sha256(data).hexdigest()}")
-        return data
-
-    def wrote(self, path: Path, data: bytes) -> None:
-        self.event("WROTE", f"{Path(path).resolve()} bytes={len(data)} "
-                            f"sha256={hashlib.sha256(data).hexdigest()}")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from pathlib import Path
 import dns.name
 
 from bindpkcs11.access import TokenAccess
+from bindpkcs11.backup import custody
+from bindpkcs11.backup.kek import check_wrappable, require_backup_ready, require_wrap_support
 from bindpkcs11.dnssec import software
 from bindpkcs11.dnssec.algorithms import Algorithm
 from bindpkcs11.dnssec.dnskey import ds_text, key_tag, make_dnskey, zone_label_text
@@ -42,6 +44,7 @@ class KeygenRequest:
     extractable: bool = False
     object_label: str | None = None
     ttl: int | None = None
+    backup: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,16 +105,26 @@ def generate_on_token(request: KeygenRequest, access: TokenAccess) -> GeneratedK
     check_writable(request.key_dir)
     require_key_spec(access.profile, request.algorithm.spec)
     omit_false_flags = traits_of(access.profile).omit_false_flags
+    if request.backup:
+        require_wrap_support(access)
     with access.session(login=False) as probe:
         keys.require_support(probe, request.algorithm.spec)
     with access.session(rw=True) as session:
+        if request.backup:  # wrappable only under the token's KEK (see backup/kek.py)
+            kek = require_backup_ready(session)
         for _ in range(_TAG_COLLISION_RETRIES):
             object_id = os.urandom(8)
             provisional = request.object_label or f"{zone_label_text(request.zone)}-{request.role}-new-{object_id.hex()}"
             public = keys.generate_keypair(
-                session, request.algorithm.spec, provisional, object_id, request.extractable,
-                omit_false_flags,
+                session, request.algorithm.spec, provisional, object_id,
+                request.extractable or request.backup, omit_false_flags,
             )
+            if request.backup:
+                try:
+                    check_wrappable(session, kek, provisional, request.algorithm.mnemonic)
+                except BaseException:
+                    _destroy_pair(session, provisional)
+                    raise
             dnskey = make_dnskey(public, request.algorithm, request.role)
             tag = key_tag(dnskey)
             final_label = request.object_label or f"{zone_label_text(request.zone)}-{request.role}-{tag}"
@@ -133,6 +146,9 @@ def generate_on_token(request: KeygenRequest, access: TokenAccess) -> GeneratedK
             except BaseException:
                 _destroy_pair(session, final_label)
                 raise
+            custody.record(access.state, int(dnskey.algorithm), dnskey.key,
+                           request.zone.to_text(), tag, token=access.label,
+                           backup_capable=request.backup)
             return _result(request, dnskey, key_path, private_path, access.label, final_label, uri)
     raise KeyFileError("key tag collisions kept happening: clean up the key directory")
 

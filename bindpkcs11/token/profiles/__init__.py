@@ -55,6 +55,7 @@ class DeviceTraits:
     `pin_locked_hint`: what to do when the device reports the user PIN locked.
     `signatures_per_second`: the family's measured P-256 signing rate through the shim (bench),
     when it is slow enough to matter: setup-inline then keeps the ZSK in software for big zones.
+    `wraps_keys`: the family has C_WrapKey/C_UnwrapKey (False: backups go through `key import`).
     """
 
     key_specs: tuple[KeySpec, ...] | None = None
@@ -63,6 +64,7 @@ class DeviceTraits:
     omit_false_flags: bool = False
     pin_locked_hint: str = "unlock it with the SO PIN"
     signatures_per_second: int | None = None
+    wraps_keys: bool = True
 
 
 GENERIC = DeviceTraits()

@@ -46,6 +46,7 @@ TPM2_TRAITS = DeviceTraits(
     pin_rules=PinRules(min_length=4, max_length=128, note=" (tpm2-pkcs11's ulMaxPinLen)"),
     omit_false_flags=True,
     signatures_per_second=330,  # swtpm through tpm2-abrmd, P-256 (docs/devices.md)
+    wraps_keys=False,  # tpm2-pkcs11 has no C_WrapKey (facts.md)
     pin_locked_hint=(
         "the TPM is in dictionary-attack lockout after failed PINs (any application's); wait "
         "for it to recover (TPM2_PT_LOCKOUT_RECOVERY seconds per failure) or clear it with "

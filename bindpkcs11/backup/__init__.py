@@ -1,0 +1,1 @@
+"""Key custody: KEK shares, wrap files between tokens, key import, the custody registry."""

@@ -1,0 +1,228 @@
+"""Key custody on a token: the key-encryption key (KEK), C_WrapKey / C_UnwrapKey, C_CreateObject.
+
+The only module that wraps, unwraps or imports key material. Everything above it sees frozen records
+and bytes; a failure that could leave a half-made object behind (SoftHSM keeps an empty object after
+a failed C_UnwrapKey) is cleaned up here, by comparing the session's object handles before and after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import pkcs11
+import pkcs11.exceptions as p11x
+from asn1crypto.core import OctetString
+from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
+from pkcs11.constants import DEFAULT
+from pkcs11.util.ec import encode_named_curve_parameters
+
+from bindpkcs11.errors import BindPkcs11Error
+from bindpkcs11.token.keys import _CURVE_OIDS
+from bindpkcs11.token.library import translate
+from bindpkcs11.token.records import PublicKey
+
+KEK_LABEL_PREFIX = "bindpkcs11-kek-"
+WRAP_MECHANISM = Mechanism.AES_KEY_WRAP_PAD
+WRAP_MECHANISM_NAME = "CKM_AES_KEY_WRAP_PAD"
+_KEY_TYPES = {"rsa": KeyType.RSA, "ec": KeyType.EC, "ed25519": KeyType.EC_EDWARDS}
+# Capability flags a private key object must not state as CK_FALSE on unwrap: SoftHSM refuses a
+# template that names attributes the key type does not have (facts.md).
+_TRIMMED = {Attribute.DECRYPT: DEFAULT, Attribute.UNWRAP: DEFAULT, Attribute.SIGN_RECOVER: DEFAULT,
+            Attribute.DERIVE: DEFAULT, Attribute.ENCRYPT: DEFAULT, Attribute.VERIFY: DEFAULT,
+            Attribute.WRAP: DEFAULT, Attribute.VERIFY_RECOVER: DEFAULT}
+_RSA_FIELDS = {"Modulus": Attribute.MODULUS, "PublicExponent": Attribute.PUBLIC_EXPONENT,
+               "PrivateExponent": Attribute.PRIVATE_EXPONENT, "Prime1": Attribute.PRIME_1,
+               "Prime2": Attribute.PRIME_2, "Exponent1": Attribute.EXPONENT_1,
+               "Exponent2": Attribute.EXPONENT_2, "Coefficient": Attribute.COEFFICIENT}
+
+
+class WrapUnsupported(BindPkcs11Error):
+    """This token cannot wrap or unwrap keys."""
+
+
+class KeyNotWrappable(BindPkcs11Error):
+    """This key cannot be wrapped off its token."""
+
+
+class UnwrapFailed(BindPkcs11Error):
+    """The token refused to unwrap the key."""
+
+
+class KekProblem(BindPkcs11Error):
+    """The token's key-encryption key is missing or ambiguous."""
+
+
+@dataclass(frozen=True)
+class KekInfo:
+    """A KEK object on a token: its label and the KCV it is labelled with."""
+
+    label: str
+    kcv: str
+
+
+def require_wrap_support(session: "pkcs11.Session") -> None:
+    """WrapUnsupported unless the token offers AES key wrap with padding for both directions."""
+    label = session.token.label
+    slot = session.token.slot
+    try:
+        mechanisms = set(slot.get_mechanisms())
+        flags = slot.get_mechanism_info(WRAP_MECHANISM).flags if WRAP_MECHANISM in mechanisms else 0
+    except p11x.PKCS11Error:
+        mechanisms, flags = set(), 0
+    if not (flags & MechanismFlag.WRAP and flags & MechanismFlag.UNWRAP):
+        raise WrapUnsupported(
+            f"token '{label}' cannot wrap keys (no {WRAP_MECHANISM_NAME} with C_WrapKey and "
+            "C_UnwrapKey): keep a second copy with 'bindpkcs11 key import KEYFILE --token L "
+            "--token L2' into two devices instead"
+        )
+
+
+def create_kek(session: "pkcs11.Session", value: bytes, kcv: str) -> KekInfo:
+    """The KEK as a token AES key that can only wrap and unwrap, and never leaves the token."""
+    label = KEK_LABEL_PREFIX + kcv
+    template = {
+        Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES,
+        Attribute.VALUE: value, Attribute.TOKEN: True, Attribute.LABEL: label,
+        Attribute.PRIVATE: True, Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
+        Attribute.WRAP: True, Attribute.UNWRAP: True, Attribute.ENCRYPT: False,
+        Attribute.DECRYPT: False, Attribute.SIGN: False, Attribute.VERIFY: False,
+    }
+    with _no_leftovers(session):
+        try:
+            obj = session.create_object(template)
+        except p11x.PKCS11Error as error:
+            raise translate(error, "creating the KEK on the token") from error
+        check = _attr(obj, Attribute.CHECK_VALUE)
+        if check is not None and check.hex() != kcv:
+            raise KekProblem(f"the token computed KCV {check.hex()} for the KEK, not {kcv}: "
+                             "the KEK was not stored")
+    return KekInfo(label, kcv)
+
+
+def find_kek(session: "pkcs11.Session") -> KekInfo | None:
+    """The one KEK on the token, None if there is none; KekProblem if there are several."""
+    found = [_attr(obj, Attribute.LABEL) or "" for obj in
+             session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY})]
+    keks = [label for label in found if label.startswith(KEK_LABEL_PREFIX)]
+    if len(keks) > 1:
+        raise KekProblem(f"token '{session.token.label}' holds {len(keks)} KEKs "
+                         f"({', '.join(sorted(keks))}): delete all but one with 'token delete'")
+    if not keks:
+        return None
+    return KekInfo(keks[0], keks[0].removeprefix(KEK_LABEL_PREFIX))
+
+
+def wrapping_keys(session: "pkcs11.Session") -> list[str]:
+    """Labels of every secret key on the token that may wrap (CKA_WRAP true)."""
+    return sorted(_attr(obj, Attribute.LABEL) or "" for obj in
+                  session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.WRAP: True}))
+
+
+def is_extractable(private: "pkcs11.PrivateKey") -> bool:
+    return bool(_attr(private, Attribute.EXTRACTABLE))
+
+
+def wrap_private(session: "pkcs11.Session", kek: KekInfo, private: "pkcs11.PrivateKey") -> bytes:
+    """C_WrapKey of `private` under the KEK; KeyNotWrappable says why a key cannot leave."""
+    try:
+        return _kek_object(session, kek).wrap_key(private, mechanism=WRAP_MECHANISM)
+    except (p11x.KeyUnextractable, p11x.KeyNotWrappable) as error:
+        raise KeyNotWrappable(
+            f"'{private.label}' on token '{session.token.label}' cannot be wrapped "
+            f"({type(error).__name__}: it was made without --backup, or the token cannot wrap this "
+            "key type): it cannot be backed up; roll over to a key made with 'keygen --backup'"
+        ) from None
+    except p11x.PKCS11Error as error:
+        raise translate(error, f"wrapping '{private.label}'") from error
+
+
+def unwrap_private(session: "pkcs11.Session", kek: KekInfo, kind: str, wrapped: bytes,
+                   label: str, object_id: bytes) -> "pkcs11.PrivateKey":
+    """C_UnwrapKey into a sensitive, non-extractable token private key; nothing is left on failure."""
+    template = {Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False, Attribute.SIGN: True, **_TRIMMED}
+    with _no_leftovers(session):
+        try:
+            return _kek_object(session, kek).unwrap_key(
+                ObjectClass.PRIVATE_KEY, _KEY_TYPES[kind], wrapped, label=label, id=object_id,
+                store=True, mechanism=WRAP_MECHANISM, template=template)
+        except p11x.PKCS11Error as error:
+            raise UnwrapFailed(
+                f"token '{session.token.label}' refused to unwrap the key ({type(error).__name__}): "
+                "the wrap file was made under another KEK or is damaged; nothing was stored"
+            ) from None
+
+
+def import_private(session: "pkcs11.Session", public: PublicKey, fields: dict[str, bytes],
+                   label: str, object_id: bytes) -> "pkcs11.PrivateKey":
+    """C_CreateObject of a software private key (BIND `.private` fields): sensitive, non-extractable."""
+    template = {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.KEY_TYPE: _KEY_TYPES[public.kind],
+                Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False, Attribute.SIGN: True, Attribute.LABEL: label,
+                Attribute.ID: object_id}
+    if public.kind == "rsa":
+        template.update({attribute: fields[name] for name, attribute in _RSA_FIELDS.items()})
+    else:
+        template[Attribute.EC_PARAMS] = encode_named_curve_parameters(_CURVE_OIDS[public.curve])
+        template[Attribute.VALUE] = fields["PrivateKey"]
+    with _no_leftovers(session):
+        try:
+            return session.create_object(template)
+        except p11x.PKCS11Error as error:
+            raise translate(error, f"importing the private key as '{label}'") from error
+
+
+def create_public(session: "pkcs11.Session", public: PublicKey, label: str, object_id: bytes) -> None:
+    """The public key object beside an imported or unwrapped private key."""
+    template = {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.KEY_TYPE: _KEY_TYPES[public.kind],
+                Attribute.TOKEN: True, Attribute.VERIFY: True, Attribute.LABEL: label,
+                Attribute.ID: object_id}
+    if public.kind == "rsa":
+        template[Attribute.MODULUS] = public.modulus.to_bytes((public.modulus.bit_length() + 7) // 8, "big")
+        template[Attribute.PUBLIC_EXPONENT] = public.exponent.to_bytes(
+            (public.exponent.bit_length() + 7) // 8, "big")
+    else:
+        point = b"\x04" + public.point if public.kind == "ec" else public.point
+        template[Attribute.EC_PARAMS] = encode_named_curve_parameters(_CURVE_OIDS[public.curve])
+        template[Attribute.EC_POINT] = OctetString(point).dump()
+    with _no_leftovers(session):
+        try:
+            session.create_object(template)
+        except p11x.PKCS11Error as error:
+            raise translate(error, f"creating the public key '{label}'") from error
+
+
+def destroy_label(session: "pkcs11.Session", label: str) -> None:
+    """Destroy every object labelled `label` (rollback of an import or unwrap that failed its proof)."""
+    for obj in list(session.get_objects({Attribute.LABEL: label})):
+        with contextlib.suppress(p11x.PKCS11Error):
+            obj.destroy()
+
+
+@contextlib.contextmanager
+def _no_leftovers(session: "pkcs11.Session"):
+    """Destroy any object that appeared in the session when the block fails."""
+    before = {obj.handle for obj in session.get_objects()}
+    try:
+        yield
+    except BaseException:
+        for obj in list(session.get_objects()):
+            if obj.handle not in before:
+                with contextlib.suppress(p11x.PKCS11Error):
+                    obj.destroy()
+        raise
+
+
+def _kek_object(session: "pkcs11.Session", kek: KekInfo) -> "pkcs11.SecretKey":
+    try:
+        return session.get_key(object_class=ObjectClass.SECRET_KEY, label=kek.label)
+    except (p11x.NoSuchKey, p11x.MultipleObjectsReturned):
+        raise KekProblem(f"no single KEK '{kek.label}' on token '{session.token.label}'") from None
+
+
+def _attr(obj: "pkcs11.Object", attribute: Attribute):
+    try:
+        return obj[attribute]
+    except (p11x.AttributeTypeInvalid, p11x.AttributeSensitive, KeyError, NotImplementedError):
+        return None
