@@ -19,12 +19,12 @@ from bindpkcs11.errors import (
 from bindpkcs11.token.library import translate
 from bindpkcs11.token.records import KeySpec, ObjectInfo, PublicKey
 
-_CURVE_OIDS = {
+CURVE_OIDS = {
     "secp256r1": "1.2.840.10045.3.1.7",
     "secp384r1": "1.3.132.0.34",
     "ed25519": "1.3.101.112",
 }
-_OID_CURVES = {oid: name for name, oid in _CURVE_OIDS.items()}
+_OID_CURVES = {oid: name for name, oid in CURVE_OIDS.items()}
 _GENERATORS = {
     "rsa": (KeyType.RSA, Mechanism.RSA_PKCS_KEY_PAIR_GEN),
     "ec": (KeyType.EC, Mechanism.EC_KEY_PAIR_GEN),
@@ -104,7 +104,7 @@ def generate_keypair(
         public_template[Attribute.MODULUS_BITS] = spec.bits
         public_template[Attribute.PUBLIC_EXPONENT] = b"\x01\x00\x01"
     else:
-        public_template[Attribute.EC_PARAMS] = encode_named_curve_parameters(_CURVE_OIDS[spec.curve])
+        public_template[Attribute.EC_PARAMS] = encode_named_curve_parameters(CURVE_OIDS[spec.curve])
         if omit_false_flags:
             public_template.update({Attribute.ENCRYPT: DEFAULT, Attribute.WRAP: DEFAULT})
             private_template.update({Attribute.DECRYPT: DEFAULT, Attribute.UNWRAP: DEFAULT})

@@ -18,7 +18,7 @@ from pkcs11.constants import DEFAULT
 from pkcs11.util.ec import encode_named_curve_parameters
 
 from bindpkcs11.errors import BindPkcs11Error
-from bindpkcs11.token.keys import _CURVE_OIDS
+from bindpkcs11.token.keys import CURVE_OIDS
 from bindpkcs11.token.library import translate
 from bindpkcs11.token.records import PublicKey
 
@@ -164,7 +164,7 @@ def import_private(session: "pkcs11.Session", public: PublicKey, fields: dict[st
     if public.kind == "rsa":
         template.update({attribute: fields[name] for name, attribute in _RSA_FIELDS.items()})
     else:
-        template[Attribute.EC_PARAMS] = encode_named_curve_parameters(_CURVE_OIDS[public.curve])
+        template[Attribute.EC_PARAMS] = encode_named_curve_parameters(CURVE_OIDS[public.curve])
         template[Attribute.VALUE] = fields["PrivateKey"]
     with _no_leftovers(session):
         try:
@@ -184,7 +184,7 @@ def create_public(session: "pkcs11.Session", public: PublicKey, label: str, obje
             (public.exponent.bit_length() + 7) // 8, "big")
     else:
         point = b"\x04" + public.point if public.kind == "ec" else public.point
-        template[Attribute.EC_PARAMS] = encode_named_curve_parameters(_CURVE_OIDS[public.curve])
+        template[Attribute.EC_PARAMS] = encode_named_curve_parameters(CURVE_OIDS[public.curve])
         template[Attribute.EC_POINT] = OctetString(point).dump()
     with _no_leftovers(session):
         try:
