@@ -83,8 +83,10 @@ def init_token(access: TokenAccess, generate_pins: bool = False,
         pins.refuse_existing_pin_files(access.state, access.label, kinds)
         generated: list[str] = []
         try:
+            longest = min(16, traits_of(access.profile).pin_rules.max_length)
             for kind in kinds:
-                generated.append(str(pins.generate_and_store(access.state, access.label, kind)))
+                generated.append(str(pins.generate_and_store(access.state, access.label, kind,
+                                                             length=longest)))
             token_pins = TokenPins(
                 user=_pin_for_init(access, pins.USER, access.pin_file),
                 so=_pin_for_init(access, pins.SO, access.so_pin_file),

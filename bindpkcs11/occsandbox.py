@@ -1,0 +1,198 @@
+"""`bindpkcs11 opencryptoki sandbox`: a private pkcsslotd and soft token under the state dir.
+
+opencryptoki 3.8 keeps its configuration, token store, locks, socket and shared memory at fixed
+system paths and allows one pkcsslotd per machine. The sandbox gives a state dir its own: one
+process started by `unshare -m -i --propagation private` bind-mounts `<state>/opencryptoki/etc` on
+/etc/opencryptoki and `<state>/opencryptoki/lib` on /var/lib/opencryptoki, puts fresh tmpfs on
+/run and /dev/shm (socket, pid file, lock dirs, the token's shared memory), then becomes
+`pkcsslotd -f`. Nothing outside that namespace sees any of it: the host's opencryptoki (and its
+pkcsslotd, if any) is untouched. The opencryptoki profile joins the namespace for every command of
+this state dir (token/profiles/opencryptoki.py). Needs root (a mount namespace).
+
+For trying the profile without touching the machine's opencryptoki, and for tests; a real system
+uses the system's pkcsslotd. The token store (`<state>/opencryptoki/lib`) survives a stop.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bindpkcs11 import locks
+from bindpkcs11.errors import BindPkcs11Error, ModuleMissing, ToolFailed
+from bindpkcs11.fileio import ensure_private_dir, write_atomic
+from bindpkcs11.run import child_env, tail
+from bindpkcs11.state import StateDir
+from bindpkcs11.token.profiles.opencryptoki import (
+    SandboxRecord,
+    occ_dir,
+    read_record,
+    record_path,
+    record_text,
+    slot_daemon_pid,
+)
+
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
+_POLL = 0.05
+PKCSSLOTD = "/usr/sbin/pkcsslotd"
+SYSTEM_DIRS = (Path("/etc/opencryptoki"), Path("/var/lib/opencryptoki"))
+SOFT_TOKEN_DIR = "swtok"
+_CONF = """# written by bindpkcs11: the sandbox's one slot, opencryptoki's soft token
+version opencryptoki-3.1
+
+slot 0
+{
+stdll = libpkcs11_sw.so
+tokname = swtok
+}
+"""
+# Runs inside the new namespace as root; $1 is <state>/opencryptoki. Each mount must succeed.
+_INNER = """set -e
+mount --bind "$1/etc" /etc/opencryptoki
+mount --bind "$1/lib" /var/lib/opencryptoki
+mount -t tmpfs -o mode=0755 bindpkcs11-occ /run
+mount -t tmpfs -o mode=1777 bindpkcs11-occ /dev/shm
+mkdir -p /run/lock/opencryptoki/swtok
+chgrp -R pkcs11 /run/lock/opencryptoki
+chmod -R 0770 /run/lock/opencryptoki
+exec "$2" -f
+"""
+
+
+@dataclass(frozen=True)
+class SandboxStatus:
+    """What `status` reports."""
+
+    running: bool
+    pid: int | None
+    store: str
+
+
+def start(state: StateDir) -> tuple[SandboxStatus, bool]:
+    """Start the sandbox (or find it running); returns its status and whether it was started."""
+    with locks.held(locks.lock_path(state, "opencryptoki-sandbox"), "the opencryptoki sandbox"):
+        record = read_record(state)
+        if record is not None and record.alive():
+            return status(state), False
+        record_path(state).unlink(missing_ok=True)
+        _require_tools()
+        write_atomic(record_path(state), record_text(_launch(state)), mode=0o600)
+        return status(state), True
+
+
+def stop(state: StateDir) -> bool:
+    """Stop the sandbox's pkcsslotd (its namespace goes with it); True if it was running."""
+    with locks.held(locks.lock_path(state, "opencryptoki-sandbox"), "the opencryptoki sandbox"):
+        record = read_record(state)
+        if record is None:
+            return False
+        running = record.alive()
+        if running:
+            _terminate(record.pid)
+        record_path(state).unlink(missing_ok=True)
+        return running
+
+
+def status(state: StateDir) -> SandboxStatus:
+    record = read_record(state)
+    store = str(occ_dir(state) / "lib")
+    if record is None:
+        return SandboxStatus(False, None, store)
+    return SandboxStatus(record.alive(), record.pid, store)
+
+
+def _require_tools() -> None:
+    if os.geteuid() != 0:
+        raise BindPkcs11Error("the opencryptoki sandbox needs root (it is a private mount "
+                              "namespace); without root use the system's pkcsslotd")
+    missing = [str(path) for path in (Path(PKCSSLOTD), *SYSTEM_DIRS) if not path.exists()]
+    if missing or not shutil.which("unshare"):
+        raise ModuleMissing(f"{', '.join(missing) or 'unshare'} not found: install the "
+                            "opencryptoki package (scripts/setup.sh)")
+    try:
+        grp.getgrnam("pkcs11")
+    except KeyError:
+        raise ModuleMissing("group 'pkcs11' does not exist: install the opencryptoki package") from None
+
+
+def _launch(state: StateDir) -> SandboxRecord:
+    """The private directories, then unshare -> mounts -> pkcsslotd -f, waited for."""
+    root = ensure_private_dir(occ_dir(state))
+    group = grp.getgrnam("pkcs11").gr_gid
+    etc = root / "etc"
+    token = root / "lib" / SOFT_TOKEN_DIR
+    for directory in (etc, root / "lib", token, token / "TOK_OBJ"):
+        directory.mkdir(exist_ok=True)
+        os.chown(directory, 0, group)
+        directory.chmod(0o770)
+    write_atomic(etc / "opencryptoki.conf", _CONF, mode=0o640)
+    os.chown(etc / "opencryptoki.conf", 0, group)
+    log_path = root / "pkcsslotd.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            ["unshare", "-m", "-i", "--propagation", "private", "--", "/bin/sh", "-c", _INNER,
+             "sh", str(root), PKCSSLOTD],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=child_env(), cwd=root,
+            start_new_session=True)
+    try:
+        _wait_ready(process, log_path)
+        record = SandboxRecord(pid=process.pid, mount_ns=os.readlink(f"/proc/{process.pid}/ns/mnt"))
+    except BaseException:
+        _terminate(process.pid)
+        raise
+    return record
+
+
+def _wait_ready(process: subprocess.Popen, log_path: Path) -> None:
+    """Until pkcsslotd (the same pid, after the mounts) has written its pid file and socket."""
+    inside = Path(f"/proc/{process.pid}/root")
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ToolFailed(f"the opencryptoki sandbox exited at start-up (exit "
+                             f"{process.returncode}): {_log_tail(log_path)}")
+        if slot_daemon_pid(inside) == process.pid and (inside / "run/pkcsslotd.socket").is_socket():
+            return
+        time.sleep(_POLL)
+    raise ToolFailed(f"pkcsslotd did not come up within {START_TIMEOUT:.0f} s: {_log_tail(log_path)}")
+
+
+def _terminate(pid: int) -> None:
+    """SIGTERM (pkcsslotd removes its socket and shared memory), SIGKILL after STOP_TIMEOUT."""
+    for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, STOP_TIMEOUT)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if _gone(pid):
+                return
+            time.sleep(_POLL)
+
+
+def _gone(pid: int) -> bool:
+    """`pid` has exited: reaped here if it is our child, else absent or a zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return True
+    return fields[0] == "Z"
+
+
+def _log_tail(path: Path) -> str:
+    try:
+        return tail(path.read_text(errors="replace"), 3) or "no output"
+    except OSError:
+        return "no log"

@@ -1,0 +1,93 @@
+"""The opencryptoki profile under test: a state dir whose pkcsslotd is the sandbox
+`bindpkcs11 opencryptoki sandbox` runs (a private mount + IPC namespace), started through the CLI
+and always stopped after, pass or fail. Needs root (the sandbox is a mount namespace)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Cli, clean_env
+
+OCC_TOKEN = "dnssec"
+MODULE = "/usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so"
+
+needs_opencryptoki = pytest.mark.skipif(
+    not Path(MODULE).exists() or os.geteuid() != 0,
+    reason="needs the opencryptoki package and root (scripts/setup.sh)")
+
+
+def oc(cli: Cli, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    """The CLI with --profile opencryptoki."""
+    return cli("--profile", "opencryptoki", *args, **kwargs)
+
+
+def sandbox_pid(cli: Cli) -> int | None:
+    path = cli.state_dir / "opencryptoki" / "sandbox.json"
+    return json.loads(path.read_text())["pid"] if path.exists() else None
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def stop_everything(cli: Cli) -> None:
+    """named first, then the sandbox through the CLI; a pkcsslotd still alive is killed."""
+    for pid_file in (cli.state_dir / "instances").glob("*/named.pid"):
+        try:
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+    pid = sandbox_pid(cli)
+    cli("opencryptoki", "sandbox", "stop", check=False, timeout=60)
+    if pid and alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def occ_cli():
+    """A CLI on an empty state dir with the opencryptoki sandbox running; stopped after."""
+    base = Path(tempfile.mkdtemp(prefix="bp11-occ-"))
+    base.chmod(0o711)
+    cli = Cli(base / "state", clean_env())
+    try:
+        cli("opencryptoki", "sandbox", "start", timeout=60)
+        yield cli
+    finally:
+        stop_everything(cli)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def occ_token(occ_cli):
+    """The sandbox with token 'dnssec' made by `token init --generate-pins`."""
+    oc(occ_cli, "token", "init", "--label", OCC_TOKEN, "--generate-pins")
+    return occ_cli
+
+
+def in_sandbox(cli: Cli, *command: str) -> subprocess.CompletedProcess:
+    """`command` run inside the sandbox's namespaces (to look at what the CLI cannot show)."""
+    return subprocess.run(["nsenter", "-t", str(sandbox_pid(cli)), "-m", "-i", "--", *command],
+                          capture_output=True, text=True, timeout=60)
+
+
+def poll(condition, deadline: float = 20.0, what: str = "condition"):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
