@@ -35,7 +35,7 @@ from bindpkcs11.token.profiles.opencryptoki import (
     read_record,
     record_path,
     record_text,
-    slot_daemon_pid,
+    slot_daemon_socket,
 )
 
 START_TIMEOUT = 20.0
@@ -59,9 +59,10 @@ mount --bind "$1/etc" /etc/opencryptoki
 mount --bind "$1/lib" /var/lib/opencryptoki
 mount -t tmpfs -o mode=0755 bindpkcs11-occ /run
 mount -t tmpfs -o mode=1777 bindpkcs11-occ /dev/shm
-mkdir -p /run/lock/opencryptoki/swtok
-chgrp -R pkcs11 /run/lock/opencryptoki
-chmod -R 0770 /run/lock/opencryptoki
+mkdir -p /run/lock/opencryptoki/swtok /run/opencryptoki
+chgrp -R pkcs11 /run/lock/opencryptoki /run/opencryptoki
+chmod -R 0770 /run/lock/opencryptoki /run/opencryptoki
+if id pkcsslotd >/dev/null 2>&1; then chown pkcsslotd /run/opencryptoki; fi
 exec "$2" -f
 """
 
@@ -158,7 +159,7 @@ def _wait_ready(process: subprocess.Popen, log_path: Path) -> None:
         if process.poll() is not None:
             raise ToolFailed(f"the opencryptoki sandbox exited at start-up (exit "
                              f"{process.returncode}): {_log_tail(log_path)}")
-        if slot_daemon_pid(inside) == process.pid and (inside / "run/pkcsslotd.socket").is_socket():
+        if slot_daemon_socket(inside) is not None:
             return
         time.sleep(_POLL)
     raise ToolFailed(f"pkcsslotd did not come up within {START_TIMEOUT:.0f} s: {_log_tail(log_path)}")

@@ -21,7 +21,7 @@ from occ_fixtures import (  # noqa: F401 - fixtures
     occ_token,
     sandbox_pid,
 )
-from bindpkcs11.token.profiles.opencryptoki import slot_daemon_pid
+from bindpkcs11.token.profiles.opencryptoki import slot_daemon_socket
 
 EXIT_UNSUPPORTED = 8  # AlgorithmUnsupported
 EXIT_NOT_RUNNING = 3
@@ -116,7 +116,7 @@ def test_a_sandbox_whose_pkcsslotd_died_is_one_clear_line(occ_token: Cli):
 
 
 def test_no_pkcsslotd_on_the_machine_is_one_clear_line(tmp_path: Path):
-    if slot_daemon_pid() is not None:
+    if slot_daemon_socket() is not None:
         pytest.skip("this machine runs its own pkcsslotd")
     cli = Cli(tmp_path / "state", clean_env())
     result = oc(cli, "token", "init", "--label", OCC_TOKEN, "--generate-pins", check=False)

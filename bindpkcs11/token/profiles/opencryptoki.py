@@ -33,8 +33,10 @@ from bindpkcs11.token.profiles import DeviceTraits, PinRules, TokenPins
 from bindpkcs11.token.records import KeySpec, TokenInfo
 
 DEFAULT_MODULE = "/usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so"
-SLOTD_SOCKET = Path("/run/pkcsslotd.socket")  # the library's /var/run/pkcsslotd.socket
-SLOTD_PID = Path("/run/pkcsslotd.pid")
+# pkcsslotd's (socket, pid file): 3.8 (Debian 12) uses /var/run/pkcsslotd.*, later releases
+# (Debian 13's 3.2x) /run/opencryptoki/pkcsslotd.*.
+SLOTD_FILES = ((Path("/run/pkcsslotd.socket"), Path("/run/pkcsslotd.pid")),
+               (Path("/run/opencryptoki/pkcsslotd.socket"), Path("/run/opencryptoki/pkcsslotd.pid")))
 FACTORY_SO_PIN = "87654321"  # every opencryptoki token's SO PIN before its first C_InitToken
 SOFT_TOKEN_MODEL = "IBM SoftTok"
 _RECORD_LIMIT = 64 * 1024
@@ -164,25 +166,34 @@ def require_slot_daemon(root: Path, sandboxed: bool) -> None:
     """SlotDaemonNotRunning in one line unless pkcsslotd runs (its pid file names a live
     pkcsslotd) and its socket is there for us. Never a test connection: pkcsslotd 3.8 writes its
     slot table to every client at once and exits on the SIGPIPE of one that hung up."""
-    socket_path = root / SLOTD_SOCKET.relative_to("/")
     where = "in the sandbox" if sandboxed else "on this machine"
-    if not (slot_daemon_pid(root) and socket_path.is_socket()):
+    socket_path = slot_daemon_socket(root)
+    if socket_path is None:
         raise SlotDaemonNotRunning(
-            f"pkcsslotd is not running {where} (no live pid in {SLOTD_PID}, or no {SLOTD_SOCKET}): "
+            f"pkcsslotd is not running {where} (no live pkcsslotd pid file and socket in /run): "
             "start it with 'systemctl start pkcsslotd', or try a private soft token with "
             "'bindpkcs11 opencryptoki sandbox start'"
         )
     if not os.access(socket_path, os.R_OK | os.W_OK):
         raise SlotDaemonNotRunning(
-            f"no access to {SLOTD_SOCKET}: add this user to the 'pkcs11' group (adduser USER "
+            f"no access to {socket_path}: add this user to the 'pkcs11' group (adduser USER "
             "pkcs11) and log in again"
         )
 
 
-def slot_daemon_pid(root: Path = Path("/")) -> int | None:
-    """The pid in pkcsslotd's pid file under `root`, if that process is a live pkcsslotd."""
+def slot_daemon_socket(root: Path = Path("/")) -> Path | None:
+    """pkcsslotd's socket under `root` when its pid file there names a live pkcsslotd."""
+    for socket_path, pid_path in SLOTD_FILES:
+        inside = root / socket_path.relative_to("/")
+        if inside.is_socket() and slot_daemon_pid(root / pid_path.relative_to("/")):
+            return inside
+    return None
+
+
+def slot_daemon_pid(pid_path: Path) -> int | None:
+    """The pid in the pid file `pid_path`, if that process is a live pkcsslotd."""
     try:
-        pid = int((root / SLOTD_PID.relative_to("/")).read_text().strip())
+        pid = int(pid_path.read_text().strip())
         argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, ValueError, IndexError):
