@@ -24,6 +24,7 @@ from bindpkcs11.dnssec.algorithms import Algorithm
 from bindpkcs11.errors import BindPkcs11Error, UsageError
 from bindpkcs11.run import child_env
 from bindpkcs11.token import keys, library
+from bindpkcs11.token.profiles import require_key_spec
 from bindpkcs11.token.uri import key_uri
 
 MAX_SESSIONS = 64
@@ -73,6 +74,7 @@ def run_bench(access: TokenAccess, algorithm: Algorithm, sessions: list[int], se
     """Generate the temporary key, measure each session count, destroy the key."""
     if not 0 < seconds <= MAX_SECONDS:
         raise UsageError(f"--seconds must be above 0 and at most {MAX_SECONDS:.0f}")
+    require_key_spec(access.profile, algorithm.spec)  # the device family cannot: not asked
     with library.open_session(access.module_path, access.label) as session:
         keys.require_support(session, algorithm.spec)  # before any PIN is asked for or tried
     pin = pins.pin_source(access.state, access.label, pins.USER, access.pin_file)()

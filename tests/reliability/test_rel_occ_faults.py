@@ -36,14 +36,17 @@ def token_flags(cli: Cli) -> str:
     return next(line for line in out.splitlines() if "Flags:" in line)
 
 
-def test_ec_keys_are_refused_before_the_device_naming_rsa(occ_token: Cli):
+def test_ec_keys_and_ec_bench_are_refused_before_the_device_naming_rsa(occ_token: Cli):
     pid = sandbox_pid(occ_token)
     os.kill(pid, signal.SIGSTOP)  # a module that talked to pkcsslotd now would hang
     try:
         began = time.monotonic()
-        results = [oc(occ_token, "keygen", "example.test", "--role", role, "--algorithm", alg,
-                      "--token", OCC_TOKEN, check=False, timeout=FROZEN_TIMEOUT)
-                   for role, alg in (("ksk", "13"), ("zsk", "14"), ("ksk", "15"))]
+        commands = [("keygen", "example.test", "--role", role, "--algorithm", alg, "--token",
+                     OCC_TOKEN) for role, alg in (("ksk", "13"), ("zsk", "14"), ("ksk", "15"))]
+        commands.append(("bench", "--token", OCC_TOKEN, "--algorithm", "13", "--sessions", "1",
+                         "--seconds", "1"))
+        results = [oc(occ_token, *command, check=False, timeout=FROZEN_TIMEOUT)
+                   for command in commands]
         assert time.monotonic() - began < FROZEN_TIMEOUT
     finally:
         os.kill(pid, signal.SIGCONT)
