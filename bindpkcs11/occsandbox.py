@@ -3,8 +3,9 @@
 opencryptoki 3.8 keeps its configuration, token store, locks, socket and shared memory at fixed
 system paths and allows one pkcsslotd per machine. The sandbox gives a state dir its own: one
 process started by `unshare -m -i --propagation private` bind-mounts `<state>/opencryptoki/etc` on
-/etc/opencryptoki and `<state>/opencryptoki/lib` on /var/lib/opencryptoki, puts fresh tmpfs on
-/run and /dev/shm (socket, pid file, lock dirs, the token's shared memory), then becomes
+/etc/opencryptoki and `<state>/opencryptoki/lib` on /var/lib/opencryptoki, shows an /etc/group
+in which named's user is in group pkcs11, puts fresh tmpfs on /run and /dev/shm (socket, pid
+file, lock dirs, the token's shared memory), then becomes
 `pkcsslotd -f`. Nothing outside that namespace sees any of it: the host's opencryptoki (and its
 pkcsslotd, if any) is untouched. The opencryptoki profile joins the namespace for every command of
 this state dir (token/profiles/opencryptoki.py). Needs root (a mount namespace).
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bindpkcs11 import locks
+from bindpkcs11.bind.privileges import DEFAULT_USER
 from bindpkcs11.errors import BindPkcs11Error, ModuleMissing, ToolFailed
 from bindpkcs11.fileio import ensure_private_dir, write_atomic
 from bindpkcs11.run import child_env, tail
@@ -57,6 +59,7 @@ tokname = swtok
 _INNER = """set -e
 mount --bind "$1/etc" /etc/opencryptoki
 mount --bind "$1/lib" /var/lib/opencryptoki
+mount --bind "$1/group" /etc/group
 mount -t tmpfs -o mode=0755 bindpkcs11-occ /run
 mount -t tmpfs -o mode=1777 bindpkcs11-occ /dev/shm
 mkdir -p /run/lock/opencryptoki/swtok /run/opencryptoki
@@ -135,6 +138,7 @@ def _launch(state: StateDir) -> SandboxRecord:
         directory.chmod(0o770)
     write_atomic(etc / "opencryptoki.conf", _CONF, mode=0o640)
     os.chown(etc / "opencryptoki.conf", 0, group)
+    write_atomic(root / "group", group_file_with_named(Path("/etc/group").read_text()), mode=0o644)
     log_path = root / "pkcsslotd.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
@@ -149,6 +153,25 @@ def _launch(state: StateDir) -> SandboxRecord:
         _terminate(process.pid)
         raise
     return record
+
+
+def group_file_with_named(text: str) -> str:
+    """/etc/group as the sandbox shows it: named's user (`bind`) in group pkcs11.
+
+    libopencryptoki's C_Initialize refuses (CKR_FUNCTION_FAILED) a process that is neither root
+    nor in group pkcs11, and named drops to `bind`. On a real system that is `adduser bind
+    pkcs11`; the sandbox makes the same change in its own view only, leaving the host's alone.
+    """
+    lines = []
+    for line in text.splitlines():
+        fields = line.split(":")
+        if len(fields) == 4 and fields[0] == "pkcs11":
+            members = [name for name in fields[3].split(",") if name]
+            if DEFAULT_USER not in members:
+                members.append(DEFAULT_USER)
+            fields[3] = ",".join(members)
+        lines.append(":".join(fields))
+    return "\n".join(lines) + "\n"
 
 
 def _wait_ready(process: subprocess.Popen, log_path: Path) -> None:

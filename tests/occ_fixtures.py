@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Cli, clean_env
+from namedproc import free_port
 
 OCC_TOKEN = "dnssec"
 MODULE = "/usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so"
@@ -57,11 +58,17 @@ def stop_everything(cli: Cli) -> None:
 
 
 @pytest.fixture
-def occ_cli():
-    """A CLI on an empty state dir with the opencryptoki sandbox running; stopped after."""
+def occ_cli(request):
+    """A CLI on an empty state dir with the opencryptoki sandbox running; it and any named are
+    stopped after, pass or fail. `BINDPKCS11_BIND_DIR` is set when the test asks for
+    `patched_bind`."""
     base = Path(tempfile.mkdtemp(prefix="bp11-occ-"))
     base.chmod(0o711)
-    cli = Cli(base / "state", clean_env())
+    extra = {}
+    if "patched_bind" in request.fixturenames:
+        extra["BINDPKCS11_BIND_DIR"] = str(request.getfixturevalue("patched_bind"))
+    cli = Cli(base / "state", clean_env() | extra)
+    cli.ports = (free_port(), free_port())
     try:
         cli("opencryptoki", "sandbox", "start", timeout=60)
         yield cli
