@@ -50,8 +50,9 @@ OPENCRYPTOKI_TRAITS = DeviceTraits(
     rsa_bits=(2048, 3072, 4096),
     pin_rules=PinRules(min_length=4, max_length=8, note=" (opencryptoki's soft token: 4-8)"),
     signatures_per_second=3500,  # soft token, RSA-2048, one session (docs/devices.md)
-    pin_locked_hint="re-initialise the token with 'bindpkcs11 token erase' (SO PIN), or set a new "
-                    "user PIN with pkcsconf -P as SO",
+    pin_locked_hint="set a new user PIN as SO with 'pkcsconf -u -c SLOT' (it prompts for both; "
+                    "in the sandbox run it through nsenter, see docs/devices.md) and update the PIN "
+                    "file, or wipe the token with 'bindpkcs11 token erase'",
 )
 
 
