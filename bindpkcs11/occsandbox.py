@@ -70,6 +70,10 @@ exec "$2" -f
 """
 
 
+class SandboxInUse(BindPkcs11Error):
+    """Processes still use the opencryptoki sandbox: stop them first."""
+
+
 @dataclass(frozen=True)
 class SandboxStatus:
     """What `status` reports."""
@@ -99,9 +103,27 @@ def stop(state: StateDir) -> bool:
             return False
         running = record.alive()
         if running:
+            refuse_while_used(record)
             _terminate(record.pid)
         record_path(state).unlink(missing_ok=True)
         return running
+
+
+def refuse_while_used(record: SandboxRecord) -> None:
+    """SandboxInUse, naming them, while processes other than pkcsslotd run in the sandbox: a
+    named in there would keep serving but could no longer sign (its token gone)."""
+    users = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == record.pid:
+            continue
+        try:
+            if os.readlink(entry / "ns" / "mnt") == record.mount_ns:
+                users.append(f"{(entry / 'comm').read_text().strip()} (pid {entry.name})")
+        except OSError:
+            continue
+    if users:
+        raise SandboxInUse(f"{', '.join(sorted(users))} still run(s) in the opencryptoki sandbox "
+                           "and would lose the token: stop them first (bindpkcs11 named stop ZONE)")
 
 
 def status(state: StateDir) -> SandboxStatus:

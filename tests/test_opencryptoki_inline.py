@@ -10,6 +10,7 @@ import os
 import pwd
 from pathlib import Path
 
+from conftest import one_line_error
 from occ_fixtures import (  # noqa: F401 - fixture
     OCC_TOKEN,
     needs_opencryptoki,
@@ -62,4 +63,15 @@ def test_setup_inline_on_the_soft_token_validates_and_resigns(occ_cli, patched_b
         return now.get("status") == "ok" and now.get("serial", 0) > serial
 
     poll(resigned, 60, "named re-signing the zone through opencryptoki")
+    assert "; fully validated" in delv(anchors, port, ZONE, "SOA").stdout
+    # The sandbox is not stopped under a named that signs through it.
+    refused = cli("opencryptoki", "sandbox", "stop", check=False)
+    assert f"named (pid {pid})" in one_line_error(refused) and "named stop" in refused.stderr
+    assert os.readlink(f"/proc/{slotd}/ns/mnt")  # pkcsslotd still runs
+    # A later command (a new process) starts named inside the sandbox again, signing.
+    oc(cli, "named", "stop", ZONE)
+    oc(cli, "named", "start", ZONE, timeout=300)
+    again = int((Path(report["instance_dir"]) / "named.pid").read_text())
+    assert again != pid
+    assert os.readlink(f"/proc/{again}/ns/mnt") == os.readlink(f"/proc/{slotd}/ns/mnt")
     assert "; fully validated" in delv(anchors, port, ZONE, "SOA").stdout
