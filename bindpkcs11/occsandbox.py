@@ -145,7 +145,8 @@ def _require_tools() -> None:
     try:
         grp.getgrnam("pkcs11")
     except KeyError:
-        raise ModuleMissing("group 'pkcs11' does not exist: install the opencryptoki package") from None
+        raise ModuleMissing("group 'pkcs11' does not exist: install the opencryptoki "
+                            "package") from None
 
 
 def _launch(state: StateDir) -> SandboxRecord:
@@ -207,7 +208,8 @@ def _wait_ready(process: subprocess.Popen, log_path: Path) -> None:
         if slot_daemon_socket(inside) is not None:
             return
         time.sleep(_POLL)
-    raise ToolFailed(f"pkcsslotd did not come up within {START_TIMEOUT:.0f} s: {_log_tail(log_path)}")
+    raise ToolFailed(f"pkcsslotd did not come up within {START_TIMEOUT:.0f} s: "
+                     f"{_log_tail(log_path)}")
 
 
 def _terminate(pid: int) -> None:

@@ -2,14 +2,14 @@
 pkcsslotd in the sandbox `bindpkcs11 opencryptoki sandbox` runs (a private mount + IPC namespace).
 
 End to end: an RSA KSK made on the soft token, software RSA ZSKs (the zone has one algorithm, and
-RSA keygen takes no outside randomness), a `ksk presign` ceremony signing each period's DNSKEY RRset on the token, then the sandbox stopped
-(the token is offline) and `signer run` publishing a zone that validates and that named serves.
+RSA keygen takes no outside randomness), a `ksk presign` ceremony signing each period's DNSKEY
+RRset on the token, then the sandbox stopped (the token is offline) and `signer run` publishing
+a zone that validates and that named serves.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 

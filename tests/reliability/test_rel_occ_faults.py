@@ -58,7 +58,7 @@ def test_ec_keys_and_ec_bench_are_refused_before_the_device_naming_rsa(occ_token
     assert "example.test" not in oc(occ_token, "token", "show", "--label", OCC_TOKEN).stdout
 
 
-def test_pins_outside_4_to_8_characters_are_refused_and_nothing_is_made(occ_cli: Cli,
+def test_pins_outside_4_to_8_characters_or_the_factory_so_pin_are_refused(occ_cli: Cli,
                                                                          tmp_path: Path):
     for pin in ("123", "123456789"):
         pin_file = tmp_path / "pin"
@@ -70,6 +70,14 @@ def test_pins_outside_4_to_8_characters_are_refused_and_nothing_is_made(occ_cli:
         assert "user PIN" in line and ("at least 4" in line or "at most 8" in line)
         assert "uninitialized" in oc(occ_cli, "token", "list").stdout
         assert not list(occ_cli.state_dir.glob("pins/*"))
+    factory = tmp_path / "so-pin"
+    factory.write_text("87654321\n")
+    factory.chmod(0o600)
+    result = oc(occ_cli, "token", "init", "--label", OCC_TOKEN, "--so-pin-file", str(factory),
+                "--generate-pins", check=False)
+    assert "factory SO PIN" in one_line_error(result)
+    assert "uninitialized" in oc(occ_cli, "token", "list").stdout
+    assert not list(occ_cli.state_dir.glob("pins/*"))
     oc(occ_cli, "token", "init", "--label", OCC_TOKEN, "--generate-pins")
     assert len((occ_cli.state_dir / "pins" / f"{OCC_TOKEN}.pin").read_text().strip()) == 8
 

@@ -1,8 +1,9 @@
-"""opencryptoki through its slot daemon pkcsslotd: the soft token, and whatever else pkcsslotd offers.
+"""opencryptoki through its slot daemon pkcsslotd: the soft token, and whatever else it offers.
 
-opencryptoki 3.8 has hard-coded paths (/etc/opencryptoki, /var/lib/opencryptoki, /run/pkcsslotd.socket,
-/run/lock/opencryptoki) and System V shared memory between the library and pkcsslotd, so there is
-one pkcsslotd, and one set of tokens, per mount + IPC namespace. Two ways to reach it:
+opencryptoki 3.8 has hard-coded paths (/etc/opencryptoki, /var/lib/opencryptoki,
+/run/pkcsslotd.socket, /run/lock/opencryptoki) and System V shared memory between the library and
+pkcsslotd, so there is one pkcsslotd, and one set of tokens, per mount + IPC namespace. Two ways
+to reach it:
 - the system's pkcsslotd (`systemctl start pkcsslotd`): the normal case on a real machine;
 - the sandbox `bindpkcs11 opencryptoki sandbox start` runs for a state dir (occsandbox.py): a
   pkcsslotd in a private mount + IPC namespace whose opencryptoki directories live under
@@ -25,7 +26,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bindpkcs11.errors import BindPkcs11Error, TokenExists
+from bindpkcs11.errors import BindPkcs11Error, TokenExists, UsageError
 from bindpkcs11.fileio import read_text_limited
 from bindpkcs11.state import StateDir
 from bindpkcs11.token import inittoken, keys, library
@@ -35,8 +36,10 @@ from bindpkcs11.token.records import KeySpec, TokenInfo
 DEFAULT_MODULE = "/usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so"
 # pkcsslotd's (socket, pid file): 3.8 (Debian 12) uses /var/run/pkcsslotd.*, later releases
 # (Debian 13's 3.2x) /run/opencryptoki/pkcsslotd.*.
-SLOTD_FILES = ((Path("/run/pkcsslotd.socket"), Path("/run/pkcsslotd.pid")),
-               (Path("/run/opencryptoki/pkcsslotd.socket"), Path("/run/opencryptoki/pkcsslotd.pid")))
+SLOTD_FILES = (
+    (Path("/run/pkcsslotd.socket"), Path("/run/pkcsslotd.pid")),
+    (Path("/run/opencryptoki/pkcsslotd.socket"), Path("/run/opencryptoki/pkcsslotd.pid")),
+)
 FACTORY_SO_PIN = "87654321"  # every opencryptoki token's SO PIN before its first C_InitToken
 SOFT_TOKEN_MODEL = "IBM SoftTok"
 _RECORD_LIMIT = 64 * 1024
@@ -50,9 +53,11 @@ OPENCRYPTOKI_TRAITS = DeviceTraits(
     rsa_bits=(2048, 3072, 4096),
     pin_rules=PinRules(min_length=4, max_length=8, note=" (opencryptoki's soft token: 4-8)"),
     signatures_per_second=3500,  # soft token, RSA-2048, one session (docs/devices.md)
-    pin_locked_hint="set a new user PIN as SO with 'pkcsconf -u -c SLOT' (it prompts for both; "
-                    "in the sandbox run it through nsenter, see docs/devices.md) and update the PIN "
-                    "file, or wipe the token with 'bindpkcs11 token erase'",
+    pin_locked_hint=(
+        "set a new user PIN as SO with 'pkcsconf -u -c SLOT' (it prompts for both; in the "
+        "sandbox run it through nsenter, see docs/devices.md) and update the PIN file, or wipe "
+        "the token with 'bindpkcs11 token erase'"
+    ),
 )
 
 
@@ -77,7 +82,8 @@ class SandboxRecord:
             namespace = os.readlink(f"/proc/{self.pid}/ns/mnt")
         except OSError:
             return False
-        return Path(argv0.decode(errors="replace")).name == "pkcsslotd" and namespace == self.mount_ns
+        program = Path(argv0.decode(errors="replace")).name
+        return program == "pkcsslotd" and namespace == self.mount_ns
 
 
 def occ_dir(state: StateDir) -> Path:
@@ -132,7 +138,11 @@ class OpencryptokiProfile:
         return {"PKCS11_LIBRARY_PATH": self.module_path}
 
     def init_token(self, label: str, pins: TokenPins) -> None:
-        """C_InitToken with the factory SO PIN on an uninitialised slot, then the operator's PINs."""
+        """C_InitToken with the factory SO PIN on an uninitialised slot, then the operator's
+        PINs (C_InitPIN, C_SetPIN)."""
+        if pins.so == FACTORY_SO_PIN:
+            raise UsageError(f"the SO PIN must not be opencryptoki's published factory SO PIN "
+                             f"({FACTORY_SO_PIN}): choose another one")
         self.activate()
         tokens = library.list_tokens(self.module_path)
         if any(info.label == label for info in tokens):
