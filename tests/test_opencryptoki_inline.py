@@ -52,6 +52,10 @@ def test_setup_inline_on_the_soft_token_validates_and_resigns(occ_cli, patched_b
     if os.geteuid() == 0:
         assert pwd.getpwuid(Path(f"/proc/{pid}").stat().st_uid).pw_name == "bind"
     assert Path("/etc/group").read_text() == host_group
+    pin = cli.pin(OCC_TOKEN)
+    for process in (pid, slotd):  # no PIN in named's or pkcsslotd's argv or environment
+        for what in ("cmdline", "environ"):
+            assert pin.encode() not in Path(f"/proc/{process}/{what}").read_bytes()
     monitor = json.loads(oc(cli, "monitor", ZONE, "--port", str(port), "--once", "--json").stdout)
     assert monitor["status"] == "ok"
     serial = monitor["serial"]
