@@ -37,7 +37,6 @@ from bindpkcs11.token.profiles.opencryptoki import (
     read_record,
     record_path,
     record_text,
-    slot_daemon_socket,
 )
 
 START_TIMEOUT = 20.0
@@ -66,7 +65,8 @@ mkdir -p /run/lock/opencryptoki/swtok /run/opencryptoki
 chgrp -R pkcs11 /run/lock/opencryptoki /run/opencryptoki
 chmod -R 0770 /run/lock/opencryptoki /run/opencryptoki
 if id pkcsslotd >/dev/null 2>&1; then chown pkcsslotd /run/opencryptoki; fi
-exec "$2" -f
+"$2"
+exec sleep infinity
 """
 
 
@@ -80,6 +80,7 @@ class SandboxStatus:
 
     running: bool
     pid: int | None
+    holder: int | None
     store: str
 
 
@@ -87,8 +88,10 @@ def start(state: StateDir) -> tuple[SandboxStatus, bool]:
     """Start the sandbox (or find it running); returns its status and whether it was started."""
     with locks.held(locks.lock_path(state, "opencryptoki-sandbox"), "the opencryptoki sandbox"):
         record = read_record(state)
-        if record is not None and record.alive():
+        if record is not None and record.slot_daemon() is not None:
             return status(state), False
+        if record is not None:
+            _stop_record(record)  # a holder whose pkcsslotd died: nothing else to keep
         record_path(state).unlink(missing_ok=True)
         _require_tools()
         write_atomic(record_path(state), record_text(_launch(state)), mode=0o600)
@@ -96,25 +99,36 @@ def start(state: StateDir) -> tuple[SandboxStatus, bool]:
 
 
 def stop(state: StateDir) -> bool:
-    """Stop the sandbox's pkcsslotd (its namespace goes with it); True if it was running."""
+    """Stop the sandbox's pkcsslotd and holder (the namespace goes with them); True if
+    pkcsslotd was running."""
     with locks.held(locks.lock_path(state, "opencryptoki-sandbox"), "the opencryptoki sandbox"):
         record = read_record(state)
         if record is None:
             return False
-        running = record.alive()
-        if running:
+        running = record.slot_daemon() is not None
+        if record.holds():
             refuse_while_used(record)
-            _terminate(record.pid)
+        _stop_record(record)
         record_path(state).unlink(missing_ok=True)
         return running
+
+
+def _stop_record(record: SandboxRecord) -> None:
+    """pkcsslotd first (it removes its socket and shared memory), then the holder."""
+    slotd = record.slot_daemon()
+    if slotd is not None:
+        _terminate(slotd)
+    if record.holds():
+        _terminate(record.holder)
 
 
 def refuse_while_used(record: SandboxRecord) -> None:
     """SandboxInUse, naming them, while processes other than pkcsslotd run in the sandbox: a
     named in there would keep serving but could no longer sign (its token gone)."""
+    ours = {record.holder, record.slot_daemon()}
     users = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == record.pid:
+        if not entry.name.isdigit() or int(entry.name) in ours:
             continue
         try:
             if os.readlink(entry / "ns" / "mnt") == record.mount_ns:
@@ -130,8 +144,9 @@ def status(state: StateDir) -> SandboxStatus:
     record = read_record(state)
     store = str(occ_dir(state) / "lib")
     if record is None:
-        return SandboxStatus(False, None, store)
-    return SandboxStatus(record.alive(), record.pid, store)
+        return SandboxStatus(False, None, None, store)
+    slotd = record.slot_daemon()
+    return SandboxStatus(slotd is not None, slotd, record.holder, store)
 
 
 def _require_tools() -> None:
@@ -159,6 +174,7 @@ def _launch(state: StateDir) -> SandboxRecord:
         directory.mkdir(exist_ok=True)
         os.chown(directory, 0, group)
         directory.chmod(0o770)
+    _copy_system_config(etc)
     write_atomic(etc / "opencryptoki.conf", _CONF, mode=0o640)
     os.chown(etc / "opencryptoki.conf", 0, group)
     write_atomic(root / "group", group_file_with_named(Path("/etc/group").read_text()), mode=0o644)
@@ -170,12 +186,24 @@ def _launch(state: StateDir) -> SandboxRecord:
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=child_env(), cwd=root,
             start_new_session=True)
     try:
-        _wait_ready(process, log_path)
-        record = SandboxRecord(pid=process.pid, mount_ns=os.readlink(f"/proc/{process.pid}/ns/mnt"))
+        return _wait_ready(process, log_path)
     except BaseException:
+        slotd = _slot_daemon_of(process.pid)
+        if slotd is not None:
+            _terminate(slotd)
         _terminate(process.pid)
         raise
-    return record
+
+
+def _copy_system_config(etc: Path) -> None:
+    """The package's other configuration files, same modes and owners: later opencryptoki
+    releases (Debian 13's 3.23) refuse to start without strength.conf and policy files."""
+    for source in SYSTEM_DIRS[0].iterdir():
+        if source.is_file() and source.name != "opencryptoki.conf":
+            info = source.stat()
+            target = etc / source.name
+            shutil.copy2(source, target)
+            os.chown(target, info.st_uid, info.st_gid)
 
 
 def group_file_with_named(text: str) -> str:
@@ -197,19 +225,33 @@ def group_file_with_named(text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _wait_ready(process: subprocess.Popen, log_path: Path) -> None:
-    """Until pkcsslotd (the same pid, after the mounts) has written its pid file and socket."""
-    inside = Path(f"/proc/{process.pid}/root")
+def _wait_ready(process: subprocess.Popen, log_path: Path) -> SandboxRecord:
+    """Until the holder (the same pid, after the mounts) is `sleep` and pkcsslotd has written its
+    pid file and socket in there."""
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ToolFailed(f"the opencryptoki sandbox exited at start-up (exit "
                              f"{process.returncode}): {_log_tail(log_path)}")
-        if slot_daemon_socket(inside) is not None:
-            return
+        try:
+            record = SandboxRecord(holder=process.pid,
+                                   mount_ns=os.readlink(f"/proc/{process.pid}/ns/mnt"))
+        except OSError:
+            record = None
+        if record is not None and record.slot_daemon() is not None:
+            return record
         time.sleep(_POLL)
     raise ToolFailed(f"pkcsslotd did not come up within {START_TIMEOUT:.0f} s: "
                      f"{_log_tail(log_path)}")
+
+
+def _slot_daemon_of(holder: int) -> int | None:
+    """pkcsslotd's pid inside `holder`'s namespace, when a start-up is abandoned half way."""
+    try:
+        record = SandboxRecord(holder=holder, mount_ns=os.readlink(f"/proc/{holder}/ns/mnt"))
+    except OSError:
+        return None
+    return record.slot_daemon()
 
 
 def _terminate(pid: int) -> None:

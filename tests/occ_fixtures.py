@@ -31,9 +31,23 @@ def oc(cli: Cli, *args: str, **kwargs) -> subprocess.CompletedProcess:
     return cli("--profile", "opencryptoki", *args, **kwargs)
 
 
-def sandbox_pid(cli: Cli) -> int | None:
+def holder_pid(cli: Cli) -> int | None:
+    """The process holding the sandbox's namespace (from the sandbox record)."""
     path = cli.state_dir / "opencryptoki" / "sandbox.json"
-    return json.loads(path.read_text())["pid"] if path.exists() else None
+    return json.loads(path.read_text())["holder"] if path.exists() else None
+
+
+def sandbox_pid(cli: Cli) -> int | None:
+    """The sandbox's pkcsslotd: the pid in its pid file, read through the holder."""
+    holder = holder_pid(cli)
+    if holder is None:
+        return None
+    for pid_file in ("run/pkcsslotd.pid", "run/opencryptoki/pkcsslotd.pid"):
+        try:
+            return int(Path(f"/proc/{holder}/root/{pid_file}").read_text())
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def alive(pid: int) -> bool:
@@ -51,10 +65,11 @@ def stop_everything(cli: Cli) -> None:
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
         except (OSError, ValueError):
             pass
-    pid = sandbox_pid(cli)
+    pids = (sandbox_pid(cli), holder_pid(cli))
     cli("opencryptoki", "sandbox", "stop", check=False, timeout=60)
-    if pid and alive(pid):
-        os.kill(pid, signal.SIGKILL)
+    for pid in pids:
+        if pid and alive(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -86,7 +101,7 @@ def occ_token(occ_cli):
 
 def in_sandbox(cli: Cli, *command: str) -> subprocess.CompletedProcess:
     """`command` run inside the sandbox's namespaces (to look at what the CLI cannot show)."""
-    return subprocess.run(["nsenter", "-t", str(sandbox_pid(cli)), "-m", "-i", "--", *command],
+    return subprocess.run(["nsenter", "-t", str(holder_pid(cli)), "-m", "-i", "--", *command],
                           capture_output=True, text=True, timeout=60)
 
 

@@ -51,13 +51,16 @@ def _status(args) -> int:
     current = occsandbox.status(state(args))
     if args.json:
         print_json(_plain(current))
-    elif current.pid is None:
+    elif current.holder is None:
         print("opencryptoki sandbox: not running")
     else:
-        print(f"opencryptoki sandbox: {'running' if current.running else 'NOT RUNNING (gone)'}, "
-              f"pkcsslotd pid {current.pid}, token store {current.store}")
+        what = f"running, pkcsslotd pid {current.pid}" if current.running else \
+            "NOT RUNNING (pkcsslotd gone)"
+        print(f"opencryptoki sandbox: {what}, namespace held by pid {current.holder} "
+              f"(nsenter -t {current.holder} -m -i), token store {current.store}")
     return 0 if current.running else EXIT_NOT_RUNNING
 
 
 def _plain(current: occsandbox.SandboxStatus) -> dict:
-    return {"running": current.running, "pid": current.pid, "store": current.store}
+    return {"running": current.running, "pid": current.pid, "holder": current.holder,
+            "store": current.store}

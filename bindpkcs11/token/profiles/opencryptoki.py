@@ -41,7 +41,7 @@ SLOTD_FILES = (
     (Path("/run/opencryptoki/pkcsslotd.socket"), Path("/run/opencryptoki/pkcsslotd.pid")),
 )
 FACTORY_SO_PIN = "87654321"  # every opencryptoki token's SO PIN before its first C_InitToken
-SOFT_TOKEN_MODEL = "IBM SoftTok"
+SOFT_TOKEN_MODELS = ("IBM SoftTok", "Soft")  # 3.8, 3.2x
 _RECORD_LIMIT = 64 * 1024
 _CLONE_NEWNS = 0x00020000
 _CLONE_NEWIPC = 0x08000000
@@ -69,21 +69,33 @@ class SlotDaemonNotRunning(BindPkcs11Error):
 
 @dataclass(frozen=True)
 class SandboxRecord:
-    """What `opencryptoki sandbox start` left running (`<state>/opencryptoki/sandbox.json`):
-    pkcsslotd, the first process of the private namespace."""
+    """What `opencryptoki sandbox start` left running (`<state>/opencryptoki/sandbox.json`): the
+    process holding the private namespace (`holder`, a `sleep`), in which pkcsslotd runs."""
 
-    pid: int
+    holder: int
     mount_ns: str
 
-    def alive(self) -> bool:
-        """pkcsslotd still runs in the namespace the record names (pids are reused)."""
+    def holds(self) -> bool:
+        """The holder still runs in the namespace the record names (pids are reused)."""
         try:
-            argv0 = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")[0]
-            namespace = os.readlink(f"/proc/{self.pid}/ns/mnt")
+            argv0 = Path(f"/proc/{self.holder}/cmdline").read_bytes().split(b"\0")[0]
+            namespace = os.readlink(f"/proc/{self.holder}/ns/mnt")
         except OSError:
             return False
         program = Path(argv0.decode(errors="replace")).name
-        return program == "pkcsslotd" and namespace == self.mount_ns
+        return program == "sleep" and namespace == self.mount_ns
+
+    def slot_daemon(self) -> int | None:
+        """The pid of the live pkcsslotd inside the namespace, read through the holder."""
+        if not self.holds():
+            return None
+        root = Path(f"/proc/{self.holder}/root")
+        for socket_path, pid_path in SLOTD_FILES:
+            if (root / socket_path.relative_to("/")).is_socket():
+                pid = slot_daemon_pid(root / pid_path.relative_to("/"))
+                if pid:
+                    return pid
+        return None
 
 
 def occ_dir(state: StateDir) -> Path:
@@ -125,12 +137,12 @@ class OpencryptokiProfile:
         answers (without it C_Initialize only says CKR_GENERAL_ERROR)."""
         record = read_record(self.state)
         if record is not None:
-            if not record.alive():
+            if record.slot_daemon() is None:
                 raise SlotDaemonNotRunning(
-                    f"the opencryptoki sandbox of {self.state.root} is not running (pkcsslotd pid "
-                    f"{record.pid} gone): start it with 'bindpkcs11 opencryptoki sandbox start'"
+                    f"the opencryptoki sandbox of {self.state.root} is not running (its pkcsslotd "
+                    "is gone): start it with 'bindpkcs11 opencryptoki sandbox start'"
                 )
-            enter_namespaces(record.pid)
+            enter_namespaces(record.holder)
         require_slot_daemon(Path("/"), sandboxed=record is not None)
 
     def module_env(self) -> dict[str, str]:
@@ -215,7 +227,7 @@ def slot_daemon_pid(pid_path: Path) -> int | None:
 
 
 def enter_namespaces(pid: int) -> None:
-    """Move this process into the IPC and mount namespaces of `pid` (the sandbox's pkcsslotd).
+    """Move this process into the IPC and mount namespaces of `pid` (the sandbox's holder).
 
     setns(CLONE_NEWNS) needs root and a single-threaded process, and resets the working
     directory to the namespace's root: the old one (same path in there) is restored.
@@ -249,5 +261,5 @@ def _empty_slot(tokens: list[TokenInfo]) -> int:
             "every opencryptoki token is already initialised: erase one with 'bindpkcs11 token "
             "erase --label LABEL' or add a slot to opencryptoki.conf"
         )
-    soft = [info for info in empty if info.model == SOFT_TOKEN_MODEL]
+    soft = [info for info in empty if info.model in SOFT_TOKEN_MODELS]
     return (soft or empty)[0].slot_id
