@@ -5,8 +5,9 @@ system paths and allows one pkcsslotd per machine. The sandbox gives a state dir
 process started by `unshare -m -i --propagation private` bind-mounts `<state>/opencryptoki/etc` on
 /etc/opencryptoki and `<state>/opencryptoki/lib` on /var/lib/opencryptoki, shows an /etc/group
 in which named's user is in group pkcs11, puts fresh tmpfs on /run and /dev/shm (socket, pid
-file, lock dirs, the token's shared memory), then becomes
-`pkcsslotd -f`. Nothing outside that namespace sees any of it: the host's opencryptoki (and its
+file, lock dirs, the token's shared memory), starts pkcsslotd (it daemonises itself: 3.23 forks
+even with -f) and becomes `sleep infinity`, the holder that keeps the namespace and through whose
+/proc/PID/root pkcsslotd's pid file is read. Nothing outside that namespace sees any of it: the host's opencryptoki (and its
 pkcsslotd, if any) is untouched. The opencryptoki profile joins the namespace for every command of
 this state dir (token/profiles/opencryptoki.py). Needs root (a mount namespace).
 
@@ -165,7 +166,7 @@ def _require_tools() -> None:
 
 
 def _launch(state: StateDir) -> SandboxRecord:
-    """The private directories, then unshare -> mounts -> pkcsslotd -f, waited for."""
+    """The private directories, then unshare -> mounts -> pkcsslotd -> holder, waited for."""
     root = ensure_private_dir(occ_dir(state))
     group = grp.getgrnam("pkcs11").gr_gid
     etc = root / "etc"
