@@ -15,6 +15,9 @@ packages=(
   # A|B: the name differs between Debian 12 and 13 (the 64-bit time_t renames); the first known wins.
   libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-tools tpm2-abrmd swtpm swtpm-tools dbus
   "libtss2-tcti-tabrmd0|libtss2-tcti-tabrmd0t64"
+  # the opencryptoki profile: libopencryptoki, pkcsslotd, pkcsconf (the sandbox uses util-linux's
+  # unshare and mount, always present). The package's own pkcsslotd service is left as it is.
+  opencryptoki
 )
 
 installed() {

@@ -105,3 +105,33 @@ def verify_so_pin(module_path: str, slot_id: int, label: str, so_pin: str) -> No
             module.lib.C_Logout(handle)
         finally:
             module.lib.C_CloseSession(handle)
+
+
+def set_so_pin(module_path: str, slot_id: int, label: str, old_pin: str, new_pin: str) -> None:
+    """One C_Login(SO) with `old_pin`, then C_SetPIN to `new_pin`: for devices whose fresh tokens
+    come with a known factory SO PIN that C_InitToken keeps (opencryptoki)."""
+    old = old_pin.encode()
+    new = new_pin.encode()
+    with _Module(module_path) as module:
+        handle = module.session(slot_id)
+        try:
+            module.login_so(handle, old_pin, label)
+            module.call("C_SetPIN", f"setting the SO PIN of token '{label}'", handle, old,
+                        _ulong(len(old)), new, _ulong(len(new)))
+            module.lib.C_Logout(handle)
+        finally:
+            module.lib.C_CloseSession(handle)
+
+
+def reset_user_pin(module_path: str, slot_id: int, label: str, so_pin: str, user_pin: str) -> None:
+    """One C_Login(SO), then C_InitPIN: the user PIN replaced (and unlocked) without C_InitToken."""
+    user = user_pin.encode()
+    with _Module(module_path) as module:
+        handle = module.session(slot_id)
+        try:
+            module.login_so(handle, so_pin, label)
+            module.call("C_InitPIN", f"setting the user PIN of token '{label}'", handle, user,
+                        _ulong(len(user)))
+            module.lib.C_Logout(handle)
+        finally:
+            module.lib.C_CloseSession(handle)

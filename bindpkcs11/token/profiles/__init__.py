@@ -131,9 +131,10 @@ def _describe(spec: KeySpec) -> str:
 
 def _registry() -> dict[str, type]:
     from bindpkcs11.token.profiles.softhsm import SoftHsmProfile
+    from bindpkcs11.token.profiles.opencryptoki import OpencryptokiProfile
     from bindpkcs11.token.profiles.tpm2 import Tpm2Profile
 
-    return {"softhsm": SoftHsmProfile, "tpm2": Tpm2Profile}
+    return {"softhsm": SoftHsmProfile, "tpm2": Tpm2Profile, "opencryptoki": OpencryptokiProfile}
 
 
 def get_profile(name: str, state: StateDir, module: str | None = None) -> Profile:
