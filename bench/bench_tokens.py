@@ -31,8 +31,10 @@ TOKEN = "bench"
 DEVICES = {
     "softhsm": (None, None),
     "tpm2": (("tpm2", "simulator", "start"), ("tpm2", "simulator", "stop")),
+    "opencryptoki": (("opencryptoki", "sandbox", "start"), ("opencryptoki", "sandbox", "stop")),
 }
-ALGORITHMS = {"softhsm": ["ECDSAP256SHA256", "RSASHA256"], "tpm2": ["ECDSAP256SHA256", "RSASHA256"]}
+ALGORITHMS = {"softhsm": ["ECDSAP256SHA256", "RSASHA256"], "tpm2": ["ECDSAP256SHA256", "RSASHA256"],
+              "opencryptoki": ["RSASHA256"]}
 
 
 def cli(state: Path, env: dict, profile: str, *args: str, check: bool = True) -> str:
