@@ -73,7 +73,7 @@ def init_token(access: TokenAccess, generate_pins: bool = False,
     where = f"token creation in {access.state.root}"
     with locks.held(locks.lock_path(access.state, "tokens"), where):
         library.refresh(access.module_path)  # see tokens another process made while we waited
-        if any(info.label == access.label for info in library.list_tokens(access.module_path)):
+        if _token_in_use(access):
             if exist_ok:
                 return None
             raise TokenExists(f"token '{access.label}' already exists; refusing to re-initialise it "
@@ -95,6 +95,15 @@ def init_token(access: TokenAccess, generate_pins: bool = False,
                 Path(path).unlink(missing_ok=True)
             raise
     return InitResult(access.label, access.profile.name, generated)
+
+
+def _token_in_use(access: TokenAccess) -> bool:
+    """The token exists already; a profile whose tokens always exist (a card's) says instead
+    whether it is in use (holds keys)."""
+    in_use = getattr(access.profile, "token_in_use", None)
+    if in_use is not None:
+        return in_use(access.label)
+    return any(info.label == access.label for info in library.list_tokens(access.module_path))
 
 
 def _pin_for_init(access: TokenAccess, kind: pins.PinKind, pin_file: Path | None) -> str:

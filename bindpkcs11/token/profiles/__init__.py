@@ -55,6 +55,9 @@ class DeviceTraits:
     `pin_locked_hint`: what to do when the device reports the user PIN locked.
     `signatures_per_second`: the family's measured P-256 signing rate through the shim (bench),
     when it is slow enough to matter: setup-inline then keeps the ZSK in software for big zones.
+    `keygen_as_so`: the device generates keys only for its SO (an OpenPGP card's admin PIN).
+    `fixed_key_objects`: (token label, CKA_ID, CKA_LABEL) of a device that keeps one key per token
+    in a fixed slot and names it itself (OpenPGP card): keygen makes the key there, under that name.
     """
 
     key_specs: tuple[KeySpec, ...] | None = None
@@ -63,6 +66,15 @@ class DeviceTraits:
     omit_false_flags: bool = False
     pin_locked_hint: str = "unlock it with the SO PIN"
     signatures_per_second: int | None = None
+    keygen_as_so: bool = False
+    fixed_key_objects: tuple[tuple[str, bytes, str], ...] = ()
+
+    def fixed_key_object(self, token_label: str) -> tuple[bytes, str] | None:
+        """(CKA_ID, CKA_LABEL) the device gives a key generated on `token_label`, if fixed."""
+        for label, object_id, object_label in self.fixed_key_objects:
+            if label == token_label:
+                return object_id, object_label
+        return None
 
 
 GENERIC = DeviceTraits()
@@ -130,8 +142,9 @@ def _describe(spec: KeySpec) -> str:
 def _registry() -> dict[str, type]:
     from bindpkcs11.token.profiles.softhsm import SoftHsmProfile
     from bindpkcs11.token.profiles.tpm2 import Tpm2Profile
+    from bindpkcs11.token.profiles.opensc import PROFILES as OPENSC_PROFILES
 
-    return {"softhsm": SoftHsmProfile, "tpm2": Tpm2Profile}
+    return {"softhsm": SoftHsmProfile, "tpm2": Tpm2Profile, **OPENSC_PROFILES}
 
 
 def get_profile(name: str, state: StateDir, module: str | None = None) -> Profile:
