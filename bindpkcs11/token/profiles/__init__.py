@@ -35,11 +35,13 @@ class PinRules:
     min_length: int = 4
     max_length: int = 255
     note: str = ""
+    so_min_length: int | None = None  # when the SO PIN has its own minimum (OpenPGP admin PIN: 8)
 
     def check(self, what: str, pin: str) -> None:
         size = len(pin.encode())
-        if size < self.min_length:
-            raise UsageError(f"the {what} must have at least {self.min_length} characters")
+        least = self.so_min_length if what.startswith("SO") and self.so_min_length else self.min_length
+        if size < least:
+            raise UsageError(f"the {what} must have at least {least} characters")
         if size > self.max_length:
             raise UsageError(f"the {what} must have at most {self.max_length} bytes{self.note}")
 

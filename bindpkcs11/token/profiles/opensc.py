@@ -46,7 +46,7 @@ RSA_2048_ONLY = (KeySpec("rsa", bits=2048),)
 OPENPGP_TRAITS = DeviceTraits(
     key_specs=RSA_2048_ONLY,
     rsa_bits=(2048,),
-    pin_rules=PinRules(min_length=6, max_length=127, note=" (OpenPGP card PW1)"),
+    pin_rules=PinRules(min_length=6, max_length=127, note=" (OpenPGP card PINs)", so_min_length=8),
     pin_locked_hint=_LOCKED_HINT,
     signatures_per_second=18,  # jcecard through vpcd/pcscd/OpenSC, RSA-2048 (docs/devices.md)
     keygen_as_so=True,
@@ -115,8 +115,23 @@ class OpenScProfile:
         self.token_dir = simulator_socket(state).parent
 
     def activate(self) -> None:
+        self._require_simulated_card()
         for variable, value in self._socket_env().items():
             library.module_env_ready(variable, value)
+
+    def _require_simulated_card(self) -> None:
+        """CardMissing when this state dir's card simulator runs without its card: OpenSC would
+        only report no token, and 'token init' would be the wrong advice."""
+        from bindpkcs11 import cardsim
+
+        if os.environ.get(SOCKET_VARIABLE):
+            return
+        current = cardsim.status(self.state)
+        gone = [name for name, entry in current.processes.items() if not entry["running"]]
+        if "card" in gone or "pcscd" in gone:
+            raise CardMissing(f"the emulated card of {self.state.root} is not in its reader "
+                              f"({' and '.join(gone)} stopped): restart it with "
+                              "'bindpkcs11 card simulator start'")
 
     def module_env(self) -> dict[str, str]:
         return self._socket_env() | {"PKCS11_LIBRARY_PATH": self.module_path}
