@@ -57,7 +57,7 @@ SC_HSM_TRAITS = DeviceTraits(
     key_specs=(KeySpec("ec", curve="secp256r1"), KeySpec("ec", curve="secp384r1"),
                KeySpec("rsa", bits=2048)),
     rsa_bits=(2048, 3072, 4096),
-    pin_rules=PinRules(min_length=6, max_length=15, note=" (SmartCard-HSM user PIN)"),
+    pin_rules=PinRules(min_length=6, max_length=16, note=" (SmartCard-HSM user PIN)"),
     pin_locked_hint=_LOCKED_HINT,
     signatures_per_second=10,  # vendor figure for RSA-2048; not measured here
 )
@@ -218,7 +218,7 @@ class ScHsmProfile(OpenScProfile):
         if not shares.isdigit():
             raise UsageError(f"BINDPKCS11_DKEK_SHARES must be a number, not '{shares}'")
         return [Dialog(("sc-hsm-tool", "--initialize", "--dkek-shares", shares, "--label", label),
-                       ((r"(?i)enter SO[- ]PIN", "so"), (r"(?i)enter (new )?user PIN", "user")))]
+                       ((r"Enter SO-PIN", "so"), (r"Enter initial User-PIN", "user")))]
 
     def init_token(self, label: str, pins: TokenPins) -> None:
         if not re.fullmatch(r"[0-9A-Fa-f]{16}", pins.so):
@@ -236,16 +236,16 @@ class PkcsInitProfile(OpenScProfile):
     """Cards OpenSC initialises with pkcs15-init (MyEID, Feitian): erase, then a PKCS#15 app."""
 
     def init_dialogs(self, label: str) -> list[Dialog]:
-        so_then_user = ((r"(?i)new security officer.*PIN.*again", "so"),
-                        (r"(?i)new security officer.*PIN", "so"),
-                        (r"(?i)new security officer.*unblock", "so"),
-                        (r"(?i)new user PIN.*again", "user"), (r"(?i)new user PIN", "user"),
-                        (r"(?i)unblock", "user"))
+        # pkcs15-init's prompts (OpenSC's pkcs15-init.c get_pin): each new PIN is typed twice;
+        # the user PIN's unblock code (PUK) is the SO PIN, the one secret that may unblock it
+        prompts = ((r"Please enter Security Officer PIN", "so"),
+                   (r"Please enter User unblocking PIN", "so"),
+                   (r"Please enter User PIN", "user"),
+                   (r"Please type again to verify", "again"))
         return [
-            Dialog(("pkcs15-init", "--erase-card", "--use-default-transport-keys"),
-                   ((r"(?i)security officer.*PIN", "so"),)),
+            Dialog(("pkcs15-init", "--erase-card", "--use-default-transport-keys"), prompts),
             Dialog(("pkcs15-init", "--create-pkcs15", "--profile", "pkcs15+onepin",
-                    "--use-default-transport-keys", "--label", label), so_then_user),
+                    "--use-default-transport-keys", "--label", label), prompts),
         ]
 
 
@@ -266,8 +266,9 @@ PROFILES = {"opensc": OpenScProfile, "opensc-openpgp": OpenScProfile, "opensc-sc
 def run_dialog(dialog: Dialog, pins: TokenPins) -> None:
     """Run one tool, answering its prompts from `pins`; ToolFailed with its output on failure.
 
-    `answers` map a prompt to "so"/"user" (that PIN) or "=VALUE" (a fixed factory PIN). The first
-    pattern that matches wins, so more specific prompts come first.
+    `answers` map a prompt to "so"/"user" (that PIN), "=VALUE" (a fixed factory PIN) or "again"
+    (the previous answer, for a tool that asks twice). The first pattern that matches wins, so
+    more specific prompts come first.
     """
     program = shutil.which(dialog.args[0])
     if not program:
@@ -278,6 +279,7 @@ def run_dialog(dialog: Dialog, pins: TokenPins) -> None:
                           timeout=_PROMPT_TIMEOUT)
     child.delaybeforesend = None
     transcript: list[str] = []
+    last = ""
     try:
         while True:
             index = child.expect(patterns + [pexpect.EOF])
@@ -286,7 +288,9 @@ def run_dialog(dialog: Dialog, pins: TokenPins) -> None:
                 break
             transcript.append(patterns[index])
             answer = dialog.answers[index][1]
-            child.sendline(answer[1:] if answer.startswith("=") else getattr(pins, answer))
+            if answer != "again":
+                last = answer[1:] if answer.startswith("=") else getattr(pins, answer)
+            child.sendline(last)
     except pexpect.TIMEOUT:
         child.close(force=True)
         raise ToolFailed(f"{dialog.args[0]} did not finish in {_PROMPT_TIMEOUT} s") from None
