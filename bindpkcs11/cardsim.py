@@ -192,8 +192,8 @@ def _require_tools() -> None:
     probe = subprocess.run([sys.executable, "-c", "import jcecard"], capture_output=True,
                            env=child_env(), timeout=60)
     if probe.returncode != 0:
-        raise ModuleMissing("the virtual card (PyPI jcecard) is not installed: "
-                            "pip install 'bindpkcs11[card-sim]'")
+        raise ModuleMissing("the virtual card (PyPI jcecard, a test extra) is not installed: "
+                            "pip install jcecard (or scripts/setup.sh)")
 
 
 def _sim_dir(state: StateDir) -> Path:

@@ -15,6 +15,7 @@ packages=(
   # A|B: the name differs between Debian 12 and 13 (the 64-bit time_t renames); the first known wins.
   libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-tools tpm2-abrmd swtpm swtpm-tools dbus
   "libtss2-tcti-tabrmd0|libtss2-tcti-tabrmd0t64"
+  vsmartcard-vpcd pcscd iproute2          # the opensc profile: `bindpkcs11 card simulator` (pcscd + vpcd, private netns)
 )
 
 installed() {
