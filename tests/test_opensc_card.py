@@ -130,3 +130,20 @@ def test_setup_inline_on_the_card_validates_with_delv_and_monitor(card_token, pa
     env = named_environ(pid)
     assert env["PCSCLITE_CSOCK_NAME"] == str(cli.state_dir / "card" / "run" / "pcscd.comm")
     assert "PKCS11_LIBRARY_PIN" not in env
+
+
+def test_bench_measures_the_cards_own_key_and_leaves_it(card_token):
+    """An OpenPGP card has one key per token: bench has no room for a temporary key, so it
+    measures the card's key (through the shim's signing worker) and never destroys it."""
+    cli = card_token
+    empty = sc(cli, "bench", "--token", CARD_TOKEN, "--algorithm", "RSASHA256", check=False)
+    assert empty.returncode != 0 and "generate its key" in empty.stderr
+    key = json.loads(sc(cli, "keygen", ZONE, "--role", "ksk", "--algorithm", "RSASHA256",
+                        "--token", CARD_TOKEN, "--json", timeout=180).stdout)
+    result = json.loads(sc(cli, "bench", "--token", CARD_TOKEN, "--algorithm", "RSASHA256",
+                           "--sessions", "1,2", "--seconds", "2", "--json", timeout=300).stdout)
+    assert [r["sessions"] for r in result["rates"]] == [1, 2]
+    assert all(r["per_second"] > 0 for r in result["rates"])
+    shown = json.loads(sc(cli, "token", "show", "--label", CARD_TOKEN, "--json").stdout)
+    tags = [o["dnssec"]["tag"] for o in shown["objects"] if o["dnssec"]]
+    assert key["tag"] in tags
