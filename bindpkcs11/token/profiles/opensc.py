@@ -111,8 +111,13 @@ class OpenScProfile:
         self.state = state
         self.name = f"opensc-{self.kind}"
         self.module_path = DEFAULT_MODULE
-        # handed to named's user (bind) by setup-inline: pcscd's socket lives here
-        self.token_dir = simulator_socket(state).parent
+
+    @property
+    def token_dir(self) -> Path | None:
+        """What setup-inline hands to named's user (bind): the card simulator's pcscd socket
+        dir, when there is one; a real card is reached through the system pcscd instead."""
+        run_dir = simulator_socket(self.state).parent
+        return run_dir if run_dir.exists() else None
 
     def activate(self) -> None:
         self._require_simulated_card()
