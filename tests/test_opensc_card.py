@@ -16,7 +16,6 @@ from card_fixtures import (  # noqa: F401 - fixtures
     CARD_KEY,
     CARD_TOKEN,
     card_cli,
-    card_env,
     card_token,
     record,
     sc,
