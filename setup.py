@@ -22,6 +22,6 @@ setup(
     ],
     setup_requires=["cffi>=1.16"],
     cffi_modules=["bindpkcs11/shim/build_shim.py:ffibuilder"],
-    extras_require={"test": ["pytest>=8", "hypothesis>=6.100"]},
+    extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "jcecard>=0.1.0"]},
     entry_points={"console_scripts": ["bindpkcs11=bindpkcs11.cli:main"]},
 )

@@ -76,7 +76,7 @@ def init_token(access: TokenAccess, generate_pins: bool = False,
     where = f"token creation in {access.state.root}"
     with locks.held(locks.lock_path(access.state, "tokens"), where):
         library.refresh(access.module_path)  # see tokens another process made while we waited
-        if any(info.label == access.label for info in library.list_tokens(access.module_path)):
+        if _token_in_use(access):
             if exist_ok:
                 return None
             raise TokenExists(f"token '{access.label}' already exists; refusing to re-initialise it "
@@ -111,6 +111,15 @@ def _check_given_pins(access: TokenAccess) -> None:
             rules.check(kind.name, pins.read_pin_file(pin_file, kind))
         elif os.environ.get(kind.env):
             rules.check(kind.name, os.environ[kind.env])
+
+
+def _token_in_use(access: TokenAccess) -> bool:
+    """The token exists already; a profile whose tokens always exist (a card's) says instead
+    whether it is in use (holds keys)."""
+    in_use = getattr(access.profile, "token_in_use", None)
+    if in_use is not None:
+        return in_use(access.label)
+    return any(info.label == access.label for info in library.list_tokens(access.module_path))
 
 
 def _pin_for_init(access: TokenAccess, kind: pins.PinKind, pin_file: Path | None) -> str:

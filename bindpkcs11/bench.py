@@ -78,6 +78,9 @@ def run_bench(access: TokenAccess, algorithm: Algorithm, sessions: list[int], se
     with library.open_session(access.module_path, access.label) as session:
         keys.require_support(session, algorithm.spec)  # before any PIN is asked for or tried
     pin = pins.pin_source(access.state, access.label, pins.USER, access.pin_file)()
+    fixed = traits_of(access.profile).fixed_key_object(access.label)
+    if fixed is not None:
+        return _bench_fixed_slot(access, algorithm, sessions, seconds, pin, fixed[1], progress)
     label = LABEL_PREFIX + secrets.token_hex(4)
     progress(f"generating a temporary {algorithm.mnemonic} key '{label}' on token "
              f"'{access.label}' ...")
@@ -100,6 +103,26 @@ def run_bench(access: TokenAccess, algorithm: Algorithm, sessions: list[int], se
         progress(f"destroyed the temporary key '{label}'")
     return BenchResult(access.label, access.profile.name, algorithm.mnemonic, label,
                        round(keygen_seconds, 3), rates)
+
+
+def _bench_fixed_slot(access: TokenAccess, algorithm: Algorithm, sessions: list[int],
+                      seconds: float, pin: str, label: str, progress: Progress) -> BenchResult:
+    """A device with one key per token (an OpenPGP card) has no room for a temporary key and
+    generating one would replace the operator's: its own key is measured, and left alone."""
+    with library.open_session(access.module_path, access.label, lambda: pin) as session:
+        found = keys.find_objects(session, label, "private")
+    if not found:
+        raise UsageError(f"token '{access.label}' has no key yet and no room for a temporary one: "
+                         "generate its key with 'bindpkcs11 keygen' first, then bench it")
+    if keys.read_public_key(found[0]).kind != algorithm.spec.kind:
+        raise UsageError(f"the key on token '{access.label}' is not {algorithm.mnemonic}: "
+                         "bench it with its own --algorithm")
+    rates = []
+    for count in sessions:
+        progress(f"signing with the card's key '{label}', {count} session(s), {seconds:g} s ...")
+        rates.append(_measure(access, label, algorithm, count, seconds, pin))
+        progress(f"{count} session(s): {rates[-1].per_second:,.1f} signatures/s")
+    return BenchResult(access.label, access.profile.name, algorithm.mnemonic, label, 0.0, rates)
 
 
 def _measure(access: TokenAccess, label: str, algorithm: Algorithm, sessions: int, seconds: float,

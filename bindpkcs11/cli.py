@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from bindpkcs11 import __version__
-from bindpkcs11.commands import (backup, bench, bind, inline, key, keygen, ksk, monitor, named,
-                                 opencryptoki, signer, token, tpm2)
+from bindpkcs11.commands import (backup, bench, bind, card, inline, key, keygen, ksk, monitor,
+                                 named, opencryptoki, signer, token, tpm2)
 from bindpkcs11.commands.common import Parser
 from bindpkcs11.errors import BindPkcs11Error, os_error_message
 from bindpkcs11.output import printable
@@ -26,7 +26,7 @@ EXIT_DATA = 65  # EX_DATAERR: input that is not text
 EXIT_IO = 74  # EX_IOERR: a file could not be read or written
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 COMMAND_FAMILIES = (token, keygen, bind, inline, named, monitor, ksk, signer, bench, tpm2, opencryptoki,
-                    key, backup)
+                    card, key, backup)
 
 
 class Terminated(BaseException):

@@ -200,12 +200,19 @@ def _zsk_place(state: StateDir, instance: Instance, request: SetupRequest, rrset
     """Where the ZSK lives: as asked; else as the instance already has it; else on the token
     unless the device signs too slowly for this zone (a full signing pass would take longer
     than SLOW_SIGNING_SECONDS at the profile's rate), when a software ZSK seeded by the token's
-    randomness keeps re-signing fast while the KSK stays in hardware."""
+    randomness keeps re-signing fast while the KSK stays in hardware. A device with one key per
+    token (an OpenPGP card) holds the KSK only: its ZSK is always in software."""
+    traits = traits_of(get_profile(request.profile, state, request.module))
+    if traits.fixed_key_object(request.token) is not None:
+        if request.zsk_on == "token":
+            raise UsageError(f"token '{request.token}' holds one key (the KSK): a '{request.profile}' "
+                             "card has no room for a ZSK; use --zsk-on software")
+        return "software"
     if request.zsk_on is not None:
         return request.zsk_on
     if instance.exists():
         return instance.load_settings().zsk_on
-    rate = traits_of(get_profile(request.profile, state, request.module)).signatures_per_second
+    rate = traits.signatures_per_second
     if rate and rrsets / rate > SLOW_SIGNING_SECONDS:
         progress(f"a '{request.profile}' token signs about {rate} signatures/s: signing {rrsets} "
                  f"RRsets would take {rrsets / rate:.0f} s, so the ZSK is made in software (seeded "

@@ -23,7 +23,7 @@ from bindpkcs11.dnssec.keyfile import (
 )
 from bindpkcs11.errors import DuplicateLabel, InvalidTime, KeyFileError, UsageError
 from bindpkcs11.timespec import TTL_MAX, check_key_time
-from bindpkcs11.token import keys
+from bindpkcs11.token import keys, library
 from bindpkcs11.token.profiles import require_key_spec, traits_of
 from bindpkcs11.token.uri import key_uri
 
@@ -104,12 +104,16 @@ def generate_on_token(request: KeygenRequest, access: TokenAccess) -> GeneratedK
     check_bind_can_read(request)
     check_writable(request.key_dir)
     require_key_spec(access.profile, request.algorithm.spec)
-    omit_false_flags = traits_of(access.profile).omit_false_flags
+    traits = traits_of(access.profile)
+    omit_false_flags = traits.omit_false_flags
     if request.backup:
         require_wrap_support(access)
     with access.session(login=False) as probe:
         keys.require_support(probe, request.algorithm.spec)
-    with access.session(rw=True) as session:
+    fixed = traits.fixed_key_object(access.label)
+    if fixed is not None:
+        return _generate_in_fixed_slot(request, access, fixed, traits.keygen_as_so)
+    with access.session(rw=True, so=traits.keygen_as_so) as session:
         if request.backup:  # wrappable only under the token's KEK (see backup/kek.py)
             kek = require_backup_ready(session)
         for _ in range(_TAG_COLLISION_RETRIES):
@@ -151,6 +155,37 @@ def generate_on_token(request: KeygenRequest, access: TokenAccess) -> GeneratedK
                            backup_capable=request.backup)
             return _result(request, dnskey, key_path, private_path, access.label, final_label, uri)
     raise KeyFileError("key tag collisions kept happening: clean up the key directory")
+
+
+def _generate_in_fixed_slot(request: KeygenRequest, access: TokenAccess,
+                            fixed: tuple[bytes, str], as_so: bool) -> GeneratedKey:
+    """A device with one key slot per token that names its key itself (an OpenPGP card).
+
+    The slot must be empty (generating would replace the key in it: generate_keypair refuses an
+    existing label). The public key is read back after the module was re-initialised: OpenSC
+    hands back the new object's modulus and exponent padded to their size in bits. A key tag that
+    collides with a key file cannot be retried in place; the card's key is left for
+    `token erase`, no file is written.
+    """
+    object_id, label = fixed
+    if request.object_label and request.object_label != label:
+        raise UsageError(f"token '{access.label}' names its key '{label}' itself: omit --label")
+    with access.session(rw=True, so=as_so) as session:
+        keys.generate_keypair(session, request.algorithm.spec, label, object_id,
+                              request.extractable)
+    library.refresh(access.module_path)
+    with access.session(login=False) as session:
+        public = keys.read_public_key(keys.find_objects(session, label, "public")[0])
+    dnskey = make_dnskey(public, request.algorithm, request.role)
+    if _tag_taken(request, key_tag(dnskey)):
+        raise DuplicateLabel(f"key tag {key_tag(dnskey)} is already used in {request.key_dir}; "
+                             f"erase token '{access.label}' and generate again")
+    uri = key_uri(access.label, label)
+    fields = token_private_fields(dnskey, uri, public.modulus, public.exponent)
+    key_path, private_path = write_key_pair(
+        request.key_dir, request.zone, dnskey, fields, request.timing, request.ttl
+    )
+    return _result(request, dnskey, key_path, private_path, access.label, label, uri)
 
 
 def check_bind_can_read(request: KeygenRequest) -> None:

@@ -85,23 +85,25 @@ def token_info(module_path: str, label: str) -> TokenInfo:
 @contextlib.contextmanager
 def open_session(
     module_path: str, label: str, pin: PinSource | None = None, rw: bool = False,
-    locked_hint: str = "unlock it with the SO PIN",
+    locked_hint: str = "unlock it with the SO PIN", so: bool = False,
 ) -> Iterator["pkcs11.Session"]:
-    """A session on token `label`, logged in as user when `pin` is given.
+    """A session on token `label`, logged in as user (as SO when `so`) when `pin` is given.
 
     The PIN is asked for only after the token was found (no prompt for a typo'd label) and C_Login
     is attempted exactly once: a wrong PIN raises PinIncorrect carrying the token's PIN flags, and
     nothing retries it, because smart cards lock after a few failures.
     """
     token = find_token(module_path, label)
-    user_pin = pin() if pin else None
+    secret = pin() if pin else None
     try:
-        session = token.open(rw=rw, user_pin=user_pin)
+        session = token.open(rw=rw, so_pin=secret) if so else token.open(rw=rw, user_pin=secret)
     except (p11x.PinIncorrect, p11x.PinLenRange, p11x.PinInvalid):
+        if so:
+            raise PinIncorrect(f"wrong SO PIN for token '{label}' (tried once, not retried)") from None
         raise PinIncorrect(_wrong_pin_message(module_path, label)) from None
     except p11x.PinLocked:
         raise PinIncorrect(
-            f"the user PIN of token '{label}' is locked: {locked_hint}"
+            f"the {'SO' if so else 'user'} PIN of token '{label}' is locked: {locked_hint}"
         ) from None
     except p11x.UserAlreadyLoggedIn:
         session = token.open(rw=rw)

@@ -35,11 +35,13 @@ class PinRules:
     min_length: int = 4
     max_length: int = 255
     note: str = ""
+    so_min_length: int | None = None  # when the SO PIN has its own minimum (OpenPGP admin PIN: 8)
 
     def check(self, what: str, pin: str) -> None:
         size = len(pin.encode())
-        if size < self.min_length:
-            raise UsageError(f"the {what} must have at least {self.min_length} characters")
+        least = self.so_min_length if what.startswith("SO") and self.so_min_length else self.min_length
+        if size < least:
+            raise UsageError(f"the {what} must have at least {least} characters")
         if size > self.max_length:
             raise UsageError(f"the {what} must have at most {self.max_length} bytes{self.note}")
 
@@ -56,6 +58,9 @@ class DeviceTraits:
     `signatures_per_second`: the family's measured P-256 signing rate through the shim (bench),
     when it is slow enough to matter: setup-inline then keeps the ZSK in software for big zones.
     `wraps_keys`: the family has C_WrapKey/C_UnwrapKey (False: backups go through `key import`).
+    `keygen_as_so`: the device generates keys only for its SO (an OpenPGP card's admin PIN).
+    `fixed_key_objects`: (token label, CKA_ID, CKA_LABEL) of a device that keeps one key per token
+    in a fixed slot and names it itself (OpenPGP card): keygen makes the key there, under that name.
     """
 
     key_specs: tuple[KeySpec, ...] | None = None
@@ -65,6 +70,15 @@ class DeviceTraits:
     pin_locked_hint: str = "unlock it with the SO PIN"
     signatures_per_second: int | None = None
     wraps_keys: bool = True
+    keygen_as_so: bool = False
+    fixed_key_objects: tuple[tuple[str, bytes, str], ...] = ()
+
+    def fixed_key_object(self, token_label: str) -> tuple[bytes, str] | None:
+        """(CKA_ID, CKA_LABEL) the device gives a key generated on `token_label`, if fixed."""
+        for label, object_id, object_label in self.fixed_key_objects:
+            if label == token_label:
+                return object_id, object_label
+        return None
 
 
 GENERIC = DeviceTraits()
@@ -133,8 +147,10 @@ def _registry() -> dict[str, type]:
     from bindpkcs11.token.profiles.softhsm import SoftHsmProfile
     from bindpkcs11.token.profiles.opencryptoki import OpencryptokiProfile
     from bindpkcs11.token.profiles.tpm2 import Tpm2Profile
+    from bindpkcs11.token.profiles.opensc import PROFILES as OPENSC_PROFILES
 
-    return {"softhsm": SoftHsmProfile, "tpm2": Tpm2Profile, "opencryptoki": OpencryptokiProfile}
+    return {"softhsm": SoftHsmProfile, "tpm2": Tpm2Profile, "opencryptoki": OpencryptokiProfile,
+            **OPENSC_PROFILES}
 
 
 def get_profile(name: str, state: StateDir, module: str | None = None) -> Profile:
