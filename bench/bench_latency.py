@@ -40,7 +40,12 @@ BINDPKCS11 = [sys.executable, "-m", "bindpkcs11"]
 SECTION = "latency-while-signing"
 ZONE = "latency.test"
 LOST_AFTER = 1.0
-TOKENS = {"softhsm": "bindpkcs11", "tpm2": "dnssec"}
+TOKENS = {"softhsm": "bindpkcs11", "tpm2": "dnssec", "opensc": "OpenPGP card (User PIN)"}
+# The emulated device each profile needs, started before and stopped after its cases.
+SIMULATORS = {"tpm2": ("tpm2", "simulator"), "opensc": ("card", "simulator")}
+# An OpenPGP card signs RSA only and holds one key per token: the KSK; its ZSK is in software.
+ALGORITHMS = {"opensc": "RSASHA256"}
+ZSK_PLACES = {"opensc": ("software",)}
 
 
 def free_port() -> int:
@@ -115,8 +120,8 @@ def one_case(base: Path, env: dict, profile: str, zsk_on: str, hosts: int, qps: 
     state = base / f"{profile}-{zsk_on}"
     cli = Cli(state, env, profile)
     token = TOKENS[profile]
-    if profile == "tpm2":
-        cli("tpm2", "simulator", "start")
+    if profile in SIMULATORS:
+        cli(*SIMULATORS[profile], "start")
         cli("token", "init", "--label", token, "--generate-pins")
     zone_file = base / f"{profile}-{zsk_on}.zone"
     zone_file.write_text(zone_text(hosts))
@@ -124,7 +129,8 @@ def one_case(base: Path, env: dict, profile: str, zsk_on: str, hosts: int, qps: 
     try:
         started = time.monotonic()
         cli("setup-inline", ZONE, "--token", token, "--zone-file", str(zone_file), "--zsk-on",
-            zsk_on, "--port", str(port), "--rndc-port", str(free_port()))
+            zsk_on, "--algorithm", ALGORITHMS.get(profile, "ECDSAP256SHA256"), "--port", str(port),
+            "--rndc-port", str(free_port()))
         setup_seconds = time.monotonic() - started
         querier = Querier(port, hosts, qps)
         querier.start()
@@ -154,9 +160,9 @@ def one_case(base: Path, env: dict, profile: str, zsk_on: str, hosts: int, qps: 
     finally:
         subprocess.run([*BINDPKCS11, "--state-dir", str(state), "named", "stop", ZONE], env=env,
                        cwd=REPO, capture_output=True)
-        if profile == "tpm2":
-            subprocess.run([*BINDPKCS11, "--state-dir", str(state), "--profile", "tpm2", "tpm2",
-                            "simulator", "stop"], env=env, cwd=REPO, capture_output=True)
+        if profile in SIMULATORS:
+            subprocess.run([*BINDPKCS11, "--state-dir", str(state), "--profile", profile,
+                            *SIMULATORS[profile], "stop"], env=env, cwd=REPO, capture_output=True)
 
 
 def write_section(results: list[dict], info: dict) -> None:
@@ -166,7 +172,8 @@ def write_section(results: list[dict], info: dict) -> None:
              "BIND 9.18 (`bench/bench_latency.py`). A zone of N A records set up inline, then "
              "`rndc sign` (full re-sign) while a loopback client asks for random names, one at a "
              f"time, at a fixed rate; lost = no answer within {LOST_AFTER:.0f} s. swtpm is the "
-             "software TPM (through tpm2-abrmd), SoftHSM2 the default token.", "",
+             "software TPM (through tpm2-abrmd), SoftHSM2 the default token, opensc the emulated "
+             "OpenPGP card (RSA-2048; it holds one key per token, so its ZSK is in software).", "",
              "| token | ZSK | records | re-sign | queries during | lost | p50 | p99 | max | quiet p50 / p99 |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
@@ -187,7 +194,7 @@ def write_section(results: list[dict], info: dict) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profiles", nargs="+", default=["softhsm", "tpm2"])
+    parser.add_argument("--profiles", nargs="+", default=["softhsm", "tpm2", "opensc"])
     parser.add_argument("--zsk-on", nargs="+", default=["token", "software"])
     parser.add_argument("--hosts", type=int, default=2000)
     parser.add_argument("--qps", type=float, default=200)
@@ -203,7 +210,7 @@ def main() -> int:
     results = []
     try:
         for profile in args.profiles:
-            for zsk_on in args.zsk_on:
+            for zsk_on in [z for z in args.zsk_on if z in ZSK_PLACES.get(profile, (z,))]:
                 results.append(one_case(base, env, profile, zsk_on, args.hosts, args.qps, args.quiet))
                 print(json.dumps(results[-1]), flush=True)
     finally:

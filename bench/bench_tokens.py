@@ -32,9 +32,14 @@ DEVICES = {
     "softhsm": (None, None),
     "tpm2": (("tpm2", "simulator", "start"), ("tpm2", "simulator", "stop")),
     "opencryptoki": (("opencryptoki", "sandbox", "start"), ("opencryptoki", "sandbox", "stop")),
+    "opensc": (("card", "simulator", "start"), ("card", "simulator", "stop")),
 }
 ALGORITHMS = {"softhsm": ["ECDSAP256SHA256", "RSASHA256"], "tpm2": ["ECDSAP256SHA256", "RSASHA256"],
-              "opencryptoki": ["RSASHA256"]}
+              "opencryptoki": ["RSASHA256"], "opensc": ["RSASHA256"]}
+# An OpenPGP card's tokens have fixed names and one key each: bench measures that key, so one is
+# made first (the card has no room for bench's temporary key).
+TOKENS = {"opensc": "OpenPGP card (User PIN)"}
+MAKE_KEY_FIRST = {"opensc"}
 
 
 def cli(state: Path, env: dict, profile: str, *args: str, check: bool = True) -> str:
@@ -51,9 +56,13 @@ def measure(base: Path, env: dict, profile: str, sessions: str, seconds: float) 
     start, stop = DEVICES[profile]
     if start:
         cli(state, env, profile, *start)
+    token = TOKENS.get(profile, TOKEN)
     try:
-        cli(state, env, profile, "token", "init", "--label", TOKEN, "--generate-pins")
-        return [json.loads(cli(state, env, profile, "bench", "--token", TOKEN, "--algorithm", alg,
+        cli(state, env, profile, "token", "init", "--label", token, "--generate-pins")
+        if profile in MAKE_KEY_FIRST:
+            cli(state, env, profile, "keygen", "bench.test", "--role", "ksk", "--algorithm",
+                ALGORITHMS[profile][0], "--token", token, "--key-dir", str(base / "keys"))
+        return [json.loads(cli(state, env, profile, "bench", "--token", token, "--algorithm", alg,
                                "--sessions", sessions, "--seconds", str(seconds), "--json"))
                 for alg in ALGORITHMS[profile]]
     finally:
