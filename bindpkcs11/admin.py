@@ -209,8 +209,10 @@ def delete_object(access: TokenAccess, object_label: str, object_class: str | No
             )
         target = matches[0]
         kind = keys.class_name(target)
-        if kind == "private" and force < 2 and uses:
-            _refuse_active_private_key(session, object_label, uses)
+        if kind == "private" and force < 2:
+            if uses:
+                _refuse_active_private_key(session, object_label, uses)
+            keyuse.refuse_if_unreadable(access.state, extra_key_dir, "give --force twice")
         keys.destroy(target)
     return kind
 
@@ -237,6 +239,7 @@ def active_keys_on_token(access: TokenAccess, extra_key_dir: Path | None,
 def refuse_erasing_active_keys(access: TokenAccess, extra_key_dir: Path | None, now: int) -> None:
     """RefusedDeletion naming the active keys (and their zones/instances) an erase would destroy."""
     active = active_keys_on_token(access, extra_key_dir, now)
+    keyuse.refuse_if_unreadable(access.state, extra_key_dir, "add --destroy-active-keys")
     if active:
         raise RefusedDeletion(
             f"refusing to erase token '{access.label}': {len(active)} active key file(s) use it: "

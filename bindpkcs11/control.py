@@ -64,7 +64,7 @@ def start(state: StateDir, zone: dns.name.Name) -> int:
     """Start named for `zone` and wait until it serves the signed zone caught up with the
     unsigned one and has signed a new serial through the token (_load_and_sign); the pid.
     A signing failure stops named again and names named's reason."""
-    with _instance_locked(state, zone):
+    with _instance_locked(state, zone), ports.assignment_locked(state):
         return _start(state, zone)
 
 
@@ -196,8 +196,16 @@ def _loaded_serial(instance: Instance, prefix: Path, zone: str) -> int | None:
 
 
 def _zone_serial(path: Path, zone: dns.name.Name) -> int:
-    parsed = dns.zone.from_file(str(path), origin=zone, relativize=False, check_origin=False)
-    return parsed.get_soa().serial
+    return _parsed_strictly(path, zone).get_soa().serial
+
+
+def _parsed_strictly(path: Path, zone: dns.name.Name) -> dns.zone.Zone:
+    """The served unsigned copy, parsed; a zone named accepts but dnspython cannot read is one
+    line naming the file, not an unexpected error."""
+    try:
+        return dns.zone.from_file(str(path), origin=zone, relativize=False, check_origin=False)
+    except (OSError, dns.exception.DNSException, KeyError) as error:
+        raise UsageError(f"cannot read the SOA serial of {path} as {zone}: {error}") from None
 
 
 def _parsed(path: Path, zone: dns.name.Name) -> dns.zone.Zone | None:
@@ -231,8 +239,7 @@ def _signing_tags(instance: Instance, zone: dns.name.Name, settings: InstanceSet
     now = int(time.time())
     tags = frozenset(pair.tag for pair in key_pairs_in(instance.key_dir, zone)
                      if pair.role == role and pair.dnskey.algorithm == settings.algorithm
-                     and pair.timing.activate is not None and pair.timing.activate <= now
-                     and not pair.timing.is_retired(now))
+                     and pair.timing.is_signing(now))
     if not tags:
         raise KeyFileError(f"no active {role.upper()} for {zone} in {instance.key_dir}: "
                            "run 'bindpkcs11 setup-inline' again")
@@ -244,7 +251,7 @@ def _ensure_serial_above(served: Path, zone: dns.name.Name, loaded: int | None) 
     in the served copy (never the operator's own file) and say so."""
     if loaded is None:
         return None
-    parsed = dns.zone.from_file(str(served), origin=zone, relativize=False, check_origin=False)
+    parsed = _parsed_strictly(served, zone)
     soa = parsed.get_soa()
     if dns.serial.Serial(soa.serial) > dns.serial.Serial(loaded):
         return None

@@ -34,6 +34,7 @@ from bindpkcs11.token.profiles import get_profile, require_key_spec, traits_of
 
 DEFAULT_TOKEN = "bindpkcs11"
 SLOW_SIGNING_SECONDS = 60
+PORTS_WAIT = 1800.0  # another zone's setup-inline may be building BIND or generating keys
 Progress = Callable[[str], None]
 
 
@@ -83,7 +84,8 @@ class SetupResult:
 def setup_inline(state: StateDir, request: SetupRequest, progress: Progress) -> SetupResult:
     """The whole job, under the instance's lock: a second run for the same zone waits or fails."""
     instance = Instance.for_zone(state, request.zone)
-    with locks.held(instance_lock(state, request.zone), f"the instance of {request.zone}"):
+    with locks.held(instance_lock(state, request.zone), f"the instance of {request.zone}"), \
+            ports.assignment_locked(state, wait=PORTS_WAIT):
         return _setup(state, instance, request, progress)
 
 
@@ -306,8 +308,10 @@ def _restart_previous(instance: Instance, prefix: Path, access: TokenAccess,
                                      timeout=readiness.READY_QUERY_TIMEOUT)
         return report.status != "critical"
 
+    previous_access = TokenAccess.build(access.state, previous.profile, previous.token,
+                                        pin_file=instance.pin_file)  # the restored PIN file
     try:
-        start_named(instance, prefix, access, user, serving)
+        start_named(instance, prefix, previous_access, user, serving)
     except BindPkcs11Error as error:
         raise ToolFailed(f"{failure}; restarting the previous configuration failed too: "
                          f"{error}") from None

@@ -120,11 +120,13 @@ def active_key(instance: Instance, zone: dns.name.Name, algorithm: int, token: s
 
 def _active(pairs: list[KeyPairFiles], algorithm: int, token: str, role: str,
             on_token: bool) -> KeyPairFiles | None:
+    """The key that signs now; else one that is not retired (a successor published ahead of its
+    Activate is never mistaken for the signing key, and no new key is made beside it)."""
     now = int(time.time())
-    for pair in pairs:
-        where = (pair.label_uri is not None and parse_uri(pair.label_uri).token == token
-                 if on_token else pair.label_uri is None)
-        if (pair.role == role and pair.dnskey.algorithm == algorithm and where
-                and not pair.timing.is_retired(now)):
-            return pair
-    return None
+    candidates = [pair for pair in pairs
+                  if pair.role == role and pair.dnskey.algorithm == algorithm
+                  and (pair.label_uri is not None and parse_uri(pair.label_uri).token == token
+                       if on_token else pair.label_uri is None)
+                  and not pair.timing.is_retired(now)]
+    signing = [pair for pair in candidates if pair.timing.is_signing(now)]
+    return (signing or candidates or [None])[0]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from bindpkcs11 import keydirs
 from bindpkcs11.dnssec.dnskey import public_key_bytes, zone_label_text
-from bindpkcs11.dnssec.keyfile import KeyPairFiles, key_pairs_in
-from bindpkcs11.errors import InvalidUri
+from bindpkcs11.dnssec.keyfile import KeyPairFiles, key_pairs_in, read_key_pair
+from bindpkcs11.errors import InvalidUri, KeyFileError, RefusedDeletion
 from bindpkcs11.state import StateDir
 from bindpkcs11.token.records import ObjectInfo, PublicKey
 from bindpkcs11.token.uri import parse_uri
@@ -80,6 +80,31 @@ def public_of(obj: ObjectInfo, by_id: dict[bytes, PublicKey]) -> PublicKey | Non
 def describe_all(uses: list[KeyUse], limit: int = 3) -> str:
     text = "; ".join(use.describe() for use in uses[:limit])
     return text + (f"; and {len(uses) - limit} more" if len(uses) > limit else "")
+
+
+def unreadable_key_files(state: StateDir, extra: Path | None = None) -> list[tuple[Path, str]]:
+    """Key files in a managed key dir that cannot be read (damaged, a refused Label): each may be
+    the only record of a token key, so the guard counts them as possibly using any token."""
+    found = []
+    for key_dir in keydirs.managed(state, extra):
+        for key_path in sorted(key_dir.path.glob("K*.key")):
+            if not key_path.with_suffix(".private").exists():
+                continue
+            try:
+                read_key_pair(key_path)
+            except KeyFileError as error:
+                found.append((key_path, str(error)))
+    return found
+
+
+def refuse_if_unreadable(state: StateDir, extra: Path | None, override: str) -> None:
+    """RefusedDeletion naming the first unreadable key file, unless the caller's override."""
+    unreadable = unreadable_key_files(state, extra)
+    if unreadable:
+        path, reason = unreadable[0]
+        more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+        raise RefusedDeletion(f"key file {path} cannot be read ({reason}){more}: it may name this "
+                              f"key, so nothing is destroyed; repair or move it, or {override}")
 
 
 def _key_pairs(key_dir: Path) -> list[KeyPairFiles]:

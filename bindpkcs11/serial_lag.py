@@ -30,11 +30,10 @@ import dns.serial
 import dns.zone
 
 from bindpkcs11.errors import InputFileError
-from bindpkcs11.fileio import read_limited
+from bindpkcs11.dnssec.zonesource import read_zone_source
 
 DEFAULT_WARNING = 300
 DEFAULT_CRITICAL = 1800
-MAX_ZONE_BYTES = 512 << 20
 
 
 @dataclass(frozen=True)
@@ -54,15 +53,15 @@ class SerialLag:
 
 def unsigned_file_serial(path: Path, zone: dns.name.Name) -> tuple[int, int]:
     """(SOA serial, mtime) of an unsigned zone file; InputFileError with one line when unusable."""
-    data, info = read_limited(path, MAX_ZONE_BYTES, "unsigned zone file", InputFileError)
+    text = read_zone_source(Path(path), zone)  # limits, regular files, $INCLUDE as named sees it
+    mtime = int(Path(path).stat().st_mtime)
     try:
-        parsed = dns.zone.from_text(data.decode("utf-8"), origin=zone, relativize=False,
-                                    check_origin=False)
+        parsed = dns.zone.from_text(text, origin=zone, relativize=False, check_origin=False)
         soa = parsed.get_soa()
     except (UnicodeDecodeError, dns.exception.DNSException, KeyError) as error:
         raise InputFileError(f"unsigned zone file {path} has no usable SOA for {zone}: "
                            f"{error}") from None
-    return soa.serial, int(info.st_mtime)
+    return soa.serial, mtime
 
 
 def evaluate(served: int | None, unsigned: int | None, source: str, pending: bool,

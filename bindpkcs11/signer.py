@@ -46,7 +46,7 @@ from bindpkcs11.dnssec.refusals import SignerRefused, ValidationFailed, ZoneInva
 from bindpkcs11.dnssec.zonesource import read_zone_source
 from bindpkcs11.dnssec.zonetext import (check_rrsig_signers, prepare_unsigned, soa_serial,
                                         splice_dnskey_rrsigs)
-from bindpkcs11.errors import BindPkcs11Error, InputFileError, ToolFailed, UsageError
+from bindpkcs11.errors import BindPkcs11Error, InputFileError, ToolFailed, UsageError, os_error_message
 from bindpkcs11.fileio import read_limited, write_atomic
 from bindpkcs11.run import run_tool, tail
 from bindpkcs11.signerwork import round_dir
@@ -104,7 +104,18 @@ class RoundResult:
 
 
 def run_round(config: SignerConfig, unlocker: Unlocker, now: int) -> RoundResult:
-    """One round at time `now`: publish a freshly signed zone if anything changed, else nothing."""
+    """One round at time `now`: publish a freshly signed zone if anything changed, else nothing.
+
+    A file that cannot be written (a full disk, a read-only file system) refuses the round like
+    any other fault: the last good zone stays published and the loop goes on."""
+    try:
+        return _round(config, unlocker, now)
+    except OSError as error:
+        raise SignerRefused(f"{os_error_message(error)}; nothing published, the last good zone "
+                            "stays") from None
+
+
+def _round(config: SignerConfig, unlocker: Unlocker, now: int) -> RoundResult:
     started = time.monotonic()
     choice = choose(config.bundle_dir, config.zone.to_text(), now, config.margin)
     state = _load_state(config.state_path)
@@ -398,9 +409,10 @@ def _open_regular(path: Path):
 def _load_state(path: Path) -> dict:
     """The last round's record; unreadable or damaged means none (the next round re-signs)."""
     try:
-        return json.loads(read_limited(path, MAX_STATE_BYTES, "signer state")[0])
+        state = json.loads(read_limited(path, MAX_STATE_BYTES, "signer state")[0])
     except (BindPkcs11Error, ValueError):
         return {}
+    return state if isinstance(state, dict) else {}
 
 
 def _save_state(config: SignerConfig, state: dict) -> None:

@@ -190,7 +190,7 @@ def _has_owner(dbus_send: str, address: str) -> bool:
     result = subprocess.run(
         [dbus_send, f"--bus={address}", "--print-reply", "--dest=org.freedesktop.DBus",
          "/org/freedesktop/DBus", "org.freedesktop.DBus.NameHasOwner", f"string:{ABRMD_NAME}"],
-        capture_output=True, text=True, timeout=5, stdin=subprocess.DEVNULL)
+        capture_output=True, text=True, timeout=5, stdin=subprocess.DEVNULL, env=child_env())
     return result.returncode == 0 and "boolean true" in result.stdout
 
 

@@ -114,3 +114,17 @@ def test_key_label_check_names_the_problem_never_the_value(text, reason):
 def test_key_label_accepts_what_keygen_writes():
     uri = parse_key_label(key_uri("tok?pin-value=x", "zsk;module-path=/y", b"\x01"))
     assert (uri.token, uri.object, uri.id, uri.query) == ("tok?pin-value=x", "zsk;module-path=/y", b"\x01", {})
+
+
+@pytest.mark.parametrize("text", [
+    "pkcs11:token=x;pin-value=1234;bad",       # a PIN attribute in the path, then an error
+    "pkcs11:token=x;1234",                     # a bare PIN typed into the path
+    "PKCS11:token=x;pin-value=1234;object=k",  # upper-case scheme
+    "pkcs11:token=x;pin%2Dvalue=1234;object=k",
+])
+def test_a_pin_in_the_path_part_never_reaches_a_message(text):
+    from bindpkcs11.token.uri import parse_key_label
+
+    with pytest.raises(InvalidUri) as error:
+        parse_key_label(text)
+    assert "1234" not in str(error.value)

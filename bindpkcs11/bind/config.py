@@ -21,7 +21,7 @@ from bindpkcs11.dnssec import algorithms
 from bindpkcs11.errors import ToolFailed, UsageError
 from bindpkcs11.fileio import write_atomic
 from bindpkcs11.output import printable
-from bindpkcs11.run import tail
+from bindpkcs11.run import child_env, tail
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
 _BACKUP_SUFFIX = ".previous"
@@ -171,7 +171,7 @@ def changed_files(files: dict[Path, str]) -> dict[Path, str]:
 def check_config(prefix: Path, named_conf: Path) -> None:
     """named-checkconf of the patched build (same parser as the named that will load it)."""
     result = subprocess.run([str(prefix / "bin" / "named-checkconf"), str(named_conf)],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, env=child_env())
     if result.returncode != 0:
         raise ToolFailed("the rendered configuration does not pass named-checkconf: "
                          f"{_reason(result.stdout + result.stderr, 3)}")
@@ -185,7 +185,7 @@ def check_zone(prefix: Path, zone: str, zone_file: Path, shown_as: Path | str | 
     """
     result = subprocess.run(
         [str(prefix / "bin" / "named-checkzone"), "-i", "local", zone, str(zone_file)],
-        capture_output=True, text=True)
+        capture_output=True, text=True, env=child_env())
     if result.returncode != 0:
         shown = str(shown_as or zone_file)
         detail = _reason(result.stdout + result.stderr, 3).replace(str(zone_file), shown)

@@ -90,8 +90,8 @@ class Instance:
 def parse_secondary(text: str) -> Secondary:
     """`ADDRESS:PORT`, `ADDRESS` (port 53) or `[V6]:PORT` for --secondary.
 
-    Only IP addresses: named's also-notify and allow-transfer take addresses, and whatever is
-    accepted here is written into named.conf.
+    Only IP addresses without an IPv6 scope: named's also-notify and allow-transfer take
+    addresses, and whatever is accepted here is written into named.conf unquoted.
     """
     host, port = text, "53"
     if text.startswith("["):
@@ -100,7 +100,7 @@ def parse_secondary(text: str) -> Secondary:
     elif text.count(":") == 1:
         host, port = text.split(":")
     try:
-        address = ipaddress.ip_address(host)
+        address = ipaddress.ip_address(host) if "%" not in host else None
     except ValueError:
         address = None
     if address is None or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
@@ -110,8 +110,11 @@ def parse_secondary(text: str) -> Secondary:
 
 
 def parse_listen(text: str) -> str:
-    """--listen: one IP address of this machine (checked when its port is probed)."""
+    """--listen: one IP address of this machine (checked when its port is probed). No IPv6 scope
+    (`fe80::1%eth0`): Python accepts any text after the `%`, and the address goes into named.conf."""
     try:
+        if "%" in text:
+            raise ValueError(text)
         return str(ipaddress.ip_address(text))
     except ValueError:
         raise UsageError(f"invalid --listen '{printable(text)}': give an IP address such as "

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from bindpkcs11.errors import ToolFailed
-from bindpkcs11.run import run_tool, tail
+from bindpkcs11.run import child_env, run_tool, tail
 
 PATCH_DIR = Path(__file__).resolve().parents[2] / "patches"
 _PATCHING = re.compile(r"^(patching|checking) file (?P<file>\S+)")
@@ -34,7 +34,7 @@ def apply_patches(tree: Path, files: list[Path]) -> None:
     """Dry-run every patch first; apply only if all hunks fit, so a tree is never half-patched."""
     for path in files:
         dry = subprocess.run(["patch", "-p1", "--dry-run", "--batch", "--forward", "-i", str(path)],
-                             cwd=tree, capture_output=True, text=True)
+                             cwd=tree, capture_output=True, text=True, env=child_env())
         if dry.returncode != 0:
             output = dry.stdout + dry.stderr
             raise ToolFailed(f"{path.name} does not apply to {tree.name}: "

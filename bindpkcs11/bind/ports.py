@@ -9,10 +9,13 @@ already holds.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import socket
+from typing import Iterator
 
+from bindpkcs11 import locks
 from bindpkcs11.bind.instance import Instance, InstanceSettings
 from bindpkcs11.errors import UsageError
 from bindpkcs11.state import StateDir
@@ -75,3 +78,12 @@ def require_free_port(address: str, port: int) -> None:
                     f"{address} port {port} is in use ({error.strerror}): choose another with "
                     "--port/--rndc-port or stop what listens there"
                 ) from None
+
+
+@contextlib.contextmanager
+def assignment_locked(state: StateDir, wait: float = locks.DEFAULT_WAIT) -> Iterator[None]:
+    """The state dir's port lock, held from the check of an instance's ports until its settings
+    are saved (setup-inline) or its named listens (named start): two instances of different
+    zones checked at the same moment could otherwise both find the same port free."""
+    with locks.held(locks.lock_path(state, "ports"), f"port assignment in {state.root}", wait):
+        yield

@@ -57,6 +57,10 @@ class Timing:
             if getattr(self, name) is not None
         ]
 
+    def is_signing(self, now: int) -> bool:
+        """True while the key signs: Activate reached, not yet retired (what named does)."""
+        return self.activate is not None and self.activate <= now and not self.is_retired(now)
+
     def is_retired(self, now: int) -> bool:
         """True once Inactive or Delete lies in the past: the key no longer signs."""
         return any(t is not None and t <= now for t in (self.inactive, self.delete))

@@ -97,10 +97,21 @@ def parse_key_label(text: str) -> Pkcs11Uri:
     never its value. Every Label read from a key file, and every Label about to be written,
     goes through here.
     """
-    uri = parse_uri(text)
     if not text.startswith("pkcs11:"):
         raise InvalidUri(f"invalid key label '{redacted(text)}': BIND and the shim take only "
                          "labels starting with 'pkcs11:' in lower case")
+    names = [item.partition("=")[0] for part, separator in zip(text[7:].partition("?")[::2], ";&")
+             for item in part.split(separator) if item]
+    for name in names:
+        if unquote_to_bytes(name).decode("utf-8", "replace").lower() in LABEL_FORBIDDEN_ATTRIBUTES:
+            raise UnsafeKeyLabel(
+                f"the key label carries '{unquote_to_bytes(name).decode('utf-8', 'replace').lower()}': "
+                "a key label must not name a PIN or a PKCS#11 module (the PIN comes from the PIN "
+                "file, the module from PKCS11_LIBRARY_PATH)")
+        if name != name.lower() or "%" in name:
+            raise InvalidUri(f"invalid key label '{redacted(text)}': attribute names must be "
+                             "lower case and not percent-encoded (the shim reads them as written)")
+    uri = parse_uri(text)
     for name in LABEL_FORBIDDEN_ATTRIBUTES:
         if name in uri.query or name in uri.path:
             raise UnsafeKeyLabel(
@@ -146,8 +157,8 @@ def _attributes(part: str, separator: str, original: str, where: str):
     for item in part.split(separator):
         name, equals, value = item.partition("=")
         if not equals or not name:
-            shown = f"'{item}'" if where == "path" else "a query attribute"  # may be a PIN
-            raise InvalidUri(f"invalid PKCS#11 URI '{redacted(original)}': {shown} is not name=value")
+            raise InvalidUri(f"invalid PKCS#11 URI '{redacted(original)}': a {where} attribute is "
+                             "not name=value")  # never quoted: it may be a PIN
         yield name.lower(), value
 
 
@@ -155,12 +166,20 @@ def _decode_text(raw: str, original: str, query_name: str | None = None) -> str:
     try:
         return unquote_to_bytes(raw).decode("utf-8")
     except UnicodeDecodeError:
-        shown = f"'{raw}'" if query_name is None else f"the value of '{query_name}'"
+        shown = "a value" if query_name is None else f"the value of '{query_name}'"
         raise InvalidUri(f"invalid PKCS#11 URI '{redacted(original)}': {shown} is not UTF-8") from None
 
 
 def redacted(text: str) -> str:
-    """`text` without its query part, for messages and logs: query attributes (a PIN, a PIN
-    file) are never shown."""
+    """`text` as messages and logs may show it: the path attributes that name a token or an
+    object, `...` for anything else (a `pin-value` or a stray PIN in the path, every query
+    attribute), so no secret ever reaches a message, whatever its case or encoding."""
     head, sep, _ = text.partition("?")
-    return head + ("?..." if sep else "")
+    if not head.lower().startswith("pkcs11:"):
+        return "(not a pkcs11: URI)"
+    kept = []
+    for item in head[len("pkcs11:"):].split(";"):
+        name, equals, _ = item.partition("=")
+        shown = equals and unquote_to_bytes(name).decode("utf-8", "replace").lower() in PATH_ATTRIBUTES
+        kept.append(item if shown else "...")
+    return "pkcs11:" + ";".join(kept) + ("?..." if sep else "")

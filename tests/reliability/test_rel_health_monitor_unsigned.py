@@ -56,7 +56,7 @@ def test_served_serial_behind_the_unsigned_file_warns_then_turns_critical(cli, k
 
 
 @pytest.mark.parametrize("make, extra, message", [
-    (lambda d: d / "missing.zone", [], "cannot read unsigned zone file"),
+    (lambda d: d / "missing.zone", [], "cannot read zone file"),
     (lambda d: (os.mkfifo(d / "fifo"), d / "fifo")[1], [], "is a FIFO"),
     (lambda d: (d / "junk.zone").write_text("not a zone\n") and d / "junk.zone", [],
      "has no usable SOA"),

@@ -134,6 +134,14 @@ def test_a_stopped_instance_keeps_its_ports_reserved(inline_cli):
     assert ZONE in one_line_error(result)
 
 
+def test_a_listen_address_with_an_ipv6_scope_is_refused(inline_cli):
+    """Python's ipaddress takes any text after '%': it would reach named.conf unquoted."""
+    error = one_line_error(setup(inline_cli, "--listen", "fe80::1%1; }; allow-query { any; }; #",
+                                 check=False))
+    assert "invalid --listen" in error
+    assert not (inline_cli.state_dir / "instances").exists()
+
+
 def test_an_address_not_on_this_machine_is_not_reported_as_port_in_use(inline_cli):
     result = setup(inline_cli, "--listen", "203.0.113.7", check=False)
     error = one_line_error(result)
@@ -155,7 +163,8 @@ def test_config_injection_through_a_token_label_is_refused_before_anything_is_ma
 def test_secondary_values_are_addresses_only(inline_cli):
     """Before: --secondary '1.2.3.4; }; acl x { any; }; #:53' went into named.conf as is."""
     for bad in ["1.2.3.4; }; acl x { any; }; also-notify { 1.2.3.4:53", "ns.example:53",
-                '127.0.0.1"}:53']:
+                '127.0.0.1"}:53',
+                "[fe80::1%1; }; allow-query { any; }; also-notify { 127.0.0.1]:53"]:
         error = one_line_error(setup(inline_cli, "--secondary", bad, check=False))
         assert "invalid --secondary" in error
     assert not (inline_cli.state_dir / "instances").exists()

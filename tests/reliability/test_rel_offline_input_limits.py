@@ -147,3 +147,13 @@ def test_signer_expands_includes_beside_the_zone_and_refuses_others(online: Onli
     error = one_line_error(online.run(offline.at(0) + 2))
     assert "outside the zone file's directory" in error and "root:" not in error
     assert online.out.read_bytes() == published
+
+
+def test_a_state_file_that_is_not_a_record_means_resign(online: Online):
+    """Before: a state file holding `[1]` made every round fail with "unexpected error"."""
+    offline = online.offline
+    online.publish(offline.at(0))
+    state = online.out.with_name(online.out.name + ".signer.json")
+    state.write_text("[1]\n")
+    online.publish(offline.at(0) + 1)
+    assert isinstance(__import__("json").loads(state.read_text()), dict)
