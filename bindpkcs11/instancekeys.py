@@ -16,6 +16,7 @@ from typing import Callable
 import dns.name
 
 from bindpkcs11.access import TokenAccess
+from bindpkcs11.backup import custody
 from bindpkcs11.bind.instance import Instance
 from bindpkcs11.dnssec import keygen, software
 from bindpkcs11.dnssec.algorithms import Algorithm
@@ -90,7 +91,9 @@ def _generate(request: keygen.KeygenRequest, access: TokenAccess,
     what = f"the {request.role.upper()} ({request.algorithm.mnemonic})"
     if not request.software:
         progress(f"generating {what} on token '{access.label}' ...")
-        return keygen.generate_on_token(request, access)
+        key = keygen.generate_on_token(request, access)
+        custody.record_generated(access.state, key.key_file, access.label, backup_capable=False)
+        return key
     if software.supports_extra_entropy(request.algorithm):
         progress(f"generating {what} in software, seeded from token '{access.label}' ...")
         return keygen.generate_software_with_token_rng(request, access)

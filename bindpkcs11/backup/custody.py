@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bindpkcs11.fileio import read_text_limited, write_atomic
 from bindpkcs11.errors import BindPkcs11Error
+from bindpkcs11.dnssec.keyfile import read_key_pair
 from bindpkcs11.state import StateDir
 
 _MAX_BYTES = 4 << 20
@@ -95,3 +96,10 @@ def _load(state: StateDir) -> dict:
         raise CustodyRegistryDamaged(f"{path} is not a custody registry: move it away (it is "
                                      "rebuilt by the next keygen, import, wrap or unwrap)") from None
     return entries
+
+
+def record_generated(state: StateDir, key_file: Path, token: str, backup_capable: bool) -> None:
+    """A key just generated on `token` (its key file says which): its first known copy."""
+    pair = read_key_pair(key_file)
+    record(state, int(pair.dnskey.algorithm), pair.dnskey.key, pair.zone.to_text(), pair.tag,
+           token=token, backup_capable=backup_capable)

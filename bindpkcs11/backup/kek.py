@@ -15,11 +15,10 @@ from bindpkcs11.access import TokenAccess
 from bindpkcs11.backup import pending, shares
 from bindpkcs11.backup.shares import ShareError
 from bindpkcs11.ceremonylog import CeremonyLog
+from bindpkcs11.dnssec.keygen import require_wrap_support
 from bindpkcs11.errors import UsageError
 from bindpkcs11.fileio import write_atomic
 from bindpkcs11.token import wrapping
-from bindpkcs11.token.keys import private_key
-from bindpkcs11.token.profiles import traits_of
 from bindpkcs11.token.library import token_info
 
 
@@ -136,42 +135,3 @@ def import_share(access: TokenAccess, share_path: Path, password: str,
                          True, info.label)
 
 
-def require_backup_ready(session) -> wrapping.KekInfo:
-    """Before `keygen --backup`: the token can wrap, holds a KEK, and the KEK is the only key that
-    may wrap (CKA_EXTRACTABLE lets any wrapping key take the key out, so there must be just one)."""
-    wrapping.require_wrap_support(session)
-    found = wrapping.find_kek(session)
-    label = session.token.label
-    if found is None:
-        raise wrapping.KekProblem(
-            f"token '{label}' holds no KEK, so a --backup key could not be wrapped: import the KEK "
-            "shares first ('bindpkcs11 backup import-share FILE --token L')")
-    others = [name for name in wrapping.wrapping_keys(session) if name != found.label]
-    if others:
-        raise wrapping.KekProblem(
-            f"token '{label}' has other keys that can wrap ({', '.join(others)}): an extractable "
-            "key could leave under them; delete them before 'keygen --backup'")
-    return found
-
-
-def require_wrap_support(access: TokenAccess) -> None:
-    """WrapUnsupported before any PIN is asked: from the profile's traits without touching the
-    device, else from the token's mechanism list (no login needed)."""
-    if not traits_of(access.profile).wraps_keys:
-        raise wrapping.WrapUnsupported(
-            f"a {access.profile.name} device cannot wrap keys (no C_WrapKey): keep a second copy "
-            "with 'bindpkcs11 key import KEYFILE --token L --token L2' into two devices instead")
-    with access.session(login=False) as probe:
-        wrapping.require_wrap_support(probe)
-
-
-def check_wrappable(session, kek: wrapping.KekInfo, object_label: str, algorithm: str) -> None:
-    """After `keygen --backup`: wrap the new key once and discard the result, so that a key the
-    token cannot wrap (SoftHSM 2.6.1 and Ed25519) is refused now, not at the first backup."""
-    try:
-        wrapping.wrap_private(session, kek, private_key(session, object_label))
-    except wrapping.KeyNotWrappable:
-        raise wrapping.KeyNotWrappable(
-            f"token '{session.token.label}' cannot wrap {algorithm} keys, so a --backup key of "
-            "this algorithm could never be backed up: nothing was kept; choose another "
-            "--algorithm, or generate in software and 'key import' into two tokens") from None

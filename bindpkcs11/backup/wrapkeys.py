@@ -17,7 +17,7 @@ import dns.name
 from bindpkcs11 import keydirs, keyuse
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.backup import custody, wrapfile
-from bindpkcs11.backup.kek import require_wrap_support
+from bindpkcs11.dnssec.keygen import require_wrap_support
 from bindpkcs11.backup.proof import prove
 from bindpkcs11.ceremonylog import CeremonyLog
 from bindpkcs11.dnssec.algorithms import by_number

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from bindpkcs11 import keydirs
+from bindpkcs11.backup import custody
 from bindpkcs11.commands.common import DEFAULT_TOKEN, access, key_dir, state
 from bindpkcs11.dnssec import algorithms, keygen
 from bindpkcs11.dnssec.dnskey import parse_zone_name
@@ -79,6 +80,7 @@ def _keygen(args) -> int:
         message = f"generating {algorithm.mnemonic} {args.role.upper()} on token '{token.label}' ..."
         with contextlib.nullcontext() if args.json else ticking(message):
             result = keygen.generate_on_token(request, token)
+        custody.record_generated(token.state, result.key_file, token.label, request.backup)
     if args.json:
         print_json(result)
     else:

@@ -9,8 +9,6 @@ from pathlib import Path
 import dns.name
 
 from bindpkcs11.access import TokenAccess
-from bindpkcs11.backup import custody
-from bindpkcs11.backup.kek import check_wrappable, require_backup_ready, require_wrap_support
 from bindpkcs11.dnssec import software
 from bindpkcs11.dnssec.algorithms import Algorithm
 from bindpkcs11.dnssec.dnskey import ds_text, key_tag, make_dnskey, zone_label_text
@@ -23,7 +21,8 @@ from bindpkcs11.dnssec.keyfile import (
 )
 from bindpkcs11.errors import DuplicateLabel, InvalidTime, KeyFileError, UsageError
 from bindpkcs11.timespec import TTL_MAX, check_key_time
-from bindpkcs11.token import keys, library
+from bindpkcs11.token import keys, library, wrapping
+from bindpkcs11.token.wrapping import check_wrappable, require_backup_ready
 from bindpkcs11.token.profiles import require_key_spec, traits_of
 from bindpkcs11.token.uri import key_uri
 
@@ -150,9 +149,6 @@ def generate_on_token(request: KeygenRequest, access: TokenAccess) -> GeneratedK
             except BaseException:
                 _destroy_pair(session, final_label)
                 raise
-            custody.record(access.state, int(dnskey.algorithm), dnskey.key,
-                           request.zone.to_text(), tag, token=access.label,
-                           backup_capable=request.backup)
             return _result(request, dnskey, key_path, private_path, access.label, final_label, uri)
     raise KeyFileError("key tag collisions kept happening: clean up the key directory")
 
@@ -226,3 +222,14 @@ def _result(request: KeygenRequest, dnskey, key_path: Path, private_path: Path,
         object_label=object_label,
         uri=uri,
     )
+
+
+def require_wrap_support(access: TokenAccess) -> None:
+    """WrapUnsupported before any PIN is asked: from the profile's traits without touching the
+    device, else from the token's mechanism list (no login needed)."""
+    if not traits_of(access.profile).wraps_keys:
+        raise wrapping.WrapUnsupported(
+            f"a {access.profile.name} device cannot wrap keys (no C_WrapKey): keep a second copy "
+            "with 'bindpkcs11 key import KEYFILE --token L --token L2' into two devices instead")
+    with access.session(login=False) as probe:
+        wrapping.require_wrap_support(probe)

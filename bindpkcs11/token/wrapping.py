@@ -18,7 +18,7 @@ from pkcs11.constants import DEFAULT
 from pkcs11.util.ec import encode_named_curve_parameters
 
 from bindpkcs11.errors import BindPkcs11Error
-from bindpkcs11.token.keys import CURVE_OIDS
+from bindpkcs11.token.keys import CURVE_OIDS, private_key
 from bindpkcs11.token.library import translate
 from bindpkcs11.token.records import PublicKey
 
@@ -226,3 +226,33 @@ def _attr(obj: "pkcs11.Object", attribute: Attribute):
         return obj[attribute]
     except (p11x.AttributeTypeInvalid, p11x.AttributeSensitive, KeyError, NotImplementedError):
         return None
+
+
+def require_backup_ready(session) -> KekInfo:
+    """Before `keygen --backup`: the token can wrap, holds a KEK, and the KEK is the only key that
+    may wrap (CKA_EXTRACTABLE lets any wrapping key take the key out, so there must be just one)."""
+    require_wrap_support(session)
+    found = find_kek(session)
+    label = session.token.label
+    if found is None:
+        raise KekProblem(
+            f"token '{label}' holds no KEK, so a --backup key could not be wrapped: import the KEK "
+            "shares first ('bindpkcs11 backup import-share FILE --token L')")
+    others = [name for name in wrapping_keys(session) if name != found.label]
+    if others:
+        raise KekProblem(
+            f"token '{label}' has other keys that can wrap ({', '.join(others)}): an extractable "
+            "key could leave under them; delete them before 'keygen --backup'")
+    return found
+
+
+def check_wrappable(session, kek: KekInfo, object_label: str, algorithm: str) -> None:
+    """After `keygen --backup`: wrap the new key once and discard the result, so that a key the
+    token cannot wrap (SoftHSM 2.6.1 and Ed25519) is refused now, not at the first backup."""
+    try:
+        wrap_private(session, kek, private_key(session, object_label))
+    except KeyNotWrappable:
+        raise KeyNotWrappable(
+            f"token '{session.token.label}' cannot wrap {algorithm} keys, so a --backup key of "
+            "this algorithm could never be backed up: nothing was kept; choose another "
+            "--algorithm, or generate in software and 'key import' into two tokens") from None
