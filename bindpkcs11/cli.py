@@ -18,7 +18,7 @@ from bindpkcs11 import __version__
 from bindpkcs11.commands import (backup, bench, bind, card, inline, key, keygen, ksk, monitor,
                                  named, opencryptoki, signer, token, tpm2)
 from bindpkcs11.commands.common import Parser
-from bindpkcs11.errors import BindPkcs11Error, os_error_message
+from bindpkcs11.errors import BindPkcs11Error, Terminated, os_error_message, raise_terminated
 from bindpkcs11.output import printable
 
 EXIT_UNEXPECTED = 70
@@ -28,13 +28,6 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM
 COMMAND_FAMILIES = (token, keygen, bind, inline, named, monitor, ksk, signer, bench, tpm2, opencryptoki,
                     card, key, backup)
 
-
-class Terminated(BaseException):
-    """SIGTERM arrived: unwind like Ctrl-C, so that every `finally` and rollback runs."""
-
-
-def _terminate(signum, frame) -> None:
-    raise Terminated()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +67,7 @@ def _common_options(suppress: bool = True) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     if sys.stdin is None:  # started with stdin closed: read as empty, never as a terminal
         sys.stdin = open(os.devnull)
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, raise_terminated)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,

@@ -9,6 +9,21 @@ from __future__ import annotations
 import errno
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived. A BaseException, so that it unwinds through every `finally`, rollback
+    and cleanup (a signer's decrypted ZSKs, bench's temporary key) and no `except Exception`
+    stops it; the CLI exits 143."""
+
+
+def raise_terminated(signum, frame) -> None:
+    """The SIGTERM handler: raise Terminated once; a second SIGTERM is ignored so that it cannot
+    interrupt the cleanup the first one started."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated()
+
+
 class BindPkcs11Error(Exception):
     """bindpkcs11 failed."""
 

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import shlex
-import signal
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from bindpkcs11.bind.instance import Instance
 from bindpkcs11.commands.common import Parser, state
 from bindpkcs11.dnssec.bundles import Unlocker
 from bindpkcs11.dnssec.dnskey import parse_zone_name, zone_label_text
-from bindpkcs11.errors import BindPkcs11Error, UsageError
+from bindpkcs11.errors import BindPkcs11Error, Terminated, UsageError
 from bindpkcs11.output import print_json
 from bindpkcs11.passphrase import read_passphrase
 from bindpkcs11.run import run_tool
@@ -63,11 +61,6 @@ def register(commands, common) -> None:
     run.set_defaults(handler=_run)
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived; a BaseException so that it unwinds through every finally block (the
-    round's work directory with the decrypted ZSKs goes) and no `except Exception` stops it."""
-
-
 class StoppedMidRound(BindPkcs11Error):
     """Stopped by SIGTERM before the round finished: the last good zone is still in place."""
 
@@ -81,41 +74,25 @@ def _run(args) -> int:
     if args.full_verify and rehearsing(clock()):
         raise UsageError("--full-verify runs dnssec-verify, which judges signatures by the real "
                          "clock: leave it out of a rehearsal with --now in the future")
-    with _sigterm_raises():
-        try:
-            sweep_stale(config.work_root)
-            check_upcoming(config, unlocker, clock())
-            if args.once:
-                result = run_round(config, unlocker, clock())
-                _report(args, result)
-                return EXIT_RUNWAY_LOW if result.runway_low else 0
-            interval = args.interval or (_TEST_DEFAULTS if args.test_timings else _DEFAULTS)["interval"]
-            run_loop(config, unlocker, clock, interval, lambda outcome: _report(args, outcome),
-                     threading.Event())
-        except (Terminated, KeyboardInterrupt) as stop:
-            # The loop stops cleanly (exit 0, as systemd expects). A --once round cut short says
-            # so: 143 for SIGTERM, and the CLI's own 130 for SIGINT.
-            if not args.once:
-                return 0
-            if isinstance(stop, KeyboardInterrupt):
-                raise
-            raise StoppedMidRound() from None
-    return 0
-
-
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """SIGTERM raises Terminated in the main thread; a second one is ignored so that it cannot
-    interrupt the cleanup the first one started."""
-    def handler(signum, frame) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
     try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        sweep_stale(config.work_root)
+        check_upcoming(config, unlocker, clock())
+        if args.once:
+            result = run_round(config, unlocker, clock())
+            _report(args, result)
+            return EXIT_RUNWAY_LOW if result.runway_low else 0
+        interval = args.interval or (_TEST_DEFAULTS if args.test_timings else _DEFAULTS)["interval"]
+        run_loop(config, unlocker, clock, interval, lambda outcome: _report(args, outcome),
+                 threading.Event())
+    except (Terminated, KeyboardInterrupt) as stop:
+        # The loop stops cleanly (exit 0, as systemd expects). A --once round cut short says
+        # so: 143 for SIGTERM, and the CLI's own 130 for SIGINT.
+        if not args.once:
+            return 0
+        if isinstance(stop, KeyboardInterrupt):
+            raise
+        raise StoppedMidRound() from None
+    return 0
 
 
 def _config(args) -> SignerConfig:
