@@ -19,6 +19,8 @@ import dns.rrset
 
 from bindpkcs11.dnssec.bundles import Bundle
 from bindpkcs11.dnssec.dnskey import KSK_FLAGS, ZSK_FLAGS, key_tag
+from bindpkcs11.dnssec.keyfile import parse_dnskey_line
+from bindpkcs11.errors import KeyFileError
 from bindpkcs11.dnssec.refusals import ValidationFailed
 from bindpkcs11.timespec import to_bind_timestamp
 
@@ -140,17 +142,13 @@ def parse_rrset(bundle: Bundle, text: str) -> dns.rrset.RRset:
 
 
 def _key_file_dnskey(bundle: Bundle, key_text: str, what: str):
-    """(owner, DNSKEY rdata) from the DNSKEY line of a `.key` file's text."""
-    for line in key_text.splitlines():
-        parts = line.split(";", 1)[0].split()
-        if "DNSKEY" in (p.upper() for p in parts):
-            index = [p.upper() for p in parts].index("DNSKEY")
-            try:
-                return (dns.name.from_text(parts[0]),
-                        dns.rdata.from_text("IN", "DNSKEY", " ".join(parts[index + 1:])))
-            except (ValueError, dns.exception.DNSException):
-                break
-    raise ValidationFailed(f"bundle {bundle.path.name}: the {what} key file has no valid DNSKEY line")
+    """(owner, DNSKEY rdata) from a `.key` file's text, read as keyfile.py reads key files."""
+    try:
+        return parse_dnskey_line(f"bundle {bundle.path.name}: the {what} key file",
+                                 key_text.splitlines())
+    except KeyFileError:
+        raise ValidationFailed(f"bundle {bundle.path.name}: the {what} key file has no valid "
+                               "DNSKEY line") from None
 
 
 def _name(bundle: Bundle, text: str) -> dns.name.Name:

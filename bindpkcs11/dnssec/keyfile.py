@@ -188,7 +188,7 @@ def parse_key_pair(key_path: Path, key_text: str, private_text: str) -> KeyPairF
     """A key pair from the texts of its `.key` and `.private`; errors name `key_path`'s files."""
     key_path = Path(key_path)
     private_path = key_path.with_suffix(".private")
-    zone, dnskey = _parse_dnskey_line(key_path, key_text.splitlines())
+    zone, dnskey = parse_dnskey_line(key_path, key_text.splitlines())
     fields: dict[str, bytes] = {}
     times: dict[str, int] = {}
     for line in private_text.splitlines():
@@ -249,7 +249,7 @@ def _label(private_path: Path, raw: bytes | None) -> str | None:
     return text
 
 
-def _parse_dnskey_line(key_path: Path, lines: list[str]):
+def parse_dnskey_line(key_path: Path | str, lines: list[str]):
     """The owner and DNSKEY of the first record line.
 
     Only whole lines starting with ';' are comments: a zone name may hold an escaped ';'
