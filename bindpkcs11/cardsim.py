@@ -208,7 +208,9 @@ def _clean_run_dir(state: StateDir) -> None:
 def _spawn(sim: Path, name: str, args: list[str],
            extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     env = child_env() | (extra_env or {})
-    with open(sim / f"{name}.log", "ab") as log:
+    # A fresh log per start: readiness is read from it, and the previous run's "ready" line must
+    # not make a restart look ready before the new card is in the reader.
+    with open(sim / f"{name}.log", "wb") as log:
         return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                                 cwd=sim, start_new_session=True)
 
