@@ -155,12 +155,21 @@ def _launch(state: StateDir) -> CardSimRecord:
             {"PYTHONPATH": str(Path(bindpkcs11.__file__).resolve().parent.parent)})
         started.append(bridge.pid)
         _wait(lambda: READY_LINE in _log(sim, "card"), bridge, "card", sim)
+        _wait(lambda: _card_present(simulator_socket(state)), bridge, "card", sim)
     except BaseException:
         for pid in reversed(started):
             _terminate(pid)
         raise
     return CardSimRecord(pcscd_pid=pcscd.pid, bridge_pid=bridge.pid,
                          socket=str(simulator_socket(state)))
+
+
+def _card_present(socket: Path) -> bool:
+    """pcscd reports the card in a reader: the bridge's "inserted" comes a moment before pcscd
+    polls the reader, and a command run in that moment would find no card."""
+    result = subprocess.run(["opensc-tool", "--list-readers"], capture_output=True, text=True,
+                            env=child_env() | {"PCSCLITE_CSOCK_NAME": str(socket)}, timeout=30)
+    return any(line.split()[1:2] == ["Yes"] for line in result.stdout.splitlines()[2:])
 
 
 def _unshare() -> list[str]:
@@ -183,7 +192,7 @@ def _reader_conf() -> str:
 
 def _require_tools() -> None:
     for tool, package in (("pcscd", "pcscd"), ("unshare", "util-linux"), ("nsenter", "util-linux"),
-                          ("ip", "iproute2")):
+                          ("ip", "iproute2"), ("opensc-tool", "opensc")):
         if not shutil.which(tool):
             raise ModuleMissing(f"{tool} not found: install the {package} package (scripts/setup.sh)")
     if not VPCD_DRIVER.exists():
