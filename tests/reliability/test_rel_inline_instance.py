@@ -24,7 +24,8 @@ OTHER = "other.test"
 
 
 def named_processes(cli, zone: str = ZONE) -> list[int]:
-    """Every named process whose command line names this instance's named.conf."""
+    """Every named process whose command line names this instance's named.conf (named itself:
+    named-checkconf names the same file, and killing it would test another fault)."""
     conf = str(cli.state_dir / "instances" / zone / "named.conf").encode()
     pids = []
     for proc in Path("/proc").iterdir():
@@ -33,7 +34,8 @@ def named_processes(cli, zone: str = ZONE) -> list[int]:
                 cmdline = (proc / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"named" in cmdline and conf in cmdline:
+            program = cmdline.split(b"\0", 1)[0]
+            if program.endswith(b"/named") and conf in cmdline:  # not named-checkconf
                 pids.append(int(proc.name))
     return pids
 
