@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import bindpkcs11
+from bindpkcs11 import processes
 from bindpkcs11 import locks
 from bindpkcs11.errors import BindPkcs11Error, ModuleMissing, ToolFailed
 from bindpkcs11.fileio import ensure_private_dir, read_text_limited, write_atomic
@@ -158,7 +158,7 @@ def _launch(state: StateDir) -> CardSimRecord:
         _wait(lambda: _card_present(simulator_socket(state)), bridge, "card", sim)
     except BaseException:
         for pid in reversed(started):
-            _terminate(pid)
+            processes.terminate(pid, STOP_TIMEOUT)
         raise
     return CardSimRecord(pcscd_pid=pcscd.pid, bridge_pid=bridge.pid,
                          socket=str(simulator_socket(state)))
@@ -264,35 +264,8 @@ def _stop_record(record: CardSimRecord) -> list[str]:
     stopped = []
     alive = _running(record)
     for name, pid in (("card", record.bridge_pid), ("pcscd", record.pcscd_pid)):
-        if alive[name] and _terminate(pid):
+        if alive[name] and processes.terminate(pid, STOP_TIMEOUT):
             stopped.append(name)
     return stopped
 
 
-def _terminate(pid: int) -> bool:
-    """SIGTERM, then SIGKILL after STOP_TIMEOUT."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        if not _exists(pid):
-            return True
-        time.sleep(_POLL)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    return True
-
-
-def _exists(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False

@@ -20,12 +20,12 @@ from __future__ import annotations
 import grp
 import os
 import shutil
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bindpkcs11 import processes
 from bindpkcs11 import locks
 from bindpkcs11.bind.privileges import DEFAULT_USER
 from bindpkcs11.errors import BindPkcs11Error, ModuleMissing, ToolFailed
@@ -118,9 +118,9 @@ def _stop_record(record: SandboxRecord) -> None:
     """pkcsslotd first (it removes its socket and shared memory), then the holder."""
     slotd = record.slot_daemon()
     if slotd is not None:
-        _terminate(slotd)
+        processes.terminate(slotd, STOP_TIMEOUT)
     if record.holds():
-        _terminate(record.holder)
+        processes.terminate(record.holder, STOP_TIMEOUT)
 
 
 def refuse_while_used(record: SandboxRecord) -> None:
@@ -191,8 +191,8 @@ def _launch(state: StateDir) -> SandboxRecord:
     except BaseException:
         slotd = _slot_daemon_of(process.pid)
         if slotd is not None:
-            _terminate(slotd)
-        _terminate(process.pid)
+            processes.terminate(slotd, STOP_TIMEOUT)
+        processes.terminate(process.pid, STOP_TIMEOUT)
         raise
 
 
@@ -253,33 +253,6 @@ def _slot_daemon_of(holder: int) -> int | None:
     except OSError:
         return None
     return record.slot_daemon()
-
-
-def _terminate(pid: int) -> None:
-    """SIGTERM (pkcsslotd removes its socket and shared memory), SIGKILL after STOP_TIMEOUT."""
-    for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, STOP_TIMEOUT)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if _gone(pid):
-                return
-            time.sleep(_POLL)
-
-
-def _gone(pid: int) -> bool:
-    """`pid` has exited: reaped here if it is our child, else absent or a zombie."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return True
-    return fields[0] == "Z"
 
 
 def _log_tail(path: Path) -> str:

@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bindpkcs11 import processes
 from bindpkcs11 import locks
 from bindpkcs11.bind.privileges import DEFAULT_USER
 from bindpkcs11.errors import BindPkcs11Error, ModuleMissing, ToolFailed
@@ -255,30 +255,6 @@ def _terminate(pid: int, name: str) -> bool:
     An empty `name` means a process this very command started (known to be ours)."""
     if name and not process_runs(pid, name):
         return False
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        time.sleep(_POLL)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    return True
+    return processes.terminate(pid, STOP_TIMEOUT)
 
 
-def _alive(pid: int) -> bool:
-    """Alive and not a zombie (a child of ours that exited, or an orphan nobody reaped yet)."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return False
-    return fields[0] != "Z"

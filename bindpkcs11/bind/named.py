@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 from typing import Callable
 
+from bindpkcs11 import processes
 from bindpkcs11.bind.instance import Instance
 from bindpkcs11.errors import BindPkcs11Error, ToolFailed
 from bindpkcs11.run import child_env, tail
@@ -69,12 +68,12 @@ def start(instance: Instance, prefix: Path, env: dict[str, str], user: str | Non
     except BindPkcs11Error as error:
         if process.poll() is not None:
             raise
-        _terminate(process.pid, STOP_TIMEOUT)  # a start that failed leaves no named behind
+        processes.terminate(process.pid, STOP_TIMEOUT)  # a start that failed leaves no named behind
         raise type(error)(f"{error}; stopped named: fix the cause, then start it again") from None
     except BaseException:
-        _terminate(process.pid, STOP_TIMEOUT)
+        processes.terminate(process.pid, STOP_TIMEOUT)
         raise
-    _terminate(process.pid, STOP_TIMEOUT)
+    processes.terminate(process.pid, STOP_TIMEOUT)
     why = getattr(ready, "why_not", None)
     raise ToolFailed(f"named did not serve a signed zone within {timeout:.0f} s; stopped it: "
                      + (f"{why()}; named's log: " if why else "") + log_tail(instance))
@@ -85,41 +84,9 @@ def stop(instance: Instance, timeout: float = STOP_TIMEOUT) -> bool:
     pid = running_pid(instance)
     if pid is None:
         return False
-    _terminate(pid, timeout)
+    processes.terminate(pid, timeout)
     instance.pid_file.unlink(missing_ok=True)
     return True
-
-
-def _terminate(pid: int, timeout: float) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return
-        time.sleep(_POLL)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    while _alive(pid):
-        time.sleep(_POLL)
-
-
-def _alive(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie (reaping it if it is our child)."""
-    try:
-        if os.waitpid(pid, os.WNOHANG) != (0, 0):
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def log_tail(instance: Instance, lines: int = 4) -> str:
