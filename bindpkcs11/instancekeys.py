@@ -80,14 +80,16 @@ def zone_keys(instance: Instance, zone: dns.name.Name, algorithm: Algorithm, zsk
             keygen_request = keygen.KeygenRequest(
                 zone=zone, role=role, algorithm=algorithm, key_dir=instance.key_dir,
                 timing=Timing(created=now, publish=now, activate=now), software=not on_token[role])
-            key = _generate(keygen_request, access, progress)
+            key = generate(keygen_request, access, progress)
             found[role] = read_key_pair(key.key_file)
             generated.append(found[role])
     return found["ksk"], found["zsk"], generated
 
 
-def _generate(request: keygen.KeygenRequest, access: TokenAccess,
-              progress: Progress) -> keygen.GeneratedKey:
+def generate(request: keygen.KeygenRequest, access: TokenAccess,
+             progress: Progress) -> keygen.GeneratedKey:
+    """One key for the instance: on the token (custody recorded), or in software seeded by the
+    token's randomness where the algorithm takes it (setup-inline and rollover both use this)."""
     what = f"the {request.role.upper()} ({request.algorithm.mnemonic})"
     if not request.software:
         progress(f"generating {what} on token '{access.label}' ...")
