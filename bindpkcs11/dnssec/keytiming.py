@@ -15,14 +15,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bindpkcs11.dnssec.keyfile import MAX_KEY_FILE_BYTES, KeyPairFiles, Timing
-from bindpkcs11.errors import KeyFileError
+from bindpkcs11.errors import InvalidTime, KeyFileError
 from bindpkcs11.fileio import read_text_limited, write_atomic
-from bindpkcs11.timespec import to_bind_timestamp, to_ctime
+from bindpkcs11.timespec import from_bind_timestamp, to_bind_timestamp, to_ctime
 
 STATES = ("generated", "published", "active", "inactive", "removed")
 # The events that move a key from one state to the next, in order.
 EVENTS = (("publish", "published"), ("activate", "active"), ("inactive", "inactive"),
           ("delete", "removed"))
+# Metadata set_times may change, by keyword, and its name in BIND's key files. SyncPublish and
+# SyncDelete say when named publishes (withdraws) CDS/CDNSKEY for a KSK (RFC 7344, 8078).
+FIELD_NAMES = {"publish": "Publish", "activate": "Activate", "inactive": "Inactive",
+               "delete": "Delete", "sync_publish": "SyncPublish", "sync_delete": "SyncDelete"}
 
 
 @dataclass(frozen=True)
@@ -57,17 +61,34 @@ def next_event(timing: Timing, now: int) -> NextEvent | None:
 
 
 def set_times(pair: KeyPairFiles, **times: int | None) -> None:
-    """Set (or, with None, remove) timing fields such as inactive=T, delete=T in both files.
+    """Set (or, with None, remove) timing fields such as inactive=T, delete=T, sync_publish=T
+    (FIELD_NAMES) in both files.
 
     Returns once both files hold the new values; a failure before the .key is written leaves
     the .private changed only in timing, which is what BIND reads.
     """
-    names = {name.capitalize(): value for name, value in times.items()}
+    names = {FIELD_NAMES[name]: value for name, value in times.items()}
     private = read_text_limited(pair.private_path, MAX_KEY_FILE_BYTES, "key file", KeyFileError)
     public = read_text_limited(pair.key_path, MAX_KEY_FILE_BYTES, "key file", KeyFileError)
     write_atomic(pair.private_path, _private_with(private, names), mode=0o600)
     write_atomic(pair.key_path, _public_with(public, names),
                  mode=pair.key_path.stat().st_mode & 0o777)
+
+
+def private_time(pair: KeyPairFiles, field_name: str) -> int | None:
+    """A timing field as the .private holds it (`sync_publish`, ...); None when unset. For the
+    fields KeyPairFiles.timing does not carry (SyncPublish, SyncDelete)."""
+    name = FIELD_NAMES[field_name]
+    text = read_text_limited(pair.private_path, MAX_KEY_FILE_BYTES, "key file", KeyFileError)
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == name:
+            try:
+                return from_bind_timestamp(value.strip())
+            except InvalidTime:
+                raise KeyFileError(f"{pair.private_path}: {name} is not a YYYYMMDDHHMMSS "
+                                   "time") from None
+    return None
 
 
 def _private_with(text: str, names: dict[str, int | None]) -> str:
