@@ -19,7 +19,7 @@ from bindpkcs11.bind.instance import Instance
 from bindpkcs11.dnssec import algorithms
 from bindpkcs11.dnssec.dnskey import ds_text, zone_label_text
 from bindpkcs11.dnssec.keyfile import KeyPairFiles, key_pairs_in
-from bindpkcs11.dnssec.keytiming import NextEvent, next_event, state_at
+from bindpkcs11.dnssec.keytiming import NextEvent, private_time, state_at
 from bindpkcs11.errors import BindPkcs11Error
 from bindpkcs11.state import StateDir
 from bindpkcs11.token import keys
@@ -40,6 +40,7 @@ class KeyStatus:
     token_object: str | None  # present, missing, unknown; None for a software key
     key_file: str | None
     times: dict[str, int] = field(default_factory=dict)
+    cds: bool | None = None  # a KSK: named publishes CDS/CDNSKEY for it now
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,17 @@ def zone_status(state: StateDir, zone: dns.name.Name, now: int | None = None) ->
         for label in sorted(labels):
             if label.startswith(prefix) and (token, label) not in referenced:
                 rows.append(_orphan_row(token, label, prefix))
-    ds = [ds_text(zone, pair.dnskey) for pair in pairs
-          if pair.role == "ksk" and state_at(pair.timing, now) == "active"]
-    return ZoneKeyStatus(zone.to_text(), now, rows, ds, problems)
+    return ZoneKeyStatus(zone.to_text(), now, rows, _parent_ds(zone, pairs, rows), problems)
+
+
+def _parent_ds(zone: dns.name.Name, pairs: list[KeyPairFiles], rows: list[KeyStatus]) -> list[str]:
+    """The DS the parent should have now: that of each KSK whose CDS named publishes (during a
+    KSK rollover, the new KSK once its DNSKEY is in every cache); for keys without CDS timing
+    (instances set up before CDS), the active KSKs."""
+    ksks = [(pair, row) for pair, row in zip(pairs, rows) if pair.role == "ksk"]
+    with_cds = [pair for pair, row in ksks if row.cds and row.state != "removed"]
+    chosen = with_cds or [pair for pair, row in ksks if row.state == "active"]
+    return [ds_text(zone, pair.dnskey) for pair in chosen]
 
 
 def _token_objects(state: StateDir, instance: Instance, profile: str, pairs: list[KeyPairFiles],
@@ -93,6 +102,11 @@ def _token_objects(state: StateDir, instance: Instance, profile: str, pairs: lis
 
 
 def _key_row(pair: KeyPairFiles, now: int, objects: dict[str, set[str] | None]) -> KeyStatus:
+    times = {name: value for name, value in vars(pair.timing).items() if value is not None}
+    for name in ("sync_publish", "sync_delete"):
+        value = private_time(pair, name) if pair.role == "ksk" else None
+        if value is not None:
+            times[name] = value
     token_object = None
     if pair.label_uri:
         uri = parse_uri(pair.label_uri)
@@ -102,10 +116,23 @@ def _key_row(pair: KeyPairFiles, now: int, objects: dict[str, set[str] | None]) 
     return KeyStatus(
         role=pair.role, algorithm=_mnemonic(pair.dnskey.algorithm), tag=pair.tag,
         location="token" if pair.label_uri else "software", uri=pair.label_uri,
-        state=state_at(pair.timing, now), next_event=next_event(pair.timing, now),
+        state=state_at(pair.timing, now), next_event=_next(times, now),
         token_object=token_object, key_file=str(pair.key_path),
-        times={name: value for name, value in vars(pair.timing).items() if value is not None},
+        times=times, cds=_cds_now(times, now) if pair.role == "ksk" else None,
     )
+
+
+def _next(times: dict[str, int], now: int) -> NextEvent | None:
+    """The earliest future event among the timing fields (CDS changes included)."""
+    future = sorted((value, name) for name, value in times.items()
+                    if name != "created" and value > now)
+    return NextEvent(future[0][1], future[0][0]) if future else None
+
+
+def _cds_now(times: dict[str, int], now: int) -> bool:
+    """named's rule (dnssec.c syncpublish): SyncPublish passed, SyncDelete not."""
+    published = times.get("sync_publish") is not None and times["sync_publish"] <= now
+    return published and not (times.get("sync_delete") is not None and times["sync_delete"] < now)
 
 
 def _orphan_row(token: str, label: str, prefix: str) -> KeyStatus:

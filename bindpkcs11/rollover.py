@@ -86,22 +86,20 @@ def rollover_zsk(state: StateDir, request: RolloverRequest, progress: Progress) 
 def _rollover_zsk(state: StateDir, instance: Instance, settings: InstanceSettings,
                   request: RolloverRequest, progress: Progress) -> ZskRollover:
     zone, now = request.zone, int(time.time())
-    require_key_files_mode(settings)
-    if named.running_pid(instance) is None:
-        raise RolloverRefused(f"named for {zone} is not running: start it with 'bindpkcs11 named "
-                              f"start {zone}' (a rollover is confirmed through what named serves)")
+    require_rollable(instance, settings)
     predecessor = current_zsk(instancekeys.existing_keys(instance, zone), settings.algorithm, now)
-    report = _validating_report(zone, settings)
+    report = validating_report(zone, settings)
     timings = TEST_TIMINGS if request.test_timings else zone_timings(instance, zone, report,
                                                                       request.propagation_delay)
-    start = _start_time(request.at, now)
+    start = start_time(request.at, now)
     schedule = rollplan.zsk_schedule(start, timings, request.activate, request.delete)
     for name, value in vars(schedule).items():
         check_key_time(name.capitalize(), value, now)
-    access = TokenAccess.build(state, settings.profile, _token_of(predecessor, settings),
+    access = TokenAccess.build(state, settings.profile, token_of(predecessor, settings),
                                pin_file=instance.pin_file)
-    successor = _make_successor(instance, zone, settings, predecessor, schedule, access, now,
-                                progress)
+    successor = make_successor(instance, zone, settings, predecessor,
+                               Timing(created=now, publish=schedule.publish,
+                                      activate=schedule.activate), access, progress)
     before = predecessor.timing
     try:
         keytiming.set_times(predecessor, inactive=schedule.inactive, delete=schedule.delete)
@@ -110,15 +108,24 @@ def _rollover_zsk(state: StateDir, instance: Instance, settings: InstanceSetting
         published = schedule.publish <= int(time.time())
         if published:
             progress(f"waiting for named to serve the DNSKEY of ZSK {successor.tag} ...")
-            _wait_served(zone, settings, predecessor.tag, successor.tag, _ksk_tags(instance, zone))
+            _wait_served(zone, settings, predecessor.tag, successor.tag, signing_ksk_tags(instance, zone))
     except BaseException:
         keytiming.set_times(predecessor, inactive=before.inactive, delete=before.delete)
         instancekeys.set_aside(instance, [successor])
-        _tell_named(instance, state.bind_dir, settings.zone)
+        tell_named(instance, state.bind_dir, settings.zone)
         raise
     return ZskRollover(zone.to_text(), predecessor.tag, successor.tag,
                        "token" if successor.label_uri else "software", successor.label_uri,
                        schedule, timings, published, str(successor.key_path))
+
+
+def require_rollable(instance: Instance, settings: InstanceSettings) -> None:
+    """A default-mode instance whose named runs (a rollover is confirmed through what it serves)."""
+    require_key_files_mode(settings)
+    if named.running_pid(instance) is None:
+        raise RolloverRefused(f"named for {settings.zone} is not running: start it with "
+                              f"'bindpkcs11 named start {settings.zone}' (a rollover is confirmed "
+                              "through what named serves)")
 
 
 def require_key_files_mode(settings: InstanceSettings) -> None:
@@ -174,7 +181,7 @@ def _max_ttl(path: Path, zone: dns.name.Name) -> int:
     return max((rdataset.ttl for _, rdataset in parsed.iterate_rdatasets()), default=0)
 
 
-def _validating_report(zone: dns.name.Name, settings: InstanceSettings) -> monitor.ZoneReport:
+def validating_report(zone: dns.name.Name, settings: InstanceSettings) -> monitor.ZoneReport:
     """What named serves now; a zone that does not validate is not rolled (fix that first)."""
     report = monitor.check_zone(zone, settings.listen, settings.port)
     if report.status == "critical":
@@ -183,7 +190,7 @@ def _validating_report(zone: dns.name.Name, settings: InstanceSettings) -> monit
     return report
 
 
-def _start_time(at: int | None, now: int) -> int:
+def start_time(at: int | None, now: int) -> int:
     """Publish time: now, or --at. A Publish in the past would put the successor's DNSKEY in the
     zone only now, so Activate (computed from the past Publish) would come too early."""
     if at is None:
@@ -196,28 +203,27 @@ def _start_time(at: int | None, now: int) -> int:
     return at
 
 
-def _token_of(predecessor: KeyPairFiles, settings: InstanceSettings) -> str:
+def token_of(predecessor: KeyPairFiles, settings: InstanceSettings) -> str:
     if predecessor.label_uri:
         return parse_uri(predecessor.label_uri).token or settings.token
     return settings.token
 
 
-def _make_successor(instance: Instance, zone: dns.name.Name, settings: InstanceSettings,
-                    predecessor: KeyPairFiles, schedule: rollplan.ZskSchedule,
-                    access: TokenAccess, now: int, progress: Progress) -> KeyPairFiles:
-    """The new ZSK, where the old one lives, carrying Publish and Activate."""
+def make_successor(instance: Instance, zone: dns.name.Name, settings: InstanceSettings,
+                   predecessor: KeyPairFiles, timing: Timing, access: TokenAccess,
+                   progress: Progress) -> KeyPairFiles:
+    """The new key of the predecessor's role, where the predecessor lives, carrying `timing`."""
     algorithm = by_number(settings.algorithm)
     if algorithm.is_rsa:
         algorithm = algorithm.with_bits(settings.bits)
     request = keygen.KeygenRequest(
-        zone=zone, role="zsk", algorithm=algorithm, key_dir=instance.key_dir,
-        timing=Timing(created=now, publish=schedule.publish, activate=schedule.activate),
-        software=predecessor.label_uri is None)
+        zone=zone, role=predecessor.role, algorithm=algorithm, key_dir=instance.key_dir,
+        timing=timing, software=predecessor.label_uri is None)
     key = instancekeys.generate(request, access, progress)
     return read_key_pair(key.key_file)
 
 
-def _ksk_tags(instance: Instance, zone: dns.name.Name) -> frozenset[int]:
+def signing_ksk_tags(instance: Instance, zone: dns.name.Name) -> frozenset[int]:
     now = int(time.time())
     return frozenset(p.tag for p in instancekeys.existing_keys(instance, zone)
                      if p.role == "ksk" and p.timing.is_signing(now))
@@ -237,7 +243,7 @@ def _wait_served(zone: dns.name.Name, settings: InstanceSettings, old: int, new:
                           f"{SERVED_TIMEOUT:.0f} s ({served.why_not()}); the rollover was undone")
 
 
-def _tell_named(instance: Instance, prefix: Path, zone: str) -> None:
+def tell_named(instance: Instance, prefix: Path, zone: str) -> None:
     """`rndc loadkeys` after an undo; a named that cannot be told keeps the restored files for
     its next key check, so this never hides the original failure."""
     try:

@@ -25,7 +25,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from test_inline import ZONE, inline_cli, poll, setup  # noqa: F401 - inline_cli is a fixture
+from test_inline import ZONE, inline_cli, poll, setup, validated  # noqa: F401 - inline_cli is a fixture
 
 ORIGIN = dns.name.from_text(ZONE)
 PHASE_SLACK = 25.0  # named's key timer fires within a second; the rest is for a loaded machine
@@ -188,4 +188,22 @@ def test_zsk_rollover_with_test_timings_watched_through_dns(inline_cli, tmp_path
           f"after Publish, SOA by new ZSK {switched.at - schedule['activate']:+.1f} s from "
           f"Activate, old DNSKEY gone {removed.at - schedule['delete']:+.1f} s from Delete; "
           f"{len(poller.seen)} polls, all validated")
+
+
+
+def test_a_software_zsk_is_rolled_to_a_software_successor(inline_cli):
+    report = json.loads(setup(inline_cli, "--zsk-on", "software", "--json").stdout)
+    old = next(k["tag"] for k in report["keys"] if k["role"] == "zsk")
+    rolled = inline_cli.json("rollover", "zsk", ZONE, "--test-timings")
+    assert rolled["predecessor"] == old and rolled["location"] == "software"
+    assert rolled["uri"] is None and rolled["published_now"]
+    private = Path(rolled["key_file"]).with_suffix(".private").read_text()
+    assert "PrivateKey:" in private and "Label:" not in private
+    keys = {k["tag"]: k for k in inline_cli.json("status", ZONE)["keys"]}
+    assert keys[rolled["successor"]]["location"] == "software"
+    assert keys[rolled["successor"]]["token_object"] is None
+    assert keys[rolled["successor"]]["state"] == "published"
+    served, _ = validated(ZONE, "DNSKEY", inline_cli.ports[0])
+    assert {dns.dnssec.key_id(k) for k in served} >= {rolled["successor"], old}
+    assert validated(ZONE, "SOA", inline_cli.ports[0])[1] == {old}
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from bindpkcs11 import keystatus, rollover
+from bindpkcs11 import keystatus, kskroll, rollover
 from bindpkcs11.commands.common import Parser, state
 from bindpkcs11.dnssec.dnskey import parse_zone_name
 from bindpkcs11.errors import UsageError
-from bindpkcs11.monitor import iso_time
+from bindpkcs11.monitor import iso_time, resolve_server
 from bindpkcs11.output import print_json, print_table
 from bindpkcs11.timespec import parse_duration, parse_time
 
@@ -41,6 +41,26 @@ def register(commands, common) -> None:
                      help="shrink every interval to seconds (a whole rollover in about a minute; "
                           "loopback demos and tests only)")
     zsk.set_defaults(handler=_rollover_zsk)
+
+    ksk = sub.add_parser("ksk", parents=[common],
+                         help="double-KSK rollover: new KSK signs beside the old one, CDS/CDNSKEY "
+                              "switch, the parent's DS changes, then --ds-published retires the "
+                              "old KSK")
+    ksk.add_argument("domain")
+    ksk.add_argument("--at", metavar="T", help="publish the new KSK at T instead of now")
+    ksk.add_argument("--ds-published", action="store_true",
+                     help="step 2: the parent serves the new DS; retire the old KSK")
+    ksk.add_argument("--parent-server", metavar="HOST[:PORT]",
+                     help="with --ds-published: check that this server of the parent zone serves "
+                          "the new DS first")
+    ksk.add_argument("--parent-ds-ttl", metavar="D",
+                     help=f"the parent's DS TTL (default {kskroll.DEFAULT_PARENT.ds_ttl} s)")
+    ksk.add_argument("--propagation-delay", metavar="D",
+                     help=f"time for a change to reach every secondary (default "
+                          f"{rollover.DEFAULT_PROPAGATION_DELAY} s)")
+    ksk.add_argument("--test-timings", action="store_true",
+                     help="shrink every interval to seconds (loopback demos and tests only)")
+    ksk.set_defaults(handler=_rollover_ksk)
 
 
 def _status(args) -> int:
@@ -90,6 +110,52 @@ def _rollover_zsk(args) -> int:
           "(Inactive + propagation delay + re-sign interval + max zone TTL)")
     print(f"named follows this schedule by itself; 'bindpkcs11 status {result.zone}' shows progress")
     return 0
+
+
+def _rollover_ksk(args) -> int:
+    if args.test_timings and (args.propagation_delay or args.parent_ds_ttl):
+        raise UsageError("--test-timings fixes every interval: drop --propagation-delay and "
+                         "--parent-ds-ttl")
+    if args.parent_server and not args.ds_published:
+        raise UsageError("--parent-server checks the DS for --ds-published: add --ds-published")
+    if args.ds_published and args.at:
+        raise UsageError("--at is for step 1 (the new KSK's Publish): drop it with --ds-published")
+    request = kskroll.KskRequest(
+        zone=parse_zone_name(args.domain), at=_time(args.at, "--at"),
+        test_timings=args.test_timings, ds_published=args.ds_published,
+        parent_server=_server(args.parent_server) if args.parent_server else None,
+        propagation_delay=parse_duration(args.propagation_delay)
+        if args.propagation_delay else None,
+        parent_ds_ttl=parse_duration(args.parent_ds_ttl) if args.parent_ds_ttl else None)
+    progress = (lambda line: None) if args.json else (
+        lambda line: print(f"rollover: {line}", file=sys.stderr, flush=True))
+    result = kskroll.rollover_ksk(state(args), request, progress)
+    if args.json:
+        print_json(result)
+        return 0
+    where = result.uri or "software"
+    print(f"KSK rollover of {result.zone}: {result.predecessor} -> {result.successor} ({where}): "
+          f"{result.step}")
+    if result.retire is None:
+        print(f"  {iso_time(result.publish)}  KSK {result.successor} published, signs the DNSKEY "
+              f"RRset beside KSK {result.predecessor}")
+        print(f"  {iso_time(result.sync)}  CDS/CDNSKEY switch to KSK {result.successor} "
+              "(Publish + DNSKEY TTL + propagation delay)")
+        print(f"hand the parent this DS from {iso_time(result.sync)} on (or let it follow the "
+              f"CDS):\n  {result.new_ds}")
+        print(f"once the parent serves it: bindpkcs11 rollover ksk {result.zone} --ds-published")
+    else:
+        print(f"  {iso_time(result.retire)}  KSK {result.predecessor} stops signing and leaves the "
+              f"DNSKEY RRset (now + parent DS TTL {result.parent.ds_ttl} s + parent propagation "
+              f"delay {result.parent.propagation_delay} s)")
+    return 0
+
+
+def _server(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "53")
+    if not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        raise UsageError(f"invalid --parent-server '{text}': use HOST or HOST:PORT")
+    return resolve_server(host), int(port)
 
 
 def _time(text: str | None, option: str) -> int | None:

@@ -87,3 +87,48 @@ def require_retired_after_caches(schedule: ZskSchedule, timings: ZoneTimings) ->
             f"Inactive + propagation delay ({timings.propagation_delay} s) + re-sign interval "
             f"({timings.resign_interval} s) + max zone TTL ({timings.max_zone_ttl} s); give a "
             "later --delete")
+
+
+# KSK: double-KSK rollover (RFC 7583 section 3.3.2) with the DS change at the parent.
+#
+#     Publish(new) = Activate(new) = T        both KSKs sign the DNSKEY RRset from now on
+#     SyncPublish(new) = SyncDelete(old) = T + DNSKEY TTL + propagation delay
+#                                            CDS/CDNSKEY switch to the new KSK: every cache
+#                                            can hold the new DNSKEY, the parent may switch DS
+#     (operator: the parent serves the new DS; `rollover ksk --ds-published` at time C)
+#     Inactive(old) = Delete(old) = C + parent DS TTL + parent propagation delay
+#                                            no cache holds the old DS any more
+
+
+@dataclass(frozen=True)
+class ParentTimings:
+    """The parent's side of a KSK rollover (seconds)."""
+
+    ds_ttl: int
+    propagation_delay: int
+
+
+@dataclass(frozen=True)
+class KskSchedule:
+    publish: int
+    activate: int
+    sync: int  # the new KSK's SyncPublish, the old KSK's SyncDelete
+
+
+def ksk_schedule(start: int, timings: ZoneTimings) -> KskSchedule:
+    return KskSchedule(start, start, start + timings.dnskey_ttl + timings.propagation_delay)
+
+
+def require_ds_switch_allowed(now: int, sync: int) -> None:
+    """The parent may serve only the new DS once every cache can hold the new DNSKEY."""
+    if now < sync:
+        raise TimingRuleBroken(
+            f"the new KSK's DNSKEY may not be in every cache until {sync - now} s from now: RFC "
+            "7583 double-KSK rule DS change >= Publish + DNSKEY TTL + propagation delay; the "
+            "parent must keep the old DS until then, so --ds-published is refused (run it again "
+            "after the CDS shows the new KSK)")
+
+
+def old_ksk_retirement(confirmed: int, parent: ParentTimings) -> int:
+    """Inactive = Delete of the old KSK: when no cache can hold the old DS any more."""
+    return confirmed + parent.ds_ttl + parent.propagation_delay
