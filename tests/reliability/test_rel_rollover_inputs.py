@@ -84,3 +84,30 @@ def test_status_shows_a_lost_token_object_and_a_token_object_without_key_file(in
     text = inline_cli("status", ZONE).stdout
     assert f"ZSK   ECDSAP256SHA256  {spare['tag']}" in text and "missing" in text
     shutil.rmtree(tmp_path / "elsewhere")
+
+
+def test_ksk_steps_out_of_order_and_an_unreachable_parent_are_one_line(inline_cli):
+    from namedproc import free_port
+    from test_inline import poll
+
+    report = json.loads(setup(inline_cli, "--json").stdout)
+    error = one_line_error(inline_cli("rollover", "ksk", ZONE, "--ds-published", check=False))
+    assert "no KSK rollover is waiting for its DS" in error
+    error = one_line_error(inline_cli("rollover", "ksk", ZONE, "--parent-server", "127.0.0.1:53",
+                                      check=False))
+    assert "add --ds-published" in error
+    step1 = inline_cli.json("rollover", "ksk", ZONE, "--test-timings")
+    error = one_line_error(inline_cli("rollover", "ksk", ZONE, "--test-timings", check=False))
+    assert "KSK rollover is under way" in error and "--ds-published" in error
+    files = _key_files(inline_cli)
+    poll(lambda: inline_cli.json("status", ZONE)["ds"] == [step1["new_ds"]], 60,
+         "the CDS switch")
+    private = next((inline_cli.state_dir / "instances" / ZONE / "keys").glob(
+        f"*+{step1['predecessor']:05d}.private"))
+    before = private.read_text()
+    error = one_line_error(inline_cli("rollover", "ksk", ZONE, "--test-timings", "--ds-published",
+                                      "--parent-server", f"127.0.0.1:{free_port()}",
+                                      check=False))
+    assert "cannot ask the parent" in error and "nothing was changed" in error
+    assert private.read_text() == before and _key_files(inline_cli) == files
+    assert report["ds"] != step1["new_ds"]
