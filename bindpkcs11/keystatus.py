@@ -50,6 +50,7 @@ class ZoneKeyStatus:
     keys: list[KeyStatus]
     ds: list[str]
     problems: list[str]
+    cleanup: list[str] = field(default_factory=list)
 
 
 def zone_status(state: StateDir, zone: dns.name.Name, now: int | None = None) -> ZoneKeyStatus:
@@ -70,7 +71,21 @@ def zone_status(state: StateDir, zone: dns.name.Name, now: int | None = None) ->
         for label in sorted(labels):
             if label.startswith(prefix) and (token, label) not in referenced:
                 rows.append(_orphan_row(token, label, prefix))
-    return ZoneKeyStatus(zone.to_text(), now, rows, _parent_ds(zone, pairs, rows), problems)
+    return ZoneKeyStatus(zone.to_text(), now, rows, _parent_ds(zone, pairs, rows), problems,
+                         cleanup_offers(rows))
+
+
+def cleanup_offers(rows: list[KeyStatus]) -> list[str]:
+    """For each removed key whose token object remains: the command that destroys it. Offered,
+    never done: `token delete` applies the custody rules (never an active key's last copy)."""
+    offers = []
+    for row in rows:
+        if row.state == "removed" and row.token_object == "present" and row.uri:
+            uri = parse_uri(row.uri)
+            offers.append(f"{row.role.upper()} {row.tag} was removed from the zone; its token "
+                          f"object remains: bindpkcs11 token delete --label {uri.token} "
+                          f"--object {uri.object} --type private --force")
+    return offers
 
 
 def _parent_ds(zone: dns.name.Name, pairs: list[KeyPairFiles], rows: list[KeyStatus]) -> list[str]:

@@ -107,6 +107,10 @@ def delv_anchor(ksk: dns.rrset.RRset) -> str:
             f'"{"".join(text[3].split())}"; }};\n')
 
 
+def status_of(cli, tag: int) -> dict:
+    return next(k for k in cli.json("status", ZONE)["keys"] if k["tag"] == tag)
+
+
 def status_matches_dns(cli, observation: Observation) -> dict:
     """Keys that status says are in the DNSKEY set / signing are those DNS shows."""
     status = cli.json("status", ZONE)
@@ -116,6 +120,8 @@ def status_matches_dns(cli, observation: Observation) -> dict:
     active_zsks = {t for t, k in by_tag.items() if k["role"] == "zsk" and k["state"] == "active"}
     assert active_zsks == set(observation.soa_signers), (status, observation)
     assert all(k["token_object"] == "present" for k in status["keys"])
+    removed = sorted(t for t, k in by_tag.items() if k["state"] == "removed")
+    assert [int(offer.split()[1]) for offer in status["cleanup"]] == removed
     return by_tag
 
 
@@ -176,6 +182,12 @@ def test_zsk_rollover_with_test_timings_watched_through_dns(inline_cli, tmp_path
         states = status_matches_dns(inline_cli, now)
         assert states[old]["state"] == "removed" and states[old]["next_event"] is None
         delv_validates(anchors, port, f"www.{ZONE}", "A")
+        # The old key's token object is offered for destruction, never destroyed by itself.
+        offer = next(o for o in inline_cli.json("status", ZONE)["cleanup"] if f"ZSK {old} " in o)
+        command = offer.split(": bindpkcs11 ", 1)[1].split()
+        inline_cli(*command)
+        assert status_of(inline_cli, old)["token_object"] == "missing"
+        assert inline_cli.json("status", ZONE)["cleanup"] == []
     finally:
         poller.stop.set()
         thread.join(10)

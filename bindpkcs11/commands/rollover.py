@@ -76,6 +76,8 @@ def _status(args) -> int:
         print(f"DS for the parent now: {line}")
     for problem in result.problems:
         print(f"problem: {problem}")
+    for offer in result.cleanup:
+        print(f"cleanup: {offer}")
     return 1 if result.problems else 0
 
 
@@ -109,7 +111,15 @@ def _rollover_zsk(args) -> int:
     print(f"  {iso_time(schedule.delete)}  ZSK {result.predecessor} removed from the DNSKEY set  "
           "(Inactive + propagation delay + re-sign interval + max zone TTL)")
     print(f"named follows this schedule by itself; 'bindpkcs11 status {result.zone}' shows progress")
+    _offer_cleanup(args, request.zone)
     return 0
+
+
+def _offer_cleanup(args, zone) -> None:
+    """Token objects of keys an earlier rollover removed: the command to destroy each, offered
+    (never run: `token delete` applies the custody rules)."""
+    for offer in keystatus.zone_status(state(args), zone).cleanup:
+        print(f"cleanup: {offer}")
 
 
 def _rollover_ksk(args) -> int:
@@ -148,6 +158,7 @@ def _rollover_ksk(args) -> int:
         print(f"  {iso_time(result.retire)}  KSK {result.predecessor} stops signing and leaves the "
               f"DNSKEY RRset (now + parent DS TTL {result.parent.ds_ttl} s + parent propagation "
               f"delay {result.parent.propagation_delay} s)")
+    _offer_cleanup(args, request.zone)
     return 0
 
 
