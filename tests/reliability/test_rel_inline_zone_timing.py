@@ -4,7 +4,7 @@ one line naming the numbers and what to change; the zone file untouched, nothing
 from __future__ import annotations
 
 from conftest import one_line_error
-from test_inline import ZONE, inline_cli, setup  # noqa: F401 - fixture
+from test_inline import inline_cli, setup  # noqa: F401 - fixture
 
 
 def test_expire_beyond_the_resign_margin_is_refused_and_the_zone_file_kept(inline_cli, tmp_path):

@@ -4,11 +4,13 @@ the running zone untouched; a token object gone or a key file lost shows in `sta
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 from conftest import one_line_error
-from test_inline import ZONE, inline_cli, named_pid, setup, validated  # noqa: F401 - fixture
+from namedproc import free_port
+from test_inline import ZONE, inline_cli, named_pid, poll, setup, validated  # noqa: F401 - fixture
 
 
 def _key_files(cli) -> set[str]:
@@ -87,9 +89,6 @@ def test_status_shows_a_lost_token_object_and_a_token_object_without_key_file(in
 
 
 def test_ksk_steps_out_of_order_and_an_unreachable_parent_are_one_line(inline_cli):
-    from namedproc import free_port
-    from test_inline import poll
-
     report = json.loads(setup(inline_cli, "--json").stdout)
     error = one_line_error(inline_cli("rollover", "ksk", ZONE, "--ds-published", check=False))
     assert "no KSK rollover is waiting for its DS" in error
@@ -111,3 +110,25 @@ def test_ksk_steps_out_of_order_and_an_unreachable_parent_are_one_line(inline_cl
     assert "cannot ask the parent" in error and "nothing was changed" in error
     assert private.read_text() == before and _key_files(inline_cli) == files
     assert report["ds"] != step1["new_ds"]
+
+
+def test_a_failed_loadkeys_undoes_the_rollover_and_the_next_one_works(inline_cli):
+    """Fault: named's control channel cannot be reached when the keys are handed over. The new
+    key's files go to abandoned-keys/, the old ZSK's timing is restored byte for byte, the zone
+    is served as before; once rndc works again a rollover succeeds."""
+    report = json.loads(setup(inline_cli, "--json").stdout)
+    instance = Path(report["instance_dir"])
+    old = next(k for k in report["keys"] if k["role"] == "zsk")
+    old_private = Path(old["key_file"]).with_suffix(".private")
+    before, files = old_private.read_text(), _key_files(inline_cli)
+    rndc_conf = instance / "rndc.conf"
+    good = rndc_conf.read_text()
+    rndc_conf.write_text(re.sub(r"default-port \d+;", f"default-port {free_port()};", good))
+    error = one_line_error(inline_cli("rollover", "zsk", ZONE, "--test-timings", check=False))
+    assert "rndc loadkeys" in error
+    assert old_private.read_text() == before and _key_files(inline_cli) == files
+    assert len(list((instance / "abandoned-keys").glob("*.private"))) == 1
+    assert validated(ZONE, "SOA", inline_cli.ports[0])[1] == {old["tag"]}
+    rndc_conf.write_text(good)
+    rolled = inline_cli.json("rollover", "zsk", ZONE, "--test-timings")
+    assert rolled["predecessor"] == old["tag"] and rolled["published_now"]
