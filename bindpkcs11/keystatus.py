@@ -26,6 +26,10 @@ from bindpkcs11.token import keys
 from bindpkcs11.token.uri import key_uri, parse_uri
 
 
+# Timing events in the order a key lives through them (ties show the earlier one).
+_LIFECYCLE = ("publish", "activate", "sync_publish", "revoke", "sync_delete", "inactive", "delete")
+
+
 @dataclass(frozen=True)
 class KeyStatus:
     """One key of the zone, one line of `status`."""
@@ -139,9 +143,9 @@ def _key_row(pair: KeyPairFiles, now: int, objects: dict[str, set[str] | None]) 
 
 def _next(times: dict[str, int], now: int) -> NextEvent | None:
     """The earliest future event among the timing fields (CDS changes included)."""
-    future = sorted((value, name) for name, value in times.items()
-                    if name != "created" and value > now)
-    return NextEvent(future[0][1], future[0][0]) if future else None
+    future = sorted((value, _LIFECYCLE.index(name), name) for name, value in times.items()
+                    if name in _LIFECYCLE and value > now)
+    return NextEvent(future[0][2], future[0][0]) if future else None
 
 
 def _cds_now(times: dict[str, int], now: int) -> bool:

@@ -31,7 +31,7 @@ from bindpkcs11.bind.instance import Instance, InstanceSettings
 from bindpkcs11.dnssec import keytiming, rollplan
 from bindpkcs11.dnssec.dnskey import ds_text
 from bindpkcs11.dnssec.keyfile import KeyPairFiles, Timing
-from bindpkcs11.errors import BindPkcs11Error, UsageError
+from bindpkcs11.errors import UsageError
 from bindpkcs11.state import StateDir
 
 # A parent's DS TTL is commonly a day (the root's is 86400); its own propagation an hour.
@@ -218,7 +218,7 @@ def _load_and_confirm(state: StateDir, instance: Instance, settings: InstanceSet
                 report, settings.zone, "DNSKEY"):
             return
         time.sleep(0.1)
-    raise BindPkcs11Error(f"named did not serve the DNSKEY RRset signed by KSK "
-                          f"{sorted(ksk_tags)} within {rollover.SERVED_TIMEOUT:.0f} s "
-                          f"({'; '.join(report.problems) if report else 'no answer'}); the change "
-                          "was undone")
+    raise rollover.NotServedInTime(
+        f"named did not serve the DNSKEY RRset signed by KSK {sorted(ksk_tags)} within "
+        f"{rollover.SERVED_TIMEOUT:.0f} s ({'; '.join(report.problems) if report else 'no answer'});"
+        " the change was undone")

@@ -50,6 +50,10 @@ class RolloverRefused(UsageError):
     """The zone is not in a state a rollover can start from."""
 
 
+class NotServedInTime(BindPkcs11Error):
+    """named did not serve the rollover's change in time; the change was undone."""
+
+
 @dataclass(frozen=True)
 class ZskRollover:
     """What `rollover zsk` did: the two keys, the schedule named follows, the timings used."""
@@ -108,7 +112,8 @@ def _rollover_zsk(state: StateDir, instance: Instance, settings: InstanceSetting
         published = schedule.publish <= int(time.time())
         if published:
             progress(f"waiting for named to serve the DNSKEY of ZSK {successor.tag} ...")
-            _wait_served(zone, settings, predecessor.tag, successor.tag, signing_ksk_tags(instance, zone))
+            _wait_served(zone, settings, predecessor.tag, successor.tag,
+                         signing_ksk_tags(instance, zone))
     except BaseException:
         keytiming.set_times(predecessor, inactive=before.inactive, delete=before.delete)
         instancekeys.set_aside(instance, [successor])
@@ -231,15 +236,16 @@ def signing_ksk_tags(instance: Instance, zone: dns.name.Name) -> frozenset[int]:
 
 def _wait_served(zone: dns.name.Name, settings: InstanceSettings, old: int, new: int,
                  ksks: frozenset[int]) -> None:
-    """Until named serves the successor's DNSKEY in a zone that validates, the SOA still signed
-    by the predecessor (pre-publication: the new key does not sign yet)."""
-    served = readiness.ServedSigned(zone, settings.listen, settings.port, ksks, frozenset({old}))
+    """Until named serves the successor's DNSKEY in a zone that validates, the SOA signed by one
+    of the two ZSKs."""
+    served = readiness.ServedSigned(zone, settings.listen, settings.port, ksks,
+                                    frozenset({old, new}))  # new too: a slow wait may reach Activate
     deadline = time.monotonic() + SERVED_TIMEOUT
     while time.monotonic() < deadline:
         if served() and any(k.key_tag == new for k in served.last.dnskeys):
             return
         time.sleep(0.1)
-    raise BindPkcs11Error(f"named did not serve the DNSKEY of ZSK {new} within "
+    raise NotServedInTime(f"named did not serve the DNSKEY of ZSK {new} within "
                           f"{SERVED_TIMEOUT:.0f} s ({served.why_not()}); the rollover was undone")
 
 

@@ -70,8 +70,9 @@ def _status(args) -> int:
         return 0
     rows = [[k.role.upper(), k.algorithm, k.tag, k.uri if k.location == "token" else "software",
              k.state, f"{k.next_event.event} {iso_time(k.next_event.time)}" if k.next_event else "",
-             k.token_object or ""] for k in result.keys]
-    print_table(["ROLE", "ALGORITHM", "TAG", "WHERE", "STATE", "NEXT EVENT", "TOKEN OBJECT"], rows)
+             k.token_object or "", {True: "yes", False: "no"}.get(k.cds, "")] for k in result.keys]
+    print_table(["ROLE", "ALGORITHM", "TAG", "WHERE", "STATE", "NEXT EVENT", "TOKEN OBJECT", "CDS"],
+                rows)
     for line in result.ds or ["(no active KSK: the parent should have no DS from this zone)"]:
         print(f"DS for the parent now: {line}")
     for problem in result.problems:
