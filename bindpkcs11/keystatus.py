@@ -149,9 +149,10 @@ def _next(times: dict[str, int], now: int) -> NextEvent | None:
 
 
 def _cds_now(times: dict[str, int], now: int) -> bool:
-    """named's rule (dnssec.c syncpublish): SyncPublish passed, SyncDelete not."""
+    """named's rule (dnssec.c syncpublish/syncdelete): SyncPublish reached, SyncDelete not (at
+    SyncDelete itself named deletes the CDS)."""
     published = times.get("sync_publish") is not None and times["sync_publish"] <= now
-    return published and not (times.get("sync_delete") is not None and times["sync_delete"] < now)
+    return published and not (times.get("sync_delete") is not None and times["sync_delete"] <= now)
 
 
 def _orphan_row(token: str, label: str, prefix: str) -> KeyStatus:
