@@ -17,7 +17,7 @@ import dns.zone
 
 from bindpkcs11 import inline, instancekeys, locks, monitor, readiness
 from bindpkcs11.access import TokenAccess
-from bindpkcs11.bind import build, config, named, ports, privileges, rndc, signing
+from bindpkcs11.bind import config, named, ports, privileges, rndc, route, signing
 from bindpkcs11.bind.health import SigningHealth, signing_health
 from bindpkcs11.bind.instance import Instance, InstanceSettings
 from bindpkcs11.dnssec.keyfile import key_pairs_in
@@ -50,10 +50,7 @@ class InstanceStatus:
 def _loaded(state: StateDir, zone: dns.name.Name) -> tuple[Instance, InstanceSettings, Path]:
     instance = Instance.for_zone(state, zone)
     settings = instance.load_settings()
-    prefix = state.bind_dir
-    if build.installed_manifest(prefix) is None:
-        raise UsageError(f"no patched BIND in {prefix}: run 'bindpkcs11 bind build'")
-    return instance, settings, prefix
+    return instance, settings, route.installed(state, settings.bind, settings.bind_prefix).prefix
 
 
 def _access(state: StateDir, instance: Instance, settings: InstanceSettings) -> TokenAccess:
@@ -81,7 +78,8 @@ def _start(state: StateDir, zone: dns.name.Name) -> int:
     ksk, zsk = (_key(instance, zone, settings, role) for role in ("ksk", "zsk"))
     ready = inline.ready_check(zone, settings.listen, settings.port, ksk.tag, zsk.tag)
     # start_named waits until the signed zone has caught up (readiness.SignedAndSynced)
-    pid = inline.start_named(instance, prefix, access, privileges.run_as_user(), ready)
+    pid = inline.start_named(instance, route.installed(state, settings.bind, settings.bind_prefix), access,
+                             privileges.run_as_user(), ready)
     try:
         _load_and_sign(instance, settings, prefix, zone, _parsed(instance.zone_file(zone), zone))
     except BindPkcs11Error as error:
