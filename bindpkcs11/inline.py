@@ -236,12 +236,13 @@ def _check_zone_text(prefix: Path, zone: dns.name.Name, text: str, shown_as: Pat
 def _check_rendered(bind: Route, instance: Instance, settings: InstanceSettings,
                     max_ttl: int, module: Path) -> None:
     """Render the configuration into a scratch copy of the instance and named-checkconf it, so a
-    value named refuses fails before the token is touched or a key generated."""
+    value named refuses fails before the token is touched or a key generated. The provider's
+    config names the real instance's PIN file: a path OpenSSL would misread fails here too."""
     with tempfile.TemporaryDirectory(prefix="bindpkcs11-check-") as scratch:
         trial = Instance(Path(scratch) / instance.root.name)
         trial.root.mkdir()
         files = config.render(trial, settings, trial.zone_file(dns.name.from_text(settings.zone)),
-                              max_ttl, _provider(bind, module, trial), bind.version)
+                              max_ttl, _provider(bind, module, instance), bind.version)
         for path, text in files.items():
             path.write_text(text)
         config.check_config(bind.prefix, trial.named_conf)

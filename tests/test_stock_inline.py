@@ -1,0 +1,136 @@
+"""setup-inline on the stock route: BIND 9.20 + pkcs11-provider from bookworm-backports (unpacked
+privately into .cache/bind-stock, nothing installed), a real SoftHSM token, a real named on
+loopback high ports, validated by dnspython and by delv with the KSK as trust anchor."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import stat
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import Cli, clean_env, one_line_error
+from namedproc import free_port
+from test_inline import ZONE, named_pid, setup, validated
+from test_tpm2_inline import delv, named_environ
+
+
+def delv_anchor(key_file: Path) -> str:
+    """A delv trust-anchors clause for the KSK in `key_file`; named 9.20 rewrites adopted key
+    files with a TTL, so the fields are found after the type."""
+    fields = [line for line in key_file.read_text().splitlines() if not line.startswith(";")][0].split()
+    at = [f.upper() for f in fields].index("DNSKEY")
+    flags, protocol, algorithm, key = fields[at + 1], fields[at + 2], fields[at + 3], "".join(fields[at + 4:])
+    return f'trust-anchors {{ {fields[0]} static-key {flags} {protocol} {algorithm} "{key}"; }};\n'
+
+
+@pytest.fixture(scope="session")
+def stock_bind() -> Path:
+    from bindtools import ensure_stock_bind
+
+    return ensure_stock_bind()
+
+
+@pytest.fixture
+def stock_cli(stock_bind: Path):
+    """A CLI on an empty state dir (under /tmp: named runs as `bind`) that finds the private
+    BIND 9.20; kills every named it started, also when the test failed."""
+    base = Path(tempfile.mkdtemp(prefix="bindpkcs11-stock-"))
+    base.chmod(0o711)
+    cli = Cli(base / "state", clean_env() | {"BINDPKCS11_STOCK_DIR": str(stock_bind)})
+    cli.ports = (free_port(), free_port())
+    yield cli
+    for pid_file in (cli.state_dir / "instances").glob("*/named.pid"):
+        try:
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_stock_setup_inline_serves_a_zone_that_validates_signed_by_the_token_keys(stock_cli, stock_bind, tmp_path):
+    report = json.loads(setup(stock_cli, "--bind", "stock", "--json").stdout)
+    assert report["bind"] == "stock" and report["bind_version"].startswith("9.20.")
+    port = stock_cli.ports[0]
+    tags = {key["role"]: key["tag"] for key in report["keys"]}
+    _, soa_tags = validated(ZONE, "SOA", port)
+    _, dnskey_tags = validated(ZONE, "DNSKEY", port)
+    _, www_tags = validated(ZONE, "A", port, f"www.{ZONE}")
+    assert soa_tags == www_tags == {tags["zsk"]} and tags["ksk"] in dnskey_tags
+    instance = Path(report["instance_dir"])
+    ksk_file = next(instance.glob(f"keys/K{ZONE}.+013+{tags['ksk']:05d}.key"))
+    anchors = tmp_path / "anchors.conf"
+    anchors.write_text(delv_anchor(ksk_file))
+    for name, rdtype in ((ZONE, "SOA"), (ZONE, "DNSKEY"), (f"www.{ZONE}", "A")):
+        checked = delv(anchors, port, name, rdtype)
+        assert "; fully validated" in checked.stdout, checked.stdout + checked.stderr
+    # 9.20 key files: Label only (9.20 refuses an Engine line), no private material, no PIN.
+    pin = stock_cli.pin()
+    for private in instance.glob("keys/*.private"):
+        fields = dict(line.split(": ", 1) for line in private.read_text().splitlines())
+        assert "Engine" not in fields and "PrivateKey" not in fields
+        label = base64.b64decode(fields["Label"])
+        assert label.startswith(b"pkcs11:token=bindpkcs11;object=") and b"pin" not in label
+        assert pin not in private.read_text()
+    # named itself: the unpacked 9.20, dnssec-policy with the token key-store, the provider's
+    # config naming the 0600 PIN file, the module preloaded; the PIN in none of them.
+    pid = named_pid(stock_cli)
+    assert os.readlink(f"/proc/{pid}/exe").startswith(str(stock_bind))
+    zone_conf = (instance / "zone.conf").read_text()
+    assert 'key-store "token"' in zone_conf and 'pkcs11-uri "pkcs11:token=bindpkcs11";' in zone_conf
+    assert "auto-dnssec" not in zone_conf
+    openssl_conf = instance / "openssl.cnf"
+    assert f"pkcs11-module-token-pin = file:{instance / 'token.pin'}" in openssl_conf.read_text()
+    assert stat.S_IMODE(openssl_conf.stat().st_mode) == 0o600
+    assert stat.S_IMODE((instance / "token.pin").stat().st_mode) == 0o600
+    environ = named_environ(pid)
+    assert environ["LD_PRELOAD"] == "/usr/lib/softhsm/libsofthsm2.so"
+    assert environ["OPENSSL_CONF"] == str(openssl_conf)
+    for text in (openssl_conf.read_text(), zone_conf, Path(f"/proc/{pid}/environ").read_text(),
+                 Path(f"/proc/{pid}/cmdline").read_text()):
+        assert pin not in text
+    # named adopted the keys bindpkcs11 made: it made none of its own.
+    assert len(list(instance.glob("keys/*.private"))) == 2
+    # The token holds exactly those keys, and token show matches them to the key files.
+    token = stock_cli.json("token", "show", "--label", "bindpkcs11", "--key-dir", str(instance / "keys"))
+    matched = {o["dnssec"]["tag"] for o in token["objects"] if o.get("dnssec") and o["dnssec"].get("matches_token")}
+    assert matched == set(tags.values())
+    # monitor, named status and bind status agree; named stop stops it.
+    monitor = stock_cli.json("monitor", ZONE, "--port", str(port), "--once")
+    assert monitor["status"] == "ok"
+    status = stock_cli("named", "status", ZONE)
+    assert f"{tags['zsk']}" in status.stdout and "problem" not in status.stdout
+    routes = stock_cli.json("bind", "status")
+    assert routes["default"] == "stock" and routes["instances"][ZONE].startswith("stock")
+    assert "stopped" in stock_cli("named", "stop", ZONE).stdout
+    assert named_pid(stock_cli) is None
+
+
+def test_stock_second_run_changes_nothing_and_named_restarts(stock_cli):
+    setup(stock_cli, "--bind", "stock")
+    pid = named_pid(stock_cli)
+    # no --bind: the instance keeps its route
+    second = setup(stock_cli)
+    assert "nothing changed" in second.stdout and "stock route" in second.stdout
+    assert named_pid(stock_cli) == pid
+    stock_cli("named", "stop", ZONE)
+    started = stock_cli.json("named", "start", ZONE)
+    assert started["running"] and named_pid(stock_cli) == started["pid"]
+    validated(ZONE, "SOA", stock_cli.ports[0])
+
+
+def test_default_route_is_stock_when_found_and_an_instance_keeps_its_route(stock_cli):
+    assert stock_cli.json("bind", "status")["default"] == "stock"
+    report = json.loads(setup(stock_cli, "--json").stdout)
+    assert report["bind"] == "stock"
+    pid = named_pid(stock_cli)
+    error = one_line_error(setup(stock_cli, "--bind", "patched", check=False))
+    assert "runs the stock BIND" in error and "--bind patched" in error
+    assert named_pid(stock_cli) == pid
+    validated(ZONE, "SOA", stock_cli.ports[0])
