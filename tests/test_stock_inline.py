@@ -134,3 +134,64 @@ def test_default_route_is_stock_when_found_and_an_instance_keeps_its_route(stock
     assert "runs the stock BIND" in error and "--bind patched" in error
     assert named_pid(stock_cli) == pid
     validated(ZONE, "SOA", stock_cli.ports[0])
+
+
+def _private_fields(path: Path) -> dict[str, str]:
+    return dict(line.split(": ", 1) for line in path.read_text().splitlines() if ": " in line)
+
+
+def test_keygen_writes_920_key_files_that_stock_tools_sign_with_as_keyfromlabel_would(stock_bind, tmp_path):
+    """keygen --key-format 9.20 (the default once the stock route is found): the same .private
+    as 9.20's own dnssec-keyfromlabel writes for the token object, dnssec-signzone signs with
+    it through `bind env`'s exports, dnssec-verify accepts the zone, token show matches."""
+    cli = Cli(tmp_path / "state", clean_env() | {"BINDPKCS11_STOCK_DIR": str(stock_bind)})
+    cli("token", "init", "--label", "bindpkcs11", "--generate-pins")
+    keys = tmp_path / "keys"
+    made = {}
+    for role, algorithm, extra in (("ksk", "ECDSAP256SHA256", ["--no-backup"]),
+                                   ("zsk", "ECDSAP256SHA256", ["--key-format", "9.20"]),
+                                   ("zsk", "RSASHA256", ["--key-format", "9.20"])):
+        made[(role, algorithm)] = cli.json("keygen", ZONE, "--role", role, "--algorithm", algorithm,
+                                           "--key-dir", str(keys), *extra)
+    exports = cli.json("bind", "env", "--bind", "stock")
+    assert exports["bind"] == "stock" and exports["version"].startswith("9.20.")
+    env = clean_env() | exports["variables"]
+    assert cli.pin() not in str(exports)
+    import subprocess
+
+    # What 9.20's dnssec-keyfromlabel writes for the same token objects.
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    for (role, algorithm), key in made.items():
+        flags = ["-f", "KSK"] if role == "ksk" else []
+        done = subprocess.run(["dnssec-keyfromlabel", "-K", str(reference), "-a", algorithm, *flags,
+                               "-l", key["uri"], ZONE], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        ours = _private_fields(Path(key["private_file"]))
+        theirs = _private_fields(reference / Path(key["private_file"]).name)
+        timing = {"Created", "Publish", "Activate"}
+        assert {k: v for k, v in ours.items() if k not in timing} == \
+               {k: v for k, v in theirs.items() if k not in timing}
+        assert "Engine" not in ours
+    # Sign and verify with the stock tools (the RSA key stays out: one algorithm per zone here).
+    rsa = made[("zsk", "RSASHA256")]
+    Path(rsa["key_file"]).rename(reference / "rsa.key")
+    Path(rsa["private_file"]).rename(reference / "rsa.private")
+    zone = tmp_path / "zone.db"
+    zone.write_text(f"$TTL 300\n@ SOA ns1 hostmaster 1 3600 600 86400 300\n@ NS ns1\n"
+                    f"ns1 A 127.0.0.1\nwww A 127.0.0.2\n")
+    signed = subprocess.run(["dnssec-signzone", "-K", str(keys), "-S", "-o", ZONE, "-f",
+                             str(tmp_path / "zone.signed"), str(zone)],
+                            env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert signed.returncode == 0, signed.stderr
+    tags = {made[("ksk", "ECDSAP256SHA256")]["tag"], made[("zsk", "ECDSAP256SHA256")]["tag"]}
+    text = (tmp_path / "zone.signed").read_text()
+    assert all(f" {tag} {ZONE}." in text for tag in tags)
+    verified = subprocess.run(["dnssec-verify", "-o", ZONE, str(tmp_path / "zone.signed")],
+                              env=env, capture_output=True, text=True, timeout=120)
+    assert verified.returncode == 0, verified.stderr
+    shown = cli.json("token", "show", "--label", "bindpkcs11", "--key-dir", str(keys))
+    matched = {o["dnssec"]["tag"] for o in shown["objects"]
+               if o.get("dnssec") and o["dnssec"].get("matches_token")}
+    assert tags <= matched
