@@ -97,6 +97,8 @@ def test_stock_setup_inline_serves_a_zone_that_validates_signed_by_the_token_key
         assert pin not in text
     # named adopted the keys bindpkcs11 made: it made none of its own.
     assert len(list(instance.glob("keys/*.private"))) == 2
+    log = (instance / "named.log").read_text()
+    assert "retire DNSKEY" not in log and "created for policy" not in log
     # The token holds exactly those keys, and token show matches them to the key files.
     token = stock_cli.json("token", "show", "--label", "bindpkcs11", "--key-dir", str(instance / "keys"))
     matched = {o["dnssec"]["tag"] for o in token["objects"] if o.get("dnssec") and o["dnssec"].get("matches_token")}
@@ -195,3 +197,19 @@ def test_keygen_writes_920_key_files_that_stock_tools_sign_with_as_keyfromlabel_
     matched = {o["dnssec"]["tag"] for o in shown["objects"]
                if o.get("dnssec") and o["dnssec"].get("matches_token")}
     assert tags <= matched
+
+
+def test_stock_software_zsk_and_token_ksk_stay_adopted_across_a_reload(stock_cli):
+    """A software ZSK beside a token KSK (RSA): named 9.20 keeps both (it retired both when the
+    policy named the key-directory for one role and the key-store for the other)."""
+    report = json.loads(setup(stock_cli, "--bind", "stock", "--zsk-on", "software",
+                              "--algorithm", "RSASHA256", "--json").stdout)
+    tags = {key["role"]: key["tag"] for key in report["keys"]}
+    assert not report["keys"][1]["uri"]  # the ZSK is a file
+    port = stock_cli.ports[0]
+    assert validated(ZONE, "SOA", port)[1] == {tags["zsk"]}
+    stock_cli("named", "reload", ZONE)
+    assert validated(ZONE, "SOA", port)[1] == {tags["zsk"]}
+    assert tags["ksk"] in validated(ZONE, "DNSKEY", port)[1]
+    log = (Path(report["instance_dir"]) / "named.log").read_text()
+    assert "retire DNSKEY" not in log and "created for policy" not in log
