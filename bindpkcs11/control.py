@@ -20,6 +20,7 @@ from bindpkcs11.access import TokenAccess
 from bindpkcs11.bind import config, named, ports, privileges, rndc, route, signing
 from bindpkcs11.bind.health import SigningHealth, signing_health
 from bindpkcs11.bind.instance import Instance, InstanceSettings
+from bindpkcs11.bind.programs import STOCK
 from bindpkcs11.dnssec.keyfile import key_pairs_in
 from bindpkcs11.dnssec.zonesource import read_zone_source
 from bindpkcs11.errors import BindPkcs11Error, KeyFileError, UsageError
@@ -147,8 +148,18 @@ def _reload(state: StateDir, zone: dns.name.Name) -> str:
     try:
         return _load_and_sign(instance, settings, prefix, zone, previous)
     except signing.SigningFailed as error:
-        raise signing.SigningFailed(f"{error}; the zone stays served as signed before, and named "
-                                    "retries by itself (at most every minute)") from None
+        raise signing.SigningFailed(f"{error}; the zone stays served as signed before, and "
+                                    f"{_recovery(settings, zone)}") from None
+
+
+def _recovery(settings: InstanceSettings, zone: dns.name.Name) -> str:
+    """What brings signing back after a token fault, per route: the patched named retries by
+    itself (the shim re-opens the module); a stock named (9.20.23 + pkcs11-provider 1.0) keeps
+    failing with `crypto failure` after the token is back until it is restarted (measured)."""
+    if settings.bind == STOCK:
+        return (f"once the token is back restart named ('bindpkcs11 named stop {zone}', then "
+                f"'named start {zone}'): a stock named does not recover from a lost token by itself")
+    return "named retries by itself (at most every minute)"
 
 
 def _load_and_sign(instance: Instance, settings: InstanceSettings, prefix: Path,

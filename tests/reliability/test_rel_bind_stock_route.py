@@ -104,3 +104,49 @@ def test_bind_env_for_the_stock_route_needs_a_pin_file(tmp_path):
     error = one_line_error(cli("bind", "env", "--bind", "stock", check=False))
     assert "no PIN file" in error and "--pin-file" in error
     assert not list(cli.state_dir.glob("openssl-*.cnf"))
+
+
+def test_stock_named_after_a_token_loss_says_to_restart_and_a_restart_signs_again(tmp_path):
+    """Token removal on the stock route (BIND 9.20 + pkcs11-provider + SoftHSM): named keeps
+    serving the old signed zone, reload names the fault and says a restart is needed (a stock
+    named keeps failing with `crypto failure` after the token is back, unlike the patched one);
+    stop + start with the token back serves the change signed by the same ZSK."""
+    import signal
+    import os
+
+    from bindtools import ensure_stock_bind
+    from test_inline import validated
+    from test_rel_health_faults import add_record
+
+    base = Path(tempfile.mkdtemp(prefix="bindpkcs11-stockfault-"))
+    base.chmod(0o711)
+    cli = Cli(base / "state", clean_env() | {"BINDPKCS11_STOCK_DIR": str(ensure_stock_bind())})
+    port, rndc_port = free_port(), free_port()
+    try:
+        zone_file = tmp_path / "zone.db"
+        zone_file.write_text("$TTL 300\n@ SOA ns1 hostmaster 1 3600 600 86400 300\n@ NS ns1\n"
+                             "ns1 A 127.0.0.1\nwww A 127.0.0.2\n")
+        report = cli.json("setup-inline", ZONE, "--bind", "stock", "--zone-file", str(zone_file),
+                          "--port", str(port), "--rndc-port", str(rndc_port))
+        zsk = next(k["tag"] for k in report["keys"] if k["role"] == "zsk")
+        tokens = cli.state_dir / "softhsm" / "tokens"
+        away = tokens.with_name("tokens.away")
+        tokens.rename(away)
+        add_record(zone_file, "during-outage")
+        error = one_line_error(cli("named", "reload", ZONE, check=False))
+        assert "named cannot sign" in error and "crypto failure" in error
+        assert "restart named" in error and "retries by itself" not in error
+        assert validated(ZONE, "SOA", port)[1] == {zsk}  # the old signed zone is still served
+        if tokens.exists():  # the CLI may have re-created an empty tokens dir meanwhile
+            tokens.rmdir()
+        away.rename(tokens)
+        cli("named", "stop", ZONE)
+        cli("named", "start", ZONE)
+        assert validated(ZONE, "A", port, f"during-outage.{ZONE}")[1] == {zsk}
+    finally:
+        for pid_file in (cli.state_dir / "instances").glob("*/named.pid"):
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+        shutil.rmtree(base, ignore_errors=True)
