@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import stat
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -159,8 +160,6 @@ def test_keygen_writes_920_key_files_that_stock_tools_sign_with_as_keyfromlabel_
     assert exports["bind"] == "stock" and exports["version"].startswith("9.20.")
     env = clean_env() | exports["variables"]
     assert cli.pin() not in str(exports)
-    import subprocess
-
     # What 9.20's dnssec-keyfromlabel writes for the same token objects.
     reference = tmp_path / "reference"
     reference.mkdir()
@@ -181,8 +180,8 @@ def test_keygen_writes_920_key_files_that_stock_tools_sign_with_as_keyfromlabel_
     Path(rsa["key_file"]).rename(reference / "rsa.key")
     Path(rsa["private_file"]).rename(reference / "rsa.private")
     zone = tmp_path / "zone.db"
-    zone.write_text(f"$TTL 300\n@ SOA ns1 hostmaster 1 3600 600 86400 300\n@ NS ns1\n"
-                    f"ns1 A 127.0.0.1\nwww A 127.0.0.2\n")
+    zone.write_text("$TTL 300\n@ SOA ns1 hostmaster 1 3600 600 86400 300\n@ NS ns1\n"
+                    "ns1 A 127.0.0.1\nwww A 127.0.0.2\n")
     signed = subprocess.run(["dnssec-signzone", "-K", str(keys), "-S", "-o", ZONE, "-f",
                              str(tmp_path / "zone.signed"), str(zone)],
                             env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)

@@ -38,10 +38,6 @@ class Route:
     origin: str
     provider: Path | None = None
 
-    @property
-    def series(self) -> tuple[int, int]:
-        return version_tuple(self.version)[:2]  # type: ignore[return-value]
-
 
 def lib_dirs(prefix: Path) -> list[Path]:
     """Where a prefix keeps BIND's shared libraries (none to add for the system's own /usr)."""

@@ -25,7 +25,7 @@ from pathlib import Path
 import jinja2
 
 from bindpkcs11.bind.programs import STOCK, SYSTEM_PREFIX, Route, named_version, tool_env, version_tuple
-from bindpkcs11.errors import BindPkcs11Error, UsageError
+from bindpkcs11.errors import UsageError
 from bindpkcs11.fileio import write_atomic
 from bindpkcs11.output import printable
 from bindpkcs11.state import StateDir
@@ -148,8 +148,6 @@ def _openssl_value(value: object) -> object:
 def extra_env(route: Route, token_module: Path, openssl_conf: Path) -> dict[str, str]:
     """What a stock BIND program needs on top of the library path: the provider's config and the
     token module preloaded (the jemalloc/RTLD_DEEPBIND trap above)."""
-    if route.provider is None:
-        raise BindPkcs11Error(f"{route.prefix} has no pkcs11-provider")
     return {"OPENSSL_CONF": str(openssl_conf), "LD_PRELOAD": str(token_module)}
 
 

@@ -104,7 +104,7 @@ def _bind_env(args) -> int:
 
 
 def _origin_text(bind) -> str:
-    return {"built": f"built in {bind.prefix.parent if bind.prefix.name == 'usr' else bind.prefix}",
+    return {"built": f"built in {bind.prefix}",
             "private": f"bookworm-backports unpacked in {bind.prefix}",
             "system": "the system's, /usr",
             "configured": f"$BINDPKCS11_STOCK_PREFIX {bind.prefix}"}[bind.origin]

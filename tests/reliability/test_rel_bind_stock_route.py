@@ -6,7 +6,9 @@ no instance files, no named, and never a system install.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -111,9 +113,6 @@ def test_stock_named_after_a_token_loss_says_to_restart_and_a_restart_signs_agai
     serving the old signed zone, reload names the fault and says a restart is needed (a stock
     named keeps failing with `crypto failure` after the token is back, unlike the patched one);
     stop + start with the token back serves the change signed by the same ZSK."""
-    import signal
-    import os
-
     from bindtools import ensure_stock_bind
     from test_inline import validated
     from test_rel_health_faults import add_record
