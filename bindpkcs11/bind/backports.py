@@ -95,9 +95,14 @@ def installed_manifest(target: Path) -> dict | None:
 
 
 def extract(state: StateDir, progress: Progress, refresh: bool = False) -> Extracted:
-    """Download and unpack the backports packages into the private directory (once; `refresh`
-    fetches the newest again). One extraction at a time per directory."""
-    target = stock.private_dir(state)
+    """Download and unpack the backports packages into the state's private directory
+    (stock.private_dir) once; `refresh` fetches the newest again."""
+    return extract_to(stock.private_dir(state), progress, refresh)
+
+
+def extract_to(target: Path, progress: Progress, refresh: bool = False) -> Extracted:
+    """The same into any directory (bench/ uses its work dir): `<target>/tree/usr` is the prefix.
+    One extraction at a time per directory."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with locks.held(target.parent / f".{target.name}.lock", f"the BIND 9.20 copy in {target}",
                     wait=APT_TIMEOUT):
