@@ -212,3 +212,27 @@ def test_stock_software_zsk_and_token_ksk_stay_adopted_across_a_reload(stock_cli
     assert tags["ksk"] in validated(ZONE, "DNSKEY", port)[1]
     log = (Path(report["instance_dir"]) / "named.log").read_text()
     assert "retire DNSKEY" not in log and "created for policy" not in log
+
+
+def test_stock_added_record_is_served_signed_and_the_rndc_wrapper_works(stock_cli, tmp_path):
+    """The patched route's reload/rndc suite (test_inline.py) on the stock route."""
+    zone_file = tmp_path / "example.test.zone"
+    zone_file.write_text(
+        "$TTL 300\n@ IN SOA ns1 hostmaster 10 3600 600 1209600 300\n@ IN NS ns1\nns1 IN A 127.0.0.1\n")
+    setup(stock_cli, "--bind", "stock", "--zone-file", str(zone_file))
+    port = stock_cli.ports[0]
+    serial_before = validated(ZONE, "SOA", port)[0][0].serial
+    with zone_file.open("a") as handle:
+        handle.write("added IN A 127.0.0.99\n")
+    assert "loaded" in stock_cli("named", "reload", ZONE).stdout  # returns once served signed
+    rrset, tags = validated(ZONE, "A", port, f"added.{ZONE}")
+    assert rrset[0].address == "127.0.0.99"
+    assert validated(ZONE, "SOA", port)[0][0].serial > serial_before
+    status = stock_cli.json("named", "status", ZONE)
+    assert tags == {k["tag"] for k in status["signing"] if k["role"] == "zsk"}
+    assert status["running"] and status["problem"] is None
+    stock_cli("rndc", "sign", ZONE)
+    listing = stock_cli.json("rndc", "signing-list", ZONE)
+    assert {k["role"] for k in listing["keys"] if k["signing"]} == {"ksk", "zsk"}
+    assert "signed serial" in stock_cli("rndc", "zonestatus", ZONE).stdout
+    assert "version: BIND 9.20." in stock_cli("rndc", "--", "status").stdout
