@@ -23,7 +23,7 @@ from bindpkcs11.bind.instance import Instance, InstanceSettings
 from bindpkcs11.bind.programs import STOCK
 from bindpkcs11.dnssec.keyfile import key_pairs_in
 from bindpkcs11.dnssec.zonesource import read_zone_source
-from bindpkcs11.errors import BindPkcs11Error, KeyFileError, UsageError
+from bindpkcs11.errors import BindPkcs11Error, KeyFileError, PinIncorrect, UsageError
 from bindpkcs11.fileio import write_atomic
 from bindpkcs11.state import StateDir
 
@@ -78,6 +78,8 @@ def _start(state: StateDir, zone: dns.name.Name) -> int:
     access = _access(state, instance, settings)
     ksk, zsk = (_key(instance, zone, settings, role) for role in ("ksk", "zsk"))
     ready = inline.ready_check(zone, settings.listen, settings.port, ksk.tag, zsk.tag)
+    if settings.bind == STOCK:
+        _check_instance_pin(access, instance)
     # start_named waits until the signed zone has caught up (readiness.SignedAndSynced)
     pid = inline.start_named(instance, route.installed(state, settings.bind, settings.bind_prefix), access,
                              privileges.run_as_user(), ready)
@@ -87,6 +89,17 @@ def _start(state: StateDir, zone: dns.name.Name) -> int:
         named.stop(instance)
         raise type(error)(f"{error}; stopped named: fix the cause, then start it again") from None
     return pid
+
+
+def _check_instance_pin(access: TokenAccess, instance: Instance) -> None:
+    """One login with the instance's PIN file before a stock named starts: pkcs11-provider logs
+    no reason for a wrong PIN, and a wrong PIN then never reaches it."""
+    try:
+        inline.verified_pin(access)
+    except PinIncorrect as error:
+        raise PinIncorrect(f"{str(error).split(': check', 1)[0]}: the instance's PIN file "
+                           f"{instance.pin_file} holds a wrong PIN; run 'bindpkcs11 setup-inline' "
+                           "with the right --pin-file (named was not started)") from None
 
 
 def _key(instance: Instance, zone: dns.name.Name, settings: InstanceSettings, role: str):

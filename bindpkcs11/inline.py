@@ -136,7 +136,7 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
     module = Path(get_profile(request.profile, state, request.module).module_path)
     _check_rendered(bind, instance, settings, max_ttl, module)
     access, created_token = _token_access(state, request, progress)
-    pin = _verified_pin(access)
+    pin = verified_pin(access)
     ensure_private_dir(instance.root)
     for sub in (instance.key_dir, instance.zone_dir):
         sub.mkdir(parents=True, exist_ok=True)
@@ -307,8 +307,10 @@ def _token_access(state: StateDir, request: SetupRequest, progress: Progress) ->
     return access, True
 
 
-def _verified_pin(access: TokenAccess) -> str:
-    """Resolve the PIN once and prove it with one login, before anything is changed."""
+def verified_pin(access: TokenAccess) -> str:
+    """Resolve the PIN once and prove it with one login, before anything is changed. Also used
+    before a stock named starts: pkcs11-provider logs no reason for a wrong PIN (named only says
+    `receive_secure_serial: not found`), so the PIN file is proven first, once."""
     pin = pins.pin_source(access.state, access.label, pins.USER, access.pin_file)()
     with library.open_session(access.module_path, access.label, lambda: pin,
                               locked_hint=traits_of(access.profile).pin_locked_hint):

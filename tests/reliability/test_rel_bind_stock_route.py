@@ -149,3 +149,38 @@ def test_stock_named_after_a_token_loss_says_to_restart_and_a_restart_signs_agai
             except (OSError, ValueError):
                 pass
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_stock_named_start_with_a_wrong_pin_in_the_instance_file_is_one_line_and_no_named(tmp_path):
+    """pkcs11-provider logs no reason for a wrong PIN (named says only `receive_secure_serial:
+    not found`): named start proves the instance's PIN file with one login first, names the file
+    and starts nothing. Fails on the code before this check (the error named no PIN)."""
+    from bindtools import ensure_stock_bind
+
+    base = Path(tempfile.mkdtemp(prefix="bindpkcs11-stockpin-"))
+    base.chmod(0o711)
+    cli = Cli(base / "state", clean_env() | {"BINDPKCS11_STOCK_DIR": str(ensure_stock_bind())})
+    cli.ports = (free_port(), free_port())
+    try:
+        cli("setup-inline", ZONE, "--bind", "stock", "--port", str(cli.ports[0]),
+            "--rndc-port", str(cli.ports[1]))
+        cli("named", "stop", ZONE)
+        pin_file = cli.state_dir / "instances" / ZONE / "token.pin"
+        good = pin_file.read_text()
+        with pin_file.open("w") as handle:  # keeps the file's owner and mode
+            handle.write("wrong-pin-1\n")
+        result = cli("named", "start", ZONE, check=False)
+        error = one_line_error(result)
+        assert result.returncode == 5
+        assert "wrong user PIN" in error and str(pin_file) in error and "not started" in error
+        assert named_pid(cli) is None
+        with pin_file.open("w") as handle:
+            handle.write(good)
+        assert cli.json("named", "start", ZONE)["running"]
+    finally:
+        for pid_file in (cli.state_dir / "instances").glob("*/named.pid"):
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+        shutil.rmtree(base, ignore_errors=True)
