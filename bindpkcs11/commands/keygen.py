@@ -12,7 +12,9 @@ from bindpkcs11.backup import custody
 from bindpkcs11.commands.common import DEFAULT_TOKEN, access, key_dir, state
 from bindpkcs11.dnssec import algorithms, keygen
 from bindpkcs11.dnssec.dnskey import parse_zone_name
-from bindpkcs11.dnssec.keyfile import Timing, check_writable
+from bindpkcs11.bind import route
+from bindpkcs11.bind.programs import STOCK
+from bindpkcs11.dnssec.keyfile import KEY_FORMATS, Timing, check_writable
 from bindpkcs11.errors import UsageError
 from bindpkcs11.output import print_json
 from bindpkcs11.progress import ticking
@@ -39,6 +41,10 @@ def register(commands, common) -> None:
                      help="wrappable only under the token's KEK, for 'backup wrap' (needs a KEK)")
     gen.add_argument("--no-backup", action="store_true",
                      help="a KSK on one token is intended to be the only copy: no warning")
+    gen.add_argument("--key-format", choices=KEY_FORMATS,
+                     help="the BIND series that reads the key files: 9.18 (patched route, with "
+                          "Engine:) or 9.20 (stock route, Label: only, as its dnssec-keyfromlabel "
+                          "writes); default: the default route's")
     gen.add_argument("--ttl", help="DNSKEY TTL to write into the .key file")
     for name in ("publish", "activate", "inactive", "delete"):
         gen.add_argument(f"--{name}", metavar="T", help="time (YYYYMMDD[HHMMSS], now, +1d, ...)")
@@ -61,6 +67,7 @@ def _keygen(args) -> int:
         zone=zone, role=args.role, algorithm=algorithm, key_dir=key_dir(args), timing=timing,
         software=args.software, extractable=args.extractable, object_label=args.object_label,
         ttl=parse_ttl(args.ttl) if args.ttl else None, backup=args.backup,
+        key_format=args.key_format or _default_key_format(args),
     )
     if args.backup and (args.no_backup or args.software):
         raise UsageError("--backup is for token keys, and contradicts --no-backup")
@@ -92,6 +99,13 @@ def _keygen(args) -> int:
               "shares) or generate it in software and 'key import' it into two tokens; "
               "--no-backup silences this", file=sys.stderr)
     return 0
+
+
+def _default_key_format(args) -> str:
+    """9.20 when new instances would run a stock BIND >= 9.20, else 9.18 (bind/route.py)."""
+    if args.software:
+        return "9.18"  # software key files are the same for both
+    return "9.20" if route.default_name(state(args)) == STOCK else "9.18"
 
 
 def _generate_software(args, request: keygen.KeygenRequest) -> keygen.GeneratedKey:

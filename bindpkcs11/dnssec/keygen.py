@@ -45,6 +45,7 @@ class KeygenRequest:
     object_label: str | None = None
     ttl: int | None = None
     backup: bool = False
+    key_format: str = "9.18"  # keyfile.KEY_FORMATS: the BIND series that will read the files
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,8 @@ def _generate_pair(request: KeygenRequest, access: TokenAccess, traits) -> Gener
             if final_label != provisional:
                 keys.relabel(session, provisional, final_label)
             uri = key_uri(access.label, final_label)
-            fields = token_private_fields(dnskey, uri, public.modulus, public.exponent)
+            fields = token_private_fields(dnskey, uri, public.modulus, public.exponent,
+                                          request.key_format)
             try:
                 key_path, private_path = write_key_pair(
                     request.key_dir, request.zone, dnskey, fields, request.timing, request.ttl
@@ -184,7 +186,7 @@ def _generate_in_fixed_slot(request: KeygenRequest, access: TokenAccess,
         raise DuplicateLabel(f"key tag {key_tag(dnskey)} is already used in {request.key_dir}; "
                              f"erase token '{access.label}' and generate again")
     uri = key_uri(access.label, label)
-    fields = token_private_fields(dnskey, uri, public.modulus, public.exponent)
+    fields = token_private_fields(dnskey, uri, public.modulus, public.exponent, request.key_format)
     key_path, private_path = write_key_pair(
         request.key_dir, request.zone, dnskey, fields, request.timing, request.ttl
     )
