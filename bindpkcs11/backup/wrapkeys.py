@@ -60,7 +60,7 @@ def wrap_key(access: TokenAccess, object_label: str, out: Path, extra_key_dir: P
         raise UsageError(f"{out} already exists: choose another --out")
     with CeremonyLog(log_path) as log:
         log.event("START", f"wrap token={access.label} object={object_label}")
-        require_wrap_support(access)
+        mechanism = require_wrap_support(access)
         use = _key_file_of(access, object_label, extra_key_dir)
         pair = use.pair
         log.event("KEY", f"{pair.key_path} tag={pair.tag}")
@@ -72,12 +72,12 @@ def wrap_key(access: TokenAccess, object_label: str, out: Path, extra_key_dir: P
                     "'bindpkcs11 backup import-share FILE --token L' first")
             private = keys.private_key(session, object_label)
             _check_public(session, access.label, object_label, pair)
-            wrapped = wrapping.wrap_private(session, kek, private)
+            wrapped = wrapping.wrap_private(session, kek, private, mechanism)
         record = wrapfile.WrapRecord(
             zone=pair.zone.to_text(), algorithm=int(pair.dnskey.algorithm), flags=pair.dnskey.flags,
             public_key=pair.dnskey.key, tag=pair.tag, key_kind=by_number(pair.dnskey.algorithm).spec.kind,
             label=object_label, object_id=use.object_id or b"", kek_kcv=kek.kcv,
-            mechanism=wrapping.WRAP_MECHANISM_NAME, source_token=access.label,
+            mechanism=mechanism, source_token=access.label,
             timing=_timing(pair.timing),
             wrapped=wrapped)
         data = wrapfile.encode(record)
@@ -108,7 +108,7 @@ def unwrap_key(access: TokenAccess, path: Path, key_dir: Path | None, log_path: 
         if (target_dir / f"{stem}.key").exists():
             raise UsageError(f"{target_dir / stem}.key already exists: give another --key-dir for "
                              "the copy's key files")
-        require_wrap_support(access)
+        require_wrap_support(access, record.mechanism)
         with access.session(rw=True) as session:
             kek = wrapping.find_kek(session)
             if kek is None or kek.kcv != record.kek_kcv:
@@ -121,7 +121,7 @@ def unwrap_key(access: TokenAccess, path: Path, key_dir: Path | None, log_path: 
                                      f"'{record.label}': nothing was unwrapped")
             object_id = record.object_id or os.urandom(8)
             private = wrapping.unwrap_private(session, kek, record.key_kind, record.wrapped,
-                                              record.label, object_id)
+                                              record.label, object_id, record.mechanism)
             try:
                 wrapping.create_public(session, _public_of(record), record.label, object_id)
                 challenge = prove(private, dnskey, access.label)
