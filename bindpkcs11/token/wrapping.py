@@ -8,7 +8,9 @@ a failed C_UnwrapKey) is cleaned up here, by comparing the session's object hand
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import sys
 from dataclasses import dataclass
 
 import pkcs11
@@ -18,7 +20,8 @@ from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11.constants import DEFAULT
 from pkcs11.util.ec import encode_named_curve_parameters
 
-from bindpkcs11.errors import BindPkcs11Error
+from bindpkcs11.errors import BindPkcs11Error, PinIncorrect
+from bindpkcs11.token import inittoken
 from bindpkcs11.token.keys import CURVE_OIDS, private_key
 from bindpkcs11.token.library import translate
 from bindpkcs11.token.records import PublicKey
@@ -214,6 +217,41 @@ def _require_sensitive(session: "pkcs11.Session", private: "pkcs11.PrivateKey") 
 def import_private(session: "pkcs11.Session", public: PublicKey, fields: dict[str, bytes],
                    label: str, object_id: bytes) -> "pkcs11.PrivateKey":
     """C_CreateObject of a software private key (BIND `.private` fields): sensitive, non-extractable."""
+    template = _private_template(public, fields, label, object_id)
+    with _no_leftovers(session):
+        try:
+            return session.create_object(template)
+        except p11x.PKCS11Error as error:
+            raise translate(error, f"importing the private key as '{label}'") from error
+
+
+def import_private_as_so(module_path: str, slot_id: int, token_label: str, so_pin: str,
+                         public: PublicKey, fields: dict[str, bytes], label: str,
+                         object_id: bytes) -> None:
+    """The same private key object, stored by the SO through plain C calls: how a card that keeps
+    its keys in fixed slots (an OpenPGP card through OpenSC) takes an imported key (see
+    inittoken.create_object_as_so for why not python-pkcs11)."""
+    width = ctypes.sizeof(ctypes.c_ulong)
+
+    def raw(value) -> bytes:
+        if isinstance(value, bool):
+            return b"\x01" if value else b"\x00"
+        if isinstance(value, int):
+            return int(value).to_bytes(width, sys.byteorder)
+        return value.encode() if isinstance(value, str) else bytes(value)
+
+    template = [(int(kind), raw(value)) for kind, value in
+                _private_template(public, fields, label, object_id).items()]
+    try:
+        inittoken.create_object_as_so(module_path, slot_id, token_label, so_pin, template)
+    except PinIncorrect:
+        raise
+    except BindPkcs11Error as error:
+        raise BindPkcs11Error(f"importing the private key as '{label}' failed: {error}") from None
+
+
+def _private_template(public: PublicKey, fields: dict[str, bytes], label: str,
+                      object_id: bytes) -> dict:
     template = {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.KEY_TYPE: _KEY_TYPES[public.kind],
                 Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
                 Attribute.EXTRACTABLE: False, Attribute.SIGN: True, Attribute.LABEL: label,
@@ -223,11 +261,7 @@ def import_private(session: "pkcs11.Session", public: PublicKey, fields: dict[st
     else:
         template[Attribute.EC_PARAMS] = encode_named_curve_parameters(CURVE_OIDS[public.curve])
         template[Attribute.VALUE] = fields["PrivateKey"]
-    with _no_leftovers(session):
-        try:
-            return session.create_object(template)
-        except p11x.PKCS11Error as error:
-            raise translate(error, f"importing the private key as '{label}'") from error
+    return template
 
 
 def create_public(session: "pkcs11.Session", public: PublicKey, label: str, object_id: bytes) -> None:
