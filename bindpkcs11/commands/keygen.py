@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bindpkcs11 import keydirs
@@ -80,12 +81,15 @@ def _keygen(args) -> int:
         message = f"generating {algorithm.mnemonic} {args.role.upper()} on token '{token.label}' ..."
         with contextlib.nullcontext() if args.json else ticking(message):
             result = keygen.generate_on_token(request, token)
-        custody.record_generated(token.state, result.key_file, token.label, request.backup)
+        known = custody.record_generated(token.state, result.key_file, token.label, request.backup)
+        result = replace(result, extra={**result.extra, "custody": known.describe()})
     if args.json:
         print_json(result)
     else:
         print(result.key_file.name.removesuffix(".key"))
         print(result.ds)
+        if "custody" in result.extra:
+            print(f"custody: {result.extra['custody']}")
     if args.role == "ksk" and not (args.software or args.backup or args.no_backup):
         print(f"warning: KSK {result.tag} on token '{result.token}' is the only copy of this key: "
               "if the token is lost, so is the key. Make it with --backup (after importing KEK "
