@@ -68,12 +68,12 @@ def import_key(accesses: list[TokenAccess], key_path: Path, key_dir: Path, label
             check_writable(directory)
             _refuse_existing(directory, pair, key_path)
         with contextlib.ExitStack() as stack:
-            done: list[tuple[object, str]] = []
+            undo: list[Callable[[], None]] = []  # removes each copy made, on failure
             try:
                 for access in accesses:
                     if fixed is not None:
                         challenge = _import_into_fixed_slot(access, public, pair, object_label,
-                                                            object_id, done)
+                                                            object_id, undo)
                         log.event("PROOF", f"token={access.label} challenge {challenge[:32]}... "
                                            f"verified with DNSKEY {pair.tag}")
                         continue
@@ -83,7 +83,7 @@ def import_key(accesses: list[TokenAccess], key_path: Path, key_dir: Path, label
                                              f"'{object_label}': choose another --label")
                     private = wrapping.import_private(session, public, pair.private_fields,
                                                       object_label, object_id)
-                    done.append((session, access.label))
+                    undo.append(lambda s=session: wrapping.destroy_label(s, object_label))
                     wrapping.create_public(session, public, object_label, object_id)
                     challenge = prove(private, pair.dnskey, access.label)
                     log.event("PROOF", f"token={access.label} challenge {challenge[:32]}... verified "
@@ -91,11 +91,8 @@ def import_key(accesses: list[TokenAccess], key_path: Path, key_dir: Path, label
                 written, software = _write_key_files(accesses, dirs, pair, object_label, key_path,
                                                      log)
             except BaseException:
-                for session, _ in done:
-                    if callable(session):
-                        session()
-                    else:
-                        wrapping.destroy_label(session, object_label)
+                for remove in undo:
+                    remove()
                 raise
         if destroy_source and confirm is not None:
             destroy_source = _confirmed(confirm, key_path, log)
@@ -129,7 +126,7 @@ def _fixed_slot(accesses: list[TokenAccess], label: str | None) -> tuple[bytes, 
 
 
 def _import_into_fixed_slot(access: TokenAccess, public: PublicKey, pair: KeyPairFiles,
-                            label: str, object_id: bytes, done: list) -> str:
+                            label: str, object_id: bytes, undo: list) -> str:
     """Store the key in the card's slot as its SO, then prove it in a user session; the slot
     must be empty (storing would replace a key). Returns the proof's challenge."""
     with access.session(login=False) as probe:
@@ -140,7 +137,7 @@ def _import_into_fixed_slot(access: TokenAccess, public: PublicKey, pair: KeyPai
     so_pin = pins.pin_source(access.state, access.label, pins.SO, access.so_pin_file)()
     wrapping.import_private_as_so(access.module_path, slot_id, access.label, so_pin, public,
                                   pair.private_fields, label, object_id)
-    done.append((lambda: _erase_slot(access, label), access.label))
+    undo.append(lambda: _erase_slot(access, label))
     library.refresh(access.module_path)  # OpenSC lists the new key only after re-reading the card
     with access.session() as session:
         return prove(keys.private_key(session, label), pair.dnskey, access.label)
