@@ -195,6 +195,12 @@ def delete_object(access: TokenAccess, object_label: str, object_class: str | No
         raise RefusedDeletion(
             f"refusing to destroy '{object_label}' without --force (a destroyed key cannot be recovered)"
         )
+    with locks.token_objects(access.state, access.label):
+        return _delete_object(access, object_label, object_class, force, extra_key_dir, now)
+
+
+def _delete_object(access: TokenAccess, object_label: str, object_class: str | None,
+                   force: int, extra_key_dir: Path | None, now: int) -> str:
     uses = active_keys_on_token(access, extra_key_dir, now)
     with access.session(login=True, rw=True) as session:
         matches = keys.find_objects(session, object_label, object_class)
@@ -254,13 +260,14 @@ def erase_token(access: TokenAccess, extra_key_dir: Path | None, now: int,
     Refused while an active key file in any managed key dir points at the token, unless
     `destroy_active_keys`.
     """
-    if not destroy_active_keys:
-        refuse_erasing_active_keys(access, extra_key_dir, now)
-    token_pins = TokenPins(
-        user=_pin_for_init(access, pins.USER, access.pin_file),
-        so=_existing_so_pin(access),
-    )
-    access.profile.erase_token(access.label, token_pins)
+    with locks.token_objects(access.state, access.label):
+        if not destroy_active_keys:
+            refuse_erasing_active_keys(access, extra_key_dir, now)
+        token_pins = TokenPins(
+            user=_pin_for_init(access, pins.USER, access.pin_file),
+            so=_existing_so_pin(access),
+        )
+        access.profile.erase_token(access.label, token_pins)
     return len(keyuse.key_files_on_token(access.state, access.label, extra_key_dir))
 
 

@@ -24,6 +24,7 @@ from bindpkcs11.bind.instance import Instance, InstanceSettings, Secondary
 from bindpkcs11.dnssec.algorithms import Algorithm
 from bindpkcs11.dnssec.dnskey import ds_text, zone_label_text
 from bindpkcs11.dnssec.keyfile import KeyPairFiles
+from bindpkcs11.dnssec import zonetiming
 from bindpkcs11.dnssec.samplezone import sample_zone_text
 from bindpkcs11.dnssec.zonesource import read_zone_source
 from bindpkcs11.errors import BindPkcs11Error, TokenNotFound, ToolFailed, UsageError
@@ -114,7 +115,14 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
     prefix = build.build(state, progress=progress).prefix
     instancekeys.check_keys_load(prefix, existing)
     _check_zone_text(prefix, request.zone, zone_text, request.zone_file)
-    max_ttl, rrsets = _zone_stats(request.zone, zone_text, request.zone_file)
+    max_ttl, rrsets, expire = _zone_stats(request.zone, zone_text, request.zone_file)
+    if not request.test_timings:  # 30-minute signatures are for loopback demos only
+        zonetiming.require_expire_within_refresh(
+            expire, max_ttl, config.NORMAL_TIMINGS["sig_validity_days"] * 86400,
+            config.NORMAL_TIMINGS["sig_refresh_days"] * 86400,
+            f"zone file {request.zone_file}" if request.zone_file else "the sample zone",
+            "sig-validity-interval {sig_validity_days} {sig_refresh_days} in zone.conf".format(
+                **config.NORMAL_TIMINGS))
     zsk_on = _zsk_place(state, instance, request, rrsets, progress)
     settings = InstanceSettings(
         zone=request.zone.to_text(), token=request.token, profile=request.profile,
@@ -133,13 +141,14 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
     ksk, zsk, generated = instancekeys.zone_keys(instance, request.zone, request.algorithm, zsk_on,
                                                  access, existing, progress)
     try:
+        cds_added = instancekeys.publish_cds(ksk)
         zone_file = instance.zone_file(request.zone)
         files = config.render(instance, settings, zone_file, max_ttl)
         files[zone_file] = zone_text
         files[instance.pin_file] = pin + "\n"
         changed = config.changed_files(files)
         ready = ready_check(request.zone, request.listen, request.port, ksk.tag, zsk.tag)
-        if not changed and running is not None and ready():
+        if not changed and not cds_added and running is not None and ready():
             progress("nothing changed: keys, configuration and named are as requested")
             pid = running
         else:
@@ -186,15 +195,17 @@ def _check_rendered(prefix: Path, instance: Instance, settings: InstanceSettings
         config.check_config(prefix, trial.named_conf)
 
 
-def _zone_stats(zone: dns.name.Name, text: str, shown_as: Path | None) -> tuple[int, int]:
-    """The zone's largest TTL (for max-zone-ttl) and its number of RRsets (what signing costs)."""
+def _zone_stats(zone: dns.name.Name, text: str,
+                shown_as: Path | None) -> tuple[int, int, int]:
+    """The zone's largest TTL (for max-zone-ttl), its number of RRsets (what signing costs) and
+    its SOA EXPIRE (zonetiming's rule)."""
     try:
         parsed = dns.zone.from_text(text, origin=zone, relativize=False, check_origin=False)
     except dns.exception.DNSException as error:
         raise UsageError(f"zone file {shown_as or 'the sample zone'} does not parse as {zone}: "
                          f"{error}") from None
     ttls = [rdataset.ttl for _, rdataset in parsed.iterate_rdatasets()]
-    return max(ttls, default=300), len(ttls)
+    return max(ttls, default=300), len(ttls), parsed.get_soa().expire
 
 
 def _zsk_place(state: StateDir, instance: Instance, request: SetupRequest, rrsets: int,

@@ -18,7 +18,7 @@ import dns.name
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.backup import custody
 from bindpkcs11.bind.instance import Instance
-from bindpkcs11.dnssec import keygen, software
+from bindpkcs11.dnssec import keygen, keytiming, software
 from bindpkcs11.dnssec.algorithms import Algorithm
 from bindpkcs11.dnssec.keyfile import KeyPairFiles, Timing, key_pairs_in, read_key_pair
 from bindpkcs11.errors import KeyFileError
@@ -80,14 +80,16 @@ def zone_keys(instance: Instance, zone: dns.name.Name, algorithm: Algorithm, zsk
             keygen_request = keygen.KeygenRequest(
                 zone=zone, role=role, algorithm=algorithm, key_dir=instance.key_dir,
                 timing=Timing(created=now, publish=now, activate=now), software=not on_token[role])
-            key = _generate(keygen_request, access, progress)
+            key = generate(keygen_request, access, progress)
             found[role] = read_key_pair(key.key_file)
             generated.append(found[role])
     return found["ksk"], found["zsk"], generated
 
 
-def _generate(request: keygen.KeygenRequest, access: TokenAccess,
-              progress: Progress) -> keygen.GeneratedKey:
+def generate(request: keygen.KeygenRequest, access: TokenAccess,
+             progress: Progress) -> keygen.GeneratedKey:
+    """One key for the instance: on the token (custody recorded), or in software seeded by the
+    token's randomness where the algorithm takes it (setup-inline and rollover both use this)."""
     what = f"the {request.role.upper()} ({request.algorithm.mnemonic})"
     if not request.software:
         progress(f"generating {what} on token '{access.label}' ...")
@@ -99,6 +101,16 @@ def _generate(request: keygen.KeygenRequest, access: TokenAccess,
         return keygen.generate_software_with_token_rng(request, access)
     progress(f"generating {what} in software (RSA key generation takes no token randomness) ...")
     return keygen.generate_software(request)
+
+
+def publish_cds(ksk: KeyPairFiles) -> bool:
+    """Give the active KSK a SyncPublish time (now) unless it has one, so named publishes CDS
+    and CDNSKEY for it (RFC 7344/8078: parents that scan for them pick up the DS). True when the
+    key file changed (named must load the keys again)."""
+    if keytiming.private_time(ksk, "sync_publish") is not None:
+        return False
+    keytiming.set_times(ksk, sync_publish=int(time.time()))
+    return True
 
 
 def set_aside(instance: Instance, generated: list[KeyPairFiles]) -> None:

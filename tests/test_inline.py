@@ -7,7 +7,6 @@ import os
 import shutil
 import tempfile
 import pwd
-import signal
 import socket
 import stat
 import time
@@ -22,7 +21,7 @@ import dns.rdatatype
 import pytest
 
 from conftest import Cli, clean_env, one_line_error
-from namedproc import NamedProcess, free_port
+from namedproc import NamedProcess, free_port, kill_instance_nameds
 
 ZONE = "example.test"
 DEADLINE = 30.0
@@ -40,11 +39,7 @@ def inline_cli(tmp_path: Path, patched_bind: Path):
     cli = Cli(base / "state", clean_env() | {"BINDPKCS11_BIND_DIR": str(patched_bind)})
     cli.ports = (free_port(), free_port())
     yield cli
-    for pid_file in (cli.state_dir / "instances").glob("*/named.pid"):
-        try:
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
+    kill_instance_nameds(cli.state_dir)
     shutil.rmtree(base, ignore_errors=True)
 
 

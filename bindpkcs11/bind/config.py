@@ -26,10 +26,12 @@ from bindpkcs11.run import child_env, tail
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
 _BACKUP_SUFFIX = ".previous"
 
-# Default: auto-dnssec with signatures valid 10 to 30 days (BIND spreads new ones between the
-# bounds) and re-signed 10 days before they expire, so `monitor --warn-days 7` stays quiet while
-# named works (sig-validity-interval counts days).
-NORMAL_TIMINGS = {"sig_validity_days": 30, "sig_refresh_days": 10}
+# Default: auto-dnssec with signatures valid 35 days and re-signed 15 days before they expire
+# (so each lives 20 days before named replaces it): `monitor --warn-days 7` stays quiet while
+# named works, and a zone with the usual 14-day SOA EXPIRE passes dnssec/zonetiming.py's rule
+# (a secondary cut off from the primary never serves expired signatures). sig-validity-interval
+# counts days.
+NORMAL_TIMINGS = {"sig_validity_days": 35, "sig_refresh_days": 15}
 # --test-timings (the 2012 demo's TEST=yes): signatures live 30 minutes and are refreshed 20
 # minutes before they expire, so a whole re-signing cycle can be watched in about ten minutes.
 TEST_TIMINGS = {

@@ -19,6 +19,7 @@ from bindpkcs11.dnssec.keyfile import (
     token_private_fields,
     write_key_pair,
 )
+from bindpkcs11 import locks
 from bindpkcs11.errors import DuplicateLabel, InvalidTime, KeyFileError, UsageError
 from bindpkcs11.timespec import TTL_MAX, check_key_time
 from bindpkcs11.token import keys, library, wrapping
@@ -104,14 +105,20 @@ def generate_on_token(request: KeygenRequest, access: TokenAccess) -> GeneratedK
     check_writable(request.key_dir)
     require_key_spec(access.profile, request.algorithm.spec)
     traits = traits_of(access.profile)
-    omit_false_flags = traits.omit_false_flags
     if request.backup:
         require_wrap_support(access)
     with access.session(login=False) as probe:
         keys.require_support(probe, request.algorithm.spec)
     fixed = traits.fixed_key_object(access.label)
-    if fixed is not None:
-        return _generate_in_fixed_slot(request, access, fixed, traits.keygen_as_so)
+    with locks.token_objects(access.state, access.label, locks.KEY_CREATION_WAIT):
+        if fixed is not None:
+            return _generate_in_fixed_slot(request, access, fixed, traits.keygen_as_so)
+        return _generate_pair(request, access, traits)
+
+
+def _generate_pair(request: KeygenRequest, access: TokenAccess, traits) -> GeneratedKey:
+    """generate_on_token for tokens that name their objects freely (the token-objects lock held)."""
+    omit_false_flags = traits.omit_false_flags
     with access.session(rw=True, so=traits.keygen_as_so) as session:
         if request.backup:  # wrappable only under the token's KEK (see backup/kek.py)
             kek, mechanism = require_backup_ready(session)
