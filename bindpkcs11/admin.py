@@ -180,8 +180,7 @@ def _dnssec_info(users: list[keyuse.KeyUse], public, now: int) -> DnssecKeyInfo 
 def _custody_text(access: TokenAccess, public, algorithm: int) -> str:
     """Known copies of the key (backup/custody.py); a key never recorded is this token's only one
     as far as bindpkcs11 knows."""
-    known = custody.lookup(access.state, algorithm, public_key_bytes(public))
-    return (known or custody.Custody(tokens=(access.label,))).describe()
+    return custody.describe(access.state, algorithm, public_key_bytes(public), access.label)
 
 
 def _with_public(obj: ObjectInfo, public) -> ObjectInfo:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import dns.exception
@@ -19,6 +19,7 @@ from bindpkcs11 import inline, instancekeys, locks, monitor, readiness
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.bind import config, named, ports, privileges, rndc, route, signing
 from bindpkcs11.bind.health import SigningHealth, signing_health
+from bindpkcs11.backup import custody
 from bindpkcs11.bind.instance import Instance, InstanceSettings
 from bindpkcs11.bind.programs import STOCK
 from bindpkcs11.dnssec.keyfile import key_pairs_in
@@ -26,6 +27,7 @@ from bindpkcs11.dnssec.zonesource import read_zone_source
 from bindpkcs11.errors import BindPkcs11Error, KeyFileError, PinIncorrect, UsageError
 from bindpkcs11.fileio import write_atomic
 from bindpkcs11.state import StateDir
+from bindpkcs11.token.uri import parse_uri
 
 
 RELOAD_TIMEOUT = 15.0
@@ -46,6 +48,16 @@ class InstanceStatus:
     signing: list[rndc.SigningKey]
     problem: str | None
     health: SigningHealth | None = None
+    custody: list[KeyCustody] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class KeyCustody:
+    """One active key of the instance and its known copies (backup/custody.py)."""
+
+    role: str
+    tag: int
+    copies: str
 
 
 def _loaded(state: StateDir, zone: dns.name.Name) -> tuple[Instance, InstanceSettings, Path]:
@@ -138,7 +150,22 @@ def status(state: StateDir, zone: dns.name.Name) -> InstanceStatus:
         reason = signing.failure_reason(errors)
         problem = f"named's last run could not sign: {reason}" if reason else None
     return InstanceStatus(settings.zone, pid is not None, pid, settings.listen, settings.port,
-                          serial, keys, problem, health)
+                          serial, keys, problem, health, _custody(state, instance, zone, settings))
+
+
+def _custody(state: StateDir, instance: Instance, zone: dns.name.Name,
+             settings: InstanceSettings) -> list[KeyCustody]:
+    """The instance's active KSK and ZSK with their custody lines, as `token show` words them."""
+    found = []
+    for role in ("ksk", "zsk"):
+        try:
+            pair = _key(instance, zone, settings, role)
+        except KeyFileError:
+            continue
+        token = parse_uri(pair.label_uri).token if pair.label_uri else None
+        found.append(KeyCustody(role, pair.tag, custody.describe(
+            state, int(pair.dnskey.algorithm), pair.dnskey.key, token)))
+    return found
 
 
 def reload(state: StateDir, zone: dns.name.Name) -> str:

@@ -98,8 +98,19 @@ def _load(state: StateDir) -> dict:
     return entries
 
 
-def record_generated(state: StateDir, key_file: Path, token: str, backup_capable: bool) -> None:
+def record_generated(state: StateDir, key_file: Path, token: str, backup_capable: bool) -> Custody:
     """A key just generated on `token` (its key file says which): its first known copy."""
     pair = read_key_pair(key_file)
-    record(state, int(pair.dnskey.algorithm), pair.dnskey.key, pair.zone.to_text(), pair.tag,
-           token=token, backup_capable=backup_capable)
+    return record(state, int(pair.dnskey.algorithm), pair.dnskey.key, pair.zone.to_text(),
+                  pair.tag, token=token, backup_capable=backup_capable)
+
+
+def describe(state: StateDir, algorithm: int, public_key: bytes, token: str | None) -> str:
+    """The custody line every listing prints (token show, keygen, named status): the known copies,
+    or, for a key never recorded, the one on `token` (or a software key file when there is none)."""
+    known = lookup(state, algorithm, public_key)
+    if known is not None:
+        return known.describe()
+    if token is None:
+        return "software key file (not on a token)"
+    return Custody(tokens=(token,)).describe()

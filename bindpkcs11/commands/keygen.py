@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bindpkcs11 import keydirs
-from bindpkcs11.backup import custody
+from bindpkcs11.backup import cardkek, custody
 from bindpkcs11.commands.common import DEFAULT_TOKEN, access, key_dir, state
 from bindpkcs11.dnssec import algorithms, keygen
 from bindpkcs11.dnssec.dnskey import parse_zone_name
@@ -80,6 +81,9 @@ def _keygen(args) -> int:
         if args.rng_from_token:
             raise UsageError("--rng-from-token is for --software keys (token keys use the token's RNG)")
         token = access(args, args.token or DEFAULT_TOKEN)
+        if request.backup and cardkek.uses_card_dkek(token.profile):
+            # a SmartCard-HSM wraps any of its keys under its DKEK: no PKCS#11 KEK to check
+            request = replace(request, backup=False)
         if args.key_dir:
             # before the key exists, so that the token guard knows where its key file will be
             check_writable(request.key_dir)
@@ -87,12 +91,15 @@ def _keygen(args) -> int:
         message = f"generating {algorithm.mnemonic} {args.role.upper()} on token '{token.label}' ..."
         with contextlib.nullcontext() if args.json else ticking(message):
             result = keygen.generate_on_token(request, token)
-        custody.record_generated(token.state, result.key_file, token.label, request.backup)
+        known = custody.record_generated(token.state, result.key_file, token.label, args.backup)
+        result = replace(result, extra={**result.extra, "custody": known.describe()})
     if args.json:
         print_json(result)
     else:
         print(result.key_file.name.removesuffix(".key"))
         print(result.ds)
+        if "custody" in result.extra:
+            print(f"custody: {result.extra['custody']}")
     if args.role == "ksk" and not (args.software or args.backup or args.no_backup):
         print(f"warning: KSK {result.tag} on token '{result.token}' is the only copy of this key: "
               "if the token is lost, so is the key. Make it with --backup (after importing KEK "
