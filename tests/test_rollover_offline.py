@@ -1,7 +1,7 @@
 """A ZSK rollover of an offline-KSK zone, end to end: `rollover zsk --zsk-dir` schedules it in the
 key files, `ksk presign` carries it into four bundles (the token then removed), `signer run` at
 each period's time publishes the zone a stock named serves, and every phase is validated from the
-KSK alone: the new ZSK's DNSKEY is served a whole period before it signs, the old one a whole
+KSK alone (dnspython, and delv with the KSK as trust anchor): the new ZSK's DNSKEY is served a whole period before it signs, the old one a whole
 period after it stopped, and a resolver that cached the previous phase's DNSKEY RRset validates
 the next phase's signatures (the point of RFC 7583 pre- and post-publication).
 
@@ -28,6 +28,7 @@ from bindpkcs11.dnssec.samplezone import sample_zone_text
 from conftest import Cli, clean_env
 from test_signer_offline_ksk import (ORIGIN, PASSPHRASE, PERIOD, ZONE, ControlledNamed, Offline,
                                      Online, dnssec_verify, validate_signed_zone)
+from test_tpm2_inline import delv, delv_anchor
 
 WWW = dns.name.from_text(f"www.{ZONE}")
 PUBLISHED_STATES = ("published", "active", "inactive")
@@ -91,6 +92,8 @@ def test_zsk_rollover_through_presign_and_signer_validates_at_every_phase(tmp_pa
     ksk_pair = read_key_pair(cli.key_dir / Path(ksk["key_file"]).name)
     anchor = dns.rrset.RRset(ORIGIN, dns.rdataclass.IN, dns.rdatatype.DNSKEY)
     anchor.add(ksk_pair.dnskey)
+    anchors = tmp_path / "anchors.conf"
+    anchors.write_text(delv_anchor(ksk_pair.key_path))
     shutil.rmtree(cli.state_dir / "softhsm")  # the KSK goes back into the safe
 
     offline = Offline([Path(p) for p in ceremony["bundles"]], start, ksk["tag"],
@@ -124,6 +127,9 @@ def test_zsk_rollover_through_presign_and_signer_validates_at_every_phase(tmp_pa
             dnskeys, data = validate_from_ksk(named, anchor, now)
             assert {dns.dnssec.key_id(k) for k in dnskeys} == published | {offline.ksk_tag}
             assert {s.key_tag for _, sigs in data.values() for s in sigs} == signing
+            for name, rdtype in ((ZONE, "SOA"), (f"www.{ZONE}", "A"), (ZONE, "DNSKEY")):
+                checked = delv(anchors, named.port, name, rdtype)  # independent, real clock
+                assert "; fully validated" in checked.stdout, checked.stdout + checked.stderr
             status = cli.json("status", ZONE, "--zsk-dir", str(zsks), "--at", str(now))
             states = {row["tag"]: row["state"] for row in status["keys"]}
             assert {tag for tag, st in states.items() if st in PUBLISHED_STATES} == published
