@@ -21,7 +21,7 @@ from typing import Callable
 
 import dns.name
 
-from bindpkcs11 import rollover
+from bindpkcs11 import monitor, rollover
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.dnssec import keygen, keytiming, rollplan
 from bindpkcs11.dnssec.algorithms import by_number
@@ -76,7 +76,7 @@ def _predecessor(request: OfflineRolloverRequest, start: int) -> KeyPairFiles:
     if not active:
         raise rollover.RolloverRefused(
             f"no ZSK of {request.zone} in {request.zsk_dir} is active at "
-            f"{rollover.monitor.iso_time(start)}: generate the first one with 'bindpkcs11 keygen "
+            f"{monitor.iso_time(start)}: generate the first one with 'bindpkcs11 keygen "
             f"{request.zone} --role zsk --software --key-dir {request.zsk_dir}'")
     return rollover.current_zsk(zsks, active[0].dnskey.algorithm, start)
 
