@@ -153,7 +153,8 @@ def current_zsk(pairs: list[KeyPairFiles], algorithm: int, now: int) -> KeyPairF
                               "'bindpkcs11 setup-inline' again")
     waiting = [p for p in zsks if p not in active or keytiming.next_event(p.timing, now)]
     if len(active) > 1 or waiting:
-        key = (waiting or active)[0]
+        # name the successor (a key not yet active) if there is one, whatever the tags' order
+        key = sorted(waiting or active, key=lambda p: p in active)[0]
         event = keytiming.next_event(key.timing, now)
         when = (f"; next: {event.event} at {monitor.iso_time(event.time)}" if event else "")
         raise RolloverUnderWay(
