@@ -14,25 +14,23 @@ import hashlib
 import os
 from pathlib import Path
 
-import dns.name
 
-from bindpkcs11 import keydirs, pins
+from bindpkcs11 import pins
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.backup import custody, wrapfile
 from bindpkcs11.backup.kek import ImportedShare, MadeShares, ShareFile
 from bindpkcs11.backup.proof import prove
-from bindpkcs11.backup.wrapkeys import (KekMismatch, UnwrapResult, WrapResult, key_file_of,
-                                        public_of, timing_fields)
+from bindpkcs11.backup.wrapkeys import (KekMismatch, UnwrapResult, WrapResult,
+                                        check_copy_target, finish_unwrap, key_file_of,
+                                        timing_fields, write_copy_files)
 from bindpkcs11.ceremonylog import CeremonyLog
 from bindpkcs11.dnssec.algorithms import by_number
-from bindpkcs11.dnssec.keyfile import Timing, check_writable, token_private_fields, write_key_pair
 from bindpkcs11.errors import UsageError
 from bindpkcs11.fileio import write_atomic
 from bindpkcs11.token import keys, wrapping
 from bindpkcs11.token.profiles import Profile
 from bindpkcs11.token.profiles import schsm
 from bindpkcs11.token.profiles.opensc import ScHsmProfile
-from bindpkcs11.token.uri import key_uri
 
 
 def uses_card_dkek(profile: Profile) -> bool:
@@ -145,10 +143,7 @@ def unwrap_key(access: TokenAccess, path: Path, reference: int | None, key_dir: 
             raise KekMismatch(f"{path} was wrapped under DKEK {record.kek_kcv}, but this card's "
                               f"DKEK is {dkek}: import the shares of DKEK {record.kek_kcv} into a "
                               "freshly initialised card")
-        check_writable(target_dir)
-        stem = f"K{record.zone}+{record.algorithm:03d}+{record.tag:05d}"
-        if (target_dir / f"{stem}.key").exists():
-            raise UsageError(f"{target_dir / stem}.key already exists: give another --key-dir")
+        check_copy_target(record, target_dir)
         schsm.unwrap_key(reference, record.wrapped, _user_pin(access))
         dnskey = record.dnskey()
         with access.session(rw=True) as session:
@@ -159,19 +154,8 @@ def unwrap_key(access: TokenAccess, path: Path, reference: int | None, key_dir: 
                 raise
         log.event("PROOF", f"challenge {challenge[:32]}... signed on {access.label}, verified "
                            f"with DNSKEY {record.tag}")
-        keydirs.record(access.state, target_dir)
-        public = public_of(record)
-        fields = token_private_fields(dnskey, key_uri(access.label, record.label), public.modulus,
-                                      public.exponent)
-        key_path, private_path = write_key_pair(target_dir, dns.name.from_text(record.zone),
-                                                dnskey, fields, Timing(**record.timing))
-        log.wrote(key_path, key_path.read_bytes())
-        log.wrote(private_path, private_path.read_bytes())
-        known = custody.record(access.state, record.algorithm, record.public_key, record.zone,
-                               record.tag, token=access.label, wrap_file=path)
-        log.event("END", f"key {record.tag} unwrapped onto {access.label}; {known.describe()}")
-    return UnwrapResult(access.label, record.label, record.zone, record.tag, key_path,
-                        known.describe())
+        key_path, private_path = write_copy_files(access, record, target_dir)
+        return finish_unwrap(log, access, record, path, key_path, private_path)
 
 
 def _complete_dkek() -> str:

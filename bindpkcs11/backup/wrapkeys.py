@@ -103,11 +103,7 @@ def unwrap_key(access: TokenAccess, path: Path, key_dir: Path | None, log_path: 
         data = log.read(path, wrapfile.MAX_WRAP_FILE_BYTES, "wrap file", wrapfile.WrapFileDamaged)
         record = wrapfile.decode(path, data)
         dnskey = record.dnskey()
-        check_writable(target_dir)
-        stem = f"K{record.zone}+{record.algorithm:03d}+{record.tag:05d}"
-        if (target_dir / f"{stem}.key").exists():
-            raise UsageError(f"{target_dir / stem}.key already exists: give another --key-dir for "
-                             "the copy's key files")
+        check_copy_target(record, target_dir)
         require_wrap_support(access, record.mechanism)
         with access.session(rw=True) as session:
             kek = wrapping.find_kek(session)
@@ -127,20 +123,42 @@ def unwrap_key(access: TokenAccess, path: Path, key_dir: Path | None, log_path: 
                 challenge = prove(private, dnskey, access.label)
                 log.event("PROOF", f"challenge {challenge[:32]}... signed on {access.label}, "
                                    f"verified with DNSKEY {record.tag}")
-                keydirs.record(access.state, target_dir)
-                uri = key_uri(access.label, record.label)
-                public = public_of(record)
-                fields = token_private_fields(dnskey, uri, public.modulus, public.exponent)
-                key_path, private_path = write_key_pair(
-                    target_dir, dns.name.from_text(record.zone), dnskey, fields, Timing(**record.timing))
+                key_path, private_path = write_copy_files(access, record, target_dir)
             except BaseException:
                 wrapping.destroy_label(session, record.label)
                 raise
-        log.wrote(key_path, key_path.read_bytes())
-        log.wrote(private_path, private_path.read_bytes())
-        known = custody.record(access.state, record.algorithm, record.public_key, record.zone,
-                               record.tag, token=access.label, wrap_file=path)
-        log.event("END", f"key {record.tag} unwrapped onto {access.label}; {known.describe()}")
+        return finish_unwrap(log, access, record, path, key_path, private_path)
+
+
+def check_copy_target(record: wrapfile.WrapRecord, target_dir: Path) -> None:
+    """The copy's key files can be written and would overwrite nothing (checked before the
+    token is touched)."""
+    check_writable(target_dir)
+    stem = f"K{record.zone}+{record.algorithm:03d}+{record.tag:05d}"
+    if (target_dir / f"{stem}.key").exists():
+        raise UsageError(f"{target_dir / stem}.key already exists: give another --key-dir for "
+                         "the copy's key files")
+
+
+def write_copy_files(access: TokenAccess, record: wrapfile.WrapRecord,
+                     target_dir: Path) -> tuple[Path, Path]:
+    """Key files naming the unwrapped copy on `access.label`, in a key dir the guard watches."""
+    keydirs.record(access.state, target_dir)
+    public = public_of(record)
+    fields = token_private_fields(record.dnskey(), key_uri(access.label, record.label),
+                                  public.modulus, public.exponent)
+    return write_key_pair(target_dir, dns.name.from_text(record.zone), record.dnskey(), fields,
+                          Timing(**record.timing))
+
+
+def finish_unwrap(log: CeremonyLog, access: TokenAccess, record: wrapfile.WrapRecord,
+                  path: Path, key_path: Path, private_path: Path) -> UnwrapResult:
+    """Log the files written, count the new copy, close the ceremony's log entry."""
+    log.wrote(key_path, key_path.read_bytes())
+    log.wrote(private_path, private_path.read_bytes())
+    known = custody.record(access.state, record.algorithm, record.public_key, record.zone,
+                           record.tag, token=access.label, wrap_file=path)
+    log.event("END", f"key {record.tag} unwrapped onto {access.label}; {known.describe()}")
     return UnwrapResult(access.label, record.label, record.zone, record.tag, key_path,
                         known.describe())
 
