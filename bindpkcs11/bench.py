@@ -77,7 +77,7 @@ def run_bench(access: TokenAccess, algorithm: Algorithm, sessions: list[int], se
     require_key_spec(access.profile, algorithm.spec)  # what the family cannot make: no device access
     with library.open_session(access.module_path, access.label) as session:
         keys.require_support(session, algorithm.spec)  # before any PIN is asked for or tried
-    pin = pins.pin_source(access.state, access.label, pins.USER, access.pin_file)()
+    pin = pins.pin_source(access.state, access.pin_label, pins.USER, access.pin_file)()
     fixed = traits_of(access.profile).fixed_key_object(access.label)
     if fixed is not None:
         return _bench_fixed_slot(access, algorithm, sessions, seconds, pin, fixed[1], progress)

@@ -43,6 +43,11 @@ class InstanceSettings:
     test_timings: bool = False
     zone_source: str | None = None
     zsk_on: str = "token"
+    zsk_token: str | None = None  # the ZSK's own token (same profile), when not `token`
+
+    def token_of(self, role: str) -> str:
+        """The token holding the private key of `role` ("ksk"/"zsk") when it is on a token."""
+        return self.zsk_token if role == "zsk" and self.zsk_token else self.token
 
 
 @dataclass(frozen=True)

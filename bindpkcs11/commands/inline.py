@@ -32,6 +32,9 @@ def register(commands, common) -> None:
     setup.add_argument("--zsk-on", choices=["token", "software"],
                        help="where the ZSK lives (default: as the instance has it; for a new one, "
                             "the token unless it signs too slowly for the zone)")
+    setup.add_argument("--zsk-token", metavar="LABEL",
+                       help="make the ZSK on this token of the same profile (an OpenPGP card's "
+                            "other token); it must take the same user PIN")
     setup.add_argument("--test-timings", action="store_true",
                        help="30-minute signatures refreshed after 10 minutes (watch a cycle)")
     setup.set_defaults(handler=_setup_inline)
@@ -52,6 +55,7 @@ def _setup_inline(args) -> int:
         rndc_port=_port(args.rndc_port, "--rndc-port"),
         secondaries=tuple(parse_secondary(s) for s in args.secondary),
         test_timings=args.test_timings, zsk_on=args.zsk_on,
+        zsk_token=check_token_label(args.zsk_token) if args.zsk_token is not None else None,
     )
     progress = (lambda line: None) if args.json else (
         lambda line: print(f"setup-inline: {line}", file=sys.stderr, flush=True))
