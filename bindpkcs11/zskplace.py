@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from bindpkcs11.inline import SetupRequest
 
 SLOW_SIGNING_SECONDS = 60
+BIND_SIGNING_BATCH = 10  # named 9.18's sig-signing-signatures default
+STALL_TARGET_SECONDS = 0.05  # the longest a query should wait while named signs (issue 9)
 Progress = Callable[[str], None]
 
 
@@ -101,3 +103,19 @@ def verify_same_pin(access: TokenAccess, pin: str, ksk_token: str) -> None:
     except PinIncorrect as error:
         raise PinIncorrect(f"{error}; named logs in to the ZSK's token and the KSK's token "
                            f"'{ksk_token}' with one PIN: give both the same user PIN") from None
+
+
+def signing_batch(profile: object, zsk_on: str) -> int | None:
+    """named's `sig-signing-signatures` for a ZSK on a token too slow for BIND's batch.
+
+    named 9.18 signs an inline zone in batches of up to that many signatures on one of the
+    threads that also answer queries, so a query landing there waits for the whole batch: 10
+    card signatures are half a second (docs/benchmarks.md). The batch is cut to what the
+    device signs within STALL_TARGET_SECONDS, at least 1 (one name, its RRsets and NSEC, is
+    named's smallest step); None keeps BIND's default for fast devices and software ZSKs.
+    """
+    rate = traits_of(profile).signatures_per_second
+    if zsk_on != "token" or not rate:
+        return None
+    batch = max(1, int(rate * STALL_TARGET_SECONDS))
+    return batch if batch < BIND_SIGNING_BATCH else None
