@@ -223,7 +223,7 @@ def write_section(results: list[dict], info: dict) -> None:
                      f"{load_text(r.get('measured'))} |")
     lines += ["", "Where the re-sign finished before the first `rndc signing -list` poll, the queries "
               "of the 5 s after `rndc sign` are counted. batch: named's `sig-signing-signatures` "
-              "(BIND's default 10; setup-inline sets 1 for a ZSK on a device as slow as a card). "
+              "(BIND's default 10; setup-inline sets 2 for a ZSK on a device as slow as a card). "
               "Rows measured before the script waited for named's first signing pass to end may "
               "have that pass in their \"quiet\" baseline (it waits now)."]
     replace_section(SECTION, "\n".join(lines))

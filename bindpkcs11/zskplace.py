@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 SLOW_SIGNING_SECONDS = 60
 BIND_SIGNING_BATCH = 10  # named 9.18's sig-signing-signatures default
 STALL_TARGET_SECONDS = 0.05  # the longest a query should wait while named signs (issue 9)
+MIN_SIGNING_BATCH = 2  # one name: its RRset and its NSEC
 Progress = Callable[[str], None]
 
 
@@ -108,14 +109,17 @@ def verify_same_pin(access: TokenAccess, pin: str, ksk_token: str) -> None:
 def signing_batch(profile: object, zsk_on: str) -> int | None:
     """named's `sig-signing-signatures` for a ZSK on a token too slow for BIND's batch.
 
-    named 9.18 signs an inline zone in batches of up to that many signatures on one of the
-    threads that also answer queries, so a query landing there waits for the whole batch: 10
-    card signatures are half a second (docs/benchmarks.md). The batch is cut to what the
-    device signs within STALL_TARGET_SECONDS, at least 1 (one name, its RRsets and NSEC, is
-    named's smallest step); None keeps BIND's default for fast devices and software ZSKs.
+    named 9.18 signs an inline zone in batches on one of the threads that also answer queries,
+    and ends each batch by re-signing the SOA: a query landing on that thread waits for the
+    whole batch, 10 signatures plus the SOA's, over half a second on a card (docs/benchmarks.md).
+    The batch is cut to what the device signs within STALL_TARGET_SECONDS, but not below
+    MIN_SIGNING_BATCH: one name (its RRset and NSEC) per batch is named's smallest step, and a
+    batch of 1 makes the first pass re-sign the SOA for every NSEC record it adds (2,000 card
+    signatures before a 2,000-name zone is served signed). None keeps BIND's default for fast
+    devices and software ZSKs.
     """
     rate = traits_of(profile).signatures_per_second
     if zsk_on != "token" or not rate:
         return None
-    batch = max(1, int(rate * STALL_TARGET_SECONDS))
+    batch = max(MIN_SIGNING_BATCH, int(rate * STALL_TARGET_SECONDS))
     return batch if batch < BIND_SIGNING_BATCH else None
