@@ -48,7 +48,6 @@ SIMULATORS = {"tpm2": ("tpm2", "simulator"), "opensc": ("card", "simulator")}
 ALGORITHMS = {"opensc": "RSASHA256"}
 ZSK_TOKENS = {"opensc": "OpenPGP card (User PIN (sig))"}
 RESULTS = REPO / "bench" / "results" / "latency.json"
-BIND_BATCH = 10  # named 9.18's sig-signing-signatures default (rows measured before it was set)
 
 
 def free_port() -> int:
@@ -144,8 +143,6 @@ def one_case(base: Path, env: dict, profile: str, zsk_on: str, hosts: int, qps: 
         while signing(cli) and time.monotonic() < initial_deadline:
             time.sleep(1)
         initial_seconds = time.monotonic() - started - setup_seconds
-        settings = json.loads((state / "instances" / ZONE / "instance.json").read_text())
-        batch = settings.get("sig_signing_signatures") or BIND_BATCH
         querier = Querier(port, hosts, qps)
         querier.start()
         quiet_start = time.monotonic()
@@ -167,7 +164,7 @@ def one_case(base: Path, env: dict, profile: str, zsk_on: str, hosts: int, qps: 
         querier.stop.set()
         querier.join()
         return {"profile": profile, "zsk_on": zsk_on, "hosts": hosts, "qps": qps,
-                "algorithm": ALGORITHMS.get(profile, "ECDSAP256SHA256"), "batch": batch,
+                "algorithm": ALGORITHMS.get(profile, "ECDSAP256SHA256"),
                 "measured": {"utc": began,
                              "load_before": [round(x, 2) for x in load_before],
                              "load_after": [round(x, 2) for x in os.getloadavg()]},
@@ -187,11 +184,11 @@ def one_case(base: Path, env: dict, profile: str, zsk_on: str, hosts: int, qps: 
 def merged(previous: list[dict], new: list[dict]) -> list[dict]:
     """Earlier results (bench/results/latency.json) with this run's cases replacing theirs, so a
     run for one profile keeps the other profiles' rows; ordered by profile, then ZSK place."""
-    key = lambda r: (r["profile"], r["zsk_on"], r.get("batch", BIND_BATCH))  # noqa: E731
+    key = lambda r: (r["profile"], r["zsk_on"])  # noqa: E731
     rows = {key(r): r for r in previous} | {key(r): r for r in new}
     order = {"softhsm": 0, "tpm2": 1, "opencryptoki": 2, "opensc": 3}
     return sorted(rows.values(), key=lambda r: (order.get(r["profile"], 9), r["profile"],
-                                                r["zsk_on"] != "token", -r.get("batch", BIND_BATCH)))
+                                                r["zsk_on"] != "token"))
 
 
 def load_text(measured: dict | None) -> str:
@@ -212,20 +209,19 @@ def write_section(results: list[dict], info: dict) -> None:
              f"time, at a fixed rate; lost = no answer within {LOST_AFTER:.0f} s. swtpm is the "
              "software TPM (through tpm2-abrmd), SoftHSM2 the default token, opensc the emulated "
              "OpenPGP card (RSA-2048; a token ZSK is on the card's second token, `--zsk-token`).", "",
-             "| token | ZSK | batch | records | re-sign | queries during | lost | p50 | p99 | max | quiet p50 / p99 | measured (UTC), load |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| token | ZSK | records | re-sign | queries during | lost | p50 | p99 | max | quiet p50 / p99 | measured (UTC), load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         d, q = r["during"], r["quiet"]
         resign = f"{r['resign_seconds']:.1f} s" if r["resign_seen"] else "under the 0.2 s poll"
-        lines.append(f"| {r['profile']} | {r['zsk_on']} | {r.get('batch', BIND_BATCH)} | {r['hosts']} | {resign} | "
+        lines.append(f"| {r['profile']} | {r['zsk_on']} | {r['hosts']} | {resign} | "
                      f"{d['queries']} | {d['lost']} | {d.get('p50_ms', '-')} ms | {d.get('p99_ms', '-')} ms | "
                      f"{d.get('max_ms', '-')} ms | {q.get('p50_ms', '-')} / {q.get('p99_ms', '-')} ms | "
                      f"{load_text(r.get('measured'))} |")
     lines += ["", "Where the re-sign finished before the first `rndc signing -list` poll, the queries "
-              "of the 5 s after `rndc sign` are counted. batch: named's `sig-signing-signatures` "
-              "(BIND's default 10; setup-inline sets 2 for a ZSK on a device as slow as a card). "
-              "Rows measured before the script waited for named's first signing pass to end may "
-              "have that pass in their \"quiet\" baseline (it waits now)."]
+              "of the 5 s after `rndc sign` are counted. Rows measured before the script waited for "
+              "named's first signing pass to end may have that pass in their \"quiet\" baseline "
+              "(it waits now). What the card rows mean: \"Query latency on a card\" below."]
     replace_section(SECTION, "\n".join(lines))
 
 

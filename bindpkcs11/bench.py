@@ -111,10 +111,12 @@ def _bench_fixed_slot(access: TokenAccess, algorithm: Algorithm, sessions: list[
     generating one would replace the operator's: its own key is measured, and left alone."""
     with library.open_session(access.module_path, access.label, lambda: pin) as session:
         found = keys.find_objects(session, label, "private")
+        # read while the session is open: OpenSC 0.26 (Debian 13) invalidates the object with it
+        kind = keys.read_public_key(found[0]).kind if found else None
     if not found:
         raise UsageError(f"token '{access.label}' has no key yet and no room for a temporary one: "
                          "generate its key with 'bindpkcs11 keygen' first, then bench it")
-    if keys.read_public_key(found[0]).kind != algorithm.spec.kind:
+    if kind != algorithm.spec.kind:
         raise UsageError(f"the key on token '{access.label}' is not {algorithm.mnemonic}: "
                          "bench it with its own --algorithm")
     rates = []

@@ -124,8 +124,6 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
         secondaries=list(request.secondaries), test_timings=request.test_timings,
         zone_source=str(request.zone_file.resolve()) if request.zone_file else None,
         zsk_on=zsk_on, zsk_token=request.zsk_token,
-        sig_signing_signatures=zskplace.signing_batch(
-            get_profile(request.profile, state, request.module), zsk_on),
     )
     _check_rendered(prefix, instance, settings, max_ttl)
     zsk_access = zskplace.zsk_access(state, request) if request.zsk_token else None

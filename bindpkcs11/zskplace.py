@@ -22,9 +22,6 @@ if TYPE_CHECKING:
     from bindpkcs11.inline import SetupRequest
 
 SLOW_SIGNING_SECONDS = 60
-BIND_SIGNING_BATCH = 10  # named 9.18's sig-signing-signatures default
-STALL_TARGET_SECONDS = 0.05  # the longest a query should wait while named signs (issue 9)
-MIN_SIGNING_BATCH = 2  # one name: its RRset and its NSEC
 Progress = Callable[[str], None]
 
 
@@ -105,21 +102,3 @@ def verify_same_pin(access: TokenAccess, pin: str, ksk_token: str) -> None:
         raise PinIncorrect(f"{error}; named logs in to the ZSK's token and the KSK's token "
                            f"'{ksk_token}' with one PIN: give both the same user PIN") from None
 
-
-def signing_batch(profile: object, zsk_on: str) -> int | None:
-    """named's `sig-signing-signatures` for a ZSK on a token too slow for BIND's batch.
-
-    named 9.18 signs an inline zone in batches on one of the threads that also answer queries,
-    and ends each batch by re-signing the SOA: a query landing on that thread waits for the
-    whole batch, 10 signatures plus the SOA's, over half a second on a card (docs/benchmarks.md).
-    The batch is cut to what the device signs within STALL_TARGET_SECONDS, but not below
-    MIN_SIGNING_BATCH: one name (its RRset and NSEC) per batch is named's smallest step, and a
-    batch of 1 makes the first pass re-sign the SOA for every NSEC record it adds (2,000 card
-    signatures before a 2,000-name zone is served signed). None keeps BIND's default for fast
-    devices and software ZSKs.
-    """
-    rate = traits_of(profile).signatures_per_second
-    if zsk_on != "token" or not rate:
-        return None
-    batch = max(MIN_SIGNING_BATCH, int(rate * STALL_TARGET_SECONDS))
-    return batch if batch < BIND_SIGNING_BATCH else None

@@ -46,14 +46,3 @@ def test_named_gets_time_for_a_signing_pass_on_a_slow_token(tmp_path):
     assert inline.start_timeout(tpm, 10_000, "token") > 2 * 10_000 * 2 / 400
     assert inline.start_timeout(tpm, 10_000, "software") == named.START_TIMEOUT
 
-
-def test_named_signs_in_batches_that_a_slow_zsk_token_finishes_within_the_stall_target(tmp_path):
-    """named 9.18 signs on a query thread: a ZSK on a card (~18/s) gets batches of one name
-    (2 signatures) instead of BIND's 10 (half a second); fast tokens and software ZSKs keep BIND's."""
-    from bindpkcs11.token.profiles import get_profile
-
-    state = StateDir.open(tmp_path / "state")
-    assert zskplace.signing_batch(get_profile("opensc", state), "token") == 2
-    assert zskplace.signing_batch(get_profile("opensc", state), "software") is None
-    assert zskplace.signing_batch(get_profile("tpm2", state), "token") is None
-    assert zskplace.signing_batch(get_profile("softhsm", state), "token") is None

@@ -44,7 +44,6 @@ class InstanceSettings:
     zone_source: str | None = None
     zsk_on: str = "token"
     zsk_token: str | None = None  # the ZSK's own token (same profile), when not `token`
-    sig_signing_signatures: int | None = None  # named's signing batch; None: BIND's default (10)
 
     def token_of(self, role: str) -> str:
         """The token holding the private key of `role` ("ksk"/"zsk") when it is on a token."""
