@@ -55,12 +55,16 @@ def fully_signed_zone(port: int, deadline: float = 180) -> dns.zone.Zone:
         time.sleep(0.5)
 
 
+KSK_SIGNED = {dns.rdatatype.DNSKEY, dns.rdatatype.CDS, dns.rdatatype.CDNSKEY}
+
+
 def signer_tags(zone: dns.zone.Zone) -> dict[str, set[int]]:
-    """Key tags of the RRSIGs over the DNSKEY RRset and over everything else."""
+    """Key tags of the RRSIGs over the key RRsets (DNSKEY, and CDS/CDNSKEY for the parent) and
+    over everything else."""
     tags: dict[str, set[int]] = {"dnskey": set(), "other": set()}
     for _, rdataset in zone.iterate_rdatasets():
         for rrsig in rdataset if rdataset.rdtype == dns.rdatatype.RRSIG else ():
-            tags["dnskey" if rrsig.type_covered == dns.rdatatype.DNSKEY else "other"].add(rrsig.key_tag)
+            tags["dnskey" if rrsig.type_covered in KSK_SIGNED else "other"].add(rrsig.key_tag)
     return tags
 
 
@@ -83,7 +87,7 @@ def test_ksk_and_zsk_on_the_card_sign_the_zone_and_the_instance_keeps_them(card_
     assert settings["zsk_on"] == "token" and settings["zsk_token"] == SIG_TOKEN
     assert all("PrivateKey" not in p.read_text() for p in (instance_dir / "keys").glob("*.private"))
 
-    # What named serves: every RRSIG by the card's keys, DNSKEY by the KSK, the rest by the ZSK
+    # What named serves: every RRSIG by the card's keys, DNSKEY (CDS) by the KSK, the rest by the ZSK
     zone = fully_signed_zone(port)
     signers = signer_tags(zone)
     assert tags["ksk"] in signers["dnskey"] and signers["other"] == {tags["zsk"]}
