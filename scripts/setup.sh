@@ -64,7 +64,7 @@ if [[ ! -x "$repo/.venv/bin/python" ]]; then
   "$python" -m venv "$repo/.venv"
 fi
 stamp="$repo/.venv/.bindpkcs11-installed"
-inputs=$(cat "$repo/setup.py" "$repo/bindpkcs11/shim/bp11.c" "$repo/bindpkcs11/shim/bp11.h" \
+inputs=$(cat "$repo/setup.py" "$repo/pyproject.toml" "$repo/bindpkcs11/shim/bp11.c" "$repo/bindpkcs11/shim/bp11.h" \
   "$repo/bindpkcs11/shim/build_shim.py" | sha256sum | cut -d' ' -f1)
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$inputs" ]]; then
   echo "setup: installing bindpkcs11 and its test extras into .venv"

@@ -61,7 +61,7 @@ class BuildResult:
 
 
 def shim_sha256() -> str:
-    return source.sha256_file(sharedlib.SOURCE) + source.sha256_file(sharedlib.HEADER)
+    return source.sha256_file(sharedlib.source()) + source.sha256_file(sharedlib.header())
 
 
 def installed_manifest(prefix: Path) -> Manifest | None:
