@@ -13,7 +13,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["bindpkcs11", "bindpkcs11.*"]),
     package_data={
-        "bindpkcs11": ["templates/*.j2", "patches/*.patch"],
+        "bindpkcs11": ["templates/*.j2", "templates/systemd/*.j2", "patches/*.patch"],
         "bindpkcs11.shim": ["*.c", "*.h"],
     },
     install_requires=[

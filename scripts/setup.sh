@@ -18,6 +18,7 @@ packages=(
   # the opencryptoki profile: libopencryptoki, pkcsslotd, pkcsconf (the sandbox uses util-linux's
   # unshare and mount, always present). The package's own pkcsslotd service is left as it is.
   opencryptoki
+  systemd                                 # systemd-analyze verify for `bindpkcs11 systemd install`'s units
   vsmartcard-vpcd pcscd iproute2          # the opensc profile: `bindpkcs11 card simulator` (pcscd + vpcd, private netns)
 )
 
