@@ -25,6 +25,7 @@ from test_inline import validated
 
 ZONE = "example.test"
 PACKAGE_DATA = ["bindpkcs11/templates/named.conf.j2", "bindpkcs11/templates/zone.conf.j2",
+                "bindpkcs11/templates/systemd/named.service.j2",
                 "bindpkcs11/patches/bind-9.18-pkcs11-shim.patch", "bindpkcs11/shim/bp11.c",
                 "bindpkcs11/shim/bp11.h"]
 
