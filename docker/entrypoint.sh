@@ -25,7 +25,10 @@ if [ -s "$pin" ]; then
   fi
 fi
 
-bindpkcs11 "$@" setup-inline "$zone" --listen 0.0.0.0 --port 53 --rndc-port 953 ${SETUP_ARGS:-}
+# named listens on the container's own address (what a published port forwards to); LISTEN
+# overrides it, e.g. with --network host. (named's "0.0.0.0" would match no interface at all.)
+listen="${LISTEN:-$(hostname -i | cut -d' ' -f1)}"
+bindpkcs11 "$@" setup-inline "$zone" --listen "$listen" --port 53 --rndc-port 953 ${SETUP_ARGS:-}
 
 pid_file="$state/instances/$zone/named.pid"
 stop() {

@@ -176,7 +176,7 @@ def test_image_serves_the_signed_zone_and_keeps_its_keys_in_the_volume(dockerd, 
     (secrets / "token-pin").write_text("docker-user-4711\n")
     (secrets / "token-so-pin").write_text("docker-so-0815x\n")
     for path in secrets.iterdir():
-        path.chmod(0o644)  # read by root in the container
+        path.chmod(0o600)  # read by root in the container (no user namespace)
     port = free_port()
     serve(dockerd, secrets, port, "bp11-first")
     first_tags = validated_within(port, dockerd, "bp11-first")
