@@ -92,7 +92,8 @@ def render(state: StateDir, zone: dns.name.Name,
     monitor_service = f"bindpkcs11-monitor@{label}.service"
     monitor_timer = f"bindpkcs11-monitor@{label}.timer"
     units[monitor_service] = env.get_template("systemd/monitor.service.j2").render(
-        common, unit=monitor_service, timer=monitor_timer, read_write=[state.root], private_devices=True)
+        common, unit=monitor_service, timer=monitor_timer, user=privileges.DEFAULT_USER, read_write=[],
+        private_devices=True)
     units[monitor_timer] = env.get_template("systemd/monitor.timer.j2").render(
         common, unit=monitor_timer, service=monitor_service, interval=MONITOR_INTERVAL)
     if signer is not None:

@@ -24,6 +24,7 @@ from namedproc import free_port, kill_instance_nameds
 from test_inline import validated
 
 ZONE = "example.test"
+SYSTEM_PYTHON = "/usr/bin/python3"
 PACKAGE_DATA = ["bindpkcs11/templates/named.conf.j2", "bindpkcs11/templates/zone.conf.j2",
                 "bindpkcs11/templates/systemd/named.service.j2",
                 "bindpkcs11/patches/bind-9.18-pkcs11-shim.patch", "bindpkcs11/shim/bp11.c",
@@ -67,11 +68,16 @@ def test_build_makes_an_sdist_and_a_wheel_carrying_the_package_data(dist):
 
 @pytest.fixture
 def installed(dist) -> Path:
-    """A fresh venv in a temp dir with the wheel installed (not editable); removed after."""
+    """A fresh venv in a temp dir with the wheel installed (not editable); removed after.
+
+    Made from the system's Python (Debian's python3, as an operator would) when there is one: the
+    units run the venv's command as `bind`, which cannot reach an interpreter under /root.
+    """
     base = Path(tempfile.mkdtemp(prefix="bindpkcs11-venv-"))
     base.chmod(0o711)
+    python = SYSTEM_PYTHON if Path(SYSTEM_PYTHON).exists() else sys.executable
     try:
-        subprocess.run([sys.executable, "-m", "venv", str(base / "venv")], check=True, timeout=300)
+        subprocess.run([python, "-m", "venv", str(base / "venv")], check=True, timeout=300)
         [wheel] = dist.glob("bindpkcs11-*.whl")
         result = subprocess.run([str(base / "venv" / "bin" / "python"), "-m", "pip", "install", "-q",
                                  str(wheel)], capture_output=True, text=True, timeout=900, cwd=base,
@@ -84,7 +90,11 @@ def installed(dist) -> Path:
 
 def test_wheel_in_a_fresh_venv_outside_the_checkout_runs_setup_inline(installed, patched_bind):
     venv = installed / "venv"
-    env = outside_env() | {"BINDPKCS11_BIND_DIR": str(patched_bind)}
+    # A copy of the tests' BIND build, readable by all as an installed BIND is: the monitor unit
+    # below runs as `bind`, and the shared build under the checkout's .cache is private to root.
+    bind_dir = installed / "bind"
+    shutil.copytree(patched_bind, bind_dir, symlinks=True)
+    env = outside_env() | {"BINDPKCS11_BIND_DIR": str(bind_dir)}
     where = subprocess.run([str(venv / "bin" / "python"), "-c",
                             "import bindpkcs11, bindpkcs11.resources as r; "
                             "print(bindpkcs11.__file__); print(r.templates_dir()); print(r.patches_dir())"],
@@ -106,6 +116,20 @@ def test_wheel_in_a_fresh_venv_outside_the_checkout_runs_setup_inline(installed,
         assert tags["zsk"] in soa_tags and tags["ksk"] in dnskey_tags
         # named.conf came from the installed templates.
         assert (Path(report["instance_dir"]) / "named.conf").read_text().count(ZONE) >= 1
+        # The installed systemd templates: the monitor unit's own command, run as its user, finds
+        # the zone served and signed (exit 0). systemd itself cannot run here (test_systemd_units.py).
+        units = installed / "units"
+        units.mkdir()
+        subprocess.run([str(venv / "bin" / "bindpkcs11"), "--state-dir", str(state), "systemd", "install",
+                        ZONE, "--unit-dir", str(units)], check=True, capture_output=True, env=env, cwd=installed)
+        monitor = (units / f"bindpkcs11-monitor@{ZONE}.service").read_text().splitlines()
+        command = next(line for line in monitor if line.startswith("ExecStart=")).split("=", 1)[1].split()
+        assert command[0] == str(venv / "bin" / "bindpkcs11")
+        user = next(line for line in monitor if line.startswith("User=")).split("=", 1)[1]
+        as_unit = ["runuser", "-u", user, "--"] if os.geteuid() == 0 else []
+        checked = subprocess.run([*as_unit, *command], capture_output=True, text=True, timeout=120,
+                                 env=env, cwd="/")
+        assert checked.returncode == 0, checked.stdout + checked.stderr
     finally:
         kill_instance_nameds(state)
 

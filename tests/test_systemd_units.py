@@ -73,6 +73,8 @@ def test_units_for_an_instance_pass_systemd_analyze_verify(inline_cli, tmp_path)
     broken.mkdir()
     (broken / "bindpkcs11-named@x.service").write_text(named.replace("ProtectSystem=strict", "ProtectSystem=bogus"))
     assert any("bogus" in line for line in verify(broken, ["bindpkcs11-named@x.service"]))
+    # (tests/test_package.py runs the monitor unit's command as its user from an installed wheel.)
+    assert "User=bind" in texts[f"bindpkcs11-monitor@{ZONE}.service"].splitlines()
     # Re-running rewrites the same units (idempotent).
     inline_cli("systemd", "install", ZONE, "--unit-dir", str(unit_dir))
     assert (unit_dir / f"bindpkcs11-named@{ZONE}.service").read_text() == named
