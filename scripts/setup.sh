@@ -19,6 +19,7 @@ packages=(
   # unshare and mount, always present). The package's own pkcsslotd service is left as it is.
   opencryptoki
   systemd                                 # systemd-analyze verify for `bindpkcs11 systemd install`'s units
+  docker.io debootstrap iptables          # tests/test_docker_image.py: a local Debian 12 base, its own dockerd
   vsmartcard-vpcd pcscd iproute2          # the opensc profile: `bindpkcs11 card simulator` (pcscd + vpcd, private netns)
 )
 

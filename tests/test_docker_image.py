@@ -46,10 +46,16 @@ def missing() -> str | None:
 
 
 def mirror() -> str:
-    for line in HOST_SOURCES.read_text().splitlines():
-        if line.startswith("URIs:"):
-            return line.split()[1]
-    raise AssertionError(f"no URIs in {HOST_SOURCES}")
+    """The machine's Debian mirror (deb822 sources, else a one-line sources.list)."""
+    if HOST_SOURCES.exists():
+        for line in HOST_SOURCES.read_text().splitlines():
+            if line.startswith("URIs:"):
+                return line.split()[1]
+    for line in Path("/etc/apt/sources.list").read_text().splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[0] == "deb" and words[2] == "bookworm":
+            return words[1]
+    raise AssertionError("no Debian bookworm mirror in /etc/apt: debootstrap needs one")
 
 
 def base_tarball() -> Path:
@@ -60,8 +66,11 @@ def base_tarball() -> Path:
     try:
         subprocess.run(["debootstrap", "--variant=minbase", "bookworm", str(root), mirror()],
                        check=True, capture_output=True, timeout=1200)
-        (root / "etc/apt/sources.list").unlink(missing_ok=True)
-        shutil.copy(HOST_SOURCES, root / "etc/apt/sources.list.d/debian.sources")
+        if HOST_SOURCES.exists():  # the machine's sources: bookworm, -updates and -security
+            (root / "etc/apt/sources.list").unlink(missing_ok=True)
+            shutil.copy(HOST_SOURCES, root / "etc/apt/sources.list.d/debian.sources")
+        else:
+            shutil.copy("/etc/apt/sources.list", root / "etc/apt/sources.list")
         for path in [*root.glob("var/cache/apt/*.bin"), *root.glob("var/lib/apt/lists/*")]:
             if path.is_file():
                 path.unlink()
