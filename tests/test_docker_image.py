@@ -33,6 +33,7 @@ IMAGE = "localhost/bindpkcs11-test"
 BASE_CACHE = REPO / ".cache" / "docker" / "debian12-base.tar"
 HOST_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+BRIDGE = Path("/sys/class/net/docker0")
 
 
 def missing() -> str | None:
@@ -91,6 +92,7 @@ class Dockerd:
         self.socket = base / "docker.sock"
         self.exec_root = base / "exec"
         self.log = base / "dockerd.log"
+        self.bridge_existed = BRIDGE.exists()
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 ["/usr/sbin/dockerd", "--data-root", str(base / "data"), "--exec-root", str(self.exec_root),
@@ -128,6 +130,10 @@ class Dockerd:
             subprocess.run(["umount", str(netns)], capture_output=True)
         subprocess.run(["umount", "-R", str(self.base / "data")], capture_output=True)
         shutil.rmtree(self.base, ignore_errors=True)
+        # dockerd leaves its bridge behind; remove it when this daemon made it and no other runs.
+        others = subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True).returncode == 0
+        if not self.bridge_existed and BRIDGE.exists() and not others:
+            subprocess.run(["ip", "link", "delete", BRIDGE.name], capture_output=True)
 
 
 @pytest.fixture
