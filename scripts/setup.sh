@@ -20,6 +20,8 @@ packages=(
   # the opencryptoki profile: libopencryptoki, pkcsslotd, pkcsconf (the sandbox uses util-linux's
   # unshare and mount, always present). The package's own pkcsslotd service is left as it is.
   opencryptoki
+  systemd                                 # systemd-analyze verify for `bindpkcs11 systemd install`'s units
+  docker.io debootstrap iptables          # tests/test_docker_image.py: a local Debian 12 base, its own dockerd
   vsmartcard-vpcd pcscd iproute2          # the opensc profile: `bindpkcs11 card simulator` (pcscd + vpcd, private netns)
 )
 
@@ -66,7 +68,7 @@ if [[ ! -x "$repo/.venv/bin/python" ]]; then
   "$python" -m venv "$repo/.venv"
 fi
 stamp="$repo/.venv/.bindpkcs11-installed"
-inputs=$(cat "$repo/setup.py" "$repo/bindpkcs11/shim/bp11.c" "$repo/bindpkcs11/shim/bp11.h" \
+inputs=$(cat "$repo/setup.py" "$repo/pyproject.toml" "$repo/bindpkcs11/shim/bp11.c" "$repo/bindpkcs11/shim/bp11.h" \
   "$repo/bindpkcs11/shim/build_shim.py" | sha256sum | cut -d' ' -f1)
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$inputs" ]]; then
   echo "setup: installing bindpkcs11 and its test extras into .venv"

@@ -103,3 +103,7 @@ def patched_bind() -> Path:
     from bindtools import ensure_patched_bind
 
     return ensure_patched_bind()
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "docker: builds and runs the Docker image (run alone: -m docker)")

@@ -61,7 +61,7 @@ class BuildResult:
 
 
 def shim_sha256() -> str:
-    return source.sha256_file(sharedlib.SOURCE) + source.sha256_file(sharedlib.HEADER)
+    return source.sha256_file(sharedlib.source()) + source.sha256_file(sharedlib.header())
 
 
 def installed_manifest(prefix: Path) -> Manifest | None:
@@ -133,10 +133,29 @@ def cached_or_debian_source(cache: Path, progress: Progress) -> source.SourceTar
     return source.debian_orig_tarball(cache)
 
 
+def _plain_members(archive: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    """Every member, if all are regular files, directories or links that stay inside the tree
+    (what tarfile's "data" filter allows); a source tarball with anything else is refused."""
+    members = archive.getmembers()
+    for member in members:
+        name = Path(member.name)
+        target = Path(member.linkname) if (member.issym() or member.islnk()) else Path()
+        inside = os.path.normpath(name.parent / target if member.issym() else target)
+        if (name.is_absolute() or ".." in name.parts or not (member.isfile() or member.isdir()
+                or member.issym() or member.islnk()) or target.is_absolute()
+                or inside == ".." or inside.startswith("../")):
+            raise ToolFailed(f"refusing to unpack the BIND source: member '{member.name}' is not a plain "
+                             "file inside the tree")
+    return members
+
+
 def unpack(src: source.SourceTarball, work: Path, progress: Progress) -> Path:
     progress(f"unpacking {src.path.name} (SHA-256 {src.sha256[:16]}...)")
     with tarfile.open(src.path) as archive:
-        archive.extractall(work, filter="data")
+        if hasattr(tarfile, "data_filter"):
+            archive.extractall(work, filter="data")
+        else:  # Python before 3.11.4 (Debian 12 ships 3.11.2): the same refusals, checked here
+            archive.extractall(work, members=_plain_members(archive))
     trees = [p for p in work.iterdir() if p.is_dir()]
     if len(trees) != 1:
         raise ToolFailed(f"{src.path.name} did not unpack to one directory")

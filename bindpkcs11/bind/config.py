@@ -1,4 +1,4 @@
-"""Rendering an instance's configuration from templates/, checking it, and swapping it in.
+"""Rendering an instance's configuration from the package's templates, checking it, and swapping it in.
 
 The order is render -> write (old files kept aside) -> named-checkconf -> caller starts or
 reloads named -> commit; any failure rolls back to the previous files, so a broken setup never
@@ -17,6 +17,7 @@ from pathlib import Path
 import jinja2
 
 from bindpkcs11.bind import stock
+from bindpkcs11 import resources
 from bindpkcs11.bind.instance import Instance, InstanceSettings
 from bindpkcs11.bind.programs import STOCK, tool_env
 from bindpkcs11.dnssec import algorithms
@@ -26,7 +27,6 @@ from bindpkcs11.output import printable
 from bindpkcs11.run import tail
 from bindpkcs11.token.uri import Pkcs11Uri, format_uri
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
 _BACKUP_SUFFIX = ".previous"
 
 # Default: auto-dnssec with signatures valid 35 days and re-signed 15 days before they expire
@@ -72,7 +72,7 @@ def config_value(value: object) -> object:
 
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        loader=jinja2.FileSystemLoader(str(resources.templates_dir())),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,

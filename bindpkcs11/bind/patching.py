@@ -7,19 +7,20 @@ import re
 import subprocess
 from pathlib import Path
 
+from bindpkcs11 import resources
 from bindpkcs11.errors import ToolFailed
 from bindpkcs11.run import child_env, run_tool, tail
 
-PATCH_DIR = Path(__file__).resolve().parents[2] / "patches"
 _PATCHING = re.compile(r"^(patching|checking) file (?P<file>\S+)")
 _FAILED = re.compile(r"^Hunk #(?P<hunk>\d+) FAILED at (?P<line>\d+)")
 
 
 def patch_files(series: str = "9.18") -> list[Path]:
     """The patches for a BIND series, in name order."""
-    files = sorted(PATCH_DIR.glob(f"bind-{series}-*.patch"))
+    patch_dir = resources.patches_dir()
+    files = sorted(patch_dir.glob(f"bind-{series}-*.patch"))
     if not files:
-        raise ToolFailed(f"no patches for BIND {series} in {PATCH_DIR}")
+        raise ToolFailed(f"no patches for BIND {series} in {patch_dir}")
     return files
 
 

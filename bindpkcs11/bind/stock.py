@@ -24,6 +24,7 @@ from pathlib import Path
 
 import jinja2
 
+from bindpkcs11 import resources
 from bindpkcs11.bind.programs import STOCK, SYSTEM_PREFIX, Route, named_version, tool_env, version_tuple
 from bindpkcs11.errors import UsageError
 from bindpkcs11.fileio import write_atomic
@@ -33,7 +34,6 @@ from bindpkcs11.state import StateDir
 MIN_VERSION = (9, 20)
 PROVIDER_GLOB = "lib/*/ossl-modules/pkcs11.so"
 TEMPLATE = "openssl-provider.cnf.j2"
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
 # OpenSSL's config syntax expands `$name` and ends a value at `#`; paths are written unquoted.
 _UNSAFE_IN_OPENSSL_CONF = frozenset("$#\"'\\") | frozenset(map(chr, range(0x21))) | {"\x7f"}
 
@@ -121,7 +121,7 @@ class ProviderConfig:
 
 def render_provider_config(config: ProviderConfig) -> str:
     """The OpenSSL config text (templates/openssl-provider.cnf.j2); unsafe paths are refused."""
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(resources.templates_dir())),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              autoescape=False, finalize=_openssl_value)
     return env.get_template(TEMPLATE).render(provider=config.provider,

@@ -1,17 +1,25 @@
 """cffi build script for ``bindpkcs11._shim``, the Python face of the C shim (bp11.c).
 
-setup.py names it in ``cffi_modules``; it runs from the repository root, so every path here is
-taken relative to this file.  API mode compiles bp11.c into the extension itself: the cffi module
-cannot be loaded by plain C, which is why BIND links the separately built libbp11.so
-(see sharedlib.py) made from the same source.
+setup.py names it in ``cffi_modules``; cffi executes it as a file while the package is being
+built (bindpkcs11 is not importable yet), so the sources are taken from beside this file and the
+p11-kit lookup (p11kit.py, shared with sharedlib.py) is loaded by its path.  API mode compiles
+bp11.c into the extension itself: the cffi module cannot be loaded by plain C, which is why BIND
+links the separately built libbp11.so (see sharedlib.py) made from the same source.
 """
 
+import importlib.util
 from pathlib import Path
 
 from cffi import FFI
 
 SHIM_DIR = Path(__file__).resolve().parent
-P11_KIT_INCLUDE = "/usr/include/p11-kit-1"
+
+
+def _p11kit_include_dirs() -> list[str]:
+    spec = importlib.util.spec_from_file_location("_bindpkcs11_p11kit", SHIM_DIR / "p11kit.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.include_dirs()
 
 # The constants are declared with "..." so cffi takes their values from bp11.h: one source of truth.
 CDEF = """
@@ -52,7 +60,7 @@ ffibuilder.set_source(
     "bindpkcs11._shim",
     '#include "bp11.h"',
     sources=[str(SHIM_DIR / "bp11.c")],
-    include_dirs=[str(SHIM_DIR), P11_KIT_INCLUDE],
+    include_dirs=[str(SHIM_DIR), *_p11kit_include_dirs()],
     libraries=["dl", "pthread"],
 )
 

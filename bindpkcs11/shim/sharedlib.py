@@ -8,12 +8,19 @@ import os
 import shutil
 from pathlib import Path
 
+from bindpkcs11 import resources
 from bindpkcs11.run import run_tool
+from bindpkcs11.shim.p11kit import include_dirs
 
-SHIM_DIR = Path(__file__).resolve().parent
-SOURCE = SHIM_DIR / "bp11.c"
-HEADER = SHIM_DIR / "bp11.h"
-P11_KIT_INCLUDE = "/usr/include/p11-kit-1"
+
+def source() -> Path:
+    """bp11.c, the one C source of the shim (package data)."""
+    return resources.shim_dir() / "bp11.c"
+
+
+def header() -> Path:
+    """bp11.h, which BIND's patch includes from beside libbp11.so."""
+    return resources.shim_dir() / "bp11.h"
 
 
 def build_shared_library(out_dir: Path) -> Path:
@@ -26,9 +33,9 @@ def build_shared_library(out_dir: Path) -> Path:
     target = out_dir / "libbp11.so"
     cmd = [
         os.environ.get("CC", "gcc"), "-O2", "-fPIC", "-shared",
-        f"-I{SHIM_DIR}", f"-I{P11_KIT_INCLUDE}",
-        str(SOURCE), "-o", str(target), "-ldl", "-lpthread",
+        f"-I{resources.shim_dir()}", *(f"-I{d}" for d in include_dirs()),
+        str(source()), "-o", str(target), "-ldl", "-lpthread",
     ]
     run_tool(cmd, what="compiling libbp11.so")
-    shutil.copy2(HEADER, out_dir / HEADER.name)
+    shutil.copy2(header(), out_dir / header().name)
     return target

@@ -2,7 +2,7 @@
 
 Before, a change named failed to sign (`receive_secure_serial: sign failure`) stayed unsigned
 until the next change or a restart: nothing in BIND 9.18 retries that sync (`rndc sign` re-signs
-the old contents and does not bring the change either). patches/bind-9.18-zz-rss-retry.patch
+the old contents and does not bring the change either). bindpkcs11/patches/bind-9.18-zz-rss-retry.patch
 makes named retry it after 5 s, doubling to at most 60 s, so the bound is 60 s after the token
 returns (plus the shim's re-initialisation, at most once a second).
 """
