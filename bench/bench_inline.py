@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""Big zones: how long named takes to sign an inline zone through the token, against dnssec-signzone.
+
+For each zone size (A records on 127.x, one NS) and ZSK place (on the SoftHSM token, or in
+software with the KSK on the token): a fresh state dir, `setup-inline` of the sample zone (token,
+keys, the rendered configuration with its sig-signing-* batch), `named stop`; then the big zone
+replaces the unsigned copy (signed files and journals removed) and named is started by hand with
+the instance's own configuration and environment, as `named start` would. Measured:
+
+  first signed answer   named started -> the apex SOA is served with an RRSIG (named serves no
+                        RRSIG at all until its first pass has built the NSEC chain);
+  fully signed          named started -> `rndc signing -list` says "Done signing" for both keys;
+  peak RSS              named's VmHWM when fully signed;
+  dnssec-signzone       the patched dnssec-signzone -S with the same key files (same token
+                        objects), same zone, in the same run: with its self-check, and with -P.
+
+    .venv/bin/python bench/bench_inline.py --records 10000 100000
+
+Results: docs/benchmarks.md (section `inline-big-zones`) and bench/results/inline.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rdatatype
+
+from bench_setup_inline import machine
+from benchdoc import replace_section
+
+REPO = Path(__file__).resolve().parent.parent
+BINDPKCS11 = [sys.executable, "-m", "bindpkcs11"]
+SECTION = "inline-big-zones"
+ZONE = "big.test"
+TOKEN = "bindpkcs11"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def zone_text(records: int) -> str:
+    lines = [f"$ORIGIN {ZONE}.", "$TTL 300", "@ IN SOA ns1 hostmaster 1 3600 600 1209600 300",
+             "@ IN NS ns1", "ns1 IN A 127.0.0.1"]
+    lines += [f"h{i} IN A 127.{(i >> 16) & 0xFF}.{(i >> 8) & 0xFF}.{i & 0xFF}"
+              for i in range(records)]
+    return "\n".join(lines) + "\n"
+
+
+def cli(state: Path, env: dict, *args: str) -> str:
+    result = subprocess.run([*BINDPKCS11, "--state-dir", str(state), *args], capture_output=True,
+                            text=True, env=env, cwd=REPO, timeout=1800)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def signed_soa(port: int) -> bool:
+    query = dns.message.make_query(ZONE + ".", "SOA", want_dnssec=True)
+    try:
+        response = dns.query.udp(query, "127.0.0.1", port=port, timeout=0.5)
+    except dns.exception.Timeout:
+        return False
+    return any(rrset.rdtype == dns.rdatatype.RRSIG for rrset in response.answer)
+
+
+def both_done(rndc: list[str]) -> bool:
+    result = subprocess.run([*rndc, "signing", "-list", ZONE], capture_output=True, text=True)
+    lines = result.stdout.splitlines()
+    return len([line for line in lines if line.startswith("Done signing")]) >= 2 and \
+        not any(line.startswith("Signing with") for line in lines)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run_named(instance: Path, env: dict, port: int, limit: float) -> dict:
+    """Start named on the instance's files; time the first signed SOA and both keys done."""
+    prefix = Path(env["LD_LIBRARY_PATH"]).parent
+    rndc = [str(prefix / "sbin" / "rndc"), "-c", str(instance / "rndc.conf")]
+    args = [str(prefix / "sbin" / "named"), "-f", "-c", str(instance / "named.conf")]
+    if os.geteuid() == 0:
+        args += ["-u", "bind"]
+    named_env = env | {"PKCS11_LIBRARY_PIN_FILE": str(instance / "token.pin")}
+    with open(instance / "bench-named.out", "wb") as out:
+        process = subprocess.Popen(args, env=named_env, cwd=instance, stdout=out, stderr=out)
+    started = time.monotonic()
+    first = full = None
+    try:
+        while time.monotonic() - started < limit:
+            if process.poll() is not None:
+                raise RuntimeError(f"named exited: {(instance / 'bench-named.out').read_text()[-500:]}")
+            if first is None and signed_soa(port):
+                first = time.monotonic() - started
+            if both_done(rndc):
+                full = time.monotonic() - started
+                first = first if first is not None else full
+                break
+            time.sleep(0.2)
+        rss = peak_rss_mb(process.pid)
+        serial = subprocess.run([*rndc, "zonestatus", ZONE], capture_output=True,
+                                text=True).stdout
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    signed = next((int(line.split(":")[1]) for line in serial.splitlines()
+                   if line.startswith("signed serial:")), None)
+    return {"first_signed_s": first and round(first, 2), "fully_signed_s": full and round(full, 2),
+            "peak_rss_mb": round(rss, 1), "batches": signed - 1 if signed else None}
+
+
+def run_signzone(instance: Path, zone_file: Path, env: dict, check: bool) -> dict:
+    prefix = Path(env["LD_LIBRARY_PATH"]).parent
+    output = zone_file.with_suffix(".signed")
+    args = [str(prefix / "bin" / "dnssec-signzone"), "-S", "-K", str(instance / "keys"),
+            "-o", ZONE, "-f", str(output), *([] if check else ["-P"]), str(zone_file)]
+    started = time.monotonic()
+    result = subprocess.run(args, capture_output=True, text=True, env=env, cwd=zone_file.parent)
+    seconds = time.monotonic() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"dnssec-signzone: {result.stderr.strip()[-500:]}")
+    rrsigs = sum(1 for line in output.read_text().splitlines() if "\tRRSIG\t" in line or " RRSIG " in line)
+    output.unlink()
+    return {"seconds": round(seconds, 2), "rrsigs": rrsigs}
+
+
+def one_case(base: Path, env: dict, records: int, zsk_on: str, limit: float) -> dict:
+    state = base / f"{records}-{zsk_on}"
+    port = free_port()
+    cli(state, env, "setup-inline", ZONE, "--zsk-on", zsk_on, "--port", str(port),
+        "--rndc-port", str(free_port()))
+    cli(state, env, "named", "stop", ZONE)
+    instance = state / "instances" / ZONE
+    zone_dir = instance / "zones"
+    for leftover in zone_dir.iterdir():
+        leftover.unlink()
+    zone_file = zone_dir / f"{ZONE}.db"
+    zone_file.write_text(zone_text(records))
+    shutil.chown(zone_file, "bind", "bind") if os.geteuid() == 0 else None
+    conf = (instance / "zone.conf").read_text()
+    batch = int(conf.split("sig-signing-signatures", 1)[1].split(";", 1)[0])
+    bind_env = json.loads(cli(state, env, "bind", "env", "--token", TOKEN, "--json"))
+    tool_env = env | bind_env
+    load_before = os.getloadavg()[0]
+    row = {"records": records, "zsk_on": zsk_on, "batch": batch, "load_before": round(load_before, 2)}
+    row["named"] = run_named(instance, tool_env, port, limit)
+    work = base / f"sz-{records}-{zsk_on}"
+    work.mkdir()
+    unsigned = work / "zone.db"
+    unsigned.write_text(zone_text(records))
+    row["signzone_check"] = run_signzone(instance, unsigned, tool_env, check=True)
+    row["signzone_p"] = run_signzone(instance, unsigned, tool_env, check=False)
+    row["load_after"] = round(os.getloadavg()[0], 2)
+    full = row["named"]["fully_signed_s"]
+    if full:
+        row["ratio_check"] = round(full / row["signzone_check"]["seconds"], 2)
+        row["ratio_p"] = round(full / row["signzone_p"]["seconds"], 2)
+    shutil.rmtree(work, ignore_errors=True)
+    return row
+
+
+def write_section(results: list[dict], info: dict) -> None:
+    lines = ["## Big zones: named's inline signing against dnssec-signzone", "",
+             f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {info['cpu']}, "
+             f"{info['cores']} cores, Debian {info['debian']}, machine shared with other "
+             "developers' builds and tests (load average per row), patched BIND 9.18, SoftHSM2, "
+             "ECDSA P-256 KSK and ZSK (`bench/bench_inline.py`). Zone: N A records + 1 NS, NSEC. "
+             "named is started on the instance setup-inline rendered (its `sig-signing-*` batch "
+             "from the ZSK's rate) with the big zone and no signed state; first = the apex SOA "
+             "served with an RRSIG, full = both keys \"Done signing\". dnssec-signzone: the "
+             "patched one, `-S` with the same key files (same token objects), same zone, right "
+             "after named in the same run; \"check\" = with its default self-check, `-P` without. "
+             "Ratio = named full / dnssec-signzone.", "",
+             "| records | ZSK | batch | named first signed | named fully signed | batches | "
+             "named peak RSS | signzone (check) | signzone -P | ratio (check) | ratio (-P) | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        n = r["named"]
+        lines.append(
+            f"| {r['records']:,} | {r['zsk_on']} | {r['batch']} | {n['first_signed_s']} s | "
+            f"{n['fully_signed_s']} s | {n['batches']} | {n['peak_rss_mb']:.0f} MB | "
+            f"{r['signzone_check']['seconds']} s | {r['signzone_p']['seconds']} s | "
+            f"{r.get('ratio_check', '-')} | {r.get('ratio_p', '-')} | "
+            f"{r['load_before']} / {r['load_after']} |")
+    replace_section(SECTION, "\n".join(lines))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", nargs="+", type=int, default=[10_000, 100_000])
+    parser.add_argument("--zsk-on", nargs="+", default=["token", "software"])
+    parser.add_argument("--limit", type=float, default=1800, help="give up on named after S s")
+    parser.add_argument("--bind-dir", type=Path, default=REPO / ".cache" / "bind-state" / "bind")
+    parser.add_argument("--no-doc", action="store_true")
+    args = parser.parse_args()
+    info = machine()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PKCS11_", "TPM2_PKCS11"))}
+    env.update({"BINDPKCS11_BIND_DIR": str(args.bind_dir), "PYTHONPATH": str(REPO)})
+    base = Path(tempfile.mkdtemp(prefix="bench-inline-"))
+    base.chmod(0o711)  # named runs as bind when root: it must be able to enter the state dirs
+    results = []
+    try:
+        for records in args.records:
+            for zsk_on in args.zsk_on:
+                results.append(one_case(base, env, records, zsk_on, args.limit))
+                print(json.dumps(results[-1]), flush=True)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    (REPO / "bench" / "results").mkdir(exist_ok=True)
+    (REPO / "bench" / "results" / "inline.json").write_text(
+        json.dumps({"machine": info, "results": results}, indent=2))
+    if not args.no_doc:
+        write_section(results, info)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
