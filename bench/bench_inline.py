@@ -11,8 +11,14 @@ the instance's own configuration and environment, as `named start` would. Measur
                         RRSIG at all until its first pass has built the NSEC chain);
   fully signed          named started -> `rndc signing -list` says "Done signing" for both keys;
   peak RSS              named's VmHWM when fully signed;
+  query latency         a loopback client asks for random names at --qps while named signs
+                        (p50/p99/lost: no answer within 1 s), as bench_latency.py does;
   dnssec-signzone       the patched dnssec-signzone -S with the same key files (same token
                         objects), same zone, in the same run: with its self-check, and with -P.
+
+`--batches 100 300 890 3000` repeats the named run with those sig-signing-signatures values
+(sig-signing-nodes the same, at least 100) instead of the rendered one: the trade-off between
+time to fully signed and query latency that chose config.SIGNING_SLICE.
 
     .venv/bin/python bench/bench_inline.py --records 10000 100000
 
@@ -36,6 +42,7 @@ import dns.message
 import dns.query
 import dns.rdatatype
 
+from bench_latency import Querier
 from bench_setup_inline import machine
 from benchdoc import replace_section
 
@@ -91,8 +98,10 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def run_named(instance: Path, env: dict, port: int, limit: float) -> dict:
-    """Start named on the instance's files; time the first signed SOA and both keys done."""
+def run_named(instance: Path, env: dict, port: int, limit: float, records: int,
+              qps: float) -> dict:
+    """Start named on the instance's files; time the first signed SOA and both keys done, while
+    a client queries random names."""
     prefix = Path(env["LD_LIBRARY_PATH"]).parent
     rndc = [str(prefix / "sbin" / "rndc"), "-c", str(instance / "rndc.conf")]
     args = [str(prefix / "sbin" / "named"), "-f", "-c", str(instance / "named.conf")]
@@ -103,12 +112,15 @@ def run_named(instance: Path, env: dict, port: int, limit: float) -> dict:
         process = subprocess.Popen(args, env=named_env, cwd=instance, stdout=out, stderr=out)
     started = time.monotonic()
     first = full = None
+    querier = Querier(port, records, qps, prefix="h", zone=ZONE) if qps else None
     try:
         while time.monotonic() - started < limit:
             if process.poll() is not None:
                 raise RuntimeError(f"named exited: {(instance / 'bench-named.out').read_text()[-500:]}")
             if first is None and signed_soa(port):
                 first = time.monotonic() - started
+            if querier and not querier.is_alive() and signed_soa_answered(port):
+                querier.start()  # from named's first answer on
             if both_done(rndc):
                 full = time.monotonic() - started
                 first = first if first is not None else full
@@ -118,12 +130,27 @@ def run_named(instance: Path, env: dict, port: int, limit: float) -> dict:
         serial = subprocess.run([*rndc, "zonestatus", ZONE], capture_output=True,
                                 text=True).stdout
     finally:
+        if querier and querier.is_alive():
+            querier.stop.set()
+            querier.join()
         process.terminate()
         process.wait(timeout=60)
     signed = next((int(line.split(":")[1]) for line in serial.splitlines()
                    if line.startswith("signed serial:")), None)
+    latency = querier.window(0, float("inf")) if querier else {}
     return {"first_signed_s": first and round(first, 2), "fully_signed_s": full and round(full, 2),
-            "peak_rss_mb": round(rss, 1), "batches": signed - 1 if signed else None}
+            "peak_rss_mb": round(rss, 1), "batches": signed - 1 if signed else None,
+            "latency": latency}
+
+
+def signed_soa_answered(port: int) -> bool:
+    """named answers (signed or not yet)."""
+    query = dns.message.make_query(ZONE + ".", "SOA")
+    try:
+        dns.query.udp(query, "127.0.0.1", port=port, timeout=0.5)
+    except dns.exception.Timeout:
+        return False
+    return True
 
 
 def run_signzone(instance: Path, zone_file: Path, env: dict, check: bool) -> dict:
@@ -141,39 +168,68 @@ def run_signzone(instance: Path, zone_file: Path, env: dict, check: bool) -> dic
     return {"seconds": round(seconds, 2), "rrsigs": rrsigs}
 
 
-def one_case(base: Path, env: dict, records: int, zsk_on: str, limit: float) -> dict:
+def set_batch(instance: Path, batch: int) -> None:
+    conf = instance / "zone.conf"
+    lines = [f"\tsig-signing-signatures {batch};" if "sig-signing-signatures" in line else
+             f"\tsig-signing-nodes {max(100, batch)};" if "sig-signing-nodes" in line else line
+             for line in conf.read_text().splitlines()]
+    conf.write_text("\n".join(lines) + "\n")
+
+
+def fresh_zone(instance: Path, records: int) -> None:
+    """The big zone as the unsigned copy, no signed state: named signs it from scratch."""
+    zone_dir = instance / "zones"
+    for leftover in zone_dir.iterdir():
+        leftover.unlink()
+    zone_file = zone_dir / f"{ZONE}.db"
+    zone_file.write_text(zone_text(records))
+    if os.geteuid() == 0:
+        shutil.chown(zone_file, "bind", "bind")
+
+
+def one_case(base: Path, env: dict, records: int, zsk_on: str, limit: float,
+             batches: list[int | None], qps: float, signzone: bool) -> list[dict]:
     state = base / f"{records}-{zsk_on}"
     port = free_port()
     cli(state, env, "setup-inline", ZONE, "--zsk-on", zsk_on, "--port", str(port),
         "--rndc-port", str(free_port()))
     cli(state, env, "named", "stop", ZONE)
     instance = state / "instances" / ZONE
-    zone_dir = instance / "zones"
-    for leftover in zone_dir.iterdir():
-        leftover.unlink()
-    zone_file = zone_dir / f"{ZONE}.db"
-    zone_file.write_text(zone_text(records))
-    shutil.chown(zone_file, "bind", "bind") if os.geteuid() == 0 else None
-    conf = (instance / "zone.conf").read_text()
-    batch = int(conf.split("sig-signing-signatures", 1)[1].split(";", 1)[0])
+    rendered = rendered_batch(instance)
     bind_env = json.loads(cli(state, env, "bind", "env", "--token", TOKEN, "--json"))
     tool_env = env | bind_env
-    load_before = os.getloadavg()[0]
-    row = {"records": records, "zsk_on": zsk_on, "batch": batch, "load_before": round(load_before, 2)}
-    row["named"] = run_named(instance, tool_env, port, limit)
-    work = base / f"sz-{records}-{zsk_on}"
-    work.mkdir()
-    unsigned = work / "zone.db"
-    unsigned.write_text(zone_text(records))
-    row["signzone_check"] = run_signzone(instance, unsigned, tool_env, check=True)
-    row["signzone_p"] = run_signzone(instance, unsigned, tool_env, check=False)
-    row["load_after"] = round(os.getloadavg()[0], 2)
-    full = row["named"]["fully_signed_s"]
-    if full:
-        row["ratio_check"] = round(full / row["signzone_check"]["seconds"], 2)
-        row["ratio_p"] = round(full / row["signzone_p"]["seconds"], 2)
-    shutil.rmtree(work, ignore_errors=True)
-    return row
+    rows = []
+    for batch in batches:
+        if batch is not None:
+            set_batch(instance, batch)
+        fresh_zone(instance, records)
+        row = {"records": records, "zsk_on": zsk_on, "batch": batch or rendered,
+               "rendered": batch in (None, rendered), "load_before": round(os.getloadavg()[0], 2)}
+        row["named"] = run_named(instance, tool_env, port, limit, records, qps)
+        row["load_after"] = round(os.getloadavg()[0], 2)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if signzone:
+        work = base / f"sz-{records}-{zsk_on}"
+        work.mkdir()
+        unsigned = work / "zone.db"
+        unsigned.write_text(zone_text(records))
+        check = run_signzone(instance, unsigned, tool_env, check=True)
+        plain = run_signzone(instance, unsigned, tool_env, check=False)
+        for row in rows:
+            row["signzone_check"], row["signzone_p"] = check, plain
+            full = row["named"]["fully_signed_s"]
+            if full:
+                row["ratio_check"] = round(full / check["seconds"], 2)
+                row["ratio_p"] = round(full / plain["seconds"], 2)
+        shutil.rmtree(work, ignore_errors=True)
+        print(json.dumps({"signzone_check": check, "signzone_p": plain}), flush=True)
+    return rows
+
+
+def rendered_batch(instance: Path) -> int:
+    conf = (instance / "zone.conf").read_text()
+    return int(conf.split("sig-signing-signatures", 1)[1].split(";", 1)[0])
 
 
 def write_section(results: list[dict], info: dict) -> None:
@@ -207,6 +263,11 @@ def main() -> int:
     parser.add_argument("--records", nargs="+", type=int, default=[10_000, 100_000])
     parser.add_argument("--zsk-on", nargs="+", default=["token", "software"])
     parser.add_argument("--limit", type=float, default=1800, help="give up on named after S s")
+    parser.add_argument("--batches", nargs="+", default=["rendered"],
+                        help="sig-signing-signatures values, one named run each ('rendered': "
+                             "what bindpkcs11 renders)")
+    parser.add_argument("--qps", type=float, default=200, help="queries/s while named signs (0: none)")
+    parser.add_argument("--no-signzone", action="store_true", help="named runs only")
     parser.add_argument("--bind-dir", type=Path, default=REPO / ".cache" / "bind-state" / "bind")
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args()
@@ -219,8 +280,9 @@ def main() -> int:
     try:
         for records in args.records:
             for zsk_on in args.zsk_on:
-                results.append(one_case(base, env, records, zsk_on, args.limit))
-                print(json.dumps(results[-1]), flush=True)
+                batches = [None if b == "rendered" else int(b) for b in args.batches]
+                results += one_case(base, env, records, zsk_on, args.limit, batches, args.qps,
+                                    not args.no_signzone)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     (REPO / "bench" / "results").mkdir(exist_ok=True)

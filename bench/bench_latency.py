@@ -78,16 +78,18 @@ class Cli:
 class Querier(threading.Thread):
     """Asks for random host names at a fixed rate; records (time sent, latency or None)."""
 
-    def __init__(self, port: int, hosts: int, qps: float) -> None:
+    def __init__(self, port: int, hosts: int, qps: float, prefix: str = "host",
+                 zone: str = ZONE) -> None:
         super().__init__(daemon=True)
         self.port, self.hosts, self.interval = port, hosts, 1.0 / qps
+        self.prefix, self.zone = prefix, zone
         self.samples: list[tuple[float, float | None]] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
         next_at = time.monotonic()
         while not self.stop.is_set():
-            name = f"host{random.randrange(self.hosts)}.{ZONE}."
+            name = f"{self.prefix}{random.randrange(self.hosts)}.{self.zone}."
             query = dns.message.make_query(name, "A", want_dnssec=True)
             sent = time.monotonic()
             try:
@@ -115,51 +117,8 @@ def signing(cli: Cli) -> bool:
     return any(line.startswith("Signing with key") for line in output.splitlines())
 
 
-def set_batch(cli: Cli, state: Path, batch: int) -> None:
-    """Rewrite the instance's sig-signing-* lines (what bindpkcs11 renders) and reconfigure."""
-    conf = state / "instances" / ZONE / "zone.conf"
-    lines = [f"\tsig-signing-signatures {batch};" if "sig-signing-signatures" in line else
-             f"\tsig-signing-nodes {max(100, batch)};" if "sig-signing-nodes" in line else line
-             for line in conf.read_text().splitlines()]
-    conf.write_text("\n".join(lines) + "\n")
-    cli("rndc", "--zone", ZONE, "--", "reconfig")
-
-
-def rendered_batch(state: Path) -> int:
-    conf = (state / "instances" / ZONE / "zone.conf").read_text()
-    return int(conf.split("sig-signing-signatures", 1)[1].split(";", 1)[0])
-
-
-def resign(cli: Cli, port: int, hosts: int, qps: float, quiet: float) -> dict:
-    """One full re-sign (`rndc sign`) under query load; the quiet baseline first."""
-    querier = Querier(port, hosts, qps)
-    querier.start()
-    quiet_start = time.monotonic()
-    time.sleep(quiet)  # the quiet baseline: queries only
-    quiet_end = sign_start = time.monotonic()
-    cli("rndc", "sign", ZONE)
-    seen = False
-    deadline = sign_start + 1800
-    while time.monotonic() < deadline:
-        busy = signing(cli)
-        seen = seen or busy
-        if seen and not busy:
-            break
-        if not seen and time.monotonic() - sign_start > 5:
-            break  # finished before the first poll saw it
-        time.sleep(0.2)
-    sign_end = time.monotonic()
-    time.sleep(0.5)
-    querier.stop.set()
-    querier.join()
-    return {"resign_seconds": round(sign_end - sign_start, 2), "resign_seen": seen,
-            "quiet": querier.window(quiet_start, quiet_end),
-            "during": querier.window(sign_start, sign_end)}
-
-
 def one_case(base: Path, env: dict, profile: str, zsk_on: str, hosts: int, qps: float,
-             quiet: float, batches: list[int | None]) -> list[dict]:
-    """setup-inline once, then one re-sign per batch size (None: as bindpkcs11 renders it)."""
+             quiet: float) -> dict:
     state = base / f"{profile}-{zsk_on}"
     cli = Cli(state, env, profile)
     token = TOKENS[profile]
@@ -175,19 +134,31 @@ def one_case(base: Path, env: dict, profile: str, zsk_on: str, hosts: int, qps: 
             zsk_on, "--algorithm", ALGORITHMS.get(profile, "ECDSAP256SHA256"), "--port", str(port),
             "--rndc-port", str(free_port()))
         setup_seconds = time.monotonic() - started
-        rendered = rendered_batch(state)
-        results = []
-        for batch in batches:
-            if batch is not None:
-                set_batch(cli, state, batch)
-            row = {"profile": profile, "zsk_on": zsk_on, "hosts": hosts, "qps": qps,
-                   "batch": batch or rendered, "rendered": batch is None or batch == rendered,
-                   "setup_seconds": round(setup_seconds, 2),
-                   "load": round(os.getloadavg()[0], 2),
-                   **resign(cli, port, hosts, qps, quiet)}
-            results.append(row)
-            print(json.dumps(row), flush=True)
-        return results
+        querier = Querier(port, hosts, qps)
+        querier.start()
+        quiet_start = time.monotonic()
+        time.sleep(quiet)  # the quiet baseline: queries only
+        quiet_end = sign_start = time.monotonic()
+        cli("rndc", "sign", ZONE)
+        seen = False
+        deadline = sign_start + 1800
+        while time.monotonic() < deadline:
+            busy = signing(cli)
+            seen = seen or busy
+            if seen and not busy:
+                break
+            if not seen and time.monotonic() - sign_start > 5:
+                break  # finished before the first poll saw it
+            time.sleep(0.2)
+        sign_end = time.monotonic()
+        time.sleep(0.5)
+        querier.stop.set()
+        querier.join()
+        return {"profile": profile, "zsk_on": zsk_on, "hosts": hosts, "qps": qps,
+                "setup_seconds": round(setup_seconds, 2),
+                "resign_seconds": round(sign_end - sign_start, 2), "resign_seen": seen,
+                "quiet": querier.window(quiet_start, quiet_end),
+                "during": querier.window(sign_start, sign_end)}
     finally:
         subprocess.run([*BINDPKCS11, "--state-dir", str(state), "named", "stop", ZONE], env=env,
                        cwd=REPO, capture_output=True)
@@ -231,9 +202,6 @@ def main() -> int:
     parser.add_argument("--qps", type=float, default=200)
     parser.add_argument("--quiet", type=float, default=3.0, help="seconds of baseline before signing")
     parser.add_argument("--bind-dir", type=Path, default=REPO / ".cache" / "bind-state" / "bind")
-    parser.add_argument("--batches", nargs="+", default=["rendered"],
-                        help="sig-signing-signatures values to measure, one re-sign each "
-                             "('rendered': what bindpkcs11 renders for the case)")
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args()
     info = machine()
@@ -245,9 +213,8 @@ def main() -> int:
     try:
         for profile in args.profiles:
             for zsk_on in [z for z in args.zsk_on if z in ZSK_PLACES.get(profile, (z,))]:
-                batches = [None if b == "rendered" else int(b) for b in args.batches]
-                results += one_case(base, env, profile, zsk_on, args.hosts, args.qps, args.quiet,
-                                    batches)
+                results.append(one_case(base, env, profile, zsk_on, args.hosts, args.qps, args.quiet))
+                print(json.dumps(results[-1]), flush=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     (REPO / "bench" / "results").mkdir(exist_ok=True)

@@ -32,7 +32,7 @@ def register(commands, common) -> None:
     setup.add_argument("--zsk-on", choices=["token", "software"],
                        help="where the ZSK lives (default: as the instance has it; for a new one, "
                             "the token unless it signs too slowly for the zone)")
-    setup.add_argument("--timeout", type=timeout_seconds, metavar="SECONDS",
+    setup.add_argument("--timeout", type=float, metavar="SECONDS",
                        help="wait this long for the signed zone (default: from the zone's size "
                             "and the ZSK's signing rate); named still signing then keeps running")
     setup.add_argument("--test-timings", action="store_true",
@@ -40,14 +40,11 @@ def register(commands, common) -> None:
     setup.set_defaults(handler=_setup_inline)
 
 
-def timeout_seconds(text: str) -> float:
-    """--timeout: seconds, more than 0 and at most a day."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise UsageError(f"--timeout must be a number of seconds, not '{text}'") from None
-    if not 0 < value <= 86400:
-        raise UsageError("--timeout must be more than 0 and at most 86400 seconds")
+def timeout_seconds(value: float | None) -> float | None:
+    """--timeout: seconds, more than 0 and at most a day (None: derived from the zone)."""
+    if value is not None and not 0 < value <= 86400:  # also refuses nan
+        raise UsageError(f"--timeout {value:g} is out of range: give seconds, more than 0 and "
+                         "at most 86400")
     return value
 
 
@@ -65,7 +62,7 @@ def _setup_inline(args) -> int:
         pin_file=args.pin_file, listen=parse_listen(args.listen), port=_port(args.port, "--port"),
         rndc_port=_port(args.rndc_port, "--rndc-port"),
         secondaries=tuple(parse_secondary(s) for s in args.secondary),
-        test_timings=args.test_timings, zsk_on=args.zsk_on, timeout=args.timeout,
+        test_timings=args.test_timings, zsk_on=args.zsk_on, timeout=timeout_seconds(args.timeout),
     )
     progress = (lambda line: None) if args.json else (
         lambda line: print(f"setup-inline: {line}", file=sys.stderr, flush=True))

@@ -30,7 +30,7 @@ def register(commands, common) -> None:
         parser = sub.add_parser(action, help=text, parents=[common])
         parser.add_argument("domain")
         if action in ("start", "reload"):
-            parser.add_argument("--timeout", type=timeout_seconds, metavar="SECONDS",
+            parser.add_argument("--timeout", type=float, metavar="SECONDS",
                                 help="wait this long for the signed zone (default: from the "
                                      "zone's size and the ZSK's rate); named keeps signing after")
         parser.set_defaults(handler=_named, action=action)
@@ -49,7 +49,7 @@ def _named(args) -> int:
     progress = (lambda line: None) if args.json else (
         lambda line: print(f"named {args.action}: {line}", file=sys.stderr, flush=True))
     if args.action == "start":
-        pid = control.start(current, zone, args.timeout, progress)
+        pid = control.start(current, zone, timeout_seconds(args.timeout), progress)
         _report(args, {"zone": zone.to_text(), "running": True, "pid": pid},
                 f"named for {zone} started (pid {pid}); the signed zone validates")
     elif args.action == "stop":
@@ -57,7 +57,7 @@ def _named(args) -> int:
         _report(args, {"zone": zone.to_text(), "stopped": stopped},
                 f"named for {zone} {'stopped' if stopped else 'was not running'}")
     elif args.action == "reload":
-        output = control.reload(current, zone, args.timeout, progress)
+        output = control.reload(current, zone, timeout_seconds(args.timeout), progress)
         _report(args, {"zone": zone.to_text(), "rndc": output}, output)
     else:
         status = control.status(current, zone)
