@@ -20,7 +20,7 @@ import dns.zone
 from bindpkcs11 import admin, instancekeys, locks, monitor, pins, readiness
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.bind import build, config, named, ports, privileges, signprogress
-from bindpkcs11.bind.instance import Instance, InstanceSettings, Secondary
+from bindpkcs11.bind.instance import Instance, InstanceSettings, Secondary, settings_text
 from bindpkcs11.dnssec.algorithms import Algorithm
 from bindpkcs11.dnssec.dnskey import ds_text, zone_label_text
 from bindpkcs11.dnssec.keyfile import KeyPairFiles
@@ -148,6 +148,10 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
         files[zone_file] = zone_text
         files[instance.pin_file] = pin + "\n"
         changed = config.changed_files(files)
+        if changed and not instance.exists():
+            # a first start: `named status` shows the signing progress meanwhile; a failed start
+            # rolls it back with the other files
+            changed[instance.settings_file] = settings_text(settings)
         ready = ready_check(request.zone, request.listen, request.port, ksk.tag, zsk.tag)
         if not changed and not cds_added and running is not None and ready():
             progress("nothing changed: keys, configuration and named are as requested")

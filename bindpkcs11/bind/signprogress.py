@@ -27,7 +27,7 @@ from bindpkcs11.bind.instance import Instance, InstanceSettings
 from bindpkcs11.errors import BindPkcs11Error, ToolFailed
 
 BATCH_PAUSE = 0.01  # named waits 10 ms between batches (zone.c)
-BATCH_OVERHEAD = 0.05  # per-batch commit, journal write and SOA re-sign, measured at 20k-100k names
+BATCH_OVERHEAD = 0.03  # named's own work per batch (NSEC chain, commit, journal), 20k-100k names
 STALL_AFTER = 60.0  # no new batch for this long while a key is still signing: stuck
 POLL_EVERY = 1.0
 REPORT_EVERY = 5.0
