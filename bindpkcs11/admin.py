@@ -180,8 +180,7 @@ def _dnssec_info(users: list[keyuse.KeyUse], public, now: int) -> DnssecKeyInfo 
 def _custody_text(access: TokenAccess, public, algorithm: int) -> str:
     """Known copies of the key (backup/custody.py); a key never recorded is this token's only one
     as far as bindpkcs11 knows."""
-    known = custody.lookup(access.state, algorithm, public_key_bytes(public))
-    return (known or custody.Custody(tokens=(access.label,))).describe()
+    return custody.describe(access.state, algorithm, public_key_bytes(public), access.label)
 
 
 def _with_public(obj: ObjectInfo, public) -> ObjectInfo:
@@ -219,8 +218,20 @@ def _delete_object(access: TokenAccess, object_label: str, object_class: str | N
             if uses:
                 _refuse_active_private_key(session, object_label, uses)
             keyuse.refuse_if_unreadable(access.state, extra_key_dir, "give --force twice")
+        public = _public_of_private(session, object_label) if kind == "private" else None
         keys.destroy(target)
+    if public is not None:
+        custody.forget_copy(access.state, public_key_bytes(public), access.label)
     return kind
+
+
+def _public_of_private(session, object_label: str):
+    """The public key of the private key `object_label` (from its pair or its own attributes),
+    or None when the token shows neither."""
+    objects = keys.list_objects(session)
+    by_id = keyuse.public_keys_by_id(objects)
+    target = next(o for o in objects if o.label == object_label and o.object_class == "private")
+    return keyuse.public_of(target, by_id)
 
 
 def _refuse_active_private_key(session, object_label: str, uses: list[keyuse.KeyUse]) -> None:
@@ -269,6 +280,7 @@ def erase_token(access: TokenAccess, extra_key_dir: Path | None, now: int,
             so=_existing_so_pin(access),
         )
         access.profile.erase_token(access.label, token_pins)
+        custody.forget_token(access.state, access.label)
     return len(keyuse.key_files_on_token(access.state, access.label, extra_key_dir))
 
 

@@ -1,4 +1,7 @@
-"""`bindpkcs11 setup-inline ZONE`: token keys, rendered config, the patched named signing inline.
+"""`bindpkcs11 setup-inline ZONE`: token keys, rendered config, named signing inline.
+
+named is the patched BIND 9.18 or a stock BIND >= 9.20 with pkcs11-provider (bind/route.py);
+the rest of the job is the same for both.
 
 One idempotent operation: the second run with the same inputs finds the keys, renders identical
 files, sees named running and says nothing changed. Every failure before named serves the signed
@@ -19,8 +22,9 @@ import dns.zone
 
 from bindpkcs11 import admin, instancekeys, locks, monitor, pins, readiness
 from bindpkcs11.access import TokenAccess
-from bindpkcs11.bind import build, config, named, ports, privileges, signprogress
+from bindpkcs11.bind import config, named, ports, privileges, route, signprogress, stock
 from bindpkcs11.bind.instance import Instance, InstanceSettings, Secondary, settings_text
+from bindpkcs11.bind.programs import STOCK, Route
 from bindpkcs11.dnssec.algorithms import Algorithm
 from bindpkcs11.dnssec.dnskey import ds_text, zone_label_text
 from bindpkcs11.dnssec.keyfile import KeyPairFiles
@@ -55,6 +59,7 @@ class SetupRequest:
     test_timings: bool = False
     zsk_on: str | None = None  # "token" or "software"; None: the instance's choice, else by rate
     timeout: float | None = None  # wait for the signed zone; None: from the zone's size and rate
+    bind: str | None = None  # "stock" or "patched"; None: the instance's route, else route.default_name
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,8 @@ class SetupResult:
     seconds: float
     created_token: bool
     generated_keys: bool
+    bind: str = "patched"
+    bind_version: str = ""
 
 
 def setup_inline(state: StateDir, request: SetupRequest, progress: Progress) -> SetupResult:
@@ -113,8 +120,9 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
                         current)
     zone_text = _zone_source_text(request)
     existing = instancekeys.existing_keys(instance, request.zone)
-    prefix = build.build(state, progress=progress).prefix
-    instancekeys.check_keys_load(prefix, existing)
+    bind = _route(state, instance, request, progress)
+    prefix = bind.prefix
+    instancekeys.check_keys_load(prefix, existing, _keys_env(instance, bind, request, state))
     _check_zone_text(prefix, request.zone, zone_text, request.zone_file)
     max_ttl, rrsets, expire = _zone_stats(request.zone, zone_text, request.zone_file)
     if not request.test_timings:  # 30-minute signatures are for loopback demos only
@@ -131,20 +139,24 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
         listen=request.listen, port=request.port, rndc_port=request.rndc_port,
         secondaries=list(request.secondaries), test_timings=request.test_timings,
         zone_source=str(request.zone_file.resolve()) if request.zone_file else None,
-        zsk_on=zsk_on,
+        zsk_on=zsk_on, bind=bind.name,
+        bind_prefix=str(bind.prefix) if bind.name == STOCK else None,
     )
-    _check_rendered(prefix, instance, settings, max_ttl)
+    module = Path(get_profile(request.profile, state, request.module).module_path)
+    _check_rendered(bind, instance, settings, max_ttl, module)
     access, created_token = _token_access(state, request, progress)
-    pin = _verified_pin(access)
+    pin = verified_pin(access)
     ensure_private_dir(instance.root)
     for sub in (instance.key_dir, instance.zone_dir):
         sub.mkdir(parents=True, exist_ok=True)
     ksk, zsk, generated = instancekeys.zone_keys(instance, request.zone, request.algorithm, zsk_on,
-                                                 access, existing, progress)
+                                                 access, existing, progress,
+                                                 "9.20" if bind.name == STOCK else "9.18")
     try:
         cds_added = instancekeys.publish_cds(ksk)
         zone_file = instance.zone_file(request.zone)
-        files = config.render(instance, settings, zone_file, max_ttl)
+        files = config.render(instance, settings, zone_file, max_ttl,
+                              _provider(bind, Path(access.module_path), instance), bind.version)
         files[zone_file] = zone_text
         files[instance.pin_file] = pin + "\n"
         changed = config.changed_files(files)
@@ -158,7 +170,7 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
             pid = running
         else:
             named_access = TokenAccess(state, access.profile, request.token, instance.pin_file)
-            pid = _apply(instance, prefix, named_access, changed, running, current, user, ready,
+            pid = _apply(instance, bind, named_access, changed, running, current, user, ready,
                          progress, signprogress.pace_for(settings), request.timeout)
     except signprogress.StillSigning:
         instance.save_settings(settings)  # named runs this configuration: it is the instance's
@@ -168,7 +180,56 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
         raise
     instance.save_settings(settings)
     return _result(request, instance, ksk, zsk, pid, bool(changed) or running is None,
-                   time.monotonic() - started, created_token, bool(generated))
+                   time.monotonic() - started, created_token, bool(generated), bind)
+
+
+class RouteSwitch(UsageError):
+    """An instance keeps the BIND route it was set up with."""
+
+
+def _route(state: StateDir, instance: Instance, request: SetupRequest, progress: Progress) -> Route:
+    """The BIND to run: an existing stock instance keeps the BIND it was set up with."""
+    name = _route_name(state, instance, request)
+    if name == STOCK and instance.exists():
+        settings = instance.load_settings()
+        if settings.bind_prefix:
+            return route.installed(state, name, settings.bind_prefix)
+    return route.prepare(state, name, progress)
+
+
+def _route_name(state: StateDir, instance: Instance, request: SetupRequest) -> str:
+    """--bind; else the instance's route; else stock when a usable one is found, else patched.
+
+    An existing instance does not switch: its key files are in its BIND's format (9.20 refuses
+    9.18's `Engine:` line) and its keys' state lives in that BIND's files."""
+    current = instance.load_settings().bind if instance.exists() else None
+    if request.bind is None:
+        return current or route.default_name(state)
+    wanted = route.check_name(request.bind)
+    if current is not None and wanted != current:
+        raise RouteSwitch(f"the instance of {request.zone} runs the {current} BIND; it cannot "
+                          f"switch to --bind {wanted}: set the zone up under another state "
+                          f"directory, or keep --bind {current}")
+    return wanted
+
+
+def _provider(bind: Route, module: Path, instance: Instance) -> stock.ProviderConfig | None:
+    """The stock route's pkcs11-provider config: the route's provider, the token's module, and
+    the instance's 0600 PIN file."""
+    if bind.name != STOCK or bind.provider is None:
+        return None
+    return stock.ProviderConfig(bind.provider, module, instance.pin_file)
+
+
+def _keys_env(instance: Instance, bind: Route, request: SetupRequest,
+              state: StateDir) -> dict[str, str] | None:
+    """The environment in which BIND reads the instance's existing key files: on the stock route
+    token keys are opened through the provider, with the instance's own (previous) config."""
+    if bind.name != STOCK or not instance.openssl_conf.exists():
+        return None
+    profile = get_profile(request.profile, state, request.module)
+    return stock.program_env(bind, Path(profile.module_path), instance.openssl_conf,
+                             profile.module_env())
 
 
 def _zone_source_text(request: SetupRequest) -> str:
@@ -188,18 +249,19 @@ def _check_zone_text(prefix: Path, zone: dns.name.Name, text: str, shown_as: Pat
                           shown_as=shown_as or "the sample zone")
 
 
-def _check_rendered(prefix: Path, instance: Instance, settings: InstanceSettings,
-                    max_ttl: int) -> None:
+def _check_rendered(bind: Route, instance: Instance, settings: InstanceSettings,
+                    max_ttl: int, module: Path) -> None:
     """Render the configuration into a scratch copy of the instance and named-checkconf it, so a
-    value named refuses fails before the token is touched or a key generated."""
+    value named refuses fails before the token is touched or a key generated. The provider's
+    config names the real instance's PIN file: a path OpenSSL would misread fails here too."""
     with tempfile.TemporaryDirectory(prefix="bindpkcs11-check-") as scratch:
         trial = Instance(Path(scratch) / instance.root.name)
         trial.root.mkdir()
         files = config.render(trial, settings, trial.zone_file(dns.name.from_text(settings.zone)),
-                              max_ttl)
+                              max_ttl, _provider(bind, module, instance), bind.version)
         for path, text in files.items():
             path.write_text(text)
-        config.check_config(prefix, trial.named_conf)
+        config.check_config(bind.prefix, trial.named_conf)
 
 
 def _zone_stats(zone: dns.name.Name, text: str,
@@ -263,8 +325,10 @@ def _token_access(state: StateDir, request: SetupRequest, progress: Progress) ->
     return access, True
 
 
-def _verified_pin(access: TokenAccess) -> str:
-    """Resolve the PIN once and prove it with one login, before anything is changed."""
+def verified_pin(access: TokenAccess) -> str:
+    """Resolve the PIN once and prove it with one login, before anything is changed. Also used
+    before a stock named starts: pkcs11-provider logs no reason for a wrong PIN (named only says
+    `receive_secure_serial: not found`), so the PIN file is proven first, once."""
     pin = pins.pin_source(access.state, access.label, pins.USER, access.pin_file)()
     with library.open_session(access.module_path, access.label, lambda: pin,
                               locked_hint=traits_of(access.profile).pin_locked_hint):
@@ -279,7 +343,7 @@ def ready_check(zone: dns.name.Name, server: str, port: int, ksk_tag: int,
     return readiness.ServedSigned(zone, server, port, frozenset({ksk_tag}), frozenset({zsk_tag}))
 
 
-def _apply(instance: Instance, prefix: Path, access: TokenAccess, changed: dict[Path, str],
+def _apply(instance: Instance, bind: Route, access: TokenAccess, changed: dict[Path, str],
            running: int | None, current: InstanceSettings | None, user: str | None,
            ready: Callable[[], bool], progress: Progress, pace: signprogress.SigningPace,
            timeout: float | None = None) -> int:
@@ -289,27 +353,28 @@ def _apply(instance: Instance, prefix: Path, access: TokenAccess, changed: dict[
     the deadline keeps running with the new files (StillSigning)."""
     swap = config.ConfigSwap()
     try:
-        swap.write(changed, secret_files={instance.rndc_key, instance.pin_file})
-        config.check_config(prefix, instance.named_conf)
+        swap.write(changed, secret_files={instance.rndc_key, instance.pin_file,
+                                          instance.openssl_conf})
+        config.check_config(bind.prefix, instance.named_conf)
         if running is not None:
             progress(f"stopping named (pid {running}) to load the new configuration ...")
             named.stop(instance)
         progress("starting named and waiting for the signed zone"
                  + (f" (up to {timeout:.0f} s)" if timeout else "") + " ...")
-        pid = start_named(instance, prefix, access, user, ready, pace, timeout, progress)
+        pid = start_named(instance, bind, access, user, ready, pace, timeout, progress)
     except signprogress.StillSigning:
         swap.commit()
         raise
     except BaseException as failure:
         swap.rollback()
         if running is not None and current is not None and named.running_pid(instance) is None:
-            _restart_previous(instance, prefix, access, current, user, progress, failure)
+            _restart_previous(instance, bind, access, current, user, progress, failure)
         raise
     swap.commit()
     return pid
 
 
-def _restart_previous(instance: Instance, prefix: Path, access: TokenAccess,
+def _restart_previous(instance: Instance, bind: Route, access: TokenAccess,
                       previous: InstanceSettings, user: str | None, progress: Progress,
                       failure: BaseException) -> None:
     """Start the restored configuration again; if even that fails, say so in the error."""
@@ -324,25 +389,29 @@ def _restart_previous(instance: Instance, prefix: Path, access: TokenAccess,
     previous_access = TokenAccess.build(access.state, previous.profile, previous.token,
                                         pin_file=instance.pin_file)  # the restored PIN file
     try:
-        start_named(instance, prefix, previous_access, user, serving)
+        start_named(instance, bind, previous_access, user, serving)
     except BindPkcs11Error as error:
         raise ToolFailed(f"{failure}; restarting the previous configuration failed too: "
                          f"{error}") from None
 
 
-def start_named(instance: Instance, prefix: Path, access: TokenAccess, user: str | None,
+def start_named(instance: Instance, bind: Route, access: TokenAccess, user: str | None,
                 ready: Callable[[], bool], pace: signprogress.SigningPace | None = None,
                 timeout: float | None = None, progress: Progress | None = None) -> int:
     """Give named's user its files, then start named with the token's environment and wait:
     with a `pace`, up to a deadline from the zone's size and the ZSK's rate (or `timeout`),
-    reporting signing progress, and leaving a named that is still signing running."""
+    reporting signing progress, and leaving a named that is still signing running.
+    A stock named also gets pkcs11-provider's config and the token module preloaded."""
     hand_over(instance, access, user)
-    env = named.named_env(prefix, access.profile.module_env(), instance.pin_file)
+    env = named.named_env(bind.prefix, access.profile.module_env(), instance.pin_file)
+    if bind.name == STOCK:
+        env |= stock.extra_env(bind, Path(access.module_path), instance.openssl_conf)
     monitor = None
     if pace is not None and isinstance(ready, readiness.ServedSigned):
-        monitor = signprogress.SigningMonitor(instance, prefix, ready.zone.to_text(), pace,
+        monitor = signprogress.SigningMonitor(instance, bind.prefix, ready.zone.to_text(), pace,
                                               named.START_TIMEOUT, timeout, progress)
-    return named.start(instance, prefix, env, user, readiness.with_signing(instance, prefix, ready),
+    return named.start(instance, bind.prefix, env, user,
+                       readiness.with_signing(instance, bind.prefix, ready),
                        timeout or named.START_TIMEOUT, monitor)
 
 
@@ -357,7 +426,7 @@ def hand_over(instance: Instance, access: TokenAccess, user: str | None) -> None
 
 def _result(request: SetupRequest, instance: Instance, ksk: KeyPairFiles, zsk: KeyPairFiles,
             pid: int, changed: bool, seconds: float, created_token: bool,
-            generated: bool) -> SetupResult:
+            generated: bool, bind: Route) -> SetupResult:
     serial = monitor.check_zone(request.zone, request.listen, request.port).serial
     keys = [KeySummary(p.role, p.tag, int(p.dnskey.algorithm), p.label_uri or "", str(p.key_path))
             for p in (ksk, zsk)]
@@ -367,6 +436,6 @@ def _result(request: SetupRequest, instance: Instance, ksk: KeyPairFiles, zsk: K
         keys=keys, ds=ds_text(request.zone, ksk.dnskey),
         dig=f"dig +dnssec @{request.listen} -p {request.port} {zone} SOA",
         instance_dir=str(instance.root), seconds=seconds, created_token=created_token,
-        generated_keys=generated,
+        generated_keys=generated, bind=bind.name, bind_version=bind.version,
     )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dns.name
 
@@ -20,7 +21,7 @@ from bindpkcs11.dnssec import algorithms
 from bindpkcs11.dnssec.dnskey import ds_text, zone_label_text
 from bindpkcs11.dnssec.keyfile import KeyPairFiles, key_pairs_in
 from bindpkcs11.dnssec.keytiming import NextEvent, private_time, state_at
-from bindpkcs11.errors import BindPkcs11Error
+from bindpkcs11.errors import BindPkcs11Error, UsageError
 from bindpkcs11.state import StateDir
 from bindpkcs11.token import keys
 from bindpkcs11.token.uri import key_uri, parse_uri
@@ -77,6 +78,18 @@ def zone_status(state: StateDir, zone: dns.name.Name, now: int | None = None) ->
                 rows.append(_orphan_row(token, label, prefix))
     return ZoneKeyStatus(zone.to_text(), now, rows, _parent_ds(zone, pairs, rows), problems,
                          cleanup_offers(rows))
+
+
+def offline_status(zone: dns.name.Name, zsk_dir: Path, now: int | None = None) -> ZoneKeyStatus:
+    """The ZSKs of an offline-KSK zone (software key files in the ceremony's ZSK directory), each
+    with its state at `now` from its timing, as `ksk presign` reads it at a period start (the
+    bundles follow an event at the first period start at or after it). The KSK stays with the
+    token, outside this directory; its DS does not change in a ZSK rollover."""
+    now = int(time.time()) if now is None else now
+    if not Path(zsk_dir).is_dir():
+        raise UsageError(f"--zsk-dir {zsk_dir} is not a directory: give the ceremony's ZSK directory")
+    rows = [_key_row(pair, now, {}) for pair in key_pairs_in(Path(zsk_dir), zone)]
+    return ZoneKeyStatus(zone.to_text(), now, rows, [], [])
 
 
 def cleanup_offers(rows: list[KeyStatus]) -> list[str]:

@@ -29,7 +29,7 @@ from bindpkcs11.dnssec.algorithms import by_number
 from bindpkcs11.dnssec.keyfile import KeyPairFiles, Timing, read_key_pair
 from bindpkcs11.errors import BindPkcs11Error, UsageError
 from bindpkcs11.state import StateDir
-from bindpkcs11.timespec import check_key_time
+from bindpkcs11.timespec import check_key_time, to_bind_timestamp
 from bindpkcs11.token.uri import parse_uri
 
 Progress = Callable[[str], None]
@@ -119,6 +119,9 @@ def _rollover_zsk(state: StateDir, instance: Instance, settings: InstanceSetting
         instancekeys.set_aside(instance, [successor])
         tell_named(instance, state.bind_dir, settings.zone)
         raise
+    if request.test_timings:
+        _resign_at_activate(instance, state.bind_dir, settings.zone, schedule.activate,
+                            successor.tag, progress)
     return ZskRollover(zone.to_text(), predecessor.tag, successor.tag,
                        "token" if successor.label_uri else "software", successor.label_uri,
                        schedule, timings, published, str(successor.key_path))
@@ -153,7 +156,8 @@ def current_zsk(pairs: list[KeyPairFiles], algorithm: int, now: int) -> KeyPairF
                               "'bindpkcs11 setup-inline' again")
     waiting = [p for p in zsks if p not in active or keytiming.next_event(p.timing, now)]
     if len(active) > 1 or waiting:
-        key = (waiting or active)[0]
+        # name the successor (a key not yet active) if there is one, whatever the tags' order
+        key = sorted(waiting or active, key=lambda p: p in active)[0]
         event = keytiming.next_event(key.timing, now)
         when = (f"; next: {event.event} at {monitor.iso_time(event.time)}" if event else "")
         raise RolloverUnderWay(
@@ -247,6 +251,32 @@ def _wait_served(zone: dns.name.Name, settings: InstanceSettings, old: int, new:
         time.sleep(0.1)
     raise NotServedInTime(f"named did not serve the DNSKEY of ZSK {new} within "
                           f"{SERVED_TIMEOUT:.0f} s ({served.why_not()}); the rollover was undone")
+
+
+def _resign_at_activate(instance: Instance, prefix: Path, zone: str, activate: int, new: int,
+                        progress: Progress) -> None:
+    """--test-timings only: have named sign every RRset with the new ZSK before the old one goes.
+
+    named replaces the old ZSK's signatures only as each comes up for refresh (days); real
+    timings leave that long before Delete (rollplan's re-sign interval). Test timings give
+    seconds, so at Delete named would drop the old DNSKEY first and re-sign after, serving, in
+    between, RRsets signed only by a key no longer in the DNSKEY set (a validating poller saw it
+    under load). So wait for Activate, then `rndc sign` (a full pass with every active key), and
+    return once named reports that pass done.
+    """
+    progress(f"test timings: waiting for Activate ({to_bind_timestamp(activate)}), then "
+             f"re-signing the zone with ZSK {new} before the old ZSK is deleted ...")
+    while time.time() < activate + 1:
+        time.sleep(0.2)
+    rndc.rndc(instance, prefix, "sign", zone)
+    deadline = time.monotonic() + SERVED_TIMEOUT
+    while time.monotonic() < deadline:
+        if f"Done signing with key {new}/" in rndc.rndc(instance, prefix, "signing", "-list", zone):
+            return
+        time.sleep(0.2)
+    raise NotServedInTime(f"named did not finish re-signing {zone} with ZSK {new} within "
+                          f"{SERVED_TIMEOUT:.0f} s of Activate; the rollover goes on by its key "
+                          "timing: check 'bindpkcs11 status' before the old ZSK's Delete")
 
 
 def tell_named(instance: Instance, prefix: Path, zone: str) -> None:

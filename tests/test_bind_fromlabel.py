@@ -3,26 +3,20 @@
 The commands of BIND 9.18's PKCS#11 chapter (ARM), run as written except for the PIN (which comes
 from PKCS11_LIBRARY_PIN_FILE, never the label): `pkcs11-tool -l -k` makes the key pairs,
 `dnssec-keyfromlabel [-E pkcs11] -l "token=..;object=.."` the key files, `dnssec-signzone -E pkcs11`
-signs, `named -E pkcs11` serves. Key files written by an engine build of 9.18 load unchanged, and
-bindpkcs11's keygen writes the same files dnssec-keyfromlabel does. Real SoftHSM tokens, real
-patched BIND, stock dnssec-verify and dnspython as judges; nothing is mocked.
+signs, `named -E pkcs11` serves, and bindpkcs11's keygen writes the same files dnssec-keyfromlabel
+does. (Key files made by a real engine build of 9.18: test_bind_engine_keyfiles.py.) Real SoftHSM
+tokens, real patched BIND, stock dnssec-verify and dnspython as judges; nothing is mocked.
 """
 
 from __future__ import annotations
 
-import base64
 import re
-import subprocess
 from pathlib import Path
 
-import dns.dnssec
-import dns.rdata
-import dns.rdataclass
-import dns.rdatatype
 import pytest
 
 from bindpkcs11.dnssec.keyfile import read_key_pair
-from fromlabel_tools import (ORIGIN, ZONE, decoded, inline_zone_config, keyfromlabel, made_key,
+from fromlabel_tools import (ZONE, decoded, inline_zone_config, keyfromlabel, made_key,
                              patched_named_wrapper, pkcs11_tool_keypair, private_fields,
                              served_signed, signzone, stock_verify, validate_zone_file, write_zone)
 from namedproc import NamedProcess
@@ -124,84 +118,3 @@ def test_engine_option_is_accepted_and_optional_other_engines_refused(token_cli,
         assert result.returncode == 0, (extra, result.stderr)
     result = signzone(patched_bind, token_cli, token_cli.key_dir, zone, "-E", "gost")
     assert result.returncode != 0 and "no engine" in result.stderr, result.stderr
-
-
-# --- Key files as an engine build of BIND 9.18 (OpenSSL engine_pkcs11/libp11) writes them ----------
-#
-# Crafted from the 9.18.49 source, not from a second BIND build: opensslrsa_tofile writes Modulus
-# and PublicExponent (libp11 gives the private key no other RSA parts), opensslecdsa_tofile a
-# PrivateKey field of zero length (libp11 sets a zero private scalar on EC keys it loads), then
-# Engine and Label as base64 of the string with its NUL (dst_parse.c), then the times. The
-# DNSKEY comes from `pkcs11-tool --read-object --type pubkey` and `cryptography`: neither
-# bindpkcs11 nor the shim is involved in making these files.
-
-ENGINE_B64 = base64.b64encode(b"pkcs11\0").decode()
-
-
-def engine_build_key_files(cli, key_dir: Path, algorithm: str, object_label: str,
-                           flags: int) -> tuple[Path, int]:
-    from cryptography.hazmat.primitives.serialization import load_der_public_key
-
-    der = key_dir / f"{object_label}.der"
-    env = {**cli.env, "SOFTHSM2_CONF": str(cli.softhsm_conf)}
-    subprocess.run(["pkcs11-tool", "--module", "/usr/lib/softhsm/libsofthsm2.so", "--token-label",
-                    "bindpkcs11", "--read-object", "--type", "pubkey", "--label", object_label,
-                    "--output-file", str(der)], check=True, capture_output=True, env=env,
-                   timeout=60)
-    public = load_der_public_key(der.read_bytes())
-    der.unlink()
-    alg = dns.dnssec.Algorithm.make(algorithm)
-    dnskey = dns.dnssec.make_dnskey(public, alg, flags=flags)
-    tag = dns.dnssec.key_id(dnskey)
-    stem = f"K{ZONE}.+{int(alg):03d}+{tag:05d}"
-    key_file, private = key_dir / f"{stem}.key", key_dir / f"{stem}.private"
-    stamp = "20261130074706"
-    kind = "key-signing key" if flags == 257 else "zone-signing key"
-    key_file.write_text(
-        f"; This is a {kind}, keyid {tag}, for {ZONE}.\n"
-        f"; Created: {stamp} (Mon Nov 30 07:47:06 2026)\n"
-        f"; Publish: {stamp} (Mon Nov 30 07:47:06 2026)\n"
-        f"; Activate: {stamp} (Mon Nov 30 07:47:06 2026)\n"
-        f"{ZONE}. IN DNSKEY {dnskey.to_text()}\n")
-    label = base64.b64encode(f"pkcs11:token=bindpkcs11;object={object_label}".encode() + b"\0")
-    lines = ["Private-key-format: v1.3", f"Algorithm: {int(alg)} ({alg.name})"]
-    if algorithm.startswith("RSA"):
-        numbers = public.public_numbers()
-        for name, value in (("Modulus", numbers.n), ("PublicExponent", numbers.e)):
-            raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
-            lines.append(f"{name}: {base64.b64encode(raw).decode()}")
-    else:
-        lines.append("PrivateKey: ")
-    lines += [f"Engine: {ENGINE_B64}", f"Label: {label.decode()}",
-              f"Created: {stamp}", f"Publish: {stamp}", f"Activate: {stamp}"]
-    private.write_text("\n".join(lines) + "\n")
-    private.chmod(0o600)
-    return key_file, tag
-
-
-@pytest.mark.parametrize("algorithm", ["ECDSAP256SHA256", "RSASHA256"])
-def test_key_files_from_an_engine_build_load_and_sign_unchanged(token_cli, patched_bind, tmp_path,
-                                                               algorithm):
-    keys = tmp_path / "keys"
-    keys.mkdir()
-    ids = (None, None) if algorithm == "RSASHA256" else ("01", "02")
-    pkcs11_tool_keypair(token_cli, algorithm, "example.test-ksk", ids[0])
-    pkcs11_tool_keypair(token_cli, algorithm, "example.test-zsk", ids[1])
-    ksk, ksk_tag = engine_build_key_files(token_cli, keys, algorithm, "example.test-ksk", 257)
-    zsk, zsk_tag = engine_build_key_files(token_cli, keys, algorithm, "example.test-zsk", 256)
-    before = {p.name: p.read_bytes() for p in keys.iterdir()}
-
-    zone = write_zone(tmp_path / "sign")
-    result = signzone(patched_bind, token_cli, keys, zone, "-E", "pkcs11")
-    assert result.returncode == 0, result.stderr
-    stock_verify(zone.with_suffix(".signed"))
-    assert validate_zone_file(zone.with_suffix(".signed")) == {ksk_tag, zsk_tag}
-
-    served = tmp_path / "served"
-    unsigned = write_zone(served)
-    named = patched_named_wrapper(patched_bind, token_cli, tmp_path)
-    with NamedProcess(ZONE, None, served / "named", named=str(named),
-                      extra_config=inline_zone_config(unsigned, keys)) as server:
-        seen = served_signed(server.port, {ksk_tag, zsk_tag})
-    assert seen["DNSKEY"] == {ksk_tag} and seen["SOA"] == {zsk_tag}
-    assert {p.name: p.read_bytes() for p in keys.iterdir()} == before  # used as they are

@@ -174,6 +174,9 @@ def test_added_record_is_served_signed_with_a_higher_serial_and_rndc_works(inlin
     assert "server is up and running" in inline_cli("rndc", "--", "status").stdout
     status = inline_cli.json("named", "status", ZONE)
     assert status["running"] and status["serial"] > serial_before
+    custody = {key["role"]: key["copies"] for key in status["custody"]}  # issue 10: custody shown
+    assert set(custody) == {"ksk", "zsk"} and "1 copy (token " in custody["ksk"]
+    assert f"custody   KSK" in inline_cli("named", "status", ZONE).stdout
 
 
 def test_stock_named_secondary_receives_and_serves_the_same_rrsigs(inline_cli, tmp_path):

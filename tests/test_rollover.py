@@ -140,24 +140,38 @@ def test_zsk_rollover_with_test_timings_watched_through_dns(inline_cli, tmp_path
         before = poller.latest()
         assert before.dnskeys == {tags["ksk"], tags["zsk"]}
         started = time.time()
-        rolled = inline_cli.json("rollover", "zsk", ZONE, "--test-timings")
-        old, new, schedule = rolled["predecessor"], rolled["successor"], rolled["schedule"]
-        assert old == tags["zsk"] and rolled["location"] == "token"
+        # With test timings the command returns after Activate, once named has re-signed the
+        # zone with the new ZSK (rollover.py): phase 1 is watched while it runs.
+        outcome: dict = {}
+        command = threading.Thread(target=lambda: outcome.update(
+            rolled=inline_cli.json("rollover", "zsk", ZONE, "--test-timings")), daemon=True)
+        command.start()
+        old = tags["zsk"]
+
+        # Phase 1, published: the new DNSKEY is served, the old ZSK still signs.
+        poll(lambda: poller.seen and len(poller.seen[-1].dnskeys) == 3, 30, "the new DNSKEY")
+        now = poller.latest()
+        (new,) = now.dnskeys - {tags["ksk"], old}
+        states = status_matches_dns(inline_cli, now)
+        activate = states[new]["next_event"]["time"]
+        assert time.time() < activate, "phase 1 missed: the machine is too slow"
+        assert now.dnskeys == {tags["ksk"], old, new} and now.soa_signers == {old}
+        assert states[new]["state"] == "published" and states[old]["state"] == "active"
+        assert states[new]["next_event"]["event"] == "activate"
+        assert states[old]["next_event"] == {"event": "inactive", "time": activate}
+        assert f" {old} {ZONE}." in delv_validates(anchors, port, ZONE, "SOA")
+        command.join(120)
+        rolled = outcome["rolled"]
+        schedule = rolled["schedule"]
+        assert rolled["predecessor"] == old and rolled["successor"] == new
+        assert rolled["location"] == "token"
         assert rolled["uri"] == f"pkcs11:token=bindpkcs11;object={ZONE}-zsk-{new}"
-        assert schedule["publish"] >= int(started) - 1
+        assert schedule["publish"] >= int(started) - 1 and schedule["activate"] == activate
         assert schedule["activate"] - schedule["publish"] == 15 + 5  # DNSKEY TTL + propagation
         assert schedule["inactive"] == schedule["activate"]
         assert schedule["delete"] - schedule["inactive"] == 5 + 15 + 15
-
-        # Phase 1, published: the new DNSKEY is served, the old ZSK still signs.
-        now = poller.latest()
-        assert time.time() < schedule["activate"], "phase 1 missed: the machine is too slow"
-        assert now.dnskeys == {tags["ksk"], old, new} and now.soa_signers == {old}
-        states = status_matches_dns(inline_cli, now)
-        assert states[new]["state"] == "published" and states[old]["state"] == "active"
-        assert states[new]["next_event"] == {"event": "activate", "time": schedule["activate"]}
-        assert states[old]["next_event"] == {"event": "inactive", "time": schedule["inactive"]}
-        assert f" {old} {ZONE}." in delv_validates(anchors, port, ZONE, "SOA")
+        assert time.time() < schedule["delete"], "the command returned after Delete"
+        assert poller.seen[-1].www_signers >= {new}  # every RRset re-signed before Delete
 
         # Phase 2, at Activate: the SOA is signed by the new ZSK; both DNSKEYs served.
         poll(lambda: new in poller.seen[-1].soa_signers, schedule["activate"] - time.time()
@@ -214,8 +228,9 @@ def test_a_software_zsk_is_rolled_to_a_software_successor(inline_cli):
     keys = {k["tag"]: k for k in inline_cli.json("status", ZONE)["keys"]}
     assert keys[rolled["successor"]]["location"] == "software"
     assert keys[rolled["successor"]]["token_object"] is None
-    assert keys[rolled["successor"]]["state"] == "published"
+    # test timings: the command returned after Activate, the zone re-signed by the successor
+    assert keys[rolled["successor"]]["state"] == "active"
     served, _ = validated(ZONE, "DNSKEY", inline_cli.ports[0])
     assert {dns.dnssec.key_id(k) for k in served} >= {rolled["successor"], old}
-    assert validated(ZONE, "SOA", inline_cli.ports[0])[1] == {old}
+    assert validated(ZONE, "SOA", inline_cli.ports[0])[1] == {rolled["successor"]}
 

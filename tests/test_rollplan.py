@@ -4,12 +4,13 @@ that keep every other line of a key file, and the zone timing rule. No token, no
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import dns.name
 import dns.rdata
 import pytest
 
-from bindpkcs11.dnssec import keytiming, rollplan, zonetiming
+from bindpkcs11.dnssec import keytiming, policy, presign, rollplan, zonetiming
 from bindpkcs11.dnssec.keyfile import Timing, read_key_pair, write_key_pair
 
 DAY = 86400
@@ -76,3 +77,63 @@ def test_zone_timing_rule_names_the_numbers_and_the_largest_expire_that_passes()
                                                  "sig-validity-interval 35 15")
     assert "SOA EXPIRE 1296000 s (15 days) + max TTL 0 s" in str(refused.value)
     assert "at most 1295999 s" in str(refused.value)
+
+
+WEEK = 7 * DAY
+OFFLINE = rollplan.ZoneTimings(dnskey_ttl=3600, max_zone_ttl=DAY, propagation_delay=300,
+                               resign_interval=300)
+
+
+def test_offline_schedule_is_whole_periods_of_at_least_each_interval():
+    start = 1803859200  # 2027-03-01 00:00:00 UTC, the worked example's Publish
+    plan = rollplan.zsk_schedule_in_periods(start, OFFLINE, WEEK)
+    assert (plan.activate, plan.inactive, plan.delete) == (start + WEEK, start + WEEK,
+                                                           start + 2 * WEEK)
+    hourly = rollplan.zsk_schedule_in_periods(start, OFFLINE, 3600)
+    assert hourly.activate == start + 2 * 3600  # 3,900 s -> two hours
+    assert hourly.delete == hourly.activate + 25 * 3600  # 87,000 s -> 25 hours
+
+
+@pytest.mark.parametrize("offset", [0, 1, 3599, 3600 * 24 * 3, WEEK - 1])
+def test_presign_accepts_the_offline_schedule_wherever_publish_falls_in_a_period(offset):
+    """Rounded to period starts as `ksk presign` rounds them, the events keep their intervals."""
+    origin = 1799020800  # 2027-01-04 00:00:00 UTC, a period start
+    publish = origin + 8 * WEEK + offset
+    plan = rollplan.zsk_schedule_in_periods(publish, OFFLINE, WEEK)
+    old = SimpleNamespace(tag=1, timing=Timing(created=0, publish=origin, activate=origin,
+                                               inactive=plan.inactive, delete=plan.delete))
+    new = SimpleNamespace(tag=2, timing=Timing(created=0, publish=plan.publish,
+                                               activate=plan.activate))
+    schedule = presign.make_schedule(origin, 14, WEEK, None, WEEK, 3600, 300, DAY)
+    plans = presign.build_plan(schedule, [old, new])
+    policy.check_zsk_signs_every_period(plans)
+    policy.check_signing_zsk_published(plans)
+    policy.check_zsk_prepublished(plans, schedule, [old, new])
+    policy.check_zsk_postpublished(plans, schedule, [old, new])
+    both = [p.index for p in plans if p.published == (1, 2)]
+    assert len(both) == 2 and [p.signing for p in plans if p.index in both] == [(1,), (2,)]
+
+
+def test_presign_rules_hold_at_their_bounds_and_fail_below():
+    origin, period = 1_800_000_000, 600
+    old = SimpleNamespace(tag=1, timing=Timing(created=0, publish=origin, activate=origin,
+                                               inactive=origin + 2 * period,
+                                               delete=origin + 3 * period))
+    new = SimpleNamespace(tag=2, timing=Timing(created=0, publish=origin + period,
+                                               activate=origin + 2 * period))
+    for ttl, ok in ((period - 60, True), (period - 59, False)):
+        schedule = presign.make_schedule(origin, 4, period, None, period, ttl, 60, 0)
+        plans = presign.build_plan(schedule, [old, new])
+        if ok:
+            policy.check_zsk_prepublished(plans, schedule, [old, new])
+        else:
+            with pytest.raises(policy.ZskNotPrepublished, match="served only 600 s before"):
+                policy.check_zsk_prepublished(plans, schedule, [old, new])
+    for max_ttl, ok in ((period - 60, True), (period - 59, False)):
+        schedule = presign.make_schedule(origin, 4, period, None, period, 60, 60, max_ttl)
+        plans = presign.build_plan(schedule, [old, new])
+        if ok:
+            policy.check_zsk_postpublished(plans, schedule, [old, new])
+        else:
+            with pytest.raises(policy.ZskRemovedTooEarly, match="600 s later"):
+                policy.check_zsk_postpublished(plans, schedule, [old, new])

@@ -95,7 +95,7 @@ def _build(prefix: Path, tarball: Path | None, force: bool, progress: Progress,
     started = time.monotonic()
     cache = prefix.parent / "cache"
     cache.mkdir(parents=True, exist_ok=True)
-    src = source.given_tarball(tarball) if tarball else _cached_or_debian(cache, progress)
+    src = source.given_tarball(tarball) if tarball else cached_or_debian_source(cache, progress)
     patches = patching.patch_files()
     wanted = Manifest(src.version, src.sha256, patching.patches_sha256(patches), shim_sha256(),
                       list(CONFIGURE_FLAGS))
@@ -105,7 +105,7 @@ def _build(prefix: Path, tarball: Path | None, force: bool, progress: Progress,
     work = prefix.parent / "build"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    tree = _unpack(src, work, progress)
+    tree = unpack(src, work, progress)
     progress(f"applying {', '.join(p.name for p in patches)}")
     patching.apply_patches(tree, patches)
     staging = Path(f"{prefix}.new")
@@ -119,8 +119,11 @@ def _build(prefix: Path, tarball: Path | None, force: bool, progress: Progress,
     return BuildResult(prefix, wanted, True, seconds)
 
 
-def _cached_or_debian(cache: Path, progress: Progress) -> source.SourceTarball:
-    """Reuse a verified cached tarball; otherwise fetch Debian's orig tarball through apt."""
+def cached_or_debian_source(cache: Path, progress: Progress) -> source.SourceTarball:
+    """Reuse a verified cached tarball; otherwise fetch Debian's orig tarball through apt.
+
+    Public for the tests' unpatched engine-route reference build, which must use the same source.
+    """
     for path in sorted(cache.glob(f"{source.SOURCE_PACKAGE}_*.orig.tar.*")):
         stamp = cache / f"{path.name}.sha256"
         if not path.name.endswith(".sha256") and stamp.exists():
@@ -130,7 +133,7 @@ def _cached_or_debian(cache: Path, progress: Progress) -> source.SourceTarball:
     return source.debian_orig_tarball(cache)
 
 
-def _unpack(src: source.SourceTarball, work: Path, progress: Progress) -> Path:
+def unpack(src: source.SourceTarball, work: Path, progress: Progress) -> Path:
     progress(f"unpacking {src.path.name} (SHA-256 {src.sha256[:16]}...)")
     with tarfile.open(src.path) as archive:
         archive.extractall(work, filter="data")

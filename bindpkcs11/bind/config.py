@@ -16,13 +16,16 @@ from pathlib import Path
 
 import jinja2
 
+from bindpkcs11.bind import stock
 from bindpkcs11.bind.instance import Instance, InstanceSettings
+from bindpkcs11.bind.programs import STOCK, tool_env
 from bindpkcs11.dnssec import algorithms
 from bindpkcs11.errors import ToolFailed, UsageError
 from bindpkcs11.fileio import write_atomic
 from bindpkcs11.output import printable
+from bindpkcs11.run import tail
 from bindpkcs11.token.profiles import profile_traits
-from bindpkcs11.run import child_env, tail
+from bindpkcs11.token.uri import Pkcs11Uri, format_uri
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
 _BACKUP_SUFFIX = ".previous"
@@ -134,8 +137,13 @@ def rndc_key_name(settings: InstanceSettings) -> str:
 
 
 def render(instance: Instance, settings: InstanceSettings, zone_file: Path,
-           max_zone_ttl: int) -> dict[Path, str]:
-    """Every configuration file of the instance, rendered; the rndc secret is reused if present."""
+           max_zone_ttl: int, provider: stock.ProviderConfig | None = None,
+           bind_version: str = "") -> dict[Path, str]:
+    """Every configuration file of the instance, rendered; the rndc secret is reused if present.
+
+    The stock route (settings.bind) gets a dnssec-policy with a key-store on the token
+    (zone-policy.conf.j2) and the OpenSSL config loading pkcs11-provider (`provider`); the
+    patched route the 9.18 zone statement (zone.conf.j2)."""
     env = _environment()
     algorithm = algorithms.by_number(settings.algorithm)
     listen_v6 = settings.listen if ":" in settings.listen else None
@@ -168,14 +176,24 @@ def render(instance: Instance, settings: InstanceSettings, zone_file: Path,
         "signing_signatures": batch.signatures,
         "signing_nodes": batch.nodes,
         "signing_slice_ms": int(SIGNING_SLICE * 1000),
+        "token_uri": format_uri(Pkcs11Uri(path={"token": settings.token})),
+        "zsk_on_token": settings.zsk_on == "token",
+        "bind_version": bind_version,
         **timings,
     }
-    return {
+    stock_route = settings.bind == STOCK
+    files = {
         instance.named_conf: env.get_template("named.conf.j2").render(context),
-        instance.zone_conf: env.get_template("zone.conf.j2").render(context),
+        instance.zone_conf: env.get_template(
+            "zone-policy.conf.j2" if stock_route else "zone.conf.j2").render(context),
         instance.rndc_conf: env.get_template("rndc.conf.j2").render(context),
         instance.rndc_key: env.get_template("rndc.key.j2").render(context),
     }
+    if stock_route:
+        if provider is None:
+            raise ToolFailed("the stock route needs pkcs11-provider's configuration")
+        files[instance.openssl_conf] = stock.render_provider_config(provider)
+    return files
 
 
 def _existing_secret(instance: Instance) -> str | None:
@@ -229,7 +247,7 @@ def changed_files(files: dict[Path, str]) -> dict[Path, str]:
 def check_config(prefix: Path, named_conf: Path) -> None:
     """named-checkconf of the patched build (same parser as the named that will load it)."""
     result = subprocess.run([str(prefix / "bin" / "named-checkconf"), str(named_conf)],
-                            capture_output=True, text=True, env=child_env())
+                            capture_output=True, text=True, env=tool_env(prefix))
     if result.returncode != 0:
         raise ToolFailed("the rendered configuration does not pass named-checkconf: "
                          f"{_reason(result.stdout + result.stderr, 3)}")
@@ -243,7 +261,7 @@ def check_zone(prefix: Path, zone: str, zone_file: Path, shown_as: Path | str | 
     """
     result = subprocess.run(
         [str(prefix / "bin" / "named-checkzone"), "-i", "local", zone, str(zone_file)],
-        capture_output=True, text=True, env=child_env())
+        capture_output=True, text=True, env=tool_env(prefix))
     if result.returncode != 0:
         shown = str(shown_as or zone_file)
         detail = _reason(result.stdout + result.stderr, 3).replace(str(zone_file), shown)

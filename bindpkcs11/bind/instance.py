@@ -43,6 +43,8 @@ class InstanceSettings:
     test_timings: bool = False
     zone_source: str | None = None
     zsk_on: str = "token"
+    bind: str = "patched"  # the route (bind/route.py); instances made before routes were patched
+    bind_prefix: str | None = None  # the stock BIND it was set up with (found again by later commands)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class Instance:
     log_file = property(lambda self: self.root / "named.log")
     stdio_log = property(lambda self: self.root / "named.stdio.log")
     pin_file = property(lambda self: self.root / "token.pin")
+    openssl_conf = property(lambda self: self.root / "openssl.cnf")  # stock route: the provider
     key_dir = property(lambda self: self.root / "keys")
     zone_dir = property(lambda self: self.root / "zones")
     settings_file = property(lambda self: self.root / "instance.json")

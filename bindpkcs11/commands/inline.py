@@ -32,6 +32,9 @@ def register(commands, common) -> None:
     setup.add_argument("--zsk-on", choices=["token", "software"],
                        help="where the ZSK lives (default: as the instance has it; for a new one, "
                             "the token unless it signs too slowly for the zone)")
+    setup.add_argument("--bind", choices=["stock", "patched"],
+                       help="stock BIND >= 9.20 + pkcs11-provider, or the patched 9.18 (default: "
+                            "the instance's; for a new one stock when found, else patched)")
     setup.add_argument("--timeout", type=float, metavar="SECONDS",
                        help="wait this long for the signed zone (default: from the zone's size "
                             "and the ZSK's signing rate); named still signing then keeps running")
@@ -62,7 +65,8 @@ def _setup_inline(args) -> int:
         pin_file=args.pin_file, listen=parse_listen(args.listen), port=_port(args.port, "--port"),
         rndc_port=_port(args.rndc_port, "--rndc-port"),
         secondaries=tuple(parse_secondary(s) for s in args.secondary),
-        test_timings=args.test_timings, zsk_on=args.zsk_on, timeout=timeout_seconds(args.timeout),
+        test_timings=args.test_timings, zsk_on=args.zsk_on, bind=args.bind,
+        timeout=timeout_seconds(args.timeout),
     )
     progress = (lambda line: None) if args.json else (
         lambda line: print(f"setup-inline: {line}", file=sys.stderr, flush=True))
@@ -71,8 +75,9 @@ def _setup_inline(args) -> int:
         print_json(result)
         return 0
     verb = "signed and served" if result.changed else "already signed and served (nothing changed)"
-    print(f"zone {result.zone} {verb} by named (pid {result.pid}) on {result.listen} port "
-          f"{result.port}, serial {result.serial}, in {result.seconds:.1f} s")
+    print(f"zone {result.zone} {verb} by named (pid {result.pid}, BIND {result.bind_version}, "
+          f"{result.bind} route) on {result.listen} port {result.port}, serial {result.serial}, "
+          f"in {result.seconds:.1f} s")
     for key in result.keys:
         print(f"  {key.role.upper()} {key.tag} (algorithm {key.algorithm}) "
               f"{key.uri or 'software key ' + key.key_file}")

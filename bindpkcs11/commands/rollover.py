@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-from bindpkcs11 import keystatus, kskroll, rollover
-from bindpkcs11.commands.common import Parser, state
+from bindpkcs11 import keystatus, kskroll, offlineroll, rollover
+from bindpkcs11.commands.common import DEFAULT_TOKEN, Parser, access, state
+from bindpkcs11.commands.ksk import DEFAULTS as PRESIGN_DEFAULTS, TEST_DEFAULTS as PRESIGN_TEST
+from bindpkcs11.commands.signer import DEFAULTS as SIGNER_DEFAULTS, TEST_DEFAULTS as SIGNER_TEST
+from bindpkcs11.dnssec import rollplan
 from bindpkcs11.dnssec.dnskey import parse_zone_name
 from bindpkcs11.errors import UsageError
 from bindpkcs11.monitor import iso_time, resolve_server
@@ -18,6 +22,9 @@ def register(commands, common) -> None:
         "status", parents=[common],
         help="every key of a setup-inline zone: role, place, state, next event, DS for the parent")
     status.add_argument("domain")
+    status.add_argument("--zsk-dir", type=Path,
+                        help="an offline-KSK zone: the ZSKs in the ceremony's ZSK directory")
+    status.add_argument("--at", metavar="T", help="the states at T instead of now")
     status.set_defaults(handler=_status)
 
     roll = commands.add_parser("rollover", parents=[common],
@@ -40,6 +47,21 @@ def register(commands, common) -> None:
     zsk.add_argument("--test-timings", action="store_true",
                      help="shrink every interval to seconds (a whole rollover in about a minute; "
                           "loopback demos and tests only)")
+    offline = zsk.add_argument_group(
+        "offline-KSK zones", "with --zsk-dir: schedule the rollover in the ceremony's ZSK key "
+        "files; 'ksk presign' then carries it into the bundles (same durations as its own)")
+    offline.add_argument("--zsk-dir", type=Path, help="the offline-KSK zone's software ZSK files")
+    offline.add_argument("--period", metavar="D",
+                         help=f"the ceremony's period (default {PRESIGN_DEFAULTS['period']}): "
+                              "intervals are whole periods")
+    offline.add_argument("--dnskey-ttl", metavar="D",
+                         help=f"the DNSKEY TTL the ceremony signs (default "
+                              f"{PRESIGN_DEFAULTS['dnskey_ttl']})")
+    offline.add_argument("--max-zone-ttl", metavar="D",
+                         help=f"the zone's largest TTL (default {PRESIGN_DEFAULTS['max_zone_ttl']})")
+    offline.add_argument("--rng-from-token", action="store_true",
+                         help="mix the token's randomness into the successor (token present)")
+    offline.add_argument("--token", help=f"token for --rng-from-token (default {DEFAULT_TOKEN})")
     zsk.set_defaults(handler=_rollover_zsk)
 
     ksk = sub.add_parser("ksk", parents=[common],
@@ -64,7 +86,9 @@ def register(commands, common) -> None:
 
 
 def _status(args) -> int:
-    result = keystatus.zone_status(state(args), parse_zone_name(args.domain))
+    zone, at = parse_zone_name(args.domain), _time(args.at, "--at")
+    result = keystatus.offline_status(zone, args.zsk_dir, at) if args.zsk_dir is not None else \
+        keystatus.zone_status(state(args), zone, at)
     if args.json:
         print_json(result)
         return 0
@@ -73,8 +97,9 @@ def _status(args) -> int:
              k.token_object or "", {True: "yes", False: "no"}.get(k.cds, "")] for k in result.keys]
     print_table(["ROLE", "ALGORITHM", "TAG", "WHERE", "STATE", "NEXT EVENT", "TOKEN OBJECT", "CDS"],
                 rows)
-    for line in result.ds or ["(no active KSK: the parent should have no DS from this zone)"]:
-        print(f"DS for the parent now: {line}")
+    if args.zsk_dir is None:
+        for line in result.ds or ["(no active KSK: the parent should have no DS from this zone)"]:
+            print(f"DS for the parent now: {line}")
     for problem in result.problems:
         print(f"problem: {problem}")
     for offer in result.cleanup:
@@ -83,6 +108,12 @@ def _status(args) -> int:
 
 
 def _rollover_zsk(args) -> int:
+    if args.zsk_dir is not None:
+        return _rollover_zsk_offline(args)
+    if args.period or args.dnskey_ttl or args.max_zone_ttl or args.rng_from_token or args.token:
+        raise UsageError("--period, --dnskey-ttl, --max-zone-ttl, --rng-from-token and --token "
+                         "are for offline-KSK zones: add --zsk-dir (a setup-inline zone's come "
+                         "from named)")
     if args.test_timings and args.propagation_delay is not None:
         raise UsageError("--propagation-delay and --test-timings exclude each other: test timings "
                          "fix every interval")
@@ -99,8 +130,43 @@ def _rollover_zsk(args) -> int:
     if args.json:
         print_json(result)
         return 0
+    _print_schedule(result, result.uri or "software (seeded from the token)")
+    print(f"named follows this schedule by itself; 'bindpkcs11 status {result.zone}' shows progress")
+    _offer_cleanup(args, request.zone)
+    return 0
+
+
+def _rollover_zsk_offline(args) -> int:
+    """The offline-KSK variant: key files only; the durations default to `ksk presign`'s."""
+    defaults = PRESIGN_TEST if args.test_timings else PRESIGN_DEFAULTS
+    duration = lambda name: parse_duration(getattr(args, name) or defaults[name])  # noqa: E731
+    timings = rollplan.ZoneTimings(
+        dnskey_ttl=duration("dnskey_ttl"), max_zone_ttl=duration("max_zone_ttl"),
+        propagation_delay=duration("propagation_delay"),
+        resign_interval=int((SIGNER_TEST if args.test_timings else SIGNER_DEFAULTS)["interval"]),
+        test=args.test_timings)
+    if duration("period") <= 0:
+        raise UsageError("--period must be longer than zero: give the ceremony's period")
+    request = offlineroll.OfflineRolloverRequest(
+        zone=parse_zone_name(args.domain), zsk_dir=args.zsk_dir, timings=timings,
+        period=duration("period"), at=_time(args.at, "--at"),
+        activate=_time(args.activate, "--activate"), delete=_time(args.delete, "--delete"))
+    token_rng = (lambda: access(args, args.token or DEFAULT_TOKEN)) if args.rng_from_token else None
+    result = offlineroll.rollover_zsk_offline(request, token_rng)
+    if args.json:
+        print_json(result)
+        return 0
+    _print_schedule(result, "software, offline-KSK")
+    print(f"  each interval rounded up to whole periods of {request.period} s; the signer's round "
+          f"interval ({timings.resign_interval} s) counts as the re-sign interval")
+    print(f"key files in {args.zsk_dir} carry this schedule; 'bindpkcs11 ksk presign "
+          f"{result.zone} --zsk-dir {args.zsk_dir} ...' puts it into the bundles (each event "
+          "takes effect at the first period start at or after it)")
+    return 0
+
+
+def _print_schedule(result, where: str) -> None:
     timings, schedule = result.timings, result.schedule
-    where = result.uri or "software (seeded from the token)"
     print(f"ZSK rollover of {result.zone}: {result.predecessor} -> {result.successor} ({where})")
     print(f"  timings{' (--test-timings)' if timings.test else ''}: DNSKEY TTL {timings.dnskey_ttl} s, "
           f"max zone TTL {timings.max_zone_ttl} s, propagation delay {timings.propagation_delay} s, "
@@ -111,9 +177,6 @@ def _rollover_zsk(args) -> int:
           "inactive  (Publish + DNSKEY TTL + propagation delay)")
     print(f"  {iso_time(schedule.delete)}  ZSK {result.predecessor} removed from the DNSKEY set  "
           "(Inactive + propagation delay + re-sign interval + max zone TTL)")
-    print(f"named follows this schedule by itself; 'bindpkcs11 status {result.zone}' shows progress")
-    _offer_cleanup(args, request.zone)
-    return 0
 
 
 def _offer_cleanup(args, zone) -> None:

@@ -91,10 +91,15 @@ class CardInUse(BindPkcs11Error):
 
 @dataclass(frozen=True)
 class Dialog:
-    """One tool run: its arguments and which prompt gets which PIN ("so", "user" or "yes")."""
+    """One tool run: its arguments and which prompt gets which PIN ("so", "user" or "yes").
+
+    `refusals`: (pattern, message) for output after which the tool would only ask again (sc-hsm-tool
+    loops on a short or mistyped share password): the tool is stopped and ToolFailed(message) raised.
+    """
 
     args: tuple[str, ...]
     answers: tuple[tuple[str, str], ...]
+    refusals: tuple[tuple[str, str], ...] = ()
 
 
 def simulator_socket(state: StateDir) -> Path:
@@ -269,8 +274,9 @@ PROFILES = {"opensc": OpenScProfile, "opensc-openpgp": OpenScProfile, "opensc-sc
             "opensc-myeid": MyEidProfile, "opensc-feitian": FeitianProfile}
 
 
-def run_dialog(dialog: Dialog, pins: TokenPins) -> None:
-    """Run one tool, answering its prompts from `pins`; ToolFailed with its output on failure.
+def run_dialog(dialog: Dialog, pins: TokenPins) -> str:
+    """Run one tool, answering its prompts from `pins` (any object with the named attributes);
+    its output (answers never echo: the tools read them without echo); ToolFailed on failure.
 
     `answers` map a prompt to "so"/"user" (that PIN), "=VALUE" (a fixed factory PIN) or "again"
     (the previous answer, for a tool that asks twice). The first pattern that matches wins, so
@@ -281,6 +287,7 @@ def run_dialog(dialog: Dialog, pins: TokenPins) -> None:
         raise ModuleMissing(f"{dialog.args[0]} not found: install the opensc package "
                             "(scripts/setup.sh)")
     patterns = [pattern for pattern, _ in dialog.answers]
+    refusals = [pattern for pattern, _ in dialog.refusals]
     child = pexpect.spawn(program, list(dialog.args[1:]), env=child_env(), encoding="utf-8",
                           timeout=_PROMPT_TIMEOUT)
     child.delaybeforesend = None
@@ -288,10 +295,13 @@ def run_dialog(dialog: Dialog, pins: TokenPins) -> None:
     last = ""
     try:
         while True:
-            index = child.expect(patterns + [pexpect.EOF])
+            index = child.expect(patterns + refusals + [pexpect.EOF])
             transcript.append(child.before or "")
-            if index == len(patterns):
+            if index == len(patterns) + len(refusals):
                 break
+            if index >= len(patterns):
+                child.close(force=True)
+                raise ToolFailed(dialog.refusals[index - len(patterns)][1])
             transcript.append(patterns[index])
             answer = dialog.answers[index][1]
             if answer != "again":
@@ -308,3 +318,4 @@ def run_dialog(dialog: Dialog, pins: TokenPins) -> None:
                               "running?)")
         raise ToolFailed(f"{' '.join(dialog.args[:2])} failed (exit {child.exitstatus}): "
                          f"{output[-400:] or 'no output'}")
+    return "".join(transcript)
