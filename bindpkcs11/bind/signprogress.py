@@ -43,7 +43,7 @@ class SigningStalled(BindPkcs11Error):
 class StillSigning(BindPkcs11Error):
     """named is still signing the zone; it keeps running and serves it signed when done."""
 
-    exit_code = 75  # EX_TEMPFAIL: not a failure, not done yet
+    exit_code = 15  # not a failure, not done yet (75 is "another process holds the lock")
 
 
 @dataclass(frozen=True)
