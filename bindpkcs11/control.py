@@ -148,7 +148,7 @@ def status(state: StateDir, zone: dns.name.Name) -> InstanceStatus:
         problems = list(report.problems) if report.status == "critical" else []
         progress = _signing_progress(instance, settings, prefix, pid)
         if progress is not None and not progress.secure:
-            problems = []  # named serves no RRSIGs until its first signing pass completes
+            problems = []  # no RRSIGs served until the first pass completes its NSEC chain
         keys = _with_roles(instance, zone, rndc.signing_list(instance, prefix, settings.zone)[1])
         health = signing_health(instance, prefix, settings.zone, instance.zone_file(zone),
                                 monitor.last_signed(report))
@@ -275,7 +275,7 @@ def _wait_signed(ready: readiness.SignedAndSynced, monitor: signprogress.Signing
     """Poll `ready` up to the monitor's deadline; then StillSigning when named is still making
     progress (a new key's pass over a big zone), else NotServedSigned with what was seen."""
     while time.monotonic() < monitor.deadline():
-        if ready():
+        if ready() and monitor.finished():
             return
         monitor.poll()
         time.sleep(0.05)

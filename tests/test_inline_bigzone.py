@@ -77,6 +77,10 @@ def test_setup_inline_waits_out_a_long_signing_pass_and_status_shows_progress(in
     assert len(own) >= 2 and own == sorted(own), stderr
     assert len(set(status_percents)) >= 2 and status_percents == sorted(status_percents)
     assert "signed and served by named" in stdout
+    # "Done" means named's pass is over, not just a signed apex (named can serve the apex signed
+    # while names are still unsigned, when the KSK's pass completes the NSEC chain first).
+    keys = inline_cli("rndc", "--zone", ZONE, "--", "signing", "-list", ZONE).stdout
+    assert "Signing with key" not in keys and keys.count("Done signing") == 2, keys
     # What named serves is the truth: the apex and the last host validate with the RSA ZSK.
     port = inline_cli.ports[0]
     _, soa_tags = validated(ZONE, "SOA", port)

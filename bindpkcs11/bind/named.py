@@ -70,7 +70,7 @@ def start(instance: Instance, prefix: Path, env: dict[str, str], user: str | Non
             if process.poll() is not None:
                 raise ToolFailed(f"named exited at start-up (exit {process.returncode}): "
                                  f"{log_tail(instance)}")
-            if ready():
+            if ready() and (monitor is None or monitor.finished()):
                 return process.pid
             if monitor:
                 monitor.poll()

@@ -8,10 +8,12 @@ zonestatus) the batches a full pass of both keys takes, and `rndc signing -list`
 key is still signing. The count is an estimate (a named restarted half-way starts the pass
 again from a higher serial): the percentage stays below 100 until named says it is done.
 
-While named signs a zone for the first time it serves no RRSIGs at all (the zone is not "secure"
-until the NSEC chain is complete), so this progress is the only sign of life a slow signing pass
-gives; `SigningMonitor` turns it into progress lines, a deadline from the zone's size and the
-ZSK's rate, and "stalled" when the serial stops moving.
+While named signs a zone for the first time it serves no RRSIG until its NSEC chain is complete
+(the zone is not "secure"); when the KSK's pass completes the chain first, it serves the apex
+signed while most names are still unsigned. So this progress is the only sign of life a slow
+pass gives, and "done" is no key still signing, whatever the apex looks like. `SigningMonitor`
+turns it into progress lines, a deadline from the zone's size and the ZSK's rate, and
+"stalled" when the serial stops moving.
 """
 
 from __future__ import annotations
@@ -183,6 +185,15 @@ class SigningMonitor:
             raise SigningStalled(f"named stopped signing {self.zone}: signed serial unchanged for "
                                  f"{now - self._advanced:.0f} s with a key still signing "
                                  f"({self.last.text()})")
+
+    def finished(self) -> bool:
+        """A fresh reading says no key is still signing. named may serve the apex signed (and
+        so pass the readiness checks) while its pass is still signing the rest of the zone:
+        when the KSK's pass completes the NSEC chain first, the zone turns secure with names
+        not yet signed, so "done" also needs this."""
+        self._polled = float("-inf")
+        self.poll()
+        return self.last is not None and not self.last.signing
 
     def _seconds_per_batch(self, now: float, reading: SigningProgress) -> float | None:
         """From the batches seen so far; before that, from the pace."""
