@@ -108,9 +108,14 @@ def read_progress(instance: Instance, prefix: Path, zone: str, batch: SigningBat
     """The current reading; None while named has not loaded the zone (rndc refuses)."""
     try:
         status = rndc.rndc(instance, prefix, "zonestatus", zone)
-        keys = rndc.rndc(instance, prefix, "signing", "-list", zone)
     except ToolFailed:
         return None
+    try:
+        keys: str | None = rndc.rndc(instance, prefix, "signing", "-list", zone)
+    except ToolFailed:
+        keys = None
+    if keys is not None and rndc.POLICY_REFUSAL in keys:
+        keys = None  # a dnssec-policy zone (--test-timings, stock 9.20): no such list
     fields = dict(line.split(": ", 1) for line in status.splitlines() if ": " in line)
     try:
         serial, signed, nodes = (int(fields[k]) for k in ("serial", "signed serial", "nodes"))
@@ -118,9 +123,11 @@ def read_progress(instance: Instance, prefix: Path, zone: str, batch: SigningBat
         return None
     ahead = (signed - serial) % 2**32
     done = ahead if ahead < 2**31 else 0  # serial arithmetic: a signed serial behind counts 0
-    signing = any(line.startswith("Signing with key") for line in keys.splitlines())
-    return SigningProgress(nodes, done, batch.batches_for(nodes), signing,
-                           fields.get("secure") == "yes")
+    secure = fields.get("secure") == "yes"
+    # without the list, only the first pass shows: the zone is not secure until it is done
+    signing = any(line.startswith("Signing with key") for line in keys.splitlines()) \
+        if keys is not None else not secure
+    return SigningProgress(nodes, done, batch.batches_for(nodes), signing, secure)
 
 
 def with_time_left(progress: SigningProgress, seconds_per_batch: float | None) -> SigningProgress:
