@@ -83,13 +83,13 @@ def init_token(access: TokenAccess, generate_pins: bool = False,
                               "(use 'bindpkcs11 token erase' to wipe it)")
         kinds = [kind for kind, explicit in ((pins.USER, access.pin_file), (pins.SO, access.so_pin_file))
                  if generate_pins and explicit is None and not os.environ.get(kind.env)]
-        pins.refuse_existing_pin_files(access.state, access.label, kinds)
+        pins.refuse_existing_pin_files(access.state, access.pin_label, kinds)
         generated: list[str] = []
         try:
             rules = traits_of(access.profile).pin_rules
             for kind in kinds:
                 generated.append(str(pins.generate_and_store(
-                    access.state, access.label, kind, length=min(16, rules.max_length))))
+                    access.state, access.pin_label, kind, length=min(16, rules.max_length))))
             token_pins = TokenPins(
                 user=_pin_for_init(access, pins.USER, access.pin_file),
                 so=_pin_for_init(access, pins.SO, access.so_pin_file),
@@ -123,7 +123,7 @@ def _token_in_use(access: TokenAccess) -> bool:
 
 
 def _pin_for_init(access: TokenAccess, kind: pins.PinKind, pin_file: Path | None) -> str:
-    pin = pins.available_pin(access.state, access.label, kind, pin_file)
+    pin = pins.available_pin(access.state, access.pin_label, kind, pin_file)
     if pin is None:
         pin = pins.prompt_pin(f"new {kind.name} for token '{access.label}': ", kind, confirm=True)
     traits_of(access.profile).pin_rules.check(kind.name, pin)
@@ -253,9 +253,17 @@ def active_keys_on_token(access: TokenAccess, extra_key_dir: Path | None,
             if use.is_active(now)]
 
 
+def key_files_on_device(access: TokenAccess, extra_key_dir: Path | None) -> list[keyuse.KeyUse]:
+    """Key files pointing at any token of the device: erasing one of a card's tokens resets the
+    card, so the keys on its other tokens go too."""
+    return [use for label in traits_of(access.profile).device_tokens(access.label)
+            for use in keyuse.key_files_on_token(access.state, label, extra_key_dir)]
+
+
 def refuse_erasing_active_keys(access: TokenAccess, extra_key_dir: Path | None, now: int) -> None:
-    """RefusedDeletion naming the active keys (and their zones/instances) an erase would destroy."""
-    active = active_keys_on_token(access, extra_key_dir, now)
+    """RefusedDeletion naming the active keys (and their zones/instances) an erase would destroy,
+    on this token and on the other tokens of its device (a card's)."""
+    active = [use for use in key_files_on_device(access, extra_key_dir) if use.is_active(now)]
     keyuse.refuse_if_unreadable(access.state, extra_key_dir, "add --destroy-active-keys")
     if active:
         raise RefusedDeletion(
@@ -280,12 +288,13 @@ def erase_token(access: TokenAccess, extra_key_dir: Path | None, now: int,
             so=_existing_so_pin(access),
         )
         access.profile.erase_token(access.label, token_pins)
-        custody.forget_token(access.state, access.label)
-    return len(keyuse.key_files_on_token(access.state, access.label, extra_key_dir))
+        for label in traits_of(access.profile).device_tokens(access.label):  # a card: all of them
+            custody.forget_token(access.state, label)
+    return len(key_files_on_device(access, extra_key_dir))
 
 
 def _existing_so_pin(access: TokenAccess) -> str:
-    pin = pins.available_pin(access.state, access.label, pins.SO, access.so_pin_file)
+    pin = pins.available_pin(access.state, access.pin_label, pins.SO, access.so_pin_file)
     if pin is None:
         pin = pins.prompt_pin(f"SO PIN for token '{access.label}': ", pins.SO)
     return pin

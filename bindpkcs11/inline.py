@@ -20,7 +20,7 @@ import dns.exception
 import dns.name
 import dns.zone
 
-from bindpkcs11 import admin, instancekeys, locks, monitor, pins, readiness
+from bindpkcs11 import admin, instancekeys, locks, monitor, pins, readiness, zskplace
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.bind import config, named, ports, privileges, route, signprogress, stock
 from bindpkcs11.bind.instance import Instance, InstanceSettings, Secondary, settings_text
@@ -38,7 +38,6 @@ from bindpkcs11.token import library
 from bindpkcs11.token.profiles import get_profile, require_key_spec, traits_of
 
 DEFAULT_TOKEN = "bindpkcs11"
-SLOW_SIGNING_SECONDS = 60
 PORTS_WAIT = 1800.0  # another zone's setup-inline may be building BIND or generating keys
 Progress = Callable[[str], None]
 
@@ -59,6 +58,7 @@ class SetupRequest:
     test_timings: bool = False
     zsk_on: str | None = None  # "token" or "software"; None: the instance's choice, else by rate
     timeout: float | None = None  # wait for the signed zone; None: from the zone's size and rate
+    zsk_token: str | None = None  # the ZSK's own token (same profile); None: the instance's, or `token`
     bind: str | None = None  # "stock" or "patched"; None: the instance's route, else route.default_name
 
 
@@ -132,26 +132,31 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
             f"zone file {request.zone_file}" if request.zone_file else "the sample zone",
             "sig-validity-interval {sig_validity_days} {sig_refresh_days} in zone.conf".format(
                 **config.NORMAL_TIMINGS))
-    zsk_on = _zsk_place(state, instance, request, rrsets, progress)
+    request = zskplace.with_zsk_token(state, instance, request)
+    zsk_on = zskplace.place(state, instance, request, rrsets, progress)
     settings = InstanceSettings(
         zone=request.zone.to_text(), token=request.token, profile=request.profile,
         algorithm=request.algorithm.number, bits=request.algorithm.spec.bits or None,
         listen=request.listen, port=request.port, rndc_port=request.rndc_port,
         secondaries=list(request.secondaries), test_timings=request.test_timings,
         zone_source=str(request.zone_file.resolve()) if request.zone_file else None,
-        zsk_on=zsk_on, bind=bind.name,
+        zsk_on=zsk_on, zsk_token=request.zsk_token, bind=bind.name,
         bind_prefix=str(bind.prefix) if bind.name == STOCK else None,
     )
     module = Path(get_profile(request.profile, state, request.module).module_path)
     _check_rendered(bind, instance, settings, max_ttl, module)
+    zsk_access = zskplace.zsk_access(state, request) if request.zsk_token else None
     access, created_token = _token_access(state, request, progress)
     pin = verified_pin(access)
+    if zsk_access is not None:
+        zskplace.verify_same_pin(zsk_access, pin, request.token)
     ensure_private_dir(instance.root)
     for sub in (instance.key_dir, instance.zone_dir):
         sub.mkdir(parents=True, exist_ok=True)
     ksk, zsk, generated = instancekeys.zone_keys(instance, request.zone, request.algorithm, zsk_on,
                                                  access, existing, progress,
-                                                 "9.20" if bind.name == STOCK else "9.18")
+                                                 "9.20" if bind.name == STOCK else "9.18",
+                                                 zsk_access)
     try:
         cds_added = instancekeys.publish_cds(ksk)
         zone_file = instance.zone_file(request.zone)
@@ -277,32 +282,6 @@ def _zone_stats(zone: dns.name.Name, text: str,
     return max(ttls, default=300), len(ttls), parsed.get_soa().expire
 
 
-def _zsk_place(state: StateDir, instance: Instance, request: SetupRequest, rrsets: int,
-               progress: Progress) -> str:
-    """Where the ZSK lives: as asked; else as the instance already has it; else on the token
-    unless the device signs too slowly for this zone (a full signing pass would take longer
-    than SLOW_SIGNING_SECONDS at the profile's rate), when a software ZSK seeded by the token's
-    randomness keeps re-signing fast while the KSK stays in hardware. A device with one key per
-    token (an OpenPGP card) holds the KSK only: its ZSK is always in software."""
-    traits = traits_of(get_profile(request.profile, state, request.module))
-    if traits.fixed_key_object(request.token) is not None:
-        if request.zsk_on == "token":
-            raise UsageError(f"token '{request.token}' holds one key (the KSK): a '{request.profile}' "
-                             "card has no room for a ZSK; use --zsk-on software")
-        return "software"
-    if request.zsk_on is not None:
-        return request.zsk_on
-    if instance.exists():
-        return instance.load_settings().zsk_on
-    rate = traits.signatures_per_second
-    if rate and rrsets / rate > SLOW_SIGNING_SECONDS:
-        progress(f"a '{request.profile}' token signs about {rate} signatures/s: signing {rrsets} "
-                 f"RRsets would take {rrsets / rate:.0f} s, so the ZSK is made in software (seeded "
-                 "from the token) and the KSK stays on the token; --zsk-on token overrides")
-        return "software"
-    return "token"
-
-
 def _token_access(state: StateDir, request: SetupRequest, progress: Progress) -> tuple[TokenAccess, bool]:
     """Access to the token; the embedded default token is created (random PINs) when missing."""
     access = TokenAccess.build(state, request.profile, request.token, request.module,
@@ -329,7 +308,7 @@ def verified_pin(access: TokenAccess) -> str:
     """Resolve the PIN once and prove it with one login, before anything is changed. Also used
     before a stock named starts: pkcs11-provider logs no reason for a wrong PIN (named only says
     `receive_secure_serial: not found`), so the PIN file is proven first, once."""
-    pin = pins.pin_source(access.state, access.label, pins.USER, access.pin_file)()
+    pin = pins.pin_source(access.state, access.pin_label, pins.USER, access.pin_file)()
     with library.open_session(access.module_path, access.label, lambda: pin,
                               locked_hint=traits_of(access.profile).pin_locked_hint):
         pass

@@ -70,12 +70,14 @@ def check_keys_load(prefix: Path, pairs: list[KeyPairFiles], env: dict[str, str]
 def zone_keys(instance: Instance, zone: dns.name.Name, algorithm: Algorithm, zsk_on: str,
               access: TokenAccess, existing: list[KeyPairFiles],
               progress: Progress, key_format: str = "9.18",
+              zsk_access: TokenAccess | None = None,
               ) -> tuple[KeyPairFiles, KeyPairFiles, list[KeyPairFiles]]:
-    """The zone's active KSK (on the token) and ZSK (on the token or in software) in the instance
-    key dir, generated when missing (token keys in `key_format`, keyfile.KEY_FORMATS); returns
-    them and the pairs this run generated."""
+    """The zone's active KSK (on the token) and ZSK (on the token, on its own `zsk_access` token
+    when given, or in software) in the instance key dir, generated when missing (token keys in
+    `key_format`, keyfile.KEY_FORMATS); returns them and the pairs this run generated."""
     on_token = {"ksk": True, "zsk": zsk_on == "token"}
-    found = {role: _active(existing, algorithm.number, access.label, role, on_token[role])
+    accesses = {"ksk": access, "zsk": zsk_access or access}
+    found = {role: _active(existing, algorithm.number, accesses[role].label, role, on_token[role])
              for role in ("ksk", "zsk")}
     generated = []
     for role in ("ksk", "zsk"):
@@ -85,7 +87,7 @@ def zone_keys(instance: Instance, zone: dns.name.Name, algorithm: Algorithm, zsk
                 zone=zone, role=role, algorithm=algorithm, key_dir=instance.key_dir,
                 timing=Timing(created=now, publish=now, activate=now), software=not on_token[role],
                 key_format=key_format)
-            key = generate(keygen_request, access, progress)
+            key = generate(keygen_request, accesses[role], progress)
             found[role] = read_key_pair(key.key_file)
             generated.append(found[role])
     return found["ksk"], found["zsk"], generated

@@ -152,6 +152,7 @@ def render(instance: Instance, settings: InstanceSettings, zone_file: Path,
     context = {
         "zone": settings.zone,
         "token": settings.token,
+        "zsk_token": settings.zsk_token,
         "instance_dir": instance.root,
         "pid_file": instance.pid_file,
         "log_file": instance.log_file,

@@ -45,6 +45,11 @@ class InstanceSettings:
     zsk_on: str = "token"
     bind: str = "patched"  # the route (bind/route.py); instances made before routes were patched
     bind_prefix: str | None = None  # the stock BIND it was set up with (found again by later commands)
+    zsk_token: str | None = None  # the ZSK's own token (same profile), when not `token`
+
+    def token_of(self, role: str) -> str:
+        """The token holding the private key of `role` ("ksk"/"zsk") when it is on a token."""
+        return self.zsk_token if role == "zsk" and self.zsk_token else self.token
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Getting BIND 9.18 source: Debian's orig tarball through apt (checksum verified), or a given tarball.
 
 apt is driven with a private APT_CONFIG whose only sources are `deb-src` twins of the machine's own
-Debian entries, so /etc/apt is never changed and whatever mirror the machine uses is used.
+Debian entries (for Debian 12's suites, also on Debian 13), so /etc/apt is never changed and
+whatever mirror the machine uses is used.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from bindpkcs11.fileio import write_atomic
 from bindpkcs11.run import run_tool
 
 SOURCE_PACKAGE = "bind9"
+SOURCE_RELEASE = "bookworm"  # Debian 12: the release whose bind9 is BIND 9.18
 SUPPORTED_SERIES = "9.18."
 _URI_LINE = re.compile(r"^'(?P<uri>[^']+)' (?P<name>\S+) (?P<size>\d+) SHA256:(?P<sha>[0-9a-f]{64})$")
 
@@ -113,12 +115,15 @@ def _private_apt(apt_dir: Path) -> dict[str, str]:
     return {**os.environ, "APT_CONFIG": str(config), "LC_ALL": "C"}
 
 
-def debian_source_stanzas(etc_apt: Path = Path("/etc/apt")) -> list[str]:
-    """deb822 `deb-src` stanzas for the machine's Debian release entries (third-party repos skipped)."""
-    codename = _codename()
+def debian_source_stanzas(etc_apt: Path = Path("/etc/apt"), codename: str | None = None) -> list[str]:
+    """deb822 `deb-src` stanzas on the machine's Debian mirrors (third-party repos skipped) for
+    SOURCE_RELEASE, whose bind9 is 9.18: on Debian 13 the twin of `trixie-security` is
+    `bookworm-security` (trixie's own bind9 is 9.20, which the patch is not for)."""
+    codename = codename or _codename()
     stanzas = []
     for uri, suites, components, signed_by in _debian_entries(etc_apt):
-        wanted = [s for s in suites if s == codename or s.startswith(codename + "-")]
+        wanted = [SOURCE_RELEASE + s[len(codename):] for s in suites
+                  if s == codename or s.startswith(codename + "-")]
         if not wanted:
             continue
         lines = ["Types: deb-src", f"URIs: {uri}", f"Suites: {' '.join(wanted)}",

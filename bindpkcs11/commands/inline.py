@@ -32,6 +32,9 @@ def register(commands, common) -> None:
     setup.add_argument("--zsk-on", choices=["token", "software"],
                        help="where the ZSK lives (default: as the instance has it; for a new one, "
                             "the token unless it signs too slowly for the zone)")
+    setup.add_argument("--zsk-token", metavar="LABEL",
+                       help="make the ZSK on this token of the same profile (an OpenPGP card's "
+                            "other token); it must take the same user PIN")
     setup.add_argument("--bind", choices=["stock", "patched"],
                        help="stock BIND >= 9.20 + pkcs11-provider, or the patched 9.18 (default: "
                             "the instance's; for a new one stock when found, else patched)")
@@ -67,6 +70,7 @@ def _setup_inline(args) -> int:
         secondaries=tuple(parse_secondary(s) for s in args.secondary),
         test_timings=args.test_timings, zsk_on=args.zsk_on, bind=args.bind,
         timeout=timeout_seconds(args.timeout),
+        zsk_token=check_token_label(args.zsk_token) if args.zsk_token is not None else None,
     )
     progress = (lambda line: None) if args.json else (
         lambda line: print(f"setup-inline: {line}", file=sys.stderr, flush=True))

@@ -154,18 +154,24 @@ class OpenScProfile:
         return {SOCKET_VARIABLE: str(socket)} if socket.exists() else {}
 
     def token_in_use(self, label: str) -> bool:
-        """A card's token always exists; it is in use when it holds a key (so that `token init`
-        never wipes one). Checked without a PIN: the public halves are readable."""
+        """A card's token always exists; it is in use when it, or another token of the same card
+        (which `token init` resets too), holds a key, so that `token init` never wipes one.
+        Checked without a PIN: the public halves are readable."""
         self.activate()
-        if not any(info.label == label for info in library.list_tokens(self.module_path)):
+        present = {info.label for info in library.list_tokens(self.module_path)}
+        if label not in present:
             return False
         from pkcs11 import Attribute, ObjectClass
 
-        token = library.find_token(self.module_path, label)
-        with token.open() as session:
-            return any(True for kind in (ObjectClass.PUBLIC_KEY, ObjectClass.PRIVATE_KEY,
+        for name in self.traits.device_tokens(label):
+            if name not in present:
+                continue
+            with library.find_token(self.module_path, name).open() as session:
+                if any(True for kind in (ObjectClass.PUBLIC_KEY, ObjectClass.PRIVATE_KEY,
                                          ObjectClass.CERTIFICATE)
-                       for _ in session.get_objects({Attribute.CLASS: kind}))
+                       for _ in session.get_objects({Attribute.CLASS: kind})):
+                    return True
+        return False
 
     def init_token(self, label: str, pins: TokenPins) -> None:
         self.activate()
