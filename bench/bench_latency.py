@@ -81,16 +81,18 @@ class Cli:
 class Querier(threading.Thread):
     """Asks for random host names at a fixed rate; records (time sent, latency or None)."""
 
-    def __init__(self, port: int, hosts: int, qps: float) -> None:
+    def __init__(self, port: int, hosts: int, qps: float, prefix: str = "host",
+                 zone: str = ZONE) -> None:
         super().__init__(daemon=True)
         self.port, self.hosts, self.interval = port, hosts, 1.0 / qps
+        self.prefix, self.zone = prefix, zone
         self.samples: list[tuple[float, float | None]] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
         next_at = time.monotonic()
         while not self.stop.is_set():
-            name = f"host{random.randrange(self.hosts)}.{ZONE}."
+            name = f"{self.prefix}{random.randrange(self.hosts)}.{self.zone}."
             query = dns.message.make_query(name, "A", want_dnssec=True)
             sent = time.monotonic()
             try:

@@ -15,9 +15,9 @@ import dns.rdatatype
 import dns.serial
 import dns.zone
 
-from bindpkcs11 import inline, instancekeys, locks, monitor, readiness
+from bindpkcs11 import inline, instancekeys, locks, monitor, processes, readiness
 from bindpkcs11.access import TokenAccess
-from bindpkcs11.bind import config, named, ports, privileges, rndc, route, signing
+from bindpkcs11.bind import config, named, ports, privileges, rndc, route, signing, signprogress
 from bindpkcs11.bind.health import SigningHealth, signing_health
 from bindpkcs11.backup import custody
 from bindpkcs11.bind.instance import Instance, InstanceSettings
@@ -48,6 +48,7 @@ class InstanceStatus:
     signing: list[rndc.SigningKey]
     problem: str | None
     health: SigningHealth | None = None
+    progress: signprogress.SigningProgress | None = None  # while a key is still signing
     custody: list[KeyCustody] = field(default_factory=list)
 
 
@@ -70,12 +71,14 @@ def _access(state: StateDir, instance: Instance, settings: InstanceSettings) -> 
     return TokenAccess.build(state, settings.profile, settings.token, pin_file=instance.pin_file)
 
 
-def start(state: StateDir, zone: dns.name.Name) -> int:
+def start(state: StateDir, zone: dns.name.Name, timeout: float | None = None,
+          progress: signprogress.Report | None = None) -> int:
     """Start named for `zone` and wait until it serves the signed zone caught up with the
     unsigned one and has signed a new serial through the token (_load_and_sign); the pid.
-    A signing failure stops named again and names named's reason."""
+    A signing failure stops named again and names named's reason; a named still signing a big
+    zone at the deadline (`timeout`, else from the zone's size) keeps running (StillSigning)."""
     with _instance_locked(state, zone), ports.assignment_locked(state):
-        return _start(state, zone)
+        return _start(state, zone, timeout, progress)
 
 
 def _instance_locked(state: StateDir, zone: dns.name.Name):
@@ -83,7 +86,8 @@ def _instance_locked(state: StateDir, zone: dns.name.Name):
     return locks.held(inline.instance_lock(state, zone), f"the instance of {zone}")
 
 
-def _start(state: StateDir, zone: dns.name.Name) -> int:
+def _start(state: StateDir, zone: dns.name.Name, timeout: float | None,
+           progress: signprogress.Report | None) -> int:
     instance, settings, prefix = _loaded(state, zone)
     named.require_stopped(instance)
     ports.require_ports(state, instance, settings.listen, settings.port, settings.rndc_port, None)
@@ -93,10 +97,12 @@ def _start(state: StateDir, zone: dns.name.Name) -> int:
     if settings.bind == STOCK:
         _check_instance_pin(access, instance)
     # start_named waits until the signed zone has caught up (readiness.SignedAndSynced)
-    pid = inline.start_named(instance, route.installed(state, settings.bind, settings.bind_prefix), access,
-                             privileges.run_as_user(), ready)
+    pid = inline.start_named(instance, route.installed(state, settings.bind, settings.bind_prefix),
+                             access, privileges.run_as_user(), ready,
+                             signprogress.pace_for(settings), timeout, progress)
     try:
-        _load_and_sign(instance, settings, prefix, zone, _parsed(instance.zone_file(zone), zone))
+        _load_and_sign(instance, settings, prefix, zone, _parsed(instance.zone_file(zone), zone),
+                       timeout, progress)
     except BindPkcs11Error as error:
         named.stop(instance)
         raise type(error)(f"{error}; stopped named: fix the cause, then start it again") from None
@@ -135,22 +141,28 @@ def status(state: StateDir, zone: dns.name.Name) -> InstanceStatus:
     validates but whose unsigned changes named cannot sign is a problem too."""
     instance, settings, prefix = _loaded(state, zone)
     pid = named.running_pid(instance)
-    serial, keys, problem, health = None, [], None, None
+    serial, keys, health = None, [], None
     if pid is not None:
         report = monitor.check_zone(zone, settings.listen, settings.port)
         serial = report.serial
         problems = list(report.problems) if report.status == "critical" else []
+        progress = _signing_progress(instance, settings, prefix, pid)
+        if progress is not None and not progress.secure:
+            problems = []  # no RRSIGs served until the first pass completes its NSEC chain
         keys = _with_roles(instance, zone, rndc.signing_list(instance, prefix, settings.zone)[1])
         health = signing_health(instance, prefix, settings.zone, instance.zone_file(zone),
                                 monitor.last_signed(report))
         problems += [health.problem] if health.problem else []
         problem = "; ".join(problems) or None
-    else:
-        errors = signing.errors_since_success(instance, instance.zone_file(zone))
-        reason = signing.failure_reason(errors)
-        problem = f"named's last run could not sign: {reason}" if reason else None
-    return InstanceStatus(settings.zone, pid is not None, pid, settings.listen, settings.port,
-                          serial, keys, problem, health, _custody(state, instance, zone, settings))
+        return InstanceStatus(settings.zone, True, pid, settings.listen, settings.port,
+                              serial, keys, problem, health, progress,
+                              _custody(state, instance, zone, settings))
+    errors = signing.errors_since_success(instance, instance.zone_file(zone))
+    reason = signing.failure_reason(errors)
+    problem = f"named's last run could not sign: {reason}" if reason else None
+    return InstanceStatus(settings.zone, False, pid, settings.listen, settings.port,
+                          serial, keys, problem, health, None,
+                          _custody(state, instance, zone, settings))
 
 
 def _custody(state: StateDir, instance: Instance, zone: dns.name.Name,
@@ -168,13 +180,32 @@ def _custody(state: StateDir, instance: Instance, zone: dns.name.Name,
     return found
 
 
-def reload(state: StateDir, zone: dns.name.Name) -> str:
+def _signing_progress(instance: Instance, settings: InstanceSettings, prefix: Path,
+                      pid: int) -> signprogress.SigningProgress | None:
+    """named's progress while a key is still signing; the time left from the batches named
+    did since it started when this is its first pass (it began at start-up), else from the
+    ZSK's rate."""
+    pace = signprogress.pace_for(settings)
+    reading = signprogress.read_progress(instance, prefix, settings.zone, pace.batch)
+    if reading is None or not reading.signing:
+        return None
+    uptime = processes.uptime(pid)
+    if not reading.secure and reading.done and uptime:
+        per_batch = uptime / reading.done
+    else:
+        per_batch = pace.expected_seconds(reading.nodes) / max(1, reading.total)
+    return signprogress.with_time_left(reading, per_batch)
+
+
+def reload(state: StateDir, zone: dns.name.Name, timeout: float | None = None,
+           progress: signprogress.Report | None = None) -> str:
     """Re-read the unsigned zone and the key files (after edits or a new key); named keeps running."""
     with _instance_locked(state, zone):
-        return _reload(state, zone)
+        return _reload(state, zone, timeout, progress)
 
 
-def _reload(state: StateDir, zone: dns.name.Name) -> str:
+def _reload(state: StateDir, zone: dns.name.Name, timeout: float | None,
+            progress: signprogress.Report | None) -> str:
     instance, settings, prefix = _loaded(state, zone)
     if named.running_pid(instance) is None:
         raise BindPkcs11Error(f"named for {zone} is not running: 'bindpkcs11 named start {zone}'")
@@ -186,7 +217,7 @@ def _reload(state: StateDir, zone: dns.name.Name) -> str:
         config.check_zone(prefix, settings.zone, served)
     inline.hand_over(instance, _access(state, instance, settings), privileges.run_as_user())
     try:
-        return _load_and_sign(instance, settings, prefix, zone, previous)
+        return _load_and_sign(instance, settings, prefix, zone, previous, timeout, progress)
     except signing.SigningFailed as error:
         raise signing.SigningFailed(f"{error}; the zone stays served as signed before, and "
                                     f"{_recovery(settings, zone)}") from None
@@ -203,7 +234,9 @@ def _recovery(settings: InstanceSettings, zone: dns.name.Name) -> str:
 
 
 def _load_and_sign(instance: Instance, settings: InstanceSettings, prefix: Path,
-                   zone: dns.name.Name, previous: dns.zone.Zone | None) -> str:
+                   zone: dns.name.Name, previous: dns.zone.Zone | None,
+                   timeout: float | None = None,
+                   progress: signprogress.Report | None = None) -> str:
     """Have named load the served unsigned copy under a new serial and wait until it serves it
     signed: the changed RRsets by an active ZSK, the signed zone caught up (readiness.py).
 
@@ -224,16 +257,33 @@ def _load_and_sign(instance: Instance, settings: InstanceSettings, prefix: Path,
     ready = readiness.SignedAndSynced(readiness.ServedSigned(
         zone, settings.listen, settings.port, _signing_tags(instance, zone, settings, "ksk"),
         _signing_tags(instance, zone, settings, "zsk"), changed), watch)
+    monitor = signprogress.SigningMonitor(instance, prefix, settings.zone,
+                                          signprogress.pace_for(settings), RELOAD_TIMEOUT,
+                                          timeout, progress)
     try:
-        _wait_for(ready, RELOAD_TIMEOUT,
-                  lambda: f"unsigned serial {wanted} loaded but not served signed within "
-                          f"{RELOAD_TIMEOUT:.0f} s: {ready.why_not()}", signing.NotServedSigned)
+        _wait_signed(ready, monitor, instance, wanted)
     except signing.SigningFailed as error:
         raise signing.SigningFailed(f"unsigned serial {wanted} loaded, but {error}") from None
     signed = ready.state.signed_serial if ready.state else None
     return "\n".join(filter(None, [note, output.strip(),
                                    f"unsigned serial {wanted} loaded and signed (signed serial "
                                    f"{signed}, {len(changed)} changed RRsets checked)"]))
+
+
+def _wait_signed(ready: readiness.SignedAndSynced, monitor: signprogress.SigningMonitor,
+                 instance: Instance, wanted: int) -> None:
+    """Poll `ready` up to the monitor's deadline; then StillSigning when named is still making
+    progress (a new key's pass over a big zone), else NotServedSigned with what was seen."""
+    while time.monotonic() < monitor.deadline():
+        if ready() and monitor.finished():
+            return
+        monitor.poll()
+        time.sleep(0.05)
+    if monitor.still_signing():
+        raise monitor.left_running(named.running_pid(instance) or 0)
+    waited = time.monotonic() - monitor.started
+    raise signing.NotServedSigned(f"unsigned serial {wanted} loaded but not served signed within "
+                                  f"{waited:.0f} s: {ready.why_not()}")
 
 
 def _loaded_serial(instance: Instance, prefix: Path, zone: str) -> int | None:

@@ -22,8 +22,8 @@ import dns.zone
 
 from bindpkcs11 import admin, instancekeys, locks, monitor, pins, readiness, zskplace
 from bindpkcs11.access import TokenAccess
-from bindpkcs11.bind import config, named, ports, privileges, route, stock
-from bindpkcs11.bind.instance import Instance, InstanceSettings, Secondary
+from bindpkcs11.bind import config, named, ports, privileges, route, signprogress, stock
+from bindpkcs11.bind.instance import Instance, InstanceSettings, Secondary, settings_text
 from bindpkcs11.bind.programs import STOCK, Route
 from bindpkcs11.dnssec.algorithms import Algorithm
 from bindpkcs11.dnssec.dnskey import ds_text, zone_label_text
@@ -57,6 +57,7 @@ class SetupRequest:
     secondaries: tuple[Secondary, ...] = ()
     test_timings: bool = False
     zsk_on: str | None = None  # "token" or "software"; None: the instance's choice, else by rate
+    timeout: float | None = None  # wait for the signed zone; None: from the zone's size and rate
     zsk_token: str | None = None  # the ZSK's own token (same profile); None: the instance's, or `token`
     bind: str | None = None  # "stock" or "patched"; None: the instance's route, else route.default_name
 
@@ -164,15 +165,21 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
         files[zone_file] = zone_text
         files[instance.pin_file] = pin + "\n"
         changed = config.changed_files(files)
+        if changed and not instance.exists():
+            # a first start: `named status` shows the signing progress meanwhile; a failed start
+            # rolls it back with the other files
+            changed[instance.settings_file] = settings_text(settings)
         ready = ready_check(request.zone, request.listen, request.port, ksk.tag, zsk.tag)
         if not changed and not cds_added and running is not None and ready():
             progress("nothing changed: keys, configuration and named are as requested")
             pid = running
         else:
             named_access = TokenAccess(state, access.profile, request.token, instance.pin_file)
-            timeout = start_timeout(access.profile, rrsets, zsk_on)
             pid = _apply(instance, bind, named_access, changed, running, current, user, ready,
-                         progress, timeout)
+                         progress, signprogress.pace_for(settings), request.timeout)
+    except signprogress.StillSigning:
+        instance.save_settings(settings)  # named runs this configuration: it is the instance's
+        raise
     except BaseException:
         instancekeys.set_aside(instance, generated)
         raise
@@ -315,23 +322,14 @@ def ready_check(zone: dns.name.Name, server: str, port: int, ksk_tag: int,
     return readiness.ServedSigned(zone, server, port, frozenset({ksk_tag}), frozenset({zsk_tag}))
 
 
-def start_timeout(profile: object, rrsets: int, zsk_on: str) -> float:
-    """How long named may take to serve the zone signed: the default, or for a ZSK on a slow
-    token twice the time its measured rate needs for a signing pass (about two signatures per
-    RRset: the RRset and its NSEC)."""
-    rate = traits_of(profile).signatures_per_second
-    if zsk_on != "token" or not rate:
-        return named.START_TIMEOUT
-    return max(named.START_TIMEOUT, 2 * (2 * rrsets / rate) + 10)
-
-
 def _apply(instance: Instance, bind: Route, access: TokenAccess, changed: dict[Path, str],
            running: int | None, current: InstanceSettings | None, user: str | None,
-           ready: Callable[[], bool], progress: Progress,
-           timeout: float = named.START_TIMEOUT) -> int:
+           ready: Callable[[], bool], progress: Progress, pace: signprogress.SigningPace,
+           timeout: float | None = None) -> int:
     """Swap the files in, check, (re)start named, wait until it serves; on any failure put the
     previous files back and, if a named was serving before, start it again (certbot's rollback):
-    a failed re-run must not take the zone offline."""
+    a failed re-run must not take the zone offline. A named still signing (making progress) at
+    the deadline keeps running with the new files (StillSigning)."""
     swap = config.ConfigSwap()
     try:
         swap.write(changed, secret_files={instance.rndc_key, instance.pin_file,
@@ -340,8 +338,12 @@ def _apply(instance: Instance, bind: Route, access: TokenAccess, changed: dict[P
         if running is not None:
             progress(f"stopping named (pid {running}) to load the new configuration ...")
             named.stop(instance)
-        progress(f"starting named and waiting for the signed zone (up to {timeout:.0f} s) ...")
-        pid = start_named(instance, bind, access, user, ready, timeout)
+        progress("starting named and waiting for the signed zone"
+                 + (f" (up to {timeout:.0f} s)" if timeout else "") + " ...")
+        pid = start_named(instance, bind, access, user, ready, pace, timeout, progress)
+    except signprogress.StillSigning:
+        swap.commit()
+        raise
     except BaseException as failure:
         swap.rollback()
         if running is not None and current is not None and named.running_pid(instance) is None:
@@ -373,15 +375,23 @@ def _restart_previous(instance: Instance, bind: Route, access: TokenAccess,
 
 
 def start_named(instance: Instance, bind: Route, access: TokenAccess, user: str | None,
-                ready: Callable[[], bool], timeout: float = named.START_TIMEOUT) -> int:
-    """Give named's user its files, then start named with the token's environment and wait.
+                ready: Callable[[], bool], pace: signprogress.SigningPace | None = None,
+                timeout: float | None = None, progress: Progress | None = None) -> int:
+    """Give named's user its files, then start named with the token's environment and wait:
+    with a `pace`, up to a deadline from the zone's size and the ZSK's rate (or `timeout`),
+    reporting signing progress, and leaving a named that is still signing running.
     A stock named also gets pkcs11-provider's config and the token module preloaded."""
     hand_over(instance, access, user)
     env = named.named_env(bind.prefix, access.profile.module_env(), instance.pin_file)
     if bind.name == STOCK:
         env |= stock.extra_env(bind, Path(access.module_path), instance.openssl_conf)
+    monitor = None
+    if pace is not None and isinstance(ready, readiness.ServedSigned):
+        monitor = signprogress.SigningMonitor(instance, bind.prefix, ready.zone.to_text(), pace,
+                                              named.START_TIMEOUT, timeout, progress)
     return named.start(instance, bind.prefix, env, user,
-                       readiness.with_signing(instance, bind.prefix, ready), timeout)
+                       readiness.with_signing(instance, bind.prefix, ready),
+                       timeout or named.START_TIMEOUT, monitor)
 
 
 def hand_over(instance: Instance, access: TokenAccess, user: str | None) -> None:

@@ -47,3 +47,13 @@ def terminate(pid: int, timeout: float) -> bool:
     while alive(pid):
         time.sleep(_POLL)
     return True
+
+
+def uptime(pid: int) -> float | None:
+    """Seconds since process `pid` started; None when it is gone."""
+    try:
+        start_ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        since_boot = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    return max(0.0, since_boot - start_ticks / os.sysconf("SC_CLK_TCK"))

@@ -34,15 +34,3 @@ def test_the_operator_decides(tmp_path):
     assert place(tmp_path, "tpm2", 50_000, zsk_on="token")[0] == "token"
     assert place(tmp_path, "softhsm", 10, zsk_on="software")[0] == "software"
 
-
-def test_named_gets_time_for_a_signing_pass_on_a_slow_token(tmp_path):
-    from bindpkcs11.bind import named
-    from bindpkcs11.token.profiles import get_profile
-
-    state = StateDir.open(tmp_path / "state")
-    tpm, soft = get_profile("tpm2", state), get_profile("softhsm", state)
-    assert inline.start_timeout(soft, 100_000, "token") == named.START_TIMEOUT
-    assert inline.start_timeout(tpm, 100, "token") == named.START_TIMEOUT
-    assert inline.start_timeout(tpm, 10_000, "token") > 2 * 10_000 * 2 / 400
-    assert inline.start_timeout(tpm, 10_000, "software") == named.START_TIMEOUT
-

@@ -25,6 +25,7 @@ from bindpkcs11.errors import ToolFailed, UsageError
 from bindpkcs11.fileio import write_atomic
 from bindpkcs11.output import printable
 from bindpkcs11.run import tail
+from bindpkcs11.token.profiles import profile_traits
 from bindpkcs11.token.uri import Pkcs11Uri, format_uri
 
 _BACKUP_SUFFIX = ".previous"
@@ -42,6 +43,57 @@ TEST_TIMINGS = {
     "publish_safety": "PT5M", "retire_safety": "PT5M", "signatures_validity": "PT30M",
     "signatures_refresh": "PT20M", "signatures_jitter": "PT1M",
 }
+
+
+# named 9.18 signs an inline zone in batches (lib/dns/zone.c zone_sign): at most
+# sig-signing-signatures signatures or sig-signing-nodes names, one commit (a new signed serial,
+# the SOA re-signed, a journal write), then a 10 ms pause. BIND's defaults (10 / 100) cap it
+# below 1,000 signatures/s whatever the token does (a 20k-record zone: 129 s). A batch runs on
+# one of named's worker threads, which also answer queries: queries that land behind it wait
+# for it, so p99 latency while signing is about one batch's duration. bench_inline.py
+# (docs/benchmarks.md, "inline-big-zones") measured, SoftHSM ECDSA token keys, 200 queries/s:
+#   20k names:  batch 100: 17 s to fully signed, p99 29 ms; 300: 10 s, 58 ms; 2000: 12 s, 510 ms
+#   100k names: batch 200: 65 s, p99 37 ms; 1000: 33 s, 105 ms; 5000 (20k) lost queries.
+# named spends about twice the token's dnssec-signzone time per signature inside a batch (it
+# also builds the NSEC chain and commits), so a batch of SIGNING_SLICE seconds at the measured
+# rate (267 signatures on SoftHSM P-256) takes 25-35 ms in named: p99 under 50 ms, no loss.
+SIGNING_SLICE = 0.015
+MIN_SIGNING_BATCH = 10  # BIND's default: right for a card at 18 signatures/s
+MIN_SIGNING_NODES = 100  # BIND's default; the KSK's pass over the names is limited by nodes only
+MAX_SIGNING_BATCH = 5000
+# Software keys in the patched dnssec-signzone, -n 1, -P (docs/benchmarks.md, bench_signing).
+SOFTWARE_RATES = {"rsa": 3400, "other": 30000}
+
+
+@dataclass(frozen=True)
+class SigningBatch:
+    """named's per-batch limits (sig-signing-signatures, sig-signing-nodes) for one instance."""
+
+    signatures: int
+    nodes: int
+
+    def batches_for(self, names: int) -> int:
+        """Batches (= signed serial increments) for a full signing pass of both keys over a
+        zone of `names` names: the ZSK's pass makes about two signatures per name (the RRset
+        and its NSEC), the KSK's visits every name and signs almost nothing."""
+        per_zsk_batch = max(1, min(self.nodes, self.signatures // 2))
+        return -(-names // per_zsk_batch) + -(-names // self.nodes)
+
+
+def signing_rate(settings: InstanceSettings) -> int | None:
+    """The ZSK's measured signatures/s: the software rate, or its token's profile's rate."""
+    rsa = algorithms.by_number(settings.algorithm).is_rsa
+    if settings.zsk_on == "software":
+        return SOFTWARE_RATES["rsa" if rsa else "other"]
+    return profile_traits(settings.profile).signing_rate(rsa)
+
+
+def signing_batch(settings: InstanceSettings) -> SigningBatch:
+    """SIGNING_SLICE seconds of signing at the ZSK's rate; BIND's defaults for an unknown rate."""
+    rate = signing_rate(settings)
+    size = MIN_SIGNING_BATCH if not rate else \
+        max(MIN_SIGNING_BATCH, min(MAX_SIGNING_BATCH, int(rate * SIGNING_SLICE)))
+    return SigningBatch(size, max(MIN_SIGNING_NODES, size))
 
 
 class UnsafeConfigValue(UsageError):
@@ -96,6 +148,7 @@ def render(instance: Instance, settings: InstanceSettings, zone_file: Path,
     algorithm = algorithms.by_number(settings.algorithm)
     listen_v6 = settings.listen if ":" in settings.listen else None
     timings = TEST_TIMINGS if settings.test_timings else NORMAL_TIMINGS
+    batch = signing_batch(settings)
     context = {
         "zone": settings.zone,
         "token": settings.token,
@@ -121,6 +174,9 @@ def render(instance: Instance, settings: InstanceSettings, zone_file: Path,
         "max_zone_ttl": max(max_zone_ttl, timings.get("dnskey_ttl_seconds", 0)),
         "test_timings": settings.test_timings,
         "secondaries": settings.secondaries,
+        "signing_signatures": batch.signatures,
+        "signing_nodes": batch.nodes,
+        "signing_slice_ms": int(SIGNING_SLICE * 1000),
         "token_uri": format_uri(Pkcs11Uri(path={"token": settings.token})),
         "zsk_on_token": settings.zsk_on == "token",
         "bind_version": bind_version,

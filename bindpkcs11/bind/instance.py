@@ -92,7 +92,12 @@ class Instance:
         return InstanceSettings(**data)
 
     def save_settings(self, settings: InstanceSettings) -> None:
-        write_atomic(self.settings_file, json.dumps(asdict(settings), indent=2) + "\n", mode=0o644)
+        write_atomic(self.settings_file, settings_text(settings), mode=0o644)
+
+
+def settings_text(settings: InstanceSettings) -> str:
+    """instance.json's content."""
+    return json.dumps(asdict(settings), indent=2) + "\n"
 
 
 def parse_secondary(text: str) -> Secondary:

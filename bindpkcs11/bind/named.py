@@ -9,6 +9,7 @@ from typing import Callable
 
 from bindpkcs11 import processes
 from bindpkcs11.bind.instance import Instance
+from bindpkcs11.bind.signprogress import SigningMonitor
 from bindpkcs11.bind.programs import lib_dirs
 from bindpkcs11.errors import BindPkcs11Error, ToolFailed
 from bindpkcs11.run import child_env, tail
@@ -47,11 +48,15 @@ def running_pid(instance: Instance) -> int | None:
 
 
 def start(instance: Instance, prefix: Path, env: dict[str, str], user: str | None,
-          ready: Callable[[], bool], timeout: float = START_TIMEOUT) -> int:
+          ready: Callable[[], bool], timeout: float = START_TIMEOUT,
+          monitor: SigningMonitor | None = None) -> int:
     """Start named in its own session and wait (polling, with a deadline) until `ready()`.
 
     named runs in the foreground of a new session (`-f`), so its pid is known at once and an early
     death (bad config, port taken, token trouble) is reported with its log instead of a timeout.
+    With a `monitor`, the deadline is the monitor's (from the zone's size and the ZSK's rate, or
+    --timeout), progress is reported while named signs, a signing pass that stalls fails, and a
+    named still signing at the deadline is left running (StillSigning): a big zone takes time.
     """
     args = [str(prefix / "sbin" / "named"), "-f", "-c", str(instance.named_conf)]
     if user:
@@ -59,14 +64,16 @@ def start(instance: Instance, prefix: Path, env: dict[str, str], user: str | Non
     with open(instance.stdio_log, "ab") as stdio:
         process = subprocess.Popen(args, cwd=instance.root, env=env, stdin=subprocess.DEVNULL,
                                    stdout=stdio, stderr=stdio, start_new_session=True)
-    deadline = time.monotonic() + timeout
+    fixed_deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline:
+        while time.monotonic() < (monitor.deadline() if monitor else fixed_deadline):
             if process.poll() is not None:
                 raise ToolFailed(f"named exited at start-up (exit {process.returncode}): "
                                  f"{log_tail(instance)}")
-            if ready():
+            if ready() and (monitor is None or monitor.finished()):
                 return process.pid
+            if monitor:
+                monitor.poll()
             time.sleep(_POLL)
     except BindPkcs11Error as error:
         if process.poll() is not None:
@@ -76,9 +83,12 @@ def start(instance: Instance, prefix: Path, env: dict[str, str], user: str | Non
     except BaseException:
         processes.terminate(process.pid, STOP_TIMEOUT)
         raise
+    if monitor and monitor.still_signing() and process.poll() is None:
+        raise monitor.left_running(process.pid)
     processes.terminate(process.pid, STOP_TIMEOUT)
     why = getattr(ready, "why_not", None)
-    raise ToolFailed(f"named did not serve a signed zone within {timeout:.0f} s; stopped it: "
+    waited = timeout if monitor is None else time.monotonic() - monitor.started
+    raise ToolFailed(f"named did not serve a signed zone within {waited:.0f} s; stopped it: "
                      + (f"{why()}; named's log: " if why else "") + log_tail(instance))
 
 

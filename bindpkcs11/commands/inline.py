@@ -38,9 +38,20 @@ def register(commands, common) -> None:
     setup.add_argument("--bind", choices=["stock", "patched"],
                        help="stock BIND >= 9.20 + pkcs11-provider, or the patched 9.18 (default: "
                             "the instance's; for a new one stock when found, else patched)")
+    setup.add_argument("--timeout", type=float, metavar="SECONDS",
+                       help="wait this long for the signed zone (default: from the zone's size "
+                            "and the ZSK's signing rate); named still signing then keeps running")
     setup.add_argument("--test-timings", action="store_true",
                        help="30-minute signatures refreshed after 10 minutes (watch a cycle)")
     setup.set_defaults(handler=_setup_inline)
+
+
+def timeout_seconds(value: float | None) -> float | None:
+    """--timeout: seconds, more than 0 and at most a day (None: derived from the zone)."""
+    if value is not None and not 0 < value <= 86400:  # also refuses nan
+        raise UsageError(f"--timeout {value:g} is out of range: give seconds, more than 0 and "
+                         "at most 86400")
+    return value
 
 
 def _port(value: int, option: str) -> int:
@@ -58,6 +69,7 @@ def _setup_inline(args) -> int:
         rndc_port=_port(args.rndc_port, "--rndc-port"),
         secondaries=tuple(parse_secondary(s) for s in args.secondary),
         test_timings=args.test_timings, zsk_on=args.zsk_on, bind=args.bind,
+        timeout=timeout_seconds(args.timeout),
         zsk_token=check_token_label(args.zsk_token) if args.zsk_token is not None else None,
     )
     progress = (lambda line: None) if args.json else (

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
 from bindpkcs11 import control
+from bindpkcs11.commands.inline import timeout_seconds
 from bindpkcs11.commands.common import Parser, state
 from bindpkcs11.dnssec.dnskey import parse_zone_name
 from bindpkcs11.errors import UsageError
@@ -26,6 +29,10 @@ def register(commands, common) -> None:
                          ("reload", "re-read the unsigned zone and the key files")):
         parser = sub.add_parser(action, help=text, parents=[common])
         parser.add_argument("domain")
+        if action in ("start", "reload"):
+            parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                                help="wait this long for the signed zone (default: from the "
+                                     "zone's size and the ZSK's rate); named keeps signing after")
         parser.set_defaults(handler=_named, action=action)
 
     rndc_cmd = commands.add_parser("rndc", help="rndc with an instance's rndc.conf", parents=[common],
@@ -39,8 +46,10 @@ def register(commands, common) -> None:
 def _named(args) -> int:
     zone = parse_zone_name(args.domain)
     current = state(args)
+    progress = (lambda line: None) if args.json else (
+        lambda line: print(f"named {args.action}: {line}", file=sys.stderr, flush=True))
     if args.action == "start":
-        pid = control.start(current, zone)
+        pid = control.start(current, zone, timeout_seconds(args.timeout), progress)
         _report(args, {"zone": zone.to_text(), "running": True, "pid": pid},
                 f"named for {zone} started (pid {pid}); the signed zone validates")
     elif args.action == "stop":
@@ -48,7 +57,7 @@ def _named(args) -> int:
         _report(args, {"zone": zone.to_text(), "stopped": stopped},
                 f"named for {zone} {'stopped' if stopped else 'was not running'}")
     elif args.action == "reload":
-        output = control.reload(current, zone)
+        output = control.reload(current, zone, timeout_seconds(args.timeout), progress)
         _report(args, {"zone": zone.to_text(), "rndc": output}, output)
     else:
         status = control.status(current, zone)
@@ -61,6 +70,8 @@ def _named(args) -> int:
                 print(f"serial {status.serial}")
             if status.health:
                 _print_health(status.health)
+            if status.progress:
+                print(status.progress.text())
             if status.problem:
                 print(f"problem: {status.problem}")
             if status.signing:

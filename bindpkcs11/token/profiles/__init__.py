@@ -56,7 +56,9 @@ class DeviceTraits:
     key-generation template (tpm2-pkcs11 checks each against what the TPM object allows).
     `pin_locked_hint`: what to do when the device reports the user PIN locked.
     `signatures_per_second`: the family's measured P-256 signing rate through the shim (bench),
-    when it is slow enough to matter: setup-inline then keeps the ZSK in software for big zones.
+    when it is slow enough to matter: setup-inline then keeps the ZSK in software for big zones;
+    it also sizes named's signing batches (bind/config.py signing_batch).
+    `rsa_signatures_per_second`: the same for RSA-2048 where it differs (None: as above).
     `wraps_keys`: the family has C_WrapKey/C_UnwrapKey (False: backups go through `key import`).
     `keygen_as_so`: the device generates keys only for its SO (an OpenPGP card's admin PIN).
     `fixed_key_objects`: (token label, CKA_ID, CKA_LABEL) of a device that keeps one key per token
@@ -69,9 +71,15 @@ class DeviceTraits:
     omit_false_flags: bool = False
     pin_locked_hint: str = "unlock it with the SO PIN"
     signatures_per_second: int | None = None
+    rsa_signatures_per_second: int | None = None
     wraps_keys: bool = True
     keygen_as_so: bool = False
     fixed_key_objects: tuple[tuple[str, bytes, str], ...] = ()
+
+    def signing_rate(self, rsa: bool) -> int | None:
+        """The measured rate for RSA (`rsa`) or the other algorithms; None when unknown."""
+        return (self.rsa_signatures_per_second or self.signatures_per_second) if rsa \
+            else self.signatures_per_second
 
     def fixed_key_object(self, token_label: str) -> tuple[bytes, str] | None:
         """(CKA_ID, CKA_LABEL) the device gives a key generated on `token_label`, if fixed."""
@@ -125,6 +133,12 @@ class Profile(Protocol):
 def traits_of(profile: Profile) -> DeviceTraits:
     """The profile's traits; a profile that declares none is generic (the token lists its own)."""
     return getattr(profile, "traits", GENERIC)
+
+
+def profile_traits(name: str) -> DeviceTraits:
+    """The traits of profile `name` without building it (no state dir, no module): what
+    rendering a configuration needs."""
+    return getattr(_registry().get(name), "traits", GENERIC)
 
 
 def require_key_spec(profile: Profile, spec: KeySpec) -> None:

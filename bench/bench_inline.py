@@ -1,0 +1,308 @@
+#!/usr/bin/env python3
+"""Big zones: how long named takes to sign an inline zone through the token, against dnssec-signzone.
+
+For each zone size (A records on 127.x, one NS) and ZSK place (on the SoftHSM token, or in
+software with the KSK on the token): a fresh state dir, `setup-inline` of the sample zone (token,
+keys, the rendered configuration with its sig-signing-* batch), `named stop`; then the big zone
+replaces the unsigned copy (signed files and journals removed) and named is started by hand with
+the instance's own configuration and environment, as `named start` would. Measured:
+
+  first signed answer   named started -> the apex SOA is served with an RRSIG (named serves no
+                        RRSIG at all until its first pass has built the NSEC chain);
+  fully signed          named started -> `rndc signing -list` says "Done signing" for both keys;
+  peak RSS              named's VmHWM when fully signed;
+  query latency         a loopback client asks for random names at --qps while named signs
+                        (p50/p99/lost: no answer within 1 s), as bench_latency.py does;
+  dnssec-signzone       the patched dnssec-signzone -S with the same key files (same token
+                        objects), same zone, in the same run: with its self-check, and with -P.
+
+`--batches 100 300 890 3000` repeats the named run with those sig-signing-signatures values
+(sig-signing-nodes the same, at least 100) instead of the rendered one: the trade-off between
+time to fully signed and query latency that chose config.SIGNING_SLICE.
+
+    .venv/bin/python bench/bench_inline.py --records 10000 100000
+
+Results: docs/benchmarks.md (section `inline-big-zones`) and bench/results/inline.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rdatatype
+
+from bench_latency import Querier
+from bench_setup_inline import machine
+from benchdoc import replace_section
+
+REPO = Path(__file__).resolve().parent.parent
+BINDPKCS11 = [sys.executable, "-m", "bindpkcs11"]
+SECTION = "inline-big-zones"
+ZONE = "big.test"
+TOKEN = "bindpkcs11"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def zone_text(records: int) -> str:
+    lines = [f"$ORIGIN {ZONE}.", "$TTL 300", "@ IN SOA ns1 hostmaster 1 3600 600 1209600 300",
+             "@ IN NS ns1", "ns1 IN A 127.0.0.1"]
+    lines += [f"h{i} IN A 127.{(i >> 16) & 0xFF}.{(i >> 8) & 0xFF}.{i & 0xFF}"
+              for i in range(records)]
+    return "\n".join(lines) + "\n"
+
+
+def cli(state: Path, env: dict, *args: str) -> str:
+    result = subprocess.run([*BINDPKCS11, "--state-dir", str(state), *args], capture_output=True,
+                            text=True, env=env, cwd=REPO, timeout=1800)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def signed_soa(port: int) -> bool:
+    query = dns.message.make_query(ZONE + ".", "SOA", want_dnssec=True)
+    try:
+        response = dns.query.udp(query, "127.0.0.1", port=port, timeout=0.5)
+    except dns.exception.Timeout:
+        return False
+    return any(rrset.rdtype == dns.rdatatype.RRSIG for rrset in response.answer)
+
+
+def both_done(rndc: list[str]) -> bool:
+    result = subprocess.run([*rndc, "signing", "-list", ZONE], capture_output=True, text=True)
+    lines = result.stdout.splitlines()
+    return len([line for line in lines if line.startswith("Done signing")]) >= 2 and \
+        not any(line.startswith("Signing with") for line in lines)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run_named(instance: Path, env: dict, port: int, limit: float, records: int,
+              qps: float) -> dict:
+    """Start named on the instance's files; time the first signed SOA and both keys done, while
+    a client queries random names."""
+    prefix = Path(env["LD_LIBRARY_PATH"]).parent
+    rndc = [str(prefix / "sbin" / "rndc"), "-c", str(instance / "rndc.conf")]
+    args = [str(prefix / "sbin" / "named"), "-f", "-c", str(instance / "named.conf")]
+    if os.geteuid() == 0:
+        args += ["-u", "bind"]
+    named_env = env | {"PKCS11_LIBRARY_PIN_FILE": str(instance / "token.pin")}
+    with open(instance / "bench-named.out", "wb") as out:
+        process = subprocess.Popen(args, env=named_env, cwd=instance, stdout=out, stderr=out)
+    started = time.monotonic()
+    first = full = None
+    querier = Querier(port, records, qps, prefix="h", zone=ZONE) if qps else None
+    try:
+        while time.monotonic() - started < limit:
+            if process.poll() is not None:
+                raise RuntimeError(f"named exited: {(instance / 'bench-named.out').read_text()[-500:]}")
+            if first is None and signed_soa(port):
+                first = time.monotonic() - started
+            if querier and not querier.is_alive() and signed_soa_answered(port):
+                querier.start()  # from named's first answer on
+            if both_done(rndc):
+                full = time.monotonic() - started
+                first = first if first is not None else full
+                break
+            time.sleep(0.2)
+        rss = peak_rss_mb(process.pid)
+        serial = subprocess.run([*rndc, "zonestatus", ZONE], capture_output=True,
+                                text=True).stdout
+    finally:
+        if querier and querier.is_alive():
+            querier.stop.set()
+            querier.join()
+        process.terminate()
+        process.wait(timeout=60)
+    signed = next((int(line.split(":")[1]) for line in serial.splitlines()
+                   if line.startswith("signed serial:")), None)
+    latency = querier.window(0, float("inf")) if querier else {}
+    return {"first_signed_s": first and round(first, 2), "fully_signed_s": full and round(full, 2),
+            "peak_rss_mb": round(rss, 1), "batches": signed - 1 if signed else None,
+            "latency": latency}
+
+
+def signed_soa_answered(port: int) -> bool:
+    """named answers (signed or not yet)."""
+    query = dns.message.make_query(ZONE + ".", "SOA")
+    try:
+        dns.query.udp(query, "127.0.0.1", port=port, timeout=0.5)
+    except dns.exception.Timeout:
+        return False
+    return True
+
+
+def record_type(line: str) -> str | None:
+    """The type of a zone file line (the first type word: an NSEC's bitmap lists RRSIG too)."""
+    return next((word for word in line.split() if word in ("RRSIG", "NSEC", "A", "NS", "SOA",
+                                                          "DNSKEY")), None)
+
+
+def run_signzone(instance: Path, zone_file: Path, env: dict, check: bool) -> dict:
+    prefix = Path(env["LD_LIBRARY_PATH"]).parent
+    output = zone_file.with_suffix(".signed")
+    args = [str(prefix / "bin" / "dnssec-signzone"), "-S", "-K", str(instance / "keys"),
+            "-o", ZONE, "-f", str(output), *([] if check else ["-P"]), str(zone_file)]
+    started = time.monotonic()
+    result = subprocess.run(args, capture_output=True, text=True, env=env, cwd=zone_file.parent)
+    seconds = time.monotonic() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"dnssec-signzone: {result.stderr.strip()[-500:]}")
+    rrsigs = sum(1 for line in output.read_text().splitlines() if record_type(line) == "RRSIG")
+    output.unlink()
+    return {"seconds": round(seconds, 2), "rrsigs": rrsigs}
+
+
+def set_batch(instance: Path, batch: int) -> None:
+    conf = instance / "zone.conf"
+    lines = [f"\tsig-signing-signatures {batch};" if "sig-signing-signatures" in line else
+             f"\tsig-signing-nodes {max(100, batch)};" if "sig-signing-nodes" in line else line
+             for line in conf.read_text().splitlines()]
+    conf.write_text("\n".join(lines) + "\n")
+
+
+def fresh_zone(instance: Path, records: int) -> None:
+    """The big zone as the unsigned copy, no signed state: named signs it from scratch."""
+    zone_dir = instance / "zones"
+    for leftover in zone_dir.iterdir():
+        leftover.unlink()
+    zone_file = zone_dir / f"{ZONE}.db"
+    zone_file.write_text(zone_text(records))
+    if os.geteuid() == 0:
+        shutil.chown(zone_file, "bind", "bind")
+
+
+def one_case(base: Path, env: dict, records: int, zsk_on: str, limit: float,
+             batches: list[int | None], qps: float, signzone: bool) -> list[dict]:
+    state = base / f"{records}-{zsk_on}"
+    port = free_port()
+    cli(state, env, "setup-inline", ZONE, "--zsk-on", zsk_on, "--port", str(port),
+        "--rndc-port", str(free_port()))
+    cli(state, env, "named", "stop", ZONE)
+    instance = state / "instances" / ZONE
+    rendered = rendered_batch(instance)
+    bind_env = json.loads(cli(state, env, "bind", "env", "--token", TOKEN, "--json"))
+    tool_env = env | bind_env
+    rows = []
+    for batch in batches:
+        set_batch(instance, batch or rendered)
+        fresh_zone(instance, records)
+        row = {"records": records, "zsk_on": zsk_on, "batch": batch or rendered,
+               "rendered": batch in (None, rendered), "load_before": round(os.getloadavg()[0], 2)}
+        row["named"] = run_named(instance, tool_env, port, limit, records, qps)
+        row["load_after"] = round(os.getloadavg()[0], 2)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if signzone:
+        work = base / f"sz-{records}-{zsk_on}"
+        work.mkdir()
+        unsigned = work / "zone.db"
+        unsigned.write_text(zone_text(records))
+        check = run_signzone(instance, unsigned, tool_env, check=True)
+        plain = run_signzone(instance, unsigned, tool_env, check=False)
+        for row in rows:
+            row["signzone_check"], row["signzone_p"] = check, plain
+            full = row["named"]["fully_signed_s"]
+            if full:
+                row["ratio_check"] = round(full / check["seconds"], 2)
+                row["ratio_p"] = round(full / plain["seconds"], 2)
+        shutil.rmtree(work, ignore_errors=True)
+        print(json.dumps({"signzone_check": check, "signzone_p": plain}), flush=True)
+    return rows
+
+
+def rendered_batch(instance: Path) -> int:
+    conf = (instance / "zone.conf").read_text()
+    return int(conf.split("sig-signing-signatures", 1)[1].split(";", 1)[0])
+
+
+def write_section(results: list[dict], info: dict) -> None:
+    lines = ["## Big zones: named's inline signing against dnssec-signzone", "",
+             f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {info['cpu']}, "
+             f"{info['cores']} cores, Debian {info['debian']}, machine shared with other "
+             "developers' builds and tests (load average per row), patched BIND 9.18, SoftHSM2, "
+             "ECDSA P-256 KSK and ZSK (`bench/bench_inline.py`). Zone: N A records + 1 NS, NSEC. "
+             "named is started on the instance setup-inline rendered (its `sig-signing-*` batch "
+             "from the ZSK's rate) with the big zone and no signed state; first = the apex SOA "
+             "served with an RRSIG, full = both keys \"Done signing\". dnssec-signzone: the "
+             "patched one, `-S` with the same key files (same token objects), same zone, right "
+             "after named in the same run; \"check\" = with its default self-check, `-P` without. "
+             "Ratio = named full / dnssec-signzone. \"software\": the ZSK in software, the KSK "
+             "on the token. Queries: random names at 200/s from named's first answer until fully "
+             "signed, one at a time over UDP; lost = no answer within 1 s.", "",
+             "| records | ZSK | batch | named first signed | named fully signed | batches | "
+             "named peak RSS | queries (lost) | p50 / p99 / max | signzone (check) | signzone -P | "
+             "ratio (check) | ratio (-P) | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        n, q = r["named"], r["named"].get("latency", {})
+        lines.append(
+            f"| {r['records']:,} | {r['zsk_on']} | {r['batch']} | {n['first_signed_s']} s | "
+            f"{n['fully_signed_s']} s | {n['batches']} | {n['peak_rss_mb']:.0f} MB | "
+            f"{q.get('queries', '-')} ({q.get('lost', '-')}) | {q.get('p50_ms', '-')} / "
+            f"{q.get('p99_ms', '-')} / {q.get('max_ms', '-')} ms | "
+            f"{r.get('signzone_check', {}).get('seconds', '-')} s | "
+            f"{r.get('signzone_p', {}).get('seconds', '-')} s | "
+            f"{r.get('ratio_check', '-')} | {r.get('ratio_p', '-')} | "
+            f"{r['load_before']} / {r['load_after']} |")
+    replace_section(SECTION, "\n".join(lines))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", nargs="+", type=int, default=[10_000, 100_000])
+    parser.add_argument("--zsk-on", nargs="+", default=["token", "software"])
+    parser.add_argument("--limit", type=float, default=1800, help="give up on named after S s")
+    parser.add_argument("--batches", nargs="+", default=["rendered"],
+                        help="sig-signing-signatures values, one named run each ('rendered': "
+                             "what bindpkcs11 renders)")
+    parser.add_argument("--qps", type=float, default=200, help="queries/s while named signs (0: none)")
+    parser.add_argument("--no-signzone", action="store_true", help="named runs only")
+    parser.add_argument("--bind-dir", type=Path, default=REPO / ".cache" / "bind-state" / "bind")
+    parser.add_argument("--no-doc", action="store_true")
+    args = parser.parse_args()
+    info = machine()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PKCS11_", "TPM2_PKCS11"))}
+    env.update({"BINDPKCS11_BIND_DIR": str(args.bind_dir), "PYTHONPATH": str(REPO)})
+    base = Path(tempfile.mkdtemp(prefix="bench-inline-"))
+    base.chmod(0o711)  # named runs as bind when root: it must be able to enter the state dirs
+    results = []
+    try:
+        for records in args.records:
+            for zsk_on in args.zsk_on:
+                batches = [None if b == "rendered" else int(b) for b in args.batches]
+                results += one_case(base, env, records, zsk_on, args.limit, batches, args.qps,
+                                    not args.no_signzone)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    (REPO / "bench" / "results").mkdir(exist_ok=True)
+    (REPO / "bench" / "results" / "inline.json").write_text(
+        json.dumps({"machine": info, "results": results}, indent=2))
+    if not args.no_doc:
+        write_section(results, info)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
