@@ -10,6 +10,7 @@ packages=(
   bind9-utils bind9-dnsutils bind9        # stock dnssec-* tools, dig, and a stock named (secondary)
   build-essential pkg-config python3-dev python3-venv
   libuv1-dev libssl-dev xz-utils          # building the patched BIND 9.18
+  liburcu-dev libcap-dev                  # building the patched BIND 9.20 (`bind build --version 9.20`)
   # the tpm2 profile: tpm2-pkcs11 and its store tool, swtpm + tpm2-abrmd on a private dbus for
   # `bindpkcs11 tpm2 simulator`, tpm2-tools for the tests' look at the TPM's lockout counter.
   # A|B: the name differs between Debian 12 and 13 (the 64-bit time_t renames); the first known wins.

@@ -1,4 +1,4 @@
-"""`bindpkcs11 bind build|env`: the patched BIND 9.18 (see bind/build.py)."""
+"""`bindpkcs11 bind build|env`: the patched BIND 9.18 or 9.20 (see bind/build.py)."""
 
 from __future__ import annotations
 
@@ -14,22 +14,34 @@ from bindpkcs11.token.profiles import get_profile
 
 
 def register(commands, common) -> None:
-    bind = commands.add_parser("bind", help="the patched BIND 9.18", parents=[common])
+    bind = commands.add_parser("bind", help="the patched BIND 9.18 or 9.20", parents=[common])
     sub = bind.add_subparsers(dest="bind_command", required=True, parser_class=Parser)
-    builder = sub.add_parser("build", help="fetch, patch, build and install BIND 9.18", parents=[common])
-    builder.add_argument("--source", type=Path, help="an ISC BIND 9.18.x tarball (default: Debian's)")
+    builder = sub.add_parser("build", help="fetch, patch, build and install BIND 9.18 or 9.20",
+                             parents=[common])
+    add_version_option(builder)
+    builder.add_argument("--source", type=Path,
+                         help="an ISC BIND tarball of that version (default: Debian's)")
     builder.add_argument("--force", action="store_true", help="rebuild even if up to date")
     builder.add_argument("--jobs", type=int, help="parallel make jobs (default: CPU count)")
     builder.set_defaults(handler=_bind_build)
     env = sub.add_parser("env", help="shell exports for running the patched tools by hand",
                          parents=[common])
+    add_version_option(env)
     env.add_argument("--token", default=DEFAULT_TOKEN,
                      help="token whose stored PIN file to name (never the PIN itself)")
     env.set_defaults(handler=_bind_env)
 
 
+def add_version_option(parser) -> None:
+    """`--version 9.18|9.20`: which patched BIND series (each has its own install)."""
+    parser.add_argument("--version", dest="bind_version", choices=build.SERIES,
+                        default=build.DEFAULT_SERIES,
+                        help=f"BIND series (default {build.DEFAULT_SERIES}); each installs apart")
+
+
 def _bind_build(args) -> int:
-    result = build.build(state(args), args.source, args.force, build.print_progress, args.jobs)
+    result = build.build(state(args), args.source, args.force, build.print_progress, args.jobs,
+                         args.bind_version)
     if args.json:
         print_json(result)
     elif result.rebuilt:
@@ -41,9 +53,11 @@ def _bind_build(args) -> int:
 
 def _bind_env(args) -> int:
     current = state(args)
-    if build.installed_manifest(current.bind_dir) is None:
-        raise UsageError(f"no patched BIND in {current.bind_dir}: run 'bindpkcs11 bind build' first")
-    variables = build.bind_env(current, get_profile(args.profile, current, args.module).module_env())
+    prefix = build.prefix_for(current, args.bind_version)
+    if build.installed_manifest(prefix) is None:
+        raise UsageError(f"no patched BIND in {prefix}: run "
+                         f"'bindpkcs11 bind build --version {args.bind_version}' first")
+    variables = build.bind_env(prefix, get_profile(args.profile, current, args.module).module_env())
     pin_file = pins.stored_pin_path(current, args.token, pins.USER)
     if pin_file.exists():
         variables["PKCS11_LIBRARY_PIN_FILE"] = str(pin_file)
