@@ -50,9 +50,10 @@ class InstanceStatus:
 def _loaded(state: StateDir, zone: dns.name.Name) -> tuple[Instance, InstanceSettings, Path]:
     instance = Instance.for_zone(state, zone)
     settings = instance.load_settings()
-    prefix = state.bind_dir
+    prefix = build.prefix_for(state, settings.bind_version)
     if build.installed_manifest(prefix) is None:
-        raise UsageError(f"no patched BIND in {prefix}: run 'bindpkcs11 bind build'")
+        raise UsageError(f"no patched BIND in {prefix}: run "
+                         f"'bindpkcs11 bind build --version {settings.bind_version}'")
     return instance, settings, prefix
 
 

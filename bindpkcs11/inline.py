@@ -53,6 +53,7 @@ class SetupRequest:
     secondaries: tuple[Secondary, ...] = ()
     test_timings: bool = False
     zsk_on: str | None = None  # "token" or "software"; None: the instance's choice, else by rate
+    bind_version: str = build.DEFAULT_SERIES  # which patched BIND (`bind build --version`)
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
                         current)
     zone_text = _zone_source_text(request)
     existing = instancekeys.existing_keys(instance, request.zone)
-    prefix = build.build(state, progress=progress).prefix
+    prefix = build.build(state, progress=progress, series=request.bind_version).prefix
     instancekeys.check_keys_load(prefix, existing)
     _check_zone_text(prefix, request.zone, zone_text, request.zone_file)
     max_ttl, rrsets = _zone_stats(request.zone, zone_text, request.zone_file)
@@ -122,7 +123,7 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
         listen=request.listen, port=request.port, rndc_port=request.rndc_port,
         secondaries=list(request.secondaries), test_timings=request.test_timings,
         zone_source=str(request.zone_file.resolve()) if request.zone_file else None,
-        zsk_on=zsk_on,
+        zsk_on=zsk_on, bind_version=request.bind_version,
     )
     _check_rendered(prefix, instance, settings, max_ttl)
     access, created_token = _token_access(state, request, progress)

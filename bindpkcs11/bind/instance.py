@@ -43,6 +43,7 @@ class InstanceSettings:
     test_timings: bool = False
     zone_source: str | None = None
     zsk_on: str = "token"
+    bind_version: str = "9.18"  # which patched BIND serves it (bind/build.py SERIES)
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,10 @@ def register(commands, common) -> None:
     env.set_defaults(handler=_bind_env)
 
 
-def add_version_option(parser) -> None:
-    """`--version 9.18|9.20`: which patched BIND series (each has its own install)."""
-    parser.add_argument("--version", dest="bind_version", choices=build.SERIES,
+def add_version_option(parser, flag: str = "--version") -> None:
+    """`--version 9.18|9.20` (`--bind-version` on commands where --version would be ambiguous):
+    which patched BIND series (each has its own install)."""
+    parser.add_argument(flag, dest="bind_version", choices=build.SERIES,
                         default=build.DEFAULT_SERIES,
                         help=f"BIND series (default {build.DEFAULT_SERIES}); each installs apart")
 

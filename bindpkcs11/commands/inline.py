@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bindpkcs11 import inline
 from bindpkcs11.bind.instance import parse_listen, parse_secondary
+from bindpkcs11.commands.bind import add_version_option
 from bindpkcs11.commands.common import state
 from bindpkcs11.dnssec import algorithms
 from bindpkcs11.dnssec.dnskey import parse_zone_name
@@ -32,6 +33,7 @@ def register(commands, common) -> None:
     setup.add_argument("--zsk-on", choices=["token", "software"],
                        help="where the ZSK lives (default: as the instance has it; for a new one, "
                             "the token unless it signs too slowly for the zone)")
+    add_version_option(setup, "--bind-version")
     setup.add_argument("--test-timings", action="store_true",
                        help="30-minute signatures refreshed after 10 minutes (watch a cycle)")
     setup.set_defaults(handler=_setup_inline)
@@ -51,7 +53,7 @@ def _setup_inline(args) -> int:
         pin_file=args.pin_file, listen=parse_listen(args.listen), port=_port(args.port, "--port"),
         rndc_port=_port(args.rndc_port, "--rndc-port"),
         secondaries=tuple(parse_secondary(s) for s in args.secondary),
-        test_timings=args.test_timings, zsk_on=args.zsk_on,
+        test_timings=args.test_timings, zsk_on=args.zsk_on, bind_version=args.bind_version,
     )
     progress = (lambda line: None) if args.json else (
         lambda line: print(f"setup-inline: {line}", file=sys.stderr, flush=True))
