@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import tarfile
 import time
 
 from conftest import one_line_error
@@ -42,3 +43,22 @@ def test_an_unknown_bind_version_is_one_line(inline_cli):
     assert result.returncode == 2 and "invalid choice: '9.19'" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (inline_cli.state_dir / "instances").exists()
+
+
+def test_a_918_tarball_for_a_920_build_is_one_line_and_builds_nothing(cli, tmp_path):
+    fake_dir = tmp_path / "bind-9.18.49"
+    fake_dir.mkdir()
+    (fake_dir / "README").write_text("9.18\n")
+    tarball = tmp_path / "bind-9.18.49.tar.gz"
+    with tarfile.open(tarball, "w:gz") as archive:
+        archive.add(fake_dir, arcname="bind-9.18.49")
+    result = cli("bind", "build", "--version", "9.20", "--source", str(tarball), check=False)
+    assert result.returncode == 2
+    assert "not BIND 9.20.x" in one_line_error(result)
+    assert not (cli.state_dir / "bind-9.20").exists() and not (cli.state_dir / "bind").exists()
+
+
+def test_bind_env_for_a_920_not_built_names_the_command(cli):
+    result = cli("bind", "env", "--version", "9.20", check=False)
+    assert result.returncode != 0
+    assert "bind build --version 9.20" in one_line_error(result)
