@@ -82,6 +82,7 @@
 
 #define POOL_MAX 8                        /* sessions per token */
 #define RETRY_INTERVAL_NS 1000000000LL    /* at most one re-initialisation per module per second */
+#define FIRST_RETRY_NS 100000000LL        /* ... unless it signed since the last one: then 100 ms */
 #define PIN_MAX 256
 #define CACHE_BUCKETS 256
 #define SIG_MAX_INPUT (19 + 64)           /* longest DigestInfo prefix + SHA-512 digest */
@@ -641,6 +642,7 @@ struct module {
     int owns_init;               /* we initialised it (not CKR_CRYPTOKI_ALREADY_INITIALIZED) */
     CK_RV init_rv;
     int64_t last_init_ns;
+    int signed_since_init;       /* a signature succeeded in this generation (atomic flag) */
 };
 
 struct token {
@@ -701,6 +703,7 @@ static void module_initialize(struct module *m)
     rv = m->f->C_Initialize(&args);
     m->gen++;
     m->last_init_ns = now_ns();
+    __atomic_store_n(&m->signed_since_init, 0, __ATOMIC_RELAXED);
     m->init_rv = rv;
     m->live = rv == CKR_OK || rv == CKR_CRYPTOKI_ALREADY_INITIALIZED;
     m->owns_init = rv == CKR_OK;
@@ -790,11 +793,16 @@ static void module_forget_sessions(struct module *m)
 }
 
 /* Re-initialise the module unless another thread already did since `seen_gen`, or the last
- * attempt was less than RETRY_INTERVAL_NS ago (then the caller reports the failure at once). */
+ * attempt was less than RETRY_INTERVAL_NS ago (then the caller reports the failure at once).
+ * A module that signed since its last initialisation is failing for the first time: that
+ * failure earns a re-initialisation after FIRST_RETRY_NS already (a token pulled right after
+ * named started is then reported as missing, not as a stale handle). */
 static void module_recover(struct module *m, unsigned long seen_gen)
 {
     pthread_rwlock_wrlock(&m->rw);
-    if (m->gen == seen_gen && now_ns() - m->last_init_ns >= RETRY_INTERVAL_NS) {
+    int64_t since = now_ns() - m->last_init_ns;
+    if (m->gen == seen_gen && (since >= RETRY_INTERVAL_NS ||
+                               (since >= FIRST_RETRY_NS && m->signed_since_init))) {
         module_forget_sessions(m);
         if (m->live)
             (void)m->f->C_Finalize(NULL); /* outcome irrelevant: we initialise again next */
@@ -1508,6 +1516,7 @@ static int sign_live(struct key *k, unsigned long gen, int mech, const unsigned 
     CK_RV rv = token_sign(t->mod->f, s, info.handle, mech, in, inlen, sig, siglen, &call);
     if (rv == CKR_OK) {
         pool_put(t, s);
+        __atomic_store_n(&t->mod->signed_since_init, 1, __ATOMIC_RELAXED);
         return BP11_OK;
     }
     pool_drop(t, s);
