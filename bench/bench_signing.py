@@ -388,6 +388,7 @@ DISTURBED_FRACTION = 0.05  # "disturbed": others used > 5 % of one core over the
 RETRIES = 4
 QUIET_WAIT = 180.0
 QUIET_WAIT_S = [QUIET_WAIT]  # --quiet-wait
+RETRIES_N = [RETRIES]  # --retries
 
 
 def system_cpu() -> tuple[float, float]:
@@ -440,7 +441,7 @@ class Meter:
 def measured(what: str, action):
     """Run action(meter) -> dict on a quiet machine; repeat it if others disturbed it."""
     best = None
-    for attempt in range(1, RETRIES + 1):
+    for attempt in range(1, RETRIES_N[0] + 1):
         waited = wait_quiet()
         with Meter() as meter:
             result = action()
@@ -453,7 +454,7 @@ def measured(what: str, action):
         if not result["disturbed"]:
             return result
         log(f"{what}: other processes used {meter.foreign:.2f} CPU s during the "
-            f"{meter.wall:.2f} s measurement; repeating ({attempt}/{RETRIES})")
+            f"{meter.wall:.2f} s measurement; repeating ({attempt}/{RETRIES_N[0]})")
     return best
 
 
@@ -644,8 +645,9 @@ def markdown(report: dict) -> str:
         f"- Rate = RRSIGs / wall time of the whole dnssec-signzone process (load, sign, write), "
         f"median of {report['runs']} interleaved runs. `-P` = no post-sign self-check "
         "(the primary figure); \"no\" = BIND's default self-check included. Each measurement "
-        "starts on a quiet machine and is repeated (up to 4 times) if other processes used more "
-        "than 5 % of a core meanwhile.",
+        f"waits up to {report.get('quiet_wait', QUIET_WAIT):.0f} s for a quiet machine and is "
+        f"repeated (up to {report.get('retries', RETRIES)} times in all) if other processes used "
+        "more than 5 % of a core meanwhile.",
         "- Every configuration's output passed Debian's stock `/usr/bin/dnssec-verify`: "
         + ("yes" if all(r["verify"]["ok"] for r in report["results"]) else "**NO (see JSON)**")
         + ".",
@@ -768,6 +770,9 @@ def main() -> int:
     parser.add_argument("--quiet-wait", type=float, default=QUIET_WAIT,
                         help="longest wait for a quiet machine before each measurement "
                              f"(default {QUIET_WAIT:.0f} s; on a machine that is never quiet, less)")
+    parser.add_argument("--retries", type=int, default=RETRIES,
+                        help=f"measurements per configuration and run when others disturb it "
+                             f"(default {RETRIES}; 1 on a machine that is never quiet)")
     parser.add_argument("--raw-seconds", type=float, default=3.0,
                         help="duration of each raw signing loop")
     parser.add_argument("--no-install", action="store_true",
@@ -778,6 +783,7 @@ def main() -> int:
                         help="measure nothing: rewrite the docs section from an earlier results JSON")
     args = parser.parse_args()
     QUIET_WAIT_S[0] = args.quiet_wait
+    RETRIES_N[0] = max(1, args.retries)
 
     if args.render:
         report = json.loads(args.render.read_text())
@@ -948,6 +954,8 @@ def main() -> int:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "argv": " ".join(sys.argv[1:]) or "(defaults)",
         "runs": args.runs,
+        "quiet_wait": args.quiet_wait,
+        "retries": RETRIES_N[0],
         "work_dir": str(work),
         "json_path": str(json_path),
         "machine": machine(patched_env, engine_prefix, env920, provider,
