@@ -202,7 +202,8 @@ def stock_920(work: Path) -> Path:
     for sub in (apt_dir / "parts", apt_dir / "lists" / "partial",
                 apt_dir / "cache" / "archives" / "partial", debs):
         sub.mkdir(parents=True, exist_ok=True)
-    stanzas = [s.replace("Types: deb-src", "Types: deb") for s in debian_source_stanzas()]
+    stanzas = [s.replace("Types: deb-src", "Types: deb")
+               for s in debian_source_stanzas(backports=True)]
     (apt_dir / "parts" / "bench.sources").write_text("\n\n".join(stanzas) + "\n")
     (apt_dir / "apt.conf").write_text("\n".join([
         'Dir::Etc::SourceList "/dev/null";', f'Dir::Etc::SourceParts "{apt_dir / "parts"}";',

@@ -40,6 +40,10 @@ ALGORITHMS = {"softhsm": ["ECDSAP256SHA256", "RSASHA256"], "tpm2": ["ECDSAP256SH
 # made first (the card has no room for bench's temporary key).
 TOKENS = {"opensc": "OpenPGP card (User PIN)"}
 MAKE_KEY_FIRST = {"opensc"}
+# What a device cannot do at all, said in the table instead of a row of numbers.
+NOT_OFFERED = {"opensc": [("ECDSAP256SHA256", "none: OpenSC offers no ECDSA on this card")]}
+RESULTS = REPO / "bench" / "results" / "token_rates.json"
+ORDER = ["softhsm", "tpm2", "opencryptoki", "opensc"]
 
 
 def cli(state: Path, env: dict, profile: str, *args: str, check: bool = True) -> str:
@@ -57,40 +61,60 @@ def measure(base: Path, env: dict, profile: str, sessions: str, seconds: float) 
     if start:
         cli(state, env, profile, *start)
     token = TOKENS.get(profile, TOKEN)
+    load_before, began = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     try:
         cli(state, env, profile, "token", "init", "--label", token, "--generate-pins")
+        keygen_seconds = None
         if profile in MAKE_KEY_FIRST:
+            started = time.monotonic()
             cli(state, env, profile, "keygen", "bench.test", "--role", "ksk", "--algorithm",
                 ALGORITHMS[profile][0], "--token", token, "--key-dir", str(base / "keys"))
-        return [json.loads(cli(state, env, profile, "bench", "--token", token, "--algorithm", alg,
-                               "--sessions", sessions, "--seconds", str(seconds), "--json"))
-                for alg in ALGORITHMS[profile]]
+            keygen_seconds = time.monotonic() - started  # bench measures this key: it makes none
+        reports = [json.loads(cli(state, env, profile, "bench", "--token", token, "--algorithm",
+                                  alg, "--sessions", sessions, "--seconds", str(seconds), "--json"))
+                   for alg in ALGORITHMS[profile]]
+        measured = {"utc": began, "seconds": seconds,
+                    "load_before": [round(x, 2) for x in load_before],
+                    "load_after": [round(x, 2) for x in os.getloadavg()]}
+        for report in reports:
+            report["measured"] = measured
+            if keygen_seconds is not None:
+                report["keygen_seconds"] = round(keygen_seconds, 2)
+        return reports
     finally:
         if stop:
             cli(state, env, profile, *stop, check=False)
 
 
-def write_section(results: dict, info: dict, seconds: float) -> None:
+def load_text(measured: dict | None) -> str:
+    """`06:10, 0.83 -> 1.20`: when, and the 1-minute load average before and after."""
+    if not measured:
+        return "-"
+    after = f" -> {measured['load_after'][0]:.2f}" if measured.get("load_after") else ""
+    return f"{measured['utc']}, {measured['load_before'][0]:.2f}{after}"
+
+
+def write_section(results: dict, info: dict) -> None:
     lines = ["## Token signing rates through the shim (`bindpkcs11 bench`)", "",
-             f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {info['cpu']}, "
-             f"{info['cores']} cores, Debian {info['debian']} (load {info['load']:.2f}) with "
-             f"`bench/bench_tokens.py`: a temporary key on a fresh token, {seconds:g} s of signing "
-             "per session count by one worker process with that many threads (one session "
-             "each) through the shim, the code path named uses.", "",
-             "| token | algorithm | 1 session | 2 sessions | 4 sessions | key generation |",
-             "|---|---|---|---|---|---|"]
-    for profile, reports in results.items():
+             f"Measured on {info['cpu']}, {info['cores']} cores, Debian {info['debian']} with "
+             "`bench/bench_tokens.py`: a temporary key on a fresh token (the OpenPGP card has no "
+             "room for one: its own key, made by `keygen` first), 3 s of signing per session "
+             "count by one worker process with that many threads (one session each) through the "
+             "shim, the code path named uses. Each row says when, and the machine's 1-minute load "
+             "average before and after (other developers' tests share the 2 cores).", "",
+             "| token | algorithm | 1 session | 2 sessions | 4 sessions | key generation | measured (UTC), load |",
+             "|---|---|---|---|---|---|---|"]
+    for profile in sorted(results, key=lambda p: (ORDER.index(p) if p in ORDER else 99, p)):
+        reports = results[profile]
         for report in reports:
             rates = {r["sessions"]: f"{r['per_second']:,.0f}/s" for r in report["rates"]}
             lines.append(f"| {profile} | {report['algorithm']} | {rates.get(1, '-')} | "
-                         f"{rates.get(2, '-')} | {rates.get(4, '-')} | {report['keygen_seconds']:.2f} s |")
-    lines += ["", "What the rates mean for the mode to pick: a zone re-signs each RRset (plus its "
-              "NSEC) once per signature validity period, so a token that signs a few hundred per "
-              "second (the TPM) keeps a zone of thousands of names signed online with KSK and ZSK "
-              "on the token, while at tens per second (a smart card) only the DNSKEY RRset should "
-              "be signed on the device: the KSK on the token and the ZSK in software "
-              "(`setup-inline --zsk-on software`, chosen by itself for big zones), or an offline KSK "
-              "(`ksk presign`: one signature per week)."]
+                         f"{rates.get(2, '-')} | {rates.get(4, '-')} | {report['keygen_seconds']:.2f} s | "
+                         f"{load_text(report.get('measured'))} |")
+        for algorithm, why in NOT_OFFERED.get(profile, []) if reports else []:
+            lines.append(f"| {profile} | {algorithm} | {why} | | | | |")
+    lines += ["", "What the rates mean for the mode to pick: see \"Which mode for which device\" "
+              "below."]
     replace_section(SECTION, "\n".join(lines))
 
 
@@ -110,12 +134,14 @@ def main() -> int:
                    for profile in args.profiles}
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    (REPO / "bench" / "results").mkdir(exist_ok=True)
-    (REPO / "bench" / "results" / "token_rates.json").write_text(
-        json.dumps({"machine": info, "results": results}, indent=2))
-    if not args.no_doc:
-        write_section(results, info, args.seconds)
     print(json.dumps(results, indent=2))
+    # earlier runs' profiles are kept: a run for one profile replaces only that profile's rows
+    previous = json.loads(RESULTS.read_text())["results"] if RESULTS.exists() else {}
+    results = previous | results
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({"machine": info, "results": results}, indent=2))
+    if not args.no_doc:
+        write_section(results, info)
     return 0
 
 

@@ -34,12 +34,17 @@ class TokenAccess:
     def module_path(self) -> str:
         return self.profile.module_path
 
+    @property
+    def pin_label(self) -> str:
+        """The label the stored PIN files are named after (a card's tokens share one pair)."""
+        return traits_of(self.profile).pin_label(self.label)
+
     @contextlib.contextmanager
     def session(self, login: bool = True, rw: bool = False, so: bool = False) -> Iterator["object"]:
         """A python-pkcs11 session, logged in as user (as SO when `so`) when `login` (one C_Login
         attempt)."""
         kind, pin_file = (pins.SO, self.so_pin_file) if so else (pins.USER, self.pin_file)
-        source = pins.pin_source(self.state, self.label, kind, pin_file) if login else None
+        source = pins.pin_source(self.state, self.pin_label, kind, pin_file) if login else None
         hint = traits_of(self.profile).pin_locked_hint
         with library.open_session(self.module_path, self.label, source, rw=rw,
                                   locked_hint=hint, so=so) as session:

@@ -83,13 +83,13 @@ def init_token(access: TokenAccess, generate_pins: bool = False,
                               "(use 'bindpkcs11 token erase' to wipe it)")
         kinds = [kind for kind, explicit in ((pins.USER, access.pin_file), (pins.SO, access.so_pin_file))
                  if generate_pins and explicit is None and not os.environ.get(kind.env)]
-        pins.refuse_existing_pin_files(access.state, access.label, kinds)
+        pins.refuse_existing_pin_files(access.state, access.pin_label, kinds)
         generated: list[str] = []
         try:
             rules = traits_of(access.profile).pin_rules
             for kind in kinds:
                 generated.append(str(pins.generate_and_store(
-                    access.state, access.label, kind, length=min(16, rules.max_length))))
+                    access.state, access.pin_label, kind, length=min(16, rules.max_length))))
             token_pins = TokenPins(
                 user=_pin_for_init(access, pins.USER, access.pin_file),
                 so=_pin_for_init(access, pins.SO, access.so_pin_file),
@@ -123,7 +123,7 @@ def _token_in_use(access: TokenAccess) -> bool:
 
 
 def _pin_for_init(access: TokenAccess, kind: pins.PinKind, pin_file: Path | None) -> str:
-    pin = pins.available_pin(access.state, access.label, kind, pin_file)
+    pin = pins.available_pin(access.state, access.pin_label, kind, pin_file)
     if pin is None:
         pin = pins.prompt_pin(f"new {kind.name} for token '{access.label}': ", kind, confirm=True)
     traits_of(access.profile).pin_rules.check(kind.name, pin)
@@ -180,8 +180,7 @@ def _dnssec_info(users: list[keyuse.KeyUse], public, now: int) -> DnssecKeyInfo 
 def _custody_text(access: TokenAccess, public, algorithm: int) -> str:
     """Known copies of the key (backup/custody.py); a key never recorded is this token's only one
     as far as bindpkcs11 knows."""
-    known = custody.lookup(access.state, algorithm, public_key_bytes(public))
-    return (known or custody.Custody(tokens=(access.label,))).describe()
+    return custody.describe(access.state, algorithm, public_key_bytes(public), access.label)
 
 
 def _with_public(obj: ObjectInfo, public) -> ObjectInfo:
@@ -196,6 +195,12 @@ def delete_object(access: TokenAccess, object_label: str, object_class: str | No
         raise RefusedDeletion(
             f"refusing to destroy '{object_label}' without --force (a destroyed key cannot be recovered)"
         )
+    with locks.token_objects(access.state, access.label):
+        return _delete_object(access, object_label, object_class, force, extra_key_dir, now)
+
+
+def _delete_object(access: TokenAccess, object_label: str, object_class: str | None,
+                   force: int, extra_key_dir: Path | None, now: int) -> str:
     uses = active_keys_on_token(access, extra_key_dir, now)
     with access.session(login=True, rw=True) as session:
         matches = keys.find_objects(session, object_label, object_class)
@@ -213,8 +218,20 @@ def delete_object(access: TokenAccess, object_label: str, object_class: str | No
             if uses:
                 _refuse_active_private_key(session, object_label, uses)
             keyuse.refuse_if_unreadable(access.state, extra_key_dir, "give --force twice")
+        public = _public_of_private(session, object_label) if kind == "private" else None
         keys.destroy(target)
+    if public is not None:
+        custody.forget_copy(access.state, public_key_bytes(public), access.label)
     return kind
+
+
+def _public_of_private(session, object_label: str):
+    """The public key of the private key `object_label` (from its pair or its own attributes),
+    or None when the token shows neither."""
+    objects = keys.list_objects(session)
+    by_id = keyuse.public_keys_by_id(objects)
+    target = next(o for o in objects if o.label == object_label and o.object_class == "private")
+    return keyuse.public_of(target, by_id)
 
 
 def _refuse_active_private_key(session, object_label: str, uses: list[keyuse.KeyUse]) -> None:
@@ -236,9 +253,17 @@ def active_keys_on_token(access: TokenAccess, extra_key_dir: Path | None,
             if use.is_active(now)]
 
 
+def key_files_on_device(access: TokenAccess, extra_key_dir: Path | None) -> list[keyuse.KeyUse]:
+    """Key files pointing at any token of the device: erasing one of a card's tokens resets the
+    card, so the keys on its other tokens go too."""
+    return [use for label in traits_of(access.profile).device_tokens(access.label)
+            for use in keyuse.key_files_on_token(access.state, label, extra_key_dir)]
+
+
 def refuse_erasing_active_keys(access: TokenAccess, extra_key_dir: Path | None, now: int) -> None:
-    """RefusedDeletion naming the active keys (and their zones/instances) an erase would destroy."""
-    active = active_keys_on_token(access, extra_key_dir, now)
+    """RefusedDeletion naming the active keys (and their zones/instances) an erase would destroy,
+    on this token and on the other tokens of its device (a card's)."""
+    active = [use for use in key_files_on_device(access, extra_key_dir) if use.is_active(now)]
     keyuse.refuse_if_unreadable(access.state, extra_key_dir, "add --destroy-active-keys")
     if active:
         raise RefusedDeletion(
@@ -255,18 +280,21 @@ def erase_token(access: TokenAccess, extra_key_dir: Path | None, now: int,
     Refused while an active key file in any managed key dir points at the token, unless
     `destroy_active_keys`.
     """
-    if not destroy_active_keys:
-        refuse_erasing_active_keys(access, extra_key_dir, now)
-    token_pins = TokenPins(
-        user=_pin_for_init(access, pins.USER, access.pin_file),
-        so=_existing_so_pin(access),
-    )
-    access.profile.erase_token(access.label, token_pins)
-    return len(keyuse.key_files_on_token(access.state, access.label, extra_key_dir))
+    with locks.token_objects(access.state, access.label):
+        if not destroy_active_keys:
+            refuse_erasing_active_keys(access, extra_key_dir, now)
+        token_pins = TokenPins(
+            user=_pin_for_init(access, pins.USER, access.pin_file),
+            so=_existing_so_pin(access),
+        )
+        access.profile.erase_token(access.label, token_pins)
+        for label in traits_of(access.profile).device_tokens(access.label):  # a card: all of them
+            custody.forget_token(access.state, label)
+    return len(key_files_on_device(access, extra_key_dir))
 
 
 def _existing_so_pin(access: TokenAccess) -> str:
-    pin = pins.available_pin(access.state, access.label, pins.SO, access.so_pin_file)
+    pin = pins.available_pin(access.state, access.pin_label, pins.SO, access.so_pin_file)
     if pin is None:
         pin = pins.prompt_pin(f"SO PIN for token '{access.label}': ", pins.SO)
     return pin

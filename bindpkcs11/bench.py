@@ -77,7 +77,7 @@ def run_bench(access: TokenAccess, algorithm: Algorithm, sessions: list[int], se
     require_key_spec(access.profile, algorithm.spec)  # what the family cannot make: no device access
     with library.open_session(access.module_path, access.label) as session:
         keys.require_support(session, algorithm.spec)  # before any PIN is asked for or tried
-    pin = pins.pin_source(access.state, access.label, pins.USER, access.pin_file)()
+    pin = pins.pin_source(access.state, access.pin_label, pins.USER, access.pin_file)()
     fixed = traits_of(access.profile).fixed_key_object(access.label)
     if fixed is not None:
         return _bench_fixed_slot(access, algorithm, sessions, seconds, pin, fixed[1], progress)
@@ -111,10 +111,12 @@ def _bench_fixed_slot(access: TokenAccess, algorithm: Algorithm, sessions: list[
     generating one would replace the operator's: its own key is measured, and left alone."""
     with library.open_session(access.module_path, access.label, lambda: pin) as session:
         found = keys.find_objects(session, label, "private")
+        # read while the session is open: OpenSC 0.26 (Debian 13) invalidates the object with it
+        kind = keys.read_public_key(found[0]).kind if found else None
     if not found:
         raise UsageError(f"token '{access.label}' has no key yet and no room for a temporary one: "
                          "generate its key with 'bindpkcs11 keygen' first, then bench it")
-    if keys.read_public_key(found[0]).kind != algorithm.spec.kind:
+    if kind != algorithm.spec.kind:
         raise UsageError(f"the key on token '{access.label}' is not {algorithm.mnemonic}: "
                          "bench it with its own --algorithm")
     rates = []

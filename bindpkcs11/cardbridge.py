@@ -9,7 +9,10 @@ port is not reachable from the host's network.
 
 jcecard does not know SELECT DATA (INS A5), which OpenSC's OpenPGP driver sends before reading a
 key's attributes: it is answered 9000 here (the card has one key per slot, so there is nothing to
-select).
+select). Key import (`key import` into the card) needs two more: jcecard reads an imported RSA
+key's public exponent as 3 bytes while its own algorithm attributes announce 32 bits, as OpenSC
+sends it (the exponent is trimmed to 3 bytes before jcecard reads it), and it keeps no public key
+for an imported key, so OpenSC could not read it back (it is derived from the private key here).
 
 Run as `python -m bindpkcs11.cardbridge --storage DIR --port N`; exits when the reader goes away.
 """
@@ -84,9 +87,54 @@ def connect(port: int, deadline: float) -> socket.socket:
             time.sleep(0.1)
 
 
+def patch_key_import() -> None:
+    """Patch jcecard's RSA key loader (imports, and the imported key reloaded at each start) to
+    take e in the length its algorithm attributes give, zero-padded as OpenSC sends it, and its
+    key import to keep the public key (the 7F49 template a generated key has)."""
+    from jcecard.crypto_backend import CryptoBackend, KeyType
+    from jcecard.main import OpenPGPCard
+    from jcecard.tlv import TLVEncoder
+
+    original = CryptoBackend._load_raw_rsa_key
+    if getattr(original, "trims_exponent", False):
+        return
+
+    def load(self, key_type, raw_key: bytes, algorithm) -> bool:
+        e_bytes, half = (algorithm.param2 + 7) // 8, algorithm.param1 // 16
+        if e_bytes > 3 and len(raw_key) == e_bytes + 2 * half and not any(raw_key[:e_bytes - 3]):
+            raw_key = raw_key[e_bytes - 3:]
+        return original(self, key_type, raw_key, algorithm)
+
+    load.trims_exponent = True  # type: ignore[attr-defined]
+    CryptoBackend._load_raw_rsa_key = load
+    imported = OpenPGPCard._handle_key_import
+
+    def handle_key_import(self, data: bytes):
+        from cryptography.hazmat.primitives.serialization import load_der_private_key
+
+        reply = imported(self, data)
+        slots = {KeyType.SIGNATURE: self.card_state.key_sig,
+                 KeyType.DECRYPTION: self.card_state.key_dec,
+                 KeyType.AUTHENTICATION: self.card_state.key_aut}
+        for key_type, slot in slots.items():
+            der = self._crypto._der_keys.get(key_type)
+            if der is None or not slot.private_key_data or slot.public_key_data:
+                continue
+            numbers = load_der_private_key(der, None).public_key().public_numbers()
+            n = numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")
+            e = numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")
+            slot.public_key_data = TLVEncoder.encode(
+                0x7F49, TLVEncoder.encode(0x81, n) + TLVEncoder.encode(0x82, e))
+            self.save_state()
+        return reply
+
+    OpenPGPCard._handle_key_import = handle_key_import
+
+
 def serve(storage: Path, port: int) -> None:
     from jcecard.main import OpenPGPCard  # the test extra; imported late so --help works without it
 
+    patch_key_import()
     logging.getLogger().setLevel(logging.WARNING)
     card = OpenPGPCard(storage_path=storage)
     connection = connect(port, time.monotonic() + CONNECT_TIMEOUT)

@@ -52,8 +52,13 @@ for bundle in {drivers}/*.bundle; do
   if [ -d "$bundle" ]; then mount -t tmpfs -o mode=0755 tmpfs "$bundle"; fi
 done
 if [ -d /dev/bus/usb ]; then mount -t tmpfs -o mode=0755 tmpfs /dev/bus/usb; fi
-exec pcscd --foreground --config "$2"
+polkit=""
+if pcscd --help 2>&1 | grep -q -e --disable-polkit; then polkit=--disable-polkit; fi
+exec pcscd --foreground --config "$2" $polkit
 """
+# pcsc-lite 2.x (Debian 13) asks polkit whether each client may connect and, with no polkit
+# daemon to ask, rejects them all; this pcscd's socket sits in the state dir, reachable only by
+# the users the state dir admits, so the script turns polkit off where pcscd has the option.
 
 
 class SimulatorError(BindPkcs11Error):

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 from bindpkcs11 import __version__
 from bindpkcs11.commands import (backup, bench, bind, card, inline, key, keygen, ksk, monitor,
-                                 named, opencryptoki, signer, token, tpm2)
+                                 named, opencryptoki, rollover, signer, token, tpm2)
 from bindpkcs11.commands.common import Parser
 from bindpkcs11.errors import BindPkcs11Error, Terminated, os_error_message, raise_terminated
 from bindpkcs11.output import printable
@@ -26,7 +26,7 @@ EXIT_DATA = 65  # EX_DATAERR: input that is not text
 EXIT_IO = 74  # EX_IOERR: a file could not be read or written
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 COMMAND_FAMILIES = (token, keygen, bind, inline, named, monitor, ksk, signer, bench, tpm2, opencryptoki,
-                    card, key, backup)
+                    card, key, backup, rollover)
 
 
 

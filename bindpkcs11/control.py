@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import dns.exception
@@ -17,14 +17,17 @@ import dns.zone
 
 from bindpkcs11 import inline, instancekeys, locks, monitor, readiness
 from bindpkcs11.access import TokenAccess
-from bindpkcs11.bind import build, config, named, ports, privileges, rndc, signing
+from bindpkcs11.bind import config, named, ports, privileges, rndc, route, signing
 from bindpkcs11.bind.health import SigningHealth, signing_health
+from bindpkcs11.backup import custody
 from bindpkcs11.bind.instance import Instance, InstanceSettings
+from bindpkcs11.bind.programs import STOCK
 from bindpkcs11.dnssec.keyfile import key_pairs_in
 from bindpkcs11.dnssec.zonesource import read_zone_source
-from bindpkcs11.errors import BindPkcs11Error, KeyFileError, UsageError
+from bindpkcs11.errors import BindPkcs11Error, KeyFileError, PinIncorrect, UsageError
 from bindpkcs11.fileio import write_atomic
 from bindpkcs11.state import StateDir
+from bindpkcs11.token.uri import parse_uri
 
 
 RELOAD_TIMEOUT = 15.0
@@ -45,16 +48,23 @@ class InstanceStatus:
     signing: list[rndc.SigningKey]
     problem: str | None
     health: SigningHealth | None = None
+    custody: list[KeyCustody] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class KeyCustody:
+    """One active key of the instance and its known copies (backup/custody.py)."""
+
+    role: str
+    tag: int
+    copies: str
 
 
 def _loaded(state: StateDir, zone: dns.name.Name) -> tuple[Instance, InstanceSettings, Path]:
     instance = Instance.for_zone(state, zone)
     settings = instance.load_settings()
-    prefix = build.prefix_for(state, settings.bind_version)
-    if build.installed_manifest(prefix) is None:
-        raise UsageError(f"no patched BIND in {prefix}: run "
-                         f"'bindpkcs11 bind build --version {settings.bind_version}'")
-    return instance, settings, prefix
+    return instance, settings, route.installed(state, settings.bind, settings.bind_prefix,
+                                               settings.bind_version).prefix
 
 
 def _access(state: StateDir, instance: Instance, settings: InstanceSettings) -> TokenAccess:
@@ -81,8 +91,12 @@ def _start(state: StateDir, zone: dns.name.Name) -> int:
     access = _access(state, instance, settings)
     ksk, zsk = (_key(instance, zone, settings, role) for role in ("ksk", "zsk"))
     ready = inline.ready_check(zone, settings.listen, settings.port, ksk.tag, zsk.tag)
+    if settings.bind == STOCK:
+        _check_instance_pin(access, instance)
     # start_named waits until the signed zone has caught up (readiness.SignedAndSynced)
-    pid = inline.start_named(instance, prefix, access, privileges.run_as_user(), ready)
+    pid = inline.start_named(instance, route.installed(state, settings.bind, settings.bind_prefix,
+                                                       settings.bind_version), access,
+                             privileges.run_as_user(), ready)
     try:
         _load_and_sign(instance, settings, prefix, zone, _parsed(instance.zone_file(zone), zone))
     except BindPkcs11Error as error:
@@ -91,9 +105,20 @@ def _start(state: StateDir, zone: dns.name.Name) -> int:
     return pid
 
 
+def _check_instance_pin(access: TokenAccess, instance: Instance) -> None:
+    """One login with the instance's PIN file before a stock named starts: pkcs11-provider logs
+    no reason for a wrong PIN, and a wrong PIN then never reaches it."""
+    try:
+        inline.verified_pin(access)
+    except PinIncorrect as error:
+        raise PinIncorrect(f"{str(error).split(': check', 1)[0]}: the instance's PIN file "
+                           f"{instance.pin_file} holds a wrong PIN; run 'bindpkcs11 setup-inline' "
+                           "with the right --pin-file (named was not started)") from None
+
+
 def _key(instance: Instance, zone: dns.name.Name, settings: InstanceSettings, role: str):
-    pair = instancekeys.active_key(instance, zone, settings.algorithm, settings.token, role,
-                             on_token=role == "ksk" or settings.zsk_on == "token")
+    pair = instancekeys.active_key(instance, zone, settings.algorithm, settings.token_of(role),
+                                   role, on_token=role == "ksk" or settings.zsk_on == "token")
     if pair is None:
         raise KeyFileError(f"no active {role.upper()} for {zone} in {instance.key_dir}: "
                            "run 'bindpkcs11 setup-inline' again")
@@ -127,7 +152,22 @@ def status(state: StateDir, zone: dns.name.Name) -> InstanceStatus:
         reason = signing.failure_reason(errors)
         problem = f"named's last run could not sign: {reason}" if reason else None
     return InstanceStatus(settings.zone, pid is not None, pid, settings.listen, settings.port,
-                          serial, keys, problem, health)
+                          serial, keys, problem, health, _custody(state, instance, zone, settings))
+
+
+def _custody(state: StateDir, instance: Instance, zone: dns.name.Name,
+             settings: InstanceSettings) -> list[KeyCustody]:
+    """The instance's active KSK and ZSK with their custody lines, as `token show` words them."""
+    found = []
+    for role in ("ksk", "zsk"):
+        try:
+            pair = _key(instance, zone, settings, role)
+        except KeyFileError:
+            continue
+        token = parse_uri(pair.label_uri).token if pair.label_uri else None
+        found.append(KeyCustody(role, pair.tag, custody.describe(
+            state, int(pair.dnskey.algorithm), pair.dnskey.key, token)))
+    return found
 
 
 def reload(state: StateDir, zone: dns.name.Name) -> str:
@@ -150,8 +190,18 @@ def _reload(state: StateDir, zone: dns.name.Name) -> str:
     try:
         return _load_and_sign(instance, settings, prefix, zone, previous)
     except signing.SigningFailed as error:
-        raise signing.SigningFailed(f"{error}; the zone stays served as signed before, and named "
-                                    "retries by itself (at most every minute)") from None
+        raise signing.SigningFailed(f"{error}; the zone stays served as signed before, and "
+                                    f"{_recovery(settings, zone)}") from None
+
+
+def _recovery(settings: InstanceSettings, zone: dns.name.Name) -> str:
+    """What brings signing back after a token fault, per route: the patched named retries by
+    itself (the shim re-opens the module); a stock named (9.20.23 + pkcs11-provider 1.0) keeps
+    failing with `crypto failure` after the token is back until it is restarted (measured)."""
+    if settings.bind == STOCK:
+        return (f"once the token is back restart named ('bindpkcs11 named stop {zone}', then "
+                f"'named start {zone}'): a stock named does not recover from a lost token by itself")
+    return "named retries by itself (at most every minute)"
 
 
 def _load_and_sign(instance: Instance, settings: InstanceSettings, prefix: Path,

@@ -1,4 +1,7 @@
-"""`bindpkcs11 setup-inline ZONE`: token keys, rendered config, the patched named signing inline.
+"""`bindpkcs11 setup-inline ZONE`: token keys, rendered config, named signing inline.
+
+named is the patched BIND 9.18 or a stock BIND >= 9.20 with pkcs11-provider (bind/route.py);
+the rest of the job is the same for both.
 
 One idempotent operation: the second run with the same inputs finds the keys, renders identical
 files, sees named running and says nothing changed. Every failure before named serves the signed
@@ -17,13 +20,15 @@ import dns.exception
 import dns.name
 import dns.zone
 
-from bindpkcs11 import admin, instancekeys, locks, monitor, pins, readiness
+from bindpkcs11 import admin, instancekeys, locks, monitor, pins, readiness, zskplace
 from bindpkcs11.access import TokenAccess
-from bindpkcs11.bind import build, config, named, ports, privileges
+from bindpkcs11.bind import build, config, named, ports, privileges, route, stock
 from bindpkcs11.bind.instance import Instance, InstanceSettings, Secondary
+from bindpkcs11.bind.programs import STOCK, Route
 from bindpkcs11.dnssec.algorithms import Algorithm
 from bindpkcs11.dnssec.dnskey import ds_text, zone_label_text
 from bindpkcs11.dnssec.keyfile import KeyPairFiles
+from bindpkcs11.dnssec import zonetiming
 from bindpkcs11.dnssec.samplezone import sample_zone_text
 from bindpkcs11.dnssec.zonesource import read_zone_source
 from bindpkcs11.errors import BindPkcs11Error, TokenNotFound, ToolFailed, UsageError
@@ -33,7 +38,6 @@ from bindpkcs11.token import library
 from bindpkcs11.token.profiles import get_profile, require_key_spec, traits_of
 
 DEFAULT_TOKEN = "bindpkcs11"
-SLOW_SIGNING_SECONDS = 60
 PORTS_WAIT = 1800.0  # another zone's setup-inline may be building BIND or generating keys
 Progress = Callable[[str], None]
 
@@ -53,6 +57,8 @@ class SetupRequest:
     secondaries: tuple[Secondary, ...] = ()
     test_timings: bool = False
     zsk_on: str | None = None  # "token" or "software"; None: the instance's choice, else by rate
+    zsk_token: str | None = None  # the ZSK's own token (same profile); None: the instance's, or `token`
+    bind: str | None = None  # "stock" or "patched"; None: the instance's route, else route.default_name
     bind_version: str = build.DEFAULT_SERIES  # which patched BIND (`bind build --version`)
 
 
@@ -80,6 +86,8 @@ class SetupResult:
     seconds: float
     created_token: bool
     generated_keys: bool
+    bind: str = "patched"
+    bind_version: str = ""
 
 
 def setup_inline(state: StateDir, request: SetupRequest, progress: Progress) -> SetupResult:
@@ -112,48 +120,119 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
                         current)
     zone_text = _zone_source_text(request)
     existing = instancekeys.existing_keys(instance, request.zone)
-    prefix = build.build(state, progress=progress, series=request.bind_version).prefix
-    instancekeys.check_keys_load(prefix, existing)
+    bind = _route(state, instance, request, progress)
+    prefix = bind.prefix
+    instancekeys.check_keys_load(prefix, existing, _keys_env(instance, bind, request, state))
     _check_zone_text(prefix, request.zone, zone_text, request.zone_file)
-    max_ttl, rrsets = _zone_stats(request.zone, zone_text, request.zone_file)
-    zsk_on = _zsk_place(state, instance, request, rrsets, progress)
+    max_ttl, rrsets, expire = _zone_stats(request.zone, zone_text, request.zone_file)
+    if not request.test_timings:  # 30-minute signatures are for loopback demos only
+        zonetiming.require_expire_within_refresh(
+            expire, max_ttl, config.NORMAL_TIMINGS["sig_validity_days"] * 86400,
+            config.NORMAL_TIMINGS["sig_refresh_days"] * 86400,
+            f"zone file {request.zone_file}" if request.zone_file else "the sample zone",
+            "sig-validity-interval {sig_validity_days} {sig_refresh_days} in zone.conf".format(
+                **config.NORMAL_TIMINGS))
+    request = zskplace.with_zsk_token(state, instance, request)
+    zsk_on = zskplace.place(state, instance, request, rrsets, progress)
     settings = InstanceSettings(
         zone=request.zone.to_text(), token=request.token, profile=request.profile,
         algorithm=request.algorithm.number, bits=request.algorithm.spec.bits or None,
         listen=request.listen, port=request.port, rndc_port=request.rndc_port,
         secondaries=list(request.secondaries), test_timings=request.test_timings,
         zone_source=str(request.zone_file.resolve()) if request.zone_file else None,
-        zsk_on=zsk_on, bind_version=request.bind_version,
+        zsk_on=zsk_on, zsk_token=request.zsk_token, bind=bind.name,
+        bind_prefix=str(bind.prefix) if bind.name == STOCK else None,
+        bind_version=request.bind_version,
     )
-    _check_rendered(prefix, instance, settings, max_ttl)
+    module = Path(get_profile(request.profile, state, request.module).module_path)
+    _check_rendered(bind, instance, settings, max_ttl, module)
+    zsk_access = zskplace.zsk_access(state, request) if request.zsk_token else None
     access, created_token = _token_access(state, request, progress)
-    pin = _verified_pin(access)
+    pin = verified_pin(access)
+    if zsk_access is not None:
+        zskplace.verify_same_pin(zsk_access, pin, request.token)
     ensure_private_dir(instance.root)
     for sub in (instance.key_dir, instance.zone_dir):
         sub.mkdir(parents=True, exist_ok=True)
     ksk, zsk, generated = instancekeys.zone_keys(instance, request.zone, request.algorithm, zsk_on,
-                                                 access, existing, progress)
+                                                 access, existing, progress,
+                                                 "9.20" if bind.name == STOCK else "9.18",
+                                                 zsk_access)
     try:
+        cds_added = instancekeys.publish_cds(ksk)
         zone_file = instance.zone_file(request.zone)
-        files = config.render(instance, settings, zone_file, max_ttl)
+        files = config.render(instance, settings, zone_file, max_ttl,
+                              _provider(bind, Path(access.module_path), instance), bind.version)
         files[zone_file] = zone_text
         files[instance.pin_file] = pin + "\n"
         changed = config.changed_files(files)
         ready = ready_check(request.zone, request.listen, request.port, ksk.tag, zsk.tag)
-        if not changed and running is not None and ready():
+        if not changed and not cds_added and running is not None and ready():
             progress("nothing changed: keys, configuration and named are as requested")
             pid = running
         else:
             named_access = TokenAccess(state, access.profile, request.token, instance.pin_file)
             timeout = start_timeout(access.profile, rrsets, zsk_on)
-            pid = _apply(instance, prefix, named_access, changed, running, current, user, ready,
+            pid = _apply(instance, bind, named_access, changed, running, current, user, ready,
                          progress, timeout)
     except BaseException:
         instancekeys.set_aside(instance, generated)
         raise
     instance.save_settings(settings)
     return _result(request, instance, ksk, zsk, pid, bool(changed) or running is None,
-                   time.monotonic() - started, created_token, bool(generated))
+                   time.monotonic() - started, created_token, bool(generated), bind)
+
+
+class RouteSwitch(UsageError):
+    """An instance keeps the BIND route it was set up with."""
+
+
+def _route(state: StateDir, instance: Instance, request: SetupRequest, progress: Progress) -> Route:
+    """The BIND to run: an existing stock instance keeps the BIND it was set up with."""
+    name = _route_name(state, instance, request)
+    if name == STOCK and instance.exists():
+        settings = instance.load_settings()
+        if settings.bind_prefix:
+            return route.installed(state, name, settings.bind_prefix)
+    if name == STOCK and request.bind_version != build.DEFAULT_SERIES:
+        raise UsageError(f"--bind-version {request.bind_version} is for the patched BIND; the stock "
+                         "route runs the BIND it finds (bindpkcs11 bind status)")
+    return route.prepare(state, name, progress, request.bind_version)
+
+
+def _route_name(state: StateDir, instance: Instance, request: SetupRequest) -> str:
+    """--bind; else the instance's route; else stock when a usable one is found, else patched.
+
+    An existing instance does not switch: its key files are in its BIND's format (9.20 refuses
+    9.18's `Engine:` line) and its keys' state lives in that BIND's files."""
+    current = instance.load_settings().bind if instance.exists() else None
+    if request.bind is None:
+        return current or route.default_name(state)
+    wanted = route.check_name(request.bind)
+    if current is not None and wanted != current:
+        raise RouteSwitch(f"the instance of {request.zone} runs the {current} BIND; it cannot "
+                          f"switch to --bind {wanted}: set the zone up under another state "
+                          f"directory, or keep --bind {current}")
+    return wanted
+
+
+def _provider(bind: Route, module: Path, instance: Instance) -> stock.ProviderConfig | None:
+    """The stock route's pkcs11-provider config: the route's provider, the token's module, and
+    the instance's 0600 PIN file."""
+    if bind.name != STOCK or bind.provider is None:
+        return None
+    return stock.ProviderConfig(bind.provider, module, instance.pin_file)
+
+
+def _keys_env(instance: Instance, bind: Route, request: SetupRequest,
+              state: StateDir) -> dict[str, str] | None:
+    """The environment in which BIND reads the instance's existing key files: on the stock route
+    token keys are opened through the provider, with the instance's own (previous) config."""
+    if bind.name != STOCK or not instance.openssl_conf.exists():
+        return None
+    profile = get_profile(request.profile, state, request.module)
+    return stock.program_env(bind, Path(profile.module_path), instance.openssl_conf,
+                             profile.module_env())
 
 
 def _zone_source_text(request: SetupRequest) -> str:
@@ -173,55 +252,32 @@ def _check_zone_text(prefix: Path, zone: dns.name.Name, text: str, shown_as: Pat
                           shown_as=shown_as or "the sample zone")
 
 
-def _check_rendered(prefix: Path, instance: Instance, settings: InstanceSettings,
-                    max_ttl: int) -> None:
+def _check_rendered(bind: Route, instance: Instance, settings: InstanceSettings,
+                    max_ttl: int, module: Path) -> None:
     """Render the configuration into a scratch copy of the instance and named-checkconf it, so a
-    value named refuses fails before the token is touched or a key generated."""
+    value named refuses fails before the token is touched or a key generated. The provider's
+    config names the real instance's PIN file: a path OpenSSL would misread fails here too."""
     with tempfile.TemporaryDirectory(prefix="bindpkcs11-check-") as scratch:
         trial = Instance(Path(scratch) / instance.root.name)
         trial.root.mkdir()
         files = config.render(trial, settings, trial.zone_file(dns.name.from_text(settings.zone)),
-                              max_ttl)
+                              max_ttl, _provider(bind, module, instance), bind.version)
         for path, text in files.items():
             path.write_text(text)
-        config.check_config(prefix, trial.named_conf)
+        config.check_config(bind.prefix, trial.named_conf)
 
 
-def _zone_stats(zone: dns.name.Name, text: str, shown_as: Path | None) -> tuple[int, int]:
-    """The zone's largest TTL (for max-zone-ttl) and its number of RRsets (what signing costs)."""
+def _zone_stats(zone: dns.name.Name, text: str,
+                shown_as: Path | None) -> tuple[int, int, int]:
+    """The zone's largest TTL (for max-zone-ttl), its number of RRsets (what signing costs) and
+    its SOA EXPIRE (zonetiming's rule)."""
     try:
         parsed = dns.zone.from_text(text, origin=zone, relativize=False, check_origin=False)
     except dns.exception.DNSException as error:
         raise UsageError(f"zone file {shown_as or 'the sample zone'} does not parse as {zone}: "
                          f"{error}") from None
     ttls = [rdataset.ttl for _, rdataset in parsed.iterate_rdatasets()]
-    return max(ttls, default=300), len(ttls)
-
-
-def _zsk_place(state: StateDir, instance: Instance, request: SetupRequest, rrsets: int,
-               progress: Progress) -> str:
-    """Where the ZSK lives: as asked; else as the instance already has it; else on the token
-    unless the device signs too slowly for this zone (a full signing pass would take longer
-    than SLOW_SIGNING_SECONDS at the profile's rate), when a software ZSK seeded by the token's
-    randomness keeps re-signing fast while the KSK stays in hardware. A device with one key per
-    token (an OpenPGP card) holds the KSK only: its ZSK is always in software."""
-    traits = traits_of(get_profile(request.profile, state, request.module))
-    if traits.fixed_key_object(request.token) is not None:
-        if request.zsk_on == "token":
-            raise UsageError(f"token '{request.token}' holds one key (the KSK): a '{request.profile}' "
-                             "card has no room for a ZSK; use --zsk-on software")
-        return "software"
-    if request.zsk_on is not None:
-        return request.zsk_on
-    if instance.exists():
-        return instance.load_settings().zsk_on
-    rate = traits.signatures_per_second
-    if rate and rrsets / rate > SLOW_SIGNING_SECONDS:
-        progress(f"a '{request.profile}' token signs about {rate} signatures/s: signing {rrsets} "
-                 f"RRsets would take {rrsets / rate:.0f} s, so the ZSK is made in software (seeded "
-                 "from the token) and the KSK stays on the token; --zsk-on token overrides")
-        return "software"
-    return "token"
+    return max(ttls, default=300), len(ttls), parsed.get_soa().expire
 
 
 def _token_access(state: StateDir, request: SetupRequest, progress: Progress) -> tuple[TokenAccess, bool]:
@@ -246,9 +302,11 @@ def _token_access(state: StateDir, request: SetupRequest, progress: Progress) ->
     return access, True
 
 
-def _verified_pin(access: TokenAccess) -> str:
-    """Resolve the PIN once and prove it with one login, before anything is changed."""
-    pin = pins.pin_source(access.state, access.label, pins.USER, access.pin_file)()
+def verified_pin(access: TokenAccess) -> str:
+    """Resolve the PIN once and prove it with one login, before anything is changed. Also used
+    before a stock named starts: pkcs11-provider logs no reason for a wrong PIN (named only says
+    `receive_secure_serial: not found`), so the PIN file is proven first, once."""
+    pin = pins.pin_source(access.state, access.pin_label, pins.USER, access.pin_file)()
     with library.open_session(access.module_path, access.label, lambda: pin,
                               locked_hint=traits_of(access.profile).pin_locked_hint):
         pass
@@ -272,7 +330,7 @@ def start_timeout(profile: object, rrsets: int, zsk_on: str) -> float:
     return max(named.START_TIMEOUT, 2 * (2 * rrsets / rate) + 10)
 
 
-def _apply(instance: Instance, prefix: Path, access: TokenAccess, changed: dict[Path, str],
+def _apply(instance: Instance, bind: Route, access: TokenAccess, changed: dict[Path, str],
            running: int | None, current: InstanceSettings | None, user: str | None,
            ready: Callable[[], bool], progress: Progress,
            timeout: float = named.START_TIMEOUT) -> int:
@@ -281,23 +339,24 @@ def _apply(instance: Instance, prefix: Path, access: TokenAccess, changed: dict[
     a failed re-run must not take the zone offline."""
     swap = config.ConfigSwap()
     try:
-        swap.write(changed, secret_files={instance.rndc_key, instance.pin_file})
-        config.check_config(prefix, instance.named_conf)
+        swap.write(changed, secret_files={instance.rndc_key, instance.pin_file,
+                                          instance.openssl_conf})
+        config.check_config(bind.prefix, instance.named_conf)
         if running is not None:
             progress(f"stopping named (pid {running}) to load the new configuration ...")
             named.stop(instance)
         progress(f"starting named and waiting for the signed zone (up to {timeout:.0f} s) ...")
-        pid = start_named(instance, prefix, access, user, ready, timeout)
+        pid = start_named(instance, bind, access, user, ready, timeout)
     except BaseException as failure:
         swap.rollback()
         if running is not None and current is not None and named.running_pid(instance) is None:
-            _restart_previous(instance, prefix, access, current, user, progress, failure)
+            _restart_previous(instance, bind, access, current, user, progress, failure)
         raise
     swap.commit()
     return pid
 
 
-def _restart_previous(instance: Instance, prefix: Path, access: TokenAccess,
+def _restart_previous(instance: Instance, bind: Route, access: TokenAccess,
                       previous: InstanceSettings, user: str | None, progress: Progress,
                       failure: BaseException) -> None:
     """Start the restored configuration again; if even that fails, say so in the error."""
@@ -312,19 +371,22 @@ def _restart_previous(instance: Instance, prefix: Path, access: TokenAccess,
     previous_access = TokenAccess.build(access.state, previous.profile, previous.token,
                                         pin_file=instance.pin_file)  # the restored PIN file
     try:
-        start_named(instance, prefix, previous_access, user, serving)
+        start_named(instance, bind, previous_access, user, serving)
     except BindPkcs11Error as error:
         raise ToolFailed(f"{failure}; restarting the previous configuration failed too: "
                          f"{error}") from None
 
 
-def start_named(instance: Instance, prefix: Path, access: TokenAccess, user: str | None,
+def start_named(instance: Instance, bind: Route, access: TokenAccess, user: str | None,
                 ready: Callable[[], bool], timeout: float = named.START_TIMEOUT) -> int:
-    """Give named's user its files, then start named with the token's environment and wait."""
+    """Give named's user its files, then start named with the token's environment and wait.
+    A stock named also gets pkcs11-provider's config and the token module preloaded."""
     hand_over(instance, access, user)
-    env = named.named_env(prefix, access.profile.module_env(), instance.pin_file)
-    return named.start(instance, prefix, env, user, readiness.with_signing(instance, prefix, ready),
-                       timeout)
+    env = named.named_env(bind.prefix, access.profile.module_env(), instance.pin_file)
+    if bind.name == STOCK:
+        env |= stock.extra_env(bind, Path(access.module_path), instance.openssl_conf)
+    return named.start(instance, bind.prefix, env, user,
+                       readiness.with_signing(instance, bind.prefix, ready), timeout)
 
 
 def hand_over(instance: Instance, access: TokenAccess, user: str | None) -> None:
@@ -338,7 +400,7 @@ def hand_over(instance: Instance, access: TokenAccess, user: str | None) -> None
 
 def _result(request: SetupRequest, instance: Instance, ksk: KeyPairFiles, zsk: KeyPairFiles,
             pid: int, changed: bool, seconds: float, created_token: bool,
-            generated: bool) -> SetupResult:
+            generated: bool, bind: Route) -> SetupResult:
     serial = monitor.check_zone(request.zone, request.listen, request.port).serial
     keys = [KeySummary(p.role, p.tag, int(p.dnskey.algorithm), p.label_uri or "", str(p.key_path))
             for p in (ksk, zsk)]
@@ -348,6 +410,6 @@ def _result(request: SetupRequest, instance: Instance, ksk: KeyPairFiles, zsk: K
         keys=keys, ds=ds_text(request.zone, ksk.dnskey),
         dig=f"dig +dnssec @{request.listen} -p {request.port} {zone} SOA",
         instance_dir=str(instance.root), seconds=seconds, created_token=created_token,
-        generated_keys=generated,
+        generated_keys=generated, bind=bind.name, bind_version=bind.version,
     )
 

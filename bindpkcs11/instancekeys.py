@@ -18,11 +18,12 @@ import dns.name
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.backup import custody
 from bindpkcs11.bind.instance import Instance
-from bindpkcs11.dnssec import keygen, software
+from bindpkcs11.dnssec import keygen, keytiming, software
 from bindpkcs11.dnssec.algorithms import Algorithm
 from bindpkcs11.dnssec.keyfile import KeyPairFiles, Timing, key_pairs_in, read_key_pair
 from bindpkcs11.errors import KeyFileError
-from bindpkcs11.run import child_env, tail
+from bindpkcs11.bind.programs import tool_env
+from bindpkcs11.run import tail
 from bindpkcs11.token.uri import parse_uri
 
 Progress = Callable[[str], None]
@@ -51,10 +52,11 @@ def existing_keys(instance: Instance, zone: dns.name.Name) -> list[KeyPairFiles]
     return pairs
 
 
-def check_keys_load(prefix: Path, pairs: list[KeyPairFiles]) -> None:
+def check_keys_load(prefix: Path, pairs: list[KeyPairFiles], env: dict[str, str] | None = None) -> None:
     """BIND's own parser reads every key pair (`dnssec-settime -p all`, which signs nothing): a
-    file bindpkcs11 can read but named cannot would otherwise surface as a signing outage."""
-    env = child_env() | {"LD_LIBRARY_PATH": str(prefix / "lib")}
+    file bindpkcs11 can read but named cannot would otherwise surface as a signing outage.
+    `env`: the program environment when BIND reaches token keys through pkcs11-provider."""
+    env = env or tool_env(prefix)
     for pair in pairs:
         stem = str(pair.key_path)[:-len(".key")]
         result = subprocess.run([str(prefix / "bin" / "dnssec-settime"), "-p", "all", stem],
@@ -67,11 +69,15 @@ def check_keys_load(prefix: Path, pairs: list[KeyPairFiles]) -> None:
 
 def zone_keys(instance: Instance, zone: dns.name.Name, algorithm: Algorithm, zsk_on: str,
               access: TokenAccess, existing: list[KeyPairFiles],
-              progress: Progress) -> tuple[KeyPairFiles, KeyPairFiles, list[KeyPairFiles]]:
-    """The zone's active KSK (on the token) and ZSK (on the token or in software) in the instance
-    key dir, generated when missing; returns them and the pairs this run generated."""
+              progress: Progress, key_format: str = "9.18",
+              zsk_access: TokenAccess | None = None,
+              ) -> tuple[KeyPairFiles, KeyPairFiles, list[KeyPairFiles]]:
+    """The zone's active KSK (on the token) and ZSK (on the token, on its own `zsk_access` token
+    when given, or in software) in the instance key dir, generated when missing (token keys in
+    `key_format`, keyfile.KEY_FORMATS); returns them and the pairs this run generated."""
     on_token = {"ksk": True, "zsk": zsk_on == "token"}
-    found = {role: _active(existing, algorithm.number, access.label, role, on_token[role])
+    accesses = {"ksk": access, "zsk": zsk_access or access}
+    found = {role: _active(existing, algorithm.number, accesses[role].label, role, on_token[role])
              for role in ("ksk", "zsk")}
     generated = []
     for role in ("ksk", "zsk"):
@@ -79,15 +85,18 @@ def zone_keys(instance: Instance, zone: dns.name.Name, algorithm: Algorithm, zsk
             now = int(time.time())
             keygen_request = keygen.KeygenRequest(
                 zone=zone, role=role, algorithm=algorithm, key_dir=instance.key_dir,
-                timing=Timing(created=now, publish=now, activate=now), software=not on_token[role])
-            key = _generate(keygen_request, access, progress)
+                timing=Timing(created=now, publish=now, activate=now), software=not on_token[role],
+                key_format=key_format)
+            key = generate(keygen_request, accesses[role], progress)
             found[role] = read_key_pair(key.key_file)
             generated.append(found[role])
     return found["ksk"], found["zsk"], generated
 
 
-def _generate(request: keygen.KeygenRequest, access: TokenAccess,
-              progress: Progress) -> keygen.GeneratedKey:
+def generate(request: keygen.KeygenRequest, access: TokenAccess,
+             progress: Progress) -> keygen.GeneratedKey:
+    """One key for the instance: on the token (custody recorded), or in software seeded by the
+    token's randomness where the algorithm takes it (setup-inline and rollover both use this)."""
     what = f"the {request.role.upper()} ({request.algorithm.mnemonic})"
     if not request.software:
         progress(f"generating {what} on token '{access.label}' ...")
@@ -99,6 +108,16 @@ def _generate(request: keygen.KeygenRequest, access: TokenAccess,
         return keygen.generate_software_with_token_rng(request, access)
     progress(f"generating {what} in software (RSA key generation takes no token randomness) ...")
     return keygen.generate_software(request)
+
+
+def publish_cds(ksk: KeyPairFiles) -> bool:
+    """Give the active KSK a SyncPublish time (now) unless it has one, so named publishes CDS
+    and CDNSKEY for it (RFC 7344/8078: parents that scan for them pick up the DS). True when the
+    key file changed (named must load the keys again)."""
+    if keytiming.private_time(ksk, "sync_publish") is not None:
+        return False
+    keytiming.set_times(ksk, sync_publish=int(time.time()))
+    return True
 
 
 def set_aside(instance: Instance, generated: list[KeyPairFiles]) -> None:

@@ -18,6 +18,7 @@ from typing import Iterator
 
 from bindpkcs11.errors import BindPkcs11Error
 from bindpkcs11.fileio import ensure_private_dir
+from bindpkcs11.pins import label_file_stem
 from bindpkcs11.state import StateDir
 
 DEFAULT_WAIT = 10.0
@@ -67,3 +68,20 @@ def _holder(fd: int) -> str:
     except (OSError, UnicodeDecodeError):
         return "(unknown pid)"
     return text if text.isdigit() else "(unknown pid)"
+
+
+# Key generation on a smart card takes up to minutes: a second keygen for the same token waits.
+KEY_CREATION_WAIT = 900.0
+
+
+def token_objects(state: StateDir, token_label: str,
+                  wait: float = DEFAULT_WAIT) -> contextlib.AbstractContextManager[None]:
+    """Held while keys are made on one token and their key files written, and while `token
+    delete` / `token erase` check which keys are in use and destroy.
+
+    Without it the guard races key creation: an erase could check "no active key file uses this
+    token", a keygen then create a key and its key file, and the erase wipe that new key, leaving
+    a key file (perhaps an instance's only KSK) that points at nothing.
+    """
+    return held(lock_path(state, f"token-objects-{label_file_stem(token_label)}"),
+                f"the keys of token '{token_label}'", wait)

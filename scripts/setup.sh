@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install, idempotently, everything bindpkcs11 needs on Debian 12 or 13: the Debian packages, then the
 # package with its test extras into ./.venv. Safe to run again: it only installs what is missing.
+# Every name below exists in both bookworm and trixie (checked with apt-cache policy; docs/devices.md).
+# A name that differs between releases is written "A|B": the first one apt knows is installed.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -10,12 +12,12 @@ packages=(
   bind9-utils bind9-dnsutils bind9        # stock dnssec-* tools, dig, and a stock named (secondary)
   build-essential pkg-config python3-dev python3-venv
   libuv1-dev libssl-dev xz-utils          # building the patched BIND 9.18
+  libengine-pkcs11-openssl                # libp11's engine: tests' reference 9.18 engine build (same name on 13)
   liburcu-dev libcap-dev                  # building the patched BIND 9.20 (`bind build --version 9.20`)
   # the tpm2 profile: tpm2-pkcs11 and its store tool, swtpm + tpm2-abrmd on a private dbus for
   # `bindpkcs11 tpm2 simulator`, tpm2-tools for the tests' look at the TPM's lockout counter.
-  # A|B: the name differs between Debian 12 and 13 (the 64-bit time_t renames); the first known wins.
   libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-tools tpm2-abrmd swtpm swtpm-tools dbus
-  "libtss2-tcti-tabrmd0|libtss2-tcti-tabrmd0t64"
+  libtss2-tcti-tabrmd0
   # the opencryptoki profile: libopencryptoki, pkcsslotd, pkcsconf (the sandbox uses util-linux's
   # unshare and mount, always present). The package's own pkcsslotd service is left as it is.
   opencryptoki

@@ -35,3 +35,21 @@ def tool_env(cli, prefix: Path, pin_file: Path | None = None) -> dict:
         "PKCS11_LIBRARY_PIN_FILE": str(pin_file or cli.state_dir / "pins" / "bindpkcs11.pin"),
     })
     return env
+
+
+STOCK_DIR = REPO / ".cache" / "bind-stock"
+STOCK_STATE = REPO / ".cache" / "bind-stock-state"
+
+
+def ensure_stock_bind() -> Path:
+    """BIND 9.20 + pkcs11-provider from bookworm-backports, unpacked once per machine into
+    .cache/bind-stock (nothing installed); returns the directory for $BINDPKCS11_STOCK_DIR."""
+    env = clean_env() | {"BINDPKCS11_STOCK_DIR": str(STOCK_DIR)}
+    result = subprocess.run(
+        [sys.executable, "-m", "bindpkcs11", "--state-dir", str(STOCK_STATE), "bind",
+         "extract-backports", "--json"],
+        capture_output=True, text=True, env=env, timeout=BUILD_TIMEOUT, cwd=REPO,
+    )
+    sys.stderr.write(result.stderr)
+    assert result.returncode == 0, result.stderr
+    return STOCK_DIR

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Cli, clean_env
-from namedproc import free_port
+from namedproc import alive, free_port, kill_instance_nameds
 
 CARD_TOKEN = "OpenPGP card (User PIN)"
 CARD_KEY = "Authentication key"
@@ -59,22 +59,11 @@ def tries_left(cli: Cli) -> dict[str, int]:
     return dict(zip(names, tries))
 
 
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
 
 def stop_everything(cli: Cli) -> None:
     """named first (it holds a card session), then the simulator through the CLI; whatever is
     still alive after that is killed, so a failed test never leaves a daemon behind."""
-    for pid_file in (cli.state_dir / "instances").glob("*/named.pid"):
-        try:
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
+    kill_instance_nameds(cli.state_dir)
     left = record(cli)
     cli("card", "simulator", "stop", check=False, timeout=60)
     for key in ("bridge_pid", "pcscd_pid"):

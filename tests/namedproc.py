@@ -142,3 +142,47 @@ class NamedProcess:
                 return
         raise AssertionError(f"named did not answer {self.zone} SOA on port {self.port} within "
                              f"{self.start_timeout:g} s:\n{self.log_tail()}")
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return status != "Z"
+
+
+def instance_nameds(state_dir: Path, zone: str | None = None) -> list[int]:
+    """Every named process whose command line names a named.conf of this state dir's instances
+    (of `zone` only, when given). Found through /proc, not named.pid: a named that died before
+    writing it, or one a failed run left behind, is found too. named-checkconf names the same
+    file and is not named itself, so the program name must be `named`."""
+    instances = state_dir / "instances"
+    wanted = str(instances / zone / "named.conf") if zone else str(instances) + "/"
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[0].endswith(b"/named") and any(wanted.encode() in arg for arg in argv[1:]):
+            pids.append(int(proc.name))
+    return pids
+
+
+def kill_instance_nameds(state_dir: Path) -> None:
+    """A test's teardown: SIGKILL every named of the state dir's instances, and wait until gone."""
+    import os
+    import signal
+    pids = instance_nameds(state_dir)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)

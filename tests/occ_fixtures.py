@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Cli, clean_env
-from namedproc import free_port
+from namedproc import alive, free_port, kill_instance_nameds
 
 OCC_TOKEN = "dnssec"
 MODULE = "/usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so"
@@ -50,21 +50,10 @@ def sandbox_pid(cli: Cli) -> int | None:
     return None
 
 
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
 
 def stop_everything(cli: Cli) -> None:
     """named first, then the sandbox through the CLI; a pkcsslotd still alive is killed."""
-    for pid_file in (cli.state_dir / "instances").glob("*/named.pid"):
-        try:
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
+    kill_instance_nameds(cli.state_dir)
     pids = (sandbox_pid(cli), holder_pid(cli))
     cli("opencryptoki", "sandbox", "stop", check=False, timeout=60)
     for pid in pids:

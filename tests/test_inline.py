@@ -7,7 +7,6 @@ import os
 import shutil
 import tempfile
 import pwd
-import signal
 import socket
 import stat
 import time
@@ -22,7 +21,7 @@ import dns.rdatatype
 import pytest
 
 from conftest import Cli, clean_env, one_line_error
-from namedproc import NamedProcess, free_port
+from namedproc import NamedProcess, free_port, kill_instance_nameds
 
 ZONE = "example.test"
 DEADLINE = 30.0
@@ -40,11 +39,7 @@ def inline_cli(tmp_path: Path, patched_bind: Path):
     cli = Cli(base / "state", clean_env() | {"BINDPKCS11_BIND_DIR": str(patched_bind)})
     cli.ports = (free_port(), free_port())
     yield cli
-    for pid_file in (cli.state_dir / "instances").glob("*/named.pid"):
-        try:
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
+    kill_instance_nameds(cli.state_dir)
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -179,6 +174,9 @@ def test_added_record_is_served_signed_with_a_higher_serial_and_rndc_works(inlin
     assert "server is up and running" in inline_cli("rndc", "--", "status").stdout
     status = inline_cli.json("named", "status", ZONE)
     assert status["running"] and status["serial"] > serial_before
+    custody = {key["role"]: key["copies"] for key in status["custody"]}  # issue 10: custody shown
+    assert set(custody) == {"ksk", "zsk"} and "1 copy (token " in custody["ksk"]
+    assert f"custody   KSK" in inline_cli("named", "status", ZONE).stdout
 
 
 def test_stock_named_secondary_receives_and_serves_the_same_rrsigs(inline_cli, tmp_path):

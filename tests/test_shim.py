@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import queue
+import re
 import shutil
 import subprocess
 import sys
@@ -269,14 +270,13 @@ def test_signs_with_one_session_copy_of_the_key(token, tmp_path):
     env = token.env(PKCS11_LIBRARY_PATH=SPY, PKCS11SPY=SOFTHSM, PKCS11SPY_OUTPUT=str(spy_log))
     out = run_helper(["threads", token.uri("ec256"), "4", "100"], env)
     assert out["errors"] == []
-    calls = spy_log.read_text().split("\n\n")
-    copies = [c for c in calls if ": C_CopyObject" in c and "CKR_OK" in c]
-    assert len(copies) == 1 and "CKA_TOKEN             False" in copies[0]
-    copy = copies[0].split("*phNewObject = ")[1].split()[0]
-    sign_inits = [c for c in calls if ": C_SignInit" in c]
-    assert len(sign_inits) == 400
-    assert {c.split("hKey = ")[1].split()[0] for c in sign_inits} == {copy}
-    assert sum(": C_GetAttributeValue" in c for c in calls) < 20
+    log = spy_log.read_text()  # threads' entries may interleave: count calls, not blocks
+    copies = re.findall(r": C_CopyObject\n.*?\[out\] \*phNewObject = (\S+)\nReturned:  0 CKR_OK", log,
+                        re.S)
+    assert len(copies) == 1 and log.count("CKA_TOKEN             False") == 1
+    assert log.count(": C_SignInit\n") == 400
+    assert set(re.findall(r"\[in\] hKey = (\S+)", log)) == {copies[0]}
+    assert log.count(": C_GetAttributeValue\n") < 20
 
 
 def test_one_login_serves_every_thread(token, login_counter):

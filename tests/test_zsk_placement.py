@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dns.name
 
-from bindpkcs11 import inline
+from bindpkcs11 import inline, zskplace
 from bindpkcs11.bind.instance import Instance
 from bindpkcs11.dnssec import algorithms
 from bindpkcs11.state import StateDir
@@ -17,7 +17,7 @@ def place(tmp_path, profile: str, rrsets: int, zsk_on: str | None = None) -> tup
     request = inline.SetupRequest(zone=zone, algorithm=algorithms.lookup(13), profile=profile,
                                   zsk_on=zsk_on)
     notes: list[str] = []
-    return inline._zsk_place(state, Instance.for_zone(state, zone), request, rrsets, notes.append), notes
+    return zskplace.place(state, Instance.for_zone(state, zone), request, rrsets, notes.append), notes
 
 
 def test_a_fast_token_keeps_the_zsk(tmp_path):
@@ -45,3 +45,4 @@ def test_named_gets_time_for_a_signing_pass_on_a_slow_token(tmp_path):
     assert inline.start_timeout(tpm, 100, "token") == named.START_TIMEOUT
     assert inline.start_timeout(tpm, 10_000, "token") > 2 * 10_000 * 2 / 400
     assert inline.start_timeout(tpm, 10_000, "software") == named.START_TIMEOUT
+

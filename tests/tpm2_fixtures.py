@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Cli, clean_env
-from namedproc import free_port
+from namedproc import alive, free_port, kill_instance_nameds
 
 TPM_TOKEN = "dnssec"
 PROCESSES = ("swtpm_pid", "dbus_pid", "abrmd_pid")
@@ -45,22 +45,11 @@ def record(cli: Cli) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
 
 def stop_everything(cli: Cli) -> None:
     """named first (it holds a TPM session), then the simulator through the CLI; whatever is
     still alive after that is killed, so a failed test never leaves a daemon behind."""
-    for pid_file in (cli.state_dir / "instances").glob("*/named.pid"):
-        try:
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
+    kill_instance_nameds(cli.state_dir)
     left = record(cli)
     cli("tpm2", "simulator", "stop", check=False, timeout=60)
     for key in PROCESSES:

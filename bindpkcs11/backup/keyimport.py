@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from bindpkcs11 import keydirs
+from bindpkcs11 import keydirs, pins
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.backup import custody
 from bindpkcs11.backup.proof import prove
@@ -24,9 +24,9 @@ from bindpkcs11.dnssec.algorithms import by_number
 from bindpkcs11.dnssec.ceremony import parse_key_bytes
 from bindpkcs11.dnssec.dnskey import zone_label_text
 from bindpkcs11.dnssec.keyfile import KeyPairFiles, check_writable, token_private_fields, write_key_pair
-from bindpkcs11.errors import DuplicateLabel, KeyFileError, UsageError
-from bindpkcs11.token import keys, wrapping
-from bindpkcs11.token.profiles import require_key_spec
+from bindpkcs11.errors import BindPkcs11Error, DuplicateLabel, KeyFileError, UsageError
+from bindpkcs11.token import keys, library, wrapping
+from bindpkcs11.token.profiles import require_key_spec, traits_of
 from bindpkcs11.token.records import PublicKey
 from bindpkcs11.token.uri import key_uri
 
@@ -58,23 +58,32 @@ def import_key(accesses: list[TokenAccess], key_path: Path, key_dir: Path, label
         algorithm = by_number(pair.dnskey.algorithm)
         public = _public_of(pair)
         object_label = label or f"{zone_label_text(pair.zone)}-{pair.role}-{pair.tag}"
+        object_id = os.urandom(8)
+        fixed = _fixed_slot(accesses, label)
+        if fixed is not None:
+            object_id, object_label = fixed
         dirs = [key_dir] + [key_dir / "copies" / a.label for a in accesses[1:]]
         for access, directory in zip(accesses, dirs):
             require_key_spec(access.profile, algorithm.spec)
             check_writable(directory)
             _refuse_existing(directory, pair, key_path)
-        object_id = os.urandom(8)
         with contextlib.ExitStack() as stack:
-            done: list[tuple[object, str]] = []
+            undo: list[Callable[[], None]] = []  # removes each copy made, on failure
             try:
                 for access in accesses:
+                    if fixed is not None:
+                        challenge = _import_into_fixed_slot(access, public, pair, object_label,
+                                                            object_id, undo)
+                        log.event("PROOF", f"token={access.label} challenge {challenge[:32]}... "
+                                           f"verified with DNSKEY {pair.tag}")
+                        continue
                     session = stack.enter_context(access.session(rw=True))
                     if keys.find_objects(session, object_label):
                         raise DuplicateLabel(f"token '{access.label}' already has an object labelled "
                                              f"'{object_label}': choose another --label")
                     private = wrapping.import_private(session, public, pair.private_fields,
                                                       object_label, object_id)
-                    done.append((session, access.label))
+                    undo.append(lambda s=session: wrapping.destroy_label(s, object_label))
                     wrapping.create_public(session, public, object_label, object_id)
                     challenge = prove(private, pair.dnskey, access.label)
                     log.event("PROOF", f"token={access.label} challenge {challenge[:32]}... verified "
@@ -82,8 +91,8 @@ def import_key(accesses: list[TokenAccess], key_path: Path, key_dir: Path, label
                 written, software = _write_key_files(accesses, dirs, pair, object_label, key_path,
                                                      log)
             except BaseException:
-                for session, _ in done:
-                    wrapping.destroy_label(session, object_label)
+                for remove in undo:
+                    remove()
                 raise
         if destroy_source and confirm is not None:
             destroy_source = _confirmed(confirm, key_path, log)
@@ -97,6 +106,50 @@ def import_key(accesses: list[TokenAccess], key_path: Path, key_dir: Path, label
     return ImportResult(pair.zone.to_text(), pair.tag, object_label, [a.label for a in accesses],
                         [str(p) for p in written], destroy_source,
                         None if destroy_source else str(software), known.describe() if known else "")
+
+
+def _fixed_slot(accesses: list[TokenAccess], label: str | None) -> tuple[bytes, str] | None:
+    """(CKA_ID, CKA_LABEL) when the token keeps its key in a slot it names itself (an OpenPGP
+    card); such a card takes one import per command (its tokens share one card)."""
+    fixed = [traits_of(a.profile).fixed_key_object(a.label) for a in accesses]
+    if not any(fixed):
+        return None
+    if len(accesses) > 1:
+        raise UsageError(f"token '{accesses[0].label}' is a card that names its key slot itself: "
+                         "import into it with one --token per 'key import', then run it again "
+                         "for the next copy")
+    object_id, object_label = fixed[0]  # type: ignore[misc]
+    if label and label != object_label:
+        raise UsageError(f"token '{accesses[0].label}' names its key '{object_label}' itself: "
+                         "omit --label")
+    return object_id, object_label
+
+
+def _import_into_fixed_slot(access: TokenAccess, public: PublicKey, pair: KeyPairFiles,
+                            label: str, object_id: bytes, undo: list) -> str:
+    """Store the key in the card's slot as its SO, then prove it in a user session; the slot
+    must be empty (storing would replace a key). Returns the proof's challenge."""
+    with access.session(login=False) as probe:
+        if keys.find_objects(probe, label):
+            raise DuplicateLabel(f"token '{access.label}' already holds its key '{label}': erase "
+                                 "the card ('bindpkcs11 token erase') first; nothing was imported")
+        slot_id = probe.token.slot.slot_id
+    so_pin = pins.pin_source(access.state, access.label, pins.SO, access.so_pin_file)()
+    wrapping.import_private_as_so(access.module_path, slot_id, access.label, so_pin, public,
+                                  pair.private_fields, label, object_id)
+    undo.append(lambda: _erase_slot(access, label))
+    library.refresh(access.module_path)  # OpenSC lists the new key only after re-reading the card
+    with access.session() as session:
+        return prove(keys.private_key(session, label), pair.dnskey, access.label)
+
+
+def _erase_slot(access: TokenAccess, label: str) -> None:
+    """Rollback of a card import: the key object destroyed as SO (best effort; OpenSC may refuse,
+    and then 'token erase' is the way)."""
+    with contextlib.suppress(BindPkcs11Error, OSError):
+        library.refresh(access.module_path)
+        with access.session(rw=True, so=True) as session:
+            wrapping.destroy_label(session, label)
 
 
 def _confirmed(confirm: Callable[[Path], str], key_path: Path, log: CeremonyLog) -> bool:

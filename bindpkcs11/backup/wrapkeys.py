@@ -60,8 +60,8 @@ def wrap_key(access: TokenAccess, object_label: str, out: Path, extra_key_dir: P
         raise UsageError(f"{out} already exists: choose another --out")
     with CeremonyLog(log_path) as log:
         log.event("START", f"wrap token={access.label} object={object_label}")
-        require_wrap_support(access)
-        use = _key_file_of(access, object_label, extra_key_dir)
+        mechanism = require_wrap_support(access)
+        use = key_file_of(access, object_label, extra_key_dir)
         pair = use.pair
         log.event("KEY", f"{pair.key_path} tag={pair.tag}")
         with access.session() as session:
@@ -72,13 +72,13 @@ def wrap_key(access: TokenAccess, object_label: str, out: Path, extra_key_dir: P
                     "'bindpkcs11 backup import-share FILE --token L' first")
             private = keys.private_key(session, object_label)
             _check_public(session, access.label, object_label, pair)
-            wrapped = wrapping.wrap_private(session, kek, private)
+            wrapped = wrapping.wrap_private(session, kek, private, mechanism)
         record = wrapfile.WrapRecord(
             zone=pair.zone.to_text(), algorithm=int(pair.dnskey.algorithm), flags=pair.dnskey.flags,
             public_key=pair.dnskey.key, tag=pair.tag, key_kind=by_number(pair.dnskey.algorithm).spec.kind,
             label=object_label, object_id=use.object_id or b"", kek_kcv=kek.kcv,
-            mechanism=wrapping.WRAP_MECHANISM_NAME, source_token=access.label,
-            timing=_timing(pair.timing),
+            mechanism=mechanism, source_token=access.label,
+            timing=timing_fields(pair.timing),
             wrapped=wrapped)
         data = wrapfile.encode(record)
         write_atomic(out, data, mode=0o600)
@@ -103,12 +103,8 @@ def unwrap_key(access: TokenAccess, path: Path, key_dir: Path | None, log_path: 
         data = log.read(path, wrapfile.MAX_WRAP_FILE_BYTES, "wrap file", wrapfile.WrapFileDamaged)
         record = wrapfile.decode(path, data)
         dnskey = record.dnskey()
-        check_writable(target_dir)
-        stem = f"K{record.zone}+{record.algorithm:03d}+{record.tag:05d}"
-        if (target_dir / f"{stem}.key").exists():
-            raise UsageError(f"{target_dir / stem}.key already exists: give another --key-dir for "
-                             "the copy's key files")
-        require_wrap_support(access)
+        check_copy_target(record, target_dir)
+        require_wrap_support(access, record.mechanism)
         with access.session(rw=True) as session:
             kek = wrapping.find_kek(session)
             if kek is None or kek.kcv != record.kek_kcv:
@@ -121,35 +117,57 @@ def unwrap_key(access: TokenAccess, path: Path, key_dir: Path | None, log_path: 
                                      f"'{record.label}': nothing was unwrapped")
             object_id = record.object_id or os.urandom(8)
             private = wrapping.unwrap_private(session, kek, record.key_kind, record.wrapped,
-                                              record.label, object_id)
+                                              record.label, object_id, record.mechanism)
             try:
-                wrapping.create_public(session, _public_of(record), record.label, object_id)
+                wrapping.create_public(session, public_of(record), record.label, object_id)
                 challenge = prove(private, dnskey, access.label)
                 log.event("PROOF", f"challenge {challenge[:32]}... signed on {access.label}, "
                                    f"verified with DNSKEY {record.tag}")
-                keydirs.record(access.state, target_dir)
-                uri = key_uri(access.label, record.label)
-                public = _public_of(record)
-                fields = token_private_fields(dnskey, uri, public.modulus, public.exponent)
-                key_path, private_path = write_key_pair(
-                    target_dir, dns.name.from_text(record.zone), dnskey, fields, Timing(**record.timing))
+                key_path, private_path = write_copy_files(access, record, target_dir)
             except BaseException:
                 wrapping.destroy_label(session, record.label)
                 raise
-        log.wrote(key_path, key_path.read_bytes())
-        log.wrote(private_path, private_path.read_bytes())
-        known = custody.record(access.state, record.algorithm, record.public_key, record.zone,
-                               record.tag, token=access.label, wrap_file=path)
-        log.event("END", f"key {record.tag} unwrapped onto {access.label}; {known.describe()}")
+        return finish_unwrap(log, access, record, path, key_path, private_path)
+
+
+def check_copy_target(record: wrapfile.WrapRecord, target_dir: Path) -> None:
+    """The copy's key files can be written and would overwrite nothing (checked before the
+    token is touched)."""
+    check_writable(target_dir)
+    stem = f"K{record.zone}+{record.algorithm:03d}+{record.tag:05d}"
+    if (target_dir / f"{stem}.key").exists():
+        raise UsageError(f"{target_dir / stem}.key already exists: give another --key-dir for "
+                         "the copy's key files")
+
+
+def write_copy_files(access: TokenAccess, record: wrapfile.WrapRecord,
+                     target_dir: Path) -> tuple[Path, Path]:
+    """Key files naming the unwrapped copy on `access.label`, in a key dir the guard watches."""
+    keydirs.record(access.state, target_dir)
+    public = public_of(record)
+    fields = token_private_fields(record.dnskey(), key_uri(access.label, record.label),
+                                  public.modulus, public.exponent)
+    return write_key_pair(target_dir, dns.name.from_text(record.zone), record.dnskey(), fields,
+                          Timing(**record.timing))
+
+
+def finish_unwrap(log: CeremonyLog, access: TokenAccess, record: wrapfile.WrapRecord,
+                  path: Path, key_path: Path, private_path: Path) -> UnwrapResult:
+    """Log the files written, count the new copy, close the ceremony's log entry."""
+    log.wrote(key_path, key_path.read_bytes())
+    log.wrote(private_path, private_path.read_bytes())
+    known = custody.record(access.state, record.algorithm, record.public_key, record.zone,
+                           record.tag, token=access.label, wrap_file=path)
+    log.event("END", f"key {record.tag} unwrapped onto {access.label}; {known.describe()}")
     return UnwrapResult(access.label, record.label, record.zone, record.tag, key_path,
                         known.describe())
 
 
-def _timing(timing: Timing) -> dict[str, int]:
+def timing_fields(timing: Timing) -> dict[str, int]:
     return {name.lower(): value for name, value in timing.items()} | {"created": timing.created}
 
 
-def _key_file_of(access: TokenAccess, object_label: str, extra: Path | None) -> keyuse.KeyUse:
+def key_file_of(access: TokenAccess, object_label: str, extra: Path | None) -> keyuse.KeyUse:
     """The key file that names `object_label` on the token (its DNSKEY and timing travel along)."""
     uses = [use for use in keyuse.key_files_on_token(access.state, access.label, extra)
             if use.object_label == object_label]
@@ -168,7 +186,7 @@ def _check_public(session, token: str, label: str, pair) -> None:
                              f"{pair.key_path}: refusing to wrap")
 
 
-def _public_of(record: wrapfile.WrapRecord) -> PublicKey:
+def public_of(record: wrapfile.WrapRecord) -> PublicKey:
     """The PublicKey record from the DNSKEY's public key field."""
     key = record.public_key
     if record.key_kind == "rsa":

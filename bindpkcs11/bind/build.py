@@ -110,8 +110,8 @@ def _build(prefix: Path, series: str, tarball: Path | None, force: bool, progres
     started = time.monotonic()
     cache = prefix.parent / "cache"
     cache.mkdir(parents=True, exist_ok=True)
-    src = source.given_tarball(tarball, series) if tarball else _cached_or_debian(cache, series,
-                                                                                   progress)
+    src = (source.given_tarball(tarball, series) if tarball
+           else cached_or_debian_source(cache, progress, series))
     patches = patching.patch_files(series)
     wanted = Manifest(src.version, src.sha256, patching.patches_sha256(patches), shim_sha256(),
                       list(CONFIGURE_FLAGS[series]))
@@ -121,7 +121,7 @@ def _build(prefix: Path, series: str, tarball: Path | None, force: bool, progres
     work = prefix.parent / f"build-{prefix.name}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    tree = _unpack(src, work, progress)
+    tree = unpack(src, work, progress)
     progress(f"applying {', '.join(p.name for p in patches)}")
     patching.apply_patches(tree, patches)
     staging = Path(f"{prefix}.new")
@@ -136,8 +136,12 @@ def _build(prefix: Path, series: str, tarball: Path | None, force: bool, progres
     return BuildResult(prefix, wanted, True, seconds)
 
 
-def _cached_or_debian(cache: Path, series: str, progress: Progress) -> source.SourceTarball:
-    """Reuse a verified cached tarball of `series`; otherwise fetch Debian's through apt."""
+def cached_or_debian_source(cache: Path, progress: Progress,
+                            series: str = DEFAULT_SERIES) -> source.SourceTarball:
+    """Reuse a verified cached tarball of `series`; otherwise fetch Debian's through apt.
+
+    Public for the tests' unpatched engine-route reference build, which must use the same source.
+    """
     for path in sorted(cache.glob(f"{source.SOURCE_PACKAGE}_{series}.*.orig.tar.*")):
         stamp = cache / f"{path.name}.sha256"
         if not path.name.endswith(".sha256") and stamp.exists():
@@ -148,7 +152,7 @@ def _cached_or_debian(cache: Path, series: str, progress: Progress) -> source.So
     return source.debian_orig_tarball(cache, series)
 
 
-def _unpack(src: source.SourceTarball, work: Path, progress: Progress) -> Path:
+def unpack(src: source.SourceTarball, work: Path, progress: Progress) -> Path:
     progress(f"unpacking {src.path.name} (SHA-256 {src.sha256[:16]}...)")
     with tarfile.open(src.path) as archive:
         archive.extractall(work, filter="data")

@@ -16,20 +16,25 @@ from pathlib import Path
 
 import jinja2
 
+from bindpkcs11.bind import stock
 from bindpkcs11.bind.instance import Instance, InstanceSettings
+from bindpkcs11.bind.programs import STOCK, tool_env
 from bindpkcs11.dnssec import algorithms
 from bindpkcs11.errors import ToolFailed, UsageError
 from bindpkcs11.fileio import write_atomic
 from bindpkcs11.output import printable
-from bindpkcs11.run import child_env, tail
+from bindpkcs11.run import tail
+from bindpkcs11.token.uri import Pkcs11Uri, format_uri
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
 _BACKUP_SUFFIX = ".previous"
 
-# Default: auto-dnssec with signatures valid 10 to 30 days (BIND spreads new ones between the
-# bounds) and re-signed 10 days before they expire, so `monitor --warn-days 7` stays quiet while
-# named works (sig-validity-interval counts days).
-NORMAL_TIMINGS = {"sig_validity_days": 30, "sig_refresh_days": 10}
+# Default: auto-dnssec with signatures valid 35 days and re-signed 15 days before they expire
+# (so each lives 20 days before named replaces it): `monitor --warn-days 7` stays quiet while
+# named works, and a zone with the usual 14-day SOA EXPIRE passes dnssec/zonetiming.py's rule
+# (a secondary cut off from the primary never serves expired signatures). sig-validity-interval
+# counts days.
+NORMAL_TIMINGS = {"sig_validity_days": 35, "sig_refresh_days": 15}
 # --test-timings (the 2012 demo's TEST=yes): signatures live 30 minutes and are refreshed 20
 # minutes before they expire, so a whole re-signing cycle can be watched in about ten minutes.
 TEST_TIMINGS = {
@@ -38,12 +43,12 @@ TEST_TIMINGS = {
     "signatures_refresh": "PT20M", "signatures_jitter": "PT1M",
 }
 # BIND 9.20 has no auto-dnssec and no sig-validity-interval: the same dnssec-policy that adopts the
-# token keys (lifetime unlimited) carries the default mode's signature timings (30 days, re-signed
-# 10 days before they expire), and named's own defaults for the rest.
+# token keys (lifetime unlimited) carries the default mode's signature timings (35 days, re-signed
+# 15 days before they expire), and named's own defaults for the rest.
 POLICY_TIMINGS = {
     "dnskey_ttl": "PT1H", "dnskey_ttl_seconds": 3600, "propagation_delay": "PT5M",
-    "publish_safety": "PT1H", "retire_safety": "PT1H", "signatures_validity": "P30D",
-    "signatures_refresh": "P10D", "signatures_jitter": "PT12H",
+    "publish_safety": "PT1H", "retire_safety": "PT1H", "signatures_validity": "P35D",
+    "signatures_refresh": "P15D", "signatures_jitter": "PT12H",
 }
 
 
@@ -88,16 +93,23 @@ def rndc_key_name(settings: InstanceSettings) -> str:
 
 
 def render(instance: Instance, settings: InstanceSettings, zone_file: Path,
-           max_zone_ttl: int) -> dict[Path, str]:
-    """Every configuration file of the instance, rendered; the rndc secret is reused if present."""
+           max_zone_ttl: int, provider: stock.ProviderConfig | None = None,
+           bind_version: str = "") -> dict[Path, str]:
+    """Every configuration file of the instance, rendered; the rndc secret is reused if present.
+
+    The stock route (settings.bind) gets a dnssec-policy with a key-store on the token
+    (zone-policy.conf.j2) and the OpenSSL config loading pkcs11-provider (`provider`); the
+    patched route the 9.18 zone statement (zone.conf.j2)."""
     env = _environment()
     algorithm = algorithms.by_number(settings.algorithm)
     listen_v6 = settings.listen if ":" in settings.listen else None
     use_policy = settings.test_timings or settings.bind_version != "9.18"
-    timings = TEST_TIMINGS if settings.test_timings else POLICY_TIMINGS if use_policy else NORMAL_TIMINGS
+    timings = (TEST_TIMINGS if settings.test_timings else POLICY_TIMINGS if use_policy
+               else NORMAL_TIMINGS)
     context = {
         "zone": settings.zone,
         "token": settings.token,
+        "zsk_token": settings.zsk_token,
         "instance_dir": instance.root,
         "pid_file": instance.pid_file,
         "log_file": instance.log_file,
@@ -120,14 +132,24 @@ def render(instance: Instance, settings: InstanceSettings, zone_file: Path,
         "test_timings": settings.test_timings,
         "use_policy": use_policy,
         "secondaries": settings.secondaries,
+        "token_uri": format_uri(Pkcs11Uri(path={"token": settings.token})),
+        "zsk_on_token": settings.zsk_on == "token",
+        "bind_version": bind_version,
         **timings,
     }
-    return {
+    stock_route = settings.bind == STOCK
+    files = {
         instance.named_conf: env.get_template("named.conf.j2").render(context),
-        instance.zone_conf: env.get_template("zone.conf.j2").render(context),
+        instance.zone_conf: env.get_template(
+            "zone-policy.conf.j2" if stock_route else "zone.conf.j2").render(context),
         instance.rndc_conf: env.get_template("rndc.conf.j2").render(context),
         instance.rndc_key: env.get_template("rndc.key.j2").render(context),
     }
+    if stock_route:
+        if provider is None:
+            raise ToolFailed("the stock route needs pkcs11-provider's configuration")
+        files[instance.openssl_conf] = stock.render_provider_config(provider)
+    return files
 
 
 def _existing_secret(instance: Instance) -> str | None:
@@ -181,7 +203,7 @@ def changed_files(files: dict[Path, str]) -> dict[Path, str]:
 def check_config(prefix: Path, named_conf: Path) -> None:
     """named-checkconf of the patched build (same parser as the named that will load it)."""
     result = subprocess.run([str(prefix / "bin" / "named-checkconf"), str(named_conf)],
-                            capture_output=True, text=True, env=child_env())
+                            capture_output=True, text=True, env=tool_env(prefix))
     if result.returncode != 0:
         raise ToolFailed("the rendered configuration does not pass named-checkconf: "
                          f"{_reason(result.stdout + result.stderr, 3)}")
@@ -195,7 +217,7 @@ def check_zone(prefix: Path, zone: str, zone_file: Path, shown_as: Path | str | 
     """
     result = subprocess.run(
         [str(prefix / "bin" / "named-checkzone"), "-i", "local", zone, str(zone_file)],
-        capture_output=True, text=True, env=child_env())
+        capture_output=True, text=True, env=tool_env(prefix))
     if result.returncode != 0:
         shown = str(shown_as or zone_file)
         detail = _reason(result.stdout + result.stderr, 3).replace(str(zone_file), shown)

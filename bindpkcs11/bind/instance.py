@@ -43,7 +43,14 @@ class InstanceSettings:
     test_timings: bool = False
     zone_source: str | None = None
     zsk_on: str = "token"
+    bind: str = "patched"  # the route (bind/route.py); instances made before routes were patched
+    bind_prefix: str | None = None  # the stock BIND it was set up with (found again by later commands)
+    zsk_token: str | None = None  # the ZSK's own token (same profile), when not `token`
     bind_version: str = "9.18"  # which patched BIND serves it (bind/build.py SERIES)
+
+    def token_of(self, role: str) -> str:
+        """The token holding the private key of `role` ("ksk"/"zsk") when it is on a token."""
+        return self.zsk_token if role == "zsk" and self.zsk_token else self.token
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ class Instance:
     log_file = property(lambda self: self.root / "named.log")
     stdio_log = property(lambda self: self.root / "named.stdio.log")
     pin_file = property(lambda self: self.root / "token.pin")
+    openssl_conf = property(lambda self: self.root / "openssl.cnf")  # stock route: the provider
     key_dir = property(lambda self: self.root / "keys")
     zone_dir = property(lambda self: self.root / "zones")
     settings_file = property(lambda self: self.root / "instance.json")

@@ -1,4 +1,4 @@
-"""Starting, stopping and finding one instance's named (the patched build in `<state>/bind`)."""
+"""Starting, stopping and finding one instance's named (the patched build or a stock BIND >= 9.20)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Callable
 
 from bindpkcs11 import processes
 from bindpkcs11.bind.instance import Instance
+from bindpkcs11.bind.programs import lib_dirs
 from bindpkcs11.errors import BindPkcs11Error, ToolFailed
 from bindpkcs11.run import child_env, tail
 
@@ -26,7 +27,9 @@ def named_env(prefix: Path, module_env: dict[str, str], pin_file: Path) -> dict[
     env = {k: v for k, v in child_env().items() if k not in _NOT_FOR_NAMED}
     env.update(module_env)
     env["PKCS11_LIBRARY_PIN_FILE"] = str(pin_file)
-    env["LD_LIBRARY_PATH"] = str(prefix / "lib")
+    dirs = lib_dirs(prefix)
+    if dirs:
+        env["LD_LIBRARY_PATH"] = ":".join(map(str, dirs))
     return env
 
 

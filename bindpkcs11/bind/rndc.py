@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bindpkcs11.bind.instance import Instance
+from bindpkcs11.bind.programs import tool_env
 from bindpkcs11.run import run_tool
 
 RNDC_TIMEOUT = 30.0
@@ -31,7 +32,7 @@ class SigningKey:
 def rndc(instance: Instance, prefix: Path, *args: str) -> str:
     """Run `rndc -c <instance>/rndc.conf ARGS` and return its output."""
     result = run_tool([str(prefix / "sbin" / "rndc"), "-c", str(instance.rndc_conf), *args],
-                      timeout=RNDC_TIMEOUT, what=f"rndc {' '.join(args[:2])}")
+                      env=tool_env(prefix), timeout=RNDC_TIMEOUT, what=f"rndc {' '.join(args[:2])}")
     return result.stdout
 
 

@@ -2,9 +2,9 @@
 given tarball.
 
 apt is driven with a private APT_CONFIG whose only sources are `deb-src` twins of the machine's own
-Debian entries plus the release's backports (Debian 12 has 9.20 only there), so /etc/apt is never
-changed and whatever mirror the machine uses is used. The newest source version of the wanted series
-is asked for by number, so a backports 9.20 never stands in for 9.18 or the other way round.
+Debian entries (for Debian 12's suites, also on Debian 13; for 9.20 also bookworm-backports),
+so /etc/apt is never changed and whatever mirror the machine uses is used. The newest source
+version of the wanted series is asked for by number, so a backports 9.20 never stands in for 9.18.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from bindpkcs11.fileio import write_atomic
 from bindpkcs11.run import run_tool
 
 SOURCE_PACKAGE = "bind9"
+SOURCE_RELEASE = "bookworm"  # Debian 12: its bind9 is BIND 9.18, its backports' is 9.20
 SERIES = ("9.18", "9.20")
 _URI_LINE = re.compile(r"^'(?P<uri>[^']+)' (?P<name>\S+) (?P<size>\d+) SHA256:(?P<sha>[0-9a-f]{64})$")
 
@@ -69,7 +70,7 @@ def debian_orig_tarball(cache_dir: Path, series: str) -> SourceTarball:
     """The newest bind9 `series` orig tarball Debian offers (release or backports) via
     `apt-get source --tar-only`, verified against apt's SHA-256."""
     apt_dir = cache_dir / "apt"
-    apt_env = _private_apt(apt_dir)
+    apt_env = _private_apt(apt_dir, backports=series != "9.18")
     run_tool(["apt-get", "update", "-qq"], env=apt_env, what="apt-get update (deb-src)", timeout=600)
     versions = run_tool(["apt-cache", "showsrc", "--only-source", SOURCE_PACKAGE], env=apt_env,
                         what="apt-cache showsrc").stdout
@@ -121,12 +122,12 @@ def _version_key(version: str) -> tuple:
     return tuple((0, int(p)) if p.isdigit() else (-1, p) if p == "~" else (1, p) for p in parts)
 
 
-def _private_apt(apt_dir: Path) -> dict[str, str]:
+def _private_apt(apt_dir: Path, backports: bool = False) -> dict[str, str]:
     """An APT_CONFIG using deb-src twins of the machine's Debian sources, state kept in `apt_dir`."""
     parts = apt_dir / "sources.list.d"
     for sub in (parts, apt_dir / "lists" / "partial", apt_dir / "cache" / "archives" / "partial"):
         sub.mkdir(parents=True, exist_ok=True)
-    stanzas = debian_source_stanzas()
+    stanzas = debian_source_stanzas(backports=backports)
     if not stanzas:
         raise ToolFailed("no Debian entries in /etc/apt to derive deb-src sources from")
     write_atomic(parts / "bindpkcs11-src.sources", "\n\n".join(stanzas) + "\n")
@@ -143,17 +144,21 @@ def _private_apt(apt_dir: Path) -> dict[str, str]:
     return {**os.environ, "APT_CONFIG": str(config), "LC_ALL": "C"}
 
 
-def debian_source_stanzas(etc_apt: Path = Path("/etc/apt")) -> list[str]:
-    """deb822 `deb-src` stanzas for the machine's Debian release entries (third-party repos skipped),
-    with `<codename>-backports` added beside the release itself (where Debian 12 has BIND 9.20)."""
-    codename = _codename()
+def debian_source_stanzas(etc_apt: Path = Path("/etc/apt"), codename: str | None = None,
+                          backports: bool = False) -> list[str]:
+    """deb822 `deb-src` stanzas on the machine's Debian mirrors (third-party repos skipped) for
+    SOURCE_RELEASE, whose bind9 is 9.18: on Debian 13 the twin of `trixie-security` is
+    `bookworm-security` (trixie's own bind9 is 9.20, which the 9.18 patch is not for).
+    `backports` adds `bookworm-backports` beside `bookworm` (its bind9 is the 9.20 to patch)."""
+    codename = codename or _codename()
     stanzas = []
     for uri, suites, components, signed_by in _debian_entries(etc_apt):
-        wanted = [s for s in suites if s == codename or s.startswith(codename + "-")]
+        wanted = [SOURCE_RELEASE + s[len(codename):] for s in suites
+                  if s == codename or s.startswith(codename + "-")]
         if not wanted:
             continue
-        if codename in wanted and f"{codename}-backports" not in wanted:
-            wanted.append(f"{codename}-backports")
+        if backports and SOURCE_RELEASE in wanted:
+            wanted.append(f"{SOURCE_RELEASE}-backports")
         lines = ["Types: deb-src", f"URIs: {uri}", f"Suites: {' '.join(wanted)}",
                  f"Components: {' '.join(components)}"]
         if signed_by:

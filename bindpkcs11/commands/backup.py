@@ -7,12 +7,13 @@ import sys
 import time
 from pathlib import Path
 
-from bindpkcs11.backup import kek, wrapkeys
+from bindpkcs11.backup import cardkek, kek, wrapkeys
 from bindpkcs11.backup.shares import ShareError
 from bindpkcs11.commands.common import DEFAULT_TOKEN, Parser, access, state
 from bindpkcs11.errors import UsageError
 from bindpkcs11.fileio import read_secret_file
 from bindpkcs11.output import print_json
+from bindpkcs11.token.profiles import get_profile
 
 
 def register(commands, common) -> None:
@@ -43,6 +44,7 @@ def register(commands, common) -> None:
     wrap.add_argument("--object", required=True, help="CKA_LABEL of the private key")
     wrap.add_argument("--out", type=Path, required=True, help="the wrap file to write")
     wrap.add_argument("--key-dir", type=Path, help="another key directory holding its key file")
+    _reference_option(wrap)
     _log_option(wrap)
     wrap.set_defaults(handler=_wrap)
 
@@ -52,12 +54,18 @@ def register(commands, common) -> None:
     unwrap.add_argument("--token", required=True)
     unwrap.add_argument("--key-dir", type=Path,
                         help="where the copy's key files go (default STATE/keys/copies/TOKEN)")
+    _reference_option(unwrap)
     _log_option(unwrap)
     unwrap.set_defaults(handler=_unwrap)
 
     verify = sub.add_parser("verify", parents=[common], help="check a wrap file (no token needed)")
     verify.add_argument("file", type=Path)
     verify.set_defaults(handler=_verify)
+
+
+def _reference_option(parser) -> None:
+    parser.add_argument("--key-reference", type=int, metavar="N",
+                        help="SmartCard-HSM (--profile opensc-sc-hsm): the key's number on the card")
 
 
 def _log_option(parser) -> None:
@@ -75,14 +83,20 @@ def _make_shares(args) -> int:
         passwords = [read_secret_file(path, "share password", ShareError) for path in args.password_file]
     else:
         passwords = [_prompt_new(index, args.shares) for index in range(1, args.shares + 1)]
-    result = kek.make_shares(args.out, args.shares, threshold, passwords, log_path(args))
+    on_card = cardkek.uses_card_dkek(get_profile(args.profile, state(args), args.module))
+    make = cardkek.make_shares if on_card else kek.make_shares
+    result = make(args.out, args.shares, threshold, passwords, log_path(args))
     if args.json:
         print_json(result)
         return 0
     for share in result.files:
         print(f"share {share.index}: {share.path} fingerprint {share.fingerprint}")
-    print(f"KEK check value (KCV): {result.kcv}; any {result.threshold} of {len(result.files)} "
-          "shares rebuild it. Write the fingerprints and the KCV down.")
+    if on_card:
+        print(f"{len(result.files)} SmartCard-HSM DKEK shares; the card needs all of them and shows "
+              "the DKEK's KCV when the last is imported. Write the fingerprints down.")
+    else:
+        print(f"KEK check value (KCV): {result.kcv}; any {result.threshold} of "
+              f"{len(result.files)} shares rebuild it. Write the fingerprints and the KCV down.")
     return 0
 
 
@@ -92,9 +106,15 @@ def _import_share(args) -> int:
         password = read_secret_file(args.password_file, "share password", ShareError)
     else:
         password = _prompt(f"password for share {args.file}: ")
-    result = kek.import_share(token, args.file, password, log_path(args))
+    on_card = cardkek.uses_card_dkek(token.profile)
+    result = (cardkek.import_share if on_card else kek.import_share)(token, args.file, password,
+                                                                     log_path(args))
     if args.json:
         print_json(result)
+    elif on_card:
+        print(f"DKEK share imported into the SmartCard-HSM '{result.token}': {result.have} of "
+              f"{result.threshold}" + (f"; DKEK complete, KCV {result.kcv}" if result.kek_created
+                                       else f"; import {result.threshold - result.have} more"))
     elif result.kek_created:
         print(f"KEK {result.kcv} created on token '{result.token}' as '{result.kek_label}' "
               f"(non-extractable; pending shares wiped)")
@@ -105,8 +125,13 @@ def _import_share(args) -> int:
 
 
 def _wrap(args) -> int:
-    result = wrapkeys.wrap_key(access(args, args.token), args.object, args.out, args.key_dir,
-                               log_path(args))
+    token = access(args, args.token)
+    if cardkek.uses_card_dkek(token.profile):
+        result = cardkek.wrap_key(token, args.object, args.key_reference, args.out, args.key_dir,
+                                  log_path(args))
+    else:
+        _no_reference(args)
+        result = wrapkeys.wrap_key(token, args.object, args.out, args.key_dir, log_path(args))
     if args.json:
         print_json(result)
     else:
@@ -116,7 +141,13 @@ def _wrap(args) -> int:
 
 
 def _unwrap(args) -> int:
-    result = wrapkeys.unwrap_key(access(args, args.token), args.file, args.key_dir, log_path(args))
+    token = access(args, args.token)
+    if cardkek.uses_card_dkek(token.profile):
+        result = cardkek.unwrap_key(token, args.file, args.key_reference, args.key_dir,
+                                    log_path(args))
+    else:
+        _no_reference(args)
+        result = wrapkeys.unwrap_key(token, args.file, args.key_dir, log_path(args))
     if args.json:
         print_json(result)
     else:
@@ -137,6 +168,11 @@ def _verify(args) -> int:
               f"under KEK {record.kek_kcv} ({record.mechanism}), made "
               f"{time.strftime('%Y-%m-%d', time.gmtime(record.timing.get('created', 0)))}")
     return 0
+
+
+def _no_reference(args) -> None:
+    if args.key_reference is not None:
+        raise UsageError("--key-reference is for a SmartCard-HSM (--profile opensc-sc-hsm) only")
 
 
 def _prompt_new(index: int, count: int) -> str:

@@ -33,6 +33,12 @@ def register(commands, common) -> None:
     setup.add_argument("--zsk-on", choices=["token", "software"],
                        help="where the ZSK lives (default: as the instance has it; for a new one, "
                             "the token unless it signs too slowly for the zone)")
+    setup.add_argument("--zsk-token", metavar="LABEL",
+                       help="make the ZSK on this token of the same profile (an OpenPGP card's "
+                            "other token); it must take the same user PIN")
+    setup.add_argument("--bind", choices=["stock", "patched"],
+                       help="stock BIND >= 9.20 + pkcs11-provider, or the patched 9.18 (default: "
+                            "the instance's; for a new one stock when found, else patched)")
     add_version_option(setup, "--bind-version")
     setup.add_argument("--test-timings", action="store_true",
                        help="30-minute signatures refreshed after 10 minutes (watch a cycle)")
@@ -53,7 +59,9 @@ def _setup_inline(args) -> int:
         pin_file=args.pin_file, listen=parse_listen(args.listen), port=_port(args.port, "--port"),
         rndc_port=_port(args.rndc_port, "--rndc-port"),
         secondaries=tuple(parse_secondary(s) for s in args.secondary),
-        test_timings=args.test_timings, zsk_on=args.zsk_on, bind_version=args.bind_version,
+        test_timings=args.test_timings, zsk_on=args.zsk_on, bind=args.bind,
+        bind_version=args.bind_version,
+        zsk_token=check_token_label(args.zsk_token) if args.zsk_token is not None else None,
     )
     progress = (lambda line: None) if args.json else (
         lambda line: print(f"setup-inline: {line}", file=sys.stderr, flush=True))
@@ -62,8 +70,9 @@ def _setup_inline(args) -> int:
         print_json(result)
         return 0
     verb = "signed and served" if result.changed else "already signed and served (nothing changed)"
-    print(f"zone {result.zone} {verb} by named (pid {result.pid}) on {result.listen} port "
-          f"{result.port}, serial {result.serial}, in {result.seconds:.1f} s")
+    print(f"zone {result.zone} {verb} by named (pid {result.pid}, BIND {result.bind_version}, "
+          f"{result.bind} route) on {result.listen} port {result.port}, serial {result.serial}, "
+          f"in {result.seconds:.1f} s")
     for key in result.keys:
         print(f"  {key.role.upper()} {key.tag} (algorithm {key.algorithm}) "
               f"{key.uri or 'software key ' + key.key_file}")

@@ -5,14 +5,17 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bindpkcs11 import keydirs
-from bindpkcs11.backup import custody
+from bindpkcs11.backup import cardkek, custody
 from bindpkcs11.commands.common import DEFAULT_TOKEN, access, key_dir, state
 from bindpkcs11.dnssec import algorithms, keygen
 from bindpkcs11.dnssec.dnskey import parse_zone_name
-from bindpkcs11.dnssec.keyfile import Timing, check_writable
+from bindpkcs11.bind import route
+from bindpkcs11.bind.programs import STOCK
+from bindpkcs11.dnssec.keyfile import KEY_FORMATS, Timing, check_writable
 from bindpkcs11.errors import UsageError
 from bindpkcs11.output import print_json
 from bindpkcs11.progress import ticking
@@ -39,6 +42,10 @@ def register(commands, common) -> None:
                      help="wrappable only under the token's KEK, for 'backup wrap' (needs a KEK)")
     gen.add_argument("--no-backup", action="store_true",
                      help="a KSK on one token is intended to be the only copy: no warning")
+    gen.add_argument("--key-format", choices=KEY_FORMATS,
+                     help="the BIND series that reads the key files: 9.18 (patched route, with "
+                          "Engine:) or 9.20 (stock route, Label: only, as its dnssec-keyfromlabel "
+                          "writes); default: the default route's")
     gen.add_argument("--ttl", help="DNSKEY TTL to write into the .key file")
     for name in ("publish", "activate", "inactive", "delete"):
         gen.add_argument(f"--{name}", metavar="T", help="time (YYYYMMDD[HHMMSS], now, +1d, ...)")
@@ -61,6 +68,7 @@ def _keygen(args) -> int:
         zone=zone, role=args.role, algorithm=algorithm, key_dir=key_dir(args), timing=timing,
         software=args.software, extractable=args.extractable, object_label=args.object_label,
         ttl=parse_ttl(args.ttl) if args.ttl else None, backup=args.backup,
+        key_format=args.key_format or _default_key_format(args),
     )
     if args.backup and (args.no_backup or args.software):
         raise UsageError("--backup is for token keys, and contradicts --no-backup")
@@ -73,6 +81,9 @@ def _keygen(args) -> int:
         if args.rng_from_token:
             raise UsageError("--rng-from-token is for --software keys (token keys use the token's RNG)")
         token = access(args, args.token or DEFAULT_TOKEN)
+        if request.backup and cardkek.uses_card_dkek(token.profile):
+            # a SmartCard-HSM wraps any of its keys under its DKEK: no PKCS#11 KEK to check
+            request = replace(request, backup=False)
         if args.key_dir:
             # before the key exists, so that the token guard knows where its key file will be
             check_writable(request.key_dir)
@@ -80,18 +91,28 @@ def _keygen(args) -> int:
         message = f"generating {algorithm.mnemonic} {args.role.upper()} on token '{token.label}' ..."
         with contextlib.nullcontext() if args.json else ticking(message):
             result = keygen.generate_on_token(request, token)
-        custody.record_generated(token.state, result.key_file, token.label, request.backup)
+        known = custody.record_generated(token.state, result.key_file, token.label, args.backup)
+        result = replace(result, extra={**result.extra, "custody": known.describe()})
     if args.json:
         print_json(result)
     else:
         print(result.key_file.name.removesuffix(".key"))
         print(result.ds)
+        if "custody" in result.extra:
+            print(f"custody: {result.extra['custody']}")
     if args.role == "ksk" and not (args.software or args.backup or args.no_backup):
         print(f"warning: KSK {result.tag} on token '{result.token}' is the only copy of this key: "
               "if the token is lost, so is the key. Make it with --backup (after importing KEK "
               "shares) or generate it in software and 'key import' it into two tokens; "
               "--no-backup silences this", file=sys.stderr)
     return 0
+
+
+def _default_key_format(args) -> str:
+    """9.20 when new instances would run a stock BIND >= 9.20, else 9.18 (bind/route.py)."""
+    if args.software:
+        return "9.18"  # software key files are the same for both
+    return "9.20" if route.default_name(state(args)) == STOCK else "9.18"
 
 
 def _generate_software(args, request: keygen.KeygenRequest) -> keygen.GeneratedKey:

@@ -22,9 +22,12 @@ from bindpkcs11.passphrase import read_passphrase
 from bindpkcs11.timespec import parse_duration, parse_time, to_bind_timestamp
 from bindpkcs11.token.uri import parse_uri
 
-# period, overlap, DNSKEY TTL, maximum signature lifetime
-_DEFAULTS = {"period": "7d", "overlap": "7d", "dnskey_ttl": "1h", "max_validity": "21d"}
-_TEST_DEFAULTS = {"period": "5mi", "overlap": "5mi", "dnskey_ttl": "60", "max_validity": "1d"}
+# period, overlap, DNSKEY TTL, maximum signature lifetime, and the zone's largest TTL and
+# propagation delay (ZSK rollover rules). `rollover zsk --zsk-dir` schedules with the same values.
+DEFAULTS = {"period": "7d", "overlap": "7d", "dnskey_ttl": "1h", "max_validity": "21d",
+            "max_zone_ttl": "1d", "propagation_delay": "5mi"}
+TEST_DEFAULTS = {"period": "5mi", "overlap": "5mi", "dnskey_ttl": "60", "max_validity": "1d",
+                 "max_zone_ttl": "60", "propagation_delay": "5"}
 
 
 def register(commands, common) -> None:
@@ -47,6 +50,11 @@ def register(commands, common) -> None:
     presign.add_argument("--overlap", metavar="D",
                          help="how long a signature outlives its period (default 7d)")
     presign.add_argument("--dnskey-ttl", metavar="D", help="TTL of the DNSKEY RRset (default 1h)")
+    presign.add_argument("--max-zone-ttl", metavar="D",
+                         help="the zone's largest TTL: a retired ZSK stays published this long + "
+                              "the propagation delay (default 1d)")
+    presign.add_argument("--propagation-delay", metavar="D",
+                         help="time for a change to reach every secondary (default 5mi)")
     presign.add_argument("--max-validity", metavar="D", help="policy: longest signature (default 21d)")
     presign.add_argument("--algorithms", metavar="LIST",
                          help="policy: allowed algorithms, comma separated (default all supported)")
@@ -64,7 +72,7 @@ def register(commands, common) -> None:
 
 def _presign(args) -> int:
     zone = parse_zone_name(args.domain)
-    defaults = _TEST_DEFAULTS if args.test_timings else _DEFAULTS
+    defaults = TEST_DEFAULTS if args.test_timings else DEFAULTS
     duration = lambda name: parse_duration(getattr(args, name) or defaults[name])  # noqa: E731
     now = int(time.time())
     start = parse_time(args.start, now)
@@ -75,7 +83,8 @@ def _presign(args) -> int:
         validity=parse_duration(args.validity) if args.validity else None,
         overlap=parse_duration(args.overlap) if args.overlap else (
             None if args.validity else duration("overlap")),
-        dnskey_ttl=duration("dnskey_ttl"),
+        dnskey_ttl=duration("dnskey_ttl"), propagation_delay=duration("propagation_delay"),
+        max_zone_ttl=duration("max_zone_ttl"),
     )
     request = PresignRequest(
         zone=zone, ksk_file=_ksk_file(args, zone), zsk_dir=args.zsk_dir, schedule=schedule,

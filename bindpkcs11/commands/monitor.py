@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from bindpkcs11 import monitor, serial_lag
-from bindpkcs11.bind import build, signing
+from bindpkcs11.bind import route, signing
 from bindpkcs11.bind.instance import Instance
 from bindpkcs11.dnssec.dnskey import parse_zone_name
 from bindpkcs11.errors import BindPkcs11Error, UsageError
@@ -149,7 +149,8 @@ def _instance_lag(report, state: StateDir, instance: Instance, zone, warning: in
     zone_file = instance.zone_file(zone)
     report = _with_named_reason(report, instance, zone_file)
     try:
-        sync = signing.sync_state(instance, build.prefix_for(state, settings.bind_version),
+        sync = signing.sync_state(instance, route.installed(
+            state, settings.bind, settings.bind_prefix, settings.bind_version).prefix,
                                   settings.zone, zone_file)
     except BindPkcs11Error:
         return report

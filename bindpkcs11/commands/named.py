@@ -67,6 +67,8 @@ def _named(args) -> int:
                 print_table(["key tag", "algorithm", "role", "signing"],
                             [[k.tag, k.algorithm, k.role, "yes" if k.signing else "no"]
                              for k in status.signing])
+            for key in status.custody:
+                print(f"custody   {key.role.upper()} {key.tag}: {key.copies}")
         return 0 if status.running and not status.problem else 1
     return 0
 

@@ -25,8 +25,8 @@ from bindpkcs11.timespec import parse_duration, parse_time, to_bind_timestamp
 EXIT_RUNWAY_LOW = 14
 EXIT_TERMINATED = 143
 # margin, ZSK signature validity, warning horizon, seconds between rounds
-_DEFAULTS = {"margin": "1d", "sig_validity": "7d", "warn": "14d", "interval": 300}
-_TEST_DEFAULTS = {"margin": "1mi", "sig_validity": "1h", "warn": "10mi", "interval": 10}
+DEFAULTS = {"margin": "1d", "sig_validity": "7d", "warn": "14d", "interval": 300}
+TEST_DEFAULTS = {"margin": "1mi", "sig_validity": "1h", "warn": "10mi", "interval": 10}
 
 
 def register(commands, common) -> None:
@@ -81,7 +81,7 @@ def _run(args) -> int:
             result = run_round(config, unlocker, clock())
             _report(args, result)
             return EXIT_RUNWAY_LOW if result.runway_low else 0
-        interval = args.interval or (_TEST_DEFAULTS if args.test_timings else _DEFAULTS)["interval"]
+        interval = args.interval or (TEST_DEFAULTS if args.test_timings else DEFAULTS)["interval"]
         run_loop(config, unlocker, clock, interval, lambda outcome: _report(args, outcome),
                  threading.Event())
     except (Terminated, KeyboardInterrupt) as stop:
@@ -96,7 +96,7 @@ def _run(args) -> int:
 
 
 def _config(args) -> SignerConfig:
-    defaults = _TEST_DEFAULTS if args.test_timings else _DEFAULTS
+    defaults = TEST_DEFAULTS if args.test_timings else DEFAULTS
     margin = parse_duration(args.margin or defaults["margin"])
     sig_validity = parse_duration(args.sig_validity or defaults["sig_validity"])
     refresh = parse_duration(args.refresh) if args.refresh else sig_validity // 2

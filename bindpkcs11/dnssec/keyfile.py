@@ -1,8 +1,10 @@
-"""BIND key files (`K<zone>.+AAA+TTTTT.key` / `.private`) in BIND 9.18's own format.
+"""BIND key files (`K<zone>.+AAA+TTTTT.key` / `.private`) in BIND's own formats.
 
-Token keys get a `.private` holding only what BIND 9.18 requires for an engine key (RSA: Modulus
-and PublicExponent) plus `Engine:` and `Label:`, each base64 of the string with its trailing NUL,
-exactly as BIND itself writes them. The PIN is never part of the label: a Label that names a PIN
+Token keys get a `.private` holding only what BIND requires for a label key (RSA: Modulus and
+PublicExponent) plus `Label:`, base64 of the string with its trailing NUL, exactly as BIND itself
+writes them. BIND 9.18 (the patched route) also needs `Engine: pkcs11`; BIND 9.20 has no engines
+and refuses a file naming one ("no engine"), so its format (KEY_FORMATS) leaves the line out, as
+9.20's dnssec-keyfromlabel does. The PIN is never part of the label: a Label that names a PIN
 or a module (token/uri.py parse_key_label) is refused when written and when read, since BIND
 copies it into logs and the shim inside named would otherwise honour it.
 """
@@ -32,6 +34,7 @@ from bindpkcs11.token.uri import parse_key_label
 
 TIMING_FIELDS = ("created", "publish", "activate", "revoke", "inactive", "delete")
 ENGINE_NAME = "pkcs11"
+KEY_FORMATS = ("9.18", "9.20")  # the BIND series whose .private layout is written
 # A software RSA-4096 .private is about 3.3 KB: anything far larger is not a key file.
 MAX_KEY_FILE_BYTES = 64 * 1024
 # Fields BIND matches case-insensitively that bindpkcs11 reads by their canonical name.
@@ -105,8 +108,9 @@ def check_writable(key_dir: Path) -> None:
 
 
 def token_private_fields(dnskey: "dns.rdtypes.ANY.DNSKEY.DNSKEY", label_uri: str,
-                         modulus: int = 0, exponent: int = 0) -> list[tuple[str, bytes]]:
-    """The `.private` elements of a token key: public parts BIND needs, Engine, Label.
+                         modulus: int = 0, exponent: int = 0,
+                         key_format: str = "9.18") -> list[tuple[str, bytes]]:
+    """The `.private` elements of a token key: public parts BIND needs, Engine (9.18), Label.
 
     The label is checked first, so no key file is ever written with a PIN or module in it.
     """
@@ -118,7 +122,10 @@ def token_private_fields(dnskey: "dns.rdtypes.ANY.DNSKEY.DNSKEY", label_uri: str
     if algorithms.by_number(dnskey.algorithm).is_rsa:
         fields.append(("Modulus", int_bytes(modulus)))
         fields.append(("PublicExponent", int_bytes(exponent)))
-    fields.append(("Engine", ENGINE_NAME.encode() + b"\0"))
+    if key_format == "9.18":
+        fields.append(("Engine", ENGINE_NAME.encode() + b"\0"))
+    elif key_format not in KEY_FORMATS:
+        raise KeyFileError(f"unknown key file format '{key_format}': use one of {', '.join(KEY_FORMATS)}")
     fields.append(("Label", label_uri.encode() + b"\0"))
     return fields
 

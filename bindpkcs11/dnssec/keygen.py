@@ -19,6 +19,7 @@ from bindpkcs11.dnssec.keyfile import (
     token_private_fields,
     write_key_pair,
 )
+from bindpkcs11 import locks
 from bindpkcs11.errors import DuplicateLabel, InvalidTime, KeyFileError, UsageError
 from bindpkcs11.timespec import TTL_MAX, check_key_time
 from bindpkcs11.token import keys, library, wrapping
@@ -44,6 +45,7 @@ class KeygenRequest:
     object_label: str | None = None
     ttl: int | None = None
     backup: bool = False
+    key_format: str = "9.18"  # keyfile.KEY_FORMATS: the BIND series that will read the files
 
 
 @dataclass(frozen=True)
@@ -104,17 +106,23 @@ def generate_on_token(request: KeygenRequest, access: TokenAccess) -> GeneratedK
     check_writable(request.key_dir)
     require_key_spec(access.profile, request.algorithm.spec)
     traits = traits_of(access.profile)
-    omit_false_flags = traits.omit_false_flags
     if request.backup:
         require_wrap_support(access)
     with access.session(login=False) as probe:
         keys.require_support(probe, request.algorithm.spec)
     fixed = traits.fixed_key_object(access.label)
-    if fixed is not None:
-        return _generate_in_fixed_slot(request, access, fixed, traits.keygen_as_so)
+    with locks.token_objects(access.state, access.label, locks.KEY_CREATION_WAIT):
+        if fixed is not None:
+            return _generate_in_fixed_slot(request, access, fixed, traits.keygen_as_so)
+        return _generate_pair(request, access, traits)
+
+
+def _generate_pair(request: KeygenRequest, access: TokenAccess, traits) -> GeneratedKey:
+    """generate_on_token for tokens that name their objects freely (the token-objects lock held)."""
+    omit_false_flags = traits.omit_false_flags
     with access.session(rw=True, so=traits.keygen_as_so) as session:
         if request.backup:  # wrappable only under the token's KEK (see backup/kek.py)
-            kek = require_backup_ready(session)
+            kek, mechanism = require_backup_ready(session)
         for _ in range(_TAG_COLLISION_RETRIES):
             object_id = os.urandom(8)
             provisional = request.object_label or f"{zone_label_text(request.zone)}-{request.role}-new-{object_id.hex()}"
@@ -124,7 +132,7 @@ def generate_on_token(request: KeygenRequest, access: TokenAccess) -> GeneratedK
             )
             if request.backup:
                 try:
-                    check_wrappable(session, kek, provisional, request.algorithm.mnemonic)
+                    check_wrappable(session, kek, mechanism, provisional, request.algorithm.mnemonic)
                 except BaseException:
                     _destroy_pair(session, provisional)
                     raise
@@ -141,7 +149,8 @@ def generate_on_token(request: KeygenRequest, access: TokenAccess) -> GeneratedK
             if final_label != provisional:
                 keys.relabel(session, provisional, final_label)
             uri = key_uri(access.label, final_label)
-            fields = token_private_fields(dnskey, uri, public.modulus, public.exponent)
+            fields = token_private_fields(dnskey, uri, public.modulus, public.exponent,
+                                          request.key_format)
             try:
                 key_path, private_path = write_key_pair(
                     request.key_dir, request.zone, dnskey, fields, request.timing, request.ttl
@@ -177,7 +186,7 @@ def _generate_in_fixed_slot(request: KeygenRequest, access: TokenAccess,
         raise DuplicateLabel(f"key tag {key_tag(dnskey)} is already used in {request.key_dir}; "
                              f"erase token '{access.label}' and generate again")
     uri = key_uri(access.label, label)
-    fields = token_private_fields(dnskey, uri, public.modulus, public.exponent)
+    fields = token_private_fields(dnskey, uri, public.modulus, public.exponent, request.key_format)
     key_path, private_path = write_key_pair(
         request.key_dir, request.zone, dnskey, fields, request.timing, request.ttl
     )
@@ -224,12 +233,13 @@ def _result(request: KeygenRequest, dnskey, key_path: Path, private_path: Path,
     )
 
 
-def require_wrap_support(access: TokenAccess) -> None:
-    """WrapUnsupported before any PIN is asked: from the profile's traits without touching the
+def require_wrap_support(access: TokenAccess, mechanism: str | None = None) -> str:
+    """The wrap mechanism to use (`mechanism`, a wrap file's, when the token can unwrap with it),
+    or WrapUnsupported before any PIN is asked: from the profile's traits without touching the
     device, else from the token's mechanism list (no login needed)."""
     if not traits_of(access.profile).wraps_keys:
         raise wrapping.WrapUnsupported(
             f"a {access.profile.name} device cannot wrap keys (no C_WrapKey): keep a second copy "
             "with 'bindpkcs11 key import KEYFILE --token L --token L2' into two devices instead")
     with access.session(login=False) as probe:
-        wrapping.require_wrap_support(probe)
+        return wrapping.require_wrap_support(probe, mechanism)

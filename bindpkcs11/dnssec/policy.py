@@ -161,28 +161,58 @@ def check_signing_zsk_published(plans: Sequence[PeriodPlan]) -> str:
     return "every signing ZSK is published"
 
 
-def check_zsk_prepublished(plans: Sequence[PeriodPlan]) -> str:
-    """ZSK-PREPUBLISHED: a new ZSK is in the previous period's RRset before it signs."""
-    for before, after in zip(plans, plans[1:]):
-        new = sorted(set(after.signing) - set(before.signing) - set(before.published))
-        if new:
-            raise ZskNotPrepublished(
-                f"ZSK {new[0]} starts signing in period {after.index} without being published in "
-                f"period {before.index}: set its Publish at least one period before its Activate"
-            )
-    return "new ZSKs are published a period before they sign"
+def check_zsk_prepublished(plans: Sequence[PeriodPlan], schedule: Schedule,
+                           zsks: Sequence[KeyPairFiles]) -> str:
+    """ZSK-PREPUBLISHED: a ZSK that starts signing in a period has been served in the DNSKEY RRset
+    for at least DNSKEY TTL + propagation delay (RFC 7583 pre-publication): a resolver may hold the
+    RRset without it that long, and could not validate the new signatures meanwhile. Served means
+    in the bundles of the periods before (period granularity: a Publish between period starts
+    counts from the next start), or since its Publish for a key already in the first period."""
+    publish = {zsk.tag: zsk.timing.publish for zsk in zsks}
+    for index in range(1, len(plans)):
+        for tag in sorted(set(plans[index].signing) - set(plans[index - 1].signing)):
+            since = _served_since(plans, index, tag, publish.get(tag))
+            start = plans[index].start
+            if start - since < schedule.prepublish:
+                raise ZskNotPrepublished(
+                    f"ZSK {tag} signs from period {index} ({to_bind_timestamp(start)}) but its "
+                    f"DNSKEY is served only {start - since} s before; caches need DNSKEY TTL "
+                    f"{schedule.dnskey_ttl} s + propagation delay {schedule.propagation_delay} s: "
+                    f"publish it by {to_bind_timestamp(start - schedule.prepublish)} (a period "
+                    "start) or activate it later")
+    return f"new ZSKs are served >= {schedule.prepublish} s before they sign"
 
 
-def check_zsk_postpublished(plans: Sequence[PeriodPlan]) -> str:
-    """ZSK-POSTPUBLISHED: a retired ZSK stays published while caches may hold its signatures."""
-    for before, after in zip(plans, plans[1:]):
-        gone = sorted(set(before.signing) - set(after.signing) - set(after.published))
-        if gone:
-            raise ZskRemovedTooEarly(
-                f"ZSK {gone[0]} signs in period {before.index} but is not published in period "
-                f"{after.index}: set its Delete at least one period after its Inactive"
-            )
-    return "retired ZSKs stay published for a period"
+def _served_since(plans: Sequence[PeriodPlan], index: int, tag: int, publish: int | None) -> int:
+    """When `tag` entered the DNSKEY RRset it is in, unbroken, up to period `index` (exclusive)."""
+    first = index
+    while first > 0 and tag in plans[first - 1].published:
+        first -= 1
+    if first == 0 and first < index and publish is not None:
+        return min(publish, plans[0].start)
+    return plans[first].start
+
+
+def check_zsk_postpublished(plans: Sequence[PeriodPlan], schedule: Schedule,
+                            zsks: Sequence[KeyPairFiles]) -> str:
+    """ZSK-POSTPUBLISHED: a ZSK that stops signing stays in the DNSKEY RRset for max zone TTL +
+    propagation delay (RFC 7583 retire interval): the signer replaces all its signatures in the
+    first round of the period, but resolvers may hold them that long. Beyond the last period the
+    key's Delete time is what the next ceremony will follow."""
+    delete = {zsk.tag: zsk.timing.delete for zsk in zsks}
+    for index in range(1, len(plans)):
+        start = plans[index].start
+        for tag in sorted(set(plans[index - 1].signing) - set(plans[index].signing)):
+            gone = next((plan.start for plan in plans[index:] if tag not in plan.published),
+                        delete.get(tag))
+            if gone is not None and gone - start < schedule.postpublish:
+                raise ZskRemovedTooEarly(
+                    f"ZSK {tag} stops signing at period {index} ({to_bind_timestamp(start)}) but "
+                    f"leaves the DNSKEY RRset {gone - start} s later; caches may hold its "
+                    f"signatures for max zone TTL {schedule.max_zone_ttl} s + propagation delay "
+                    f"{schedule.propagation_delay} s: set its Delete to "
+                    f"{to_bind_timestamp(start + schedule.postpublish)} or later")
+    return f"retired ZSKs stay published >= {schedule.postpublish} s"
 
 
 def check_algorithm_allowed(ksk: KeyPairFiles, zsks: Sequence[KeyPairFiles],
@@ -208,7 +238,7 @@ def check_key_size_allowed(ksk: KeyPairFiles, zsks: Sequence[KeyPairFiles],
     for key in (ksk, *zsks):
         number, blob = key.dnskey.algorithm, key.dnskey.key
         if algorithms.by_number(number).is_rsa:
-            bits = _rsa_modulus_bits(blob)
+            bits = rsa_modulus_bits(blob)
             if bits < policy.min_rsa_bits:
                 raise KeySizeNotAllowed(f"key {key.tag} is RSA-{bits}; the minimum is "
                                         f"{policy.min_rsa_bits} bits")
@@ -266,13 +296,13 @@ def offline_rules(zone: dns.name.Name, schedule: Schedule, plans: Sequence[Perio
         (ValidityTooLong.rule, lambda: check_max_signature_validity(plans, policy)),
         (NoSigningZsk.rule, lambda: check_zsk_signs_every_period(plans)),
         (SigningZskNotPublished.rule, lambda: check_signing_zsk_published(plans)),
-        (ZskNotPrepublished.rule, lambda: check_zsk_prepublished(plans)),
-        (ZskRemovedTooEarly.rule, lambda: check_zsk_postpublished(plans)),
+        (ZskNotPrepublished.rule, lambda: check_zsk_prepublished(plans, schedule, zsks)),
+        (ZskRemovedTooEarly.rule, lambda: check_zsk_postpublished(plans, schedule, zsks)),
     ]
     return [(rule, check()) for rule, check in checks]
 
 
-def _rsa_modulus_bits(blob: bytes) -> int:
+def rsa_modulus_bits(blob: bytes) -> int:
     """Modulus size of an RFC 3110 public key (exponent length, exponent, modulus)."""
     if blob[:1] == b"\x00":
         offset = 3 + int.from_bytes(blob[1:3], "big")

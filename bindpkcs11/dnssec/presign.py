@@ -3,7 +3,9 @@
 Periods are fixed slices of time starting at `--start`. A key's timing metadata is evaluated at
 each period's start: a ZSK is in the period's DNSKEY RRset if it is published then, and signs the
 zone during the period if it is active then. Put key events on period boundaries (keygen's
---publish/--activate/--inactive/--delete) and the RRsets follow them exactly.
+--publish/--activate/--inactive/--delete, or `rollover zsk --zsk-dir` with --at on a boundary)
+and the RRsets follow them exactly; an event between boundaries takes effect at the next one,
+and policy.py checks the times that result (ZSK-PREPUBLISHED, ZSK-POSTPUBLISHED).
 
 Each period's RRSIG is valid from its start (back-dated by the same one-hour clock skew BIND's
 dnssec-ksr uses) until `validity` after its start, so consecutive bundles overlap by
@@ -38,6 +40,19 @@ class Schedule:
     validity: int
     dnskey_ttl: int
     skew: int = CLOCK_SKEW
+    propagation_delay: int = 0
+    max_zone_ttl: int = 0
+
+    @property
+    def prepublish(self) -> int:
+        """How long a ZSK's DNSKEY must be served before it signs (RFC 7583 Ipub)."""
+        return self.dnskey_ttl + self.propagation_delay
+
+    @property
+    def postpublish(self) -> int:
+        """How long a retired ZSK's DNSKEY must stay once its signatures are replaced (Iret:
+        the signer replaces them all in its first round of the period)."""
+        return self.max_zone_ttl + self.propagation_delay
 
     @property
     def overlap(self) -> int:
@@ -59,7 +74,8 @@ class PeriodPlan:
 
 
 def make_schedule(start: int, periods: int, period: int, validity: int | None,
-                  overlap: int | None, dnskey_ttl: int) -> Schedule:
+                  overlap: int | None, dnskey_ttl: int, propagation_delay: int = 0,
+                  max_zone_ttl: int = 0) -> Schedule:
     """Resolve period / validity / overlap (validity = period + overlap; give any two)."""
     if not 1 <= periods <= MAX_PERIODS:
         raise UsageError(f"--periods must be between 1 and {MAX_PERIODS}")
@@ -69,7 +85,8 @@ def make_schedule(start: int, periods: int, period: int, validity: int | None,
         validity = period + (overlap if overlap is not None else period)
     elif overlap is not None and validity != period + overlap:
         raise UsageError("--validity must equal --period + --overlap: give only two of the three")
-    return Schedule(start, periods, period, validity, dnskey_ttl)
+    return Schedule(start, periods, period, validity, dnskey_ttl,
+                    propagation_delay=propagation_delay, max_zone_ttl=max_zone_ttl)
 
 
 def is_published(timing: Timing, when: int) -> bool:

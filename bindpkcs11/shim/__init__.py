@@ -24,6 +24,16 @@ class Mechanism(IntEnum):
     EDDSA = lib.BP11_MECH_EDDSA  # the whole message
 
 
+class KeyType(IntEnum):
+    """What :func:`public_key` found (BP11_KEY_*), each with its DNSKEY public-key layout."""
+
+    RSA = lib.BP11_KEY_RSA  # RFC 3110
+    EC_P256 = lib.BP11_KEY_EC_P256  # x||y, 64 bytes
+    EC_P384 = lib.BP11_KEY_EC_P384  # x||y, 96 bytes
+    ED25519 = lib.BP11_KEY_ED25519  # 32 bytes
+    ED448 = lib.BP11_KEY_ED448  # 57 bytes
+
+
 class ErrorCode(IntEnum):
     """The shim's return codes (BP11_*), so callers can react to a kind of failure."""
 
@@ -74,6 +84,32 @@ def sign(uri: str, mechanism: Mechanism, data: bytes) -> bytes:
             break
         size = siglen[0]
     raise _last_error(code)
+
+
+def public_key(uri: str) -> tuple[KeyType, bytes]:
+    """The key type and DNSKEY public-key field of the token key pair named by ``uri``.
+
+    This is what the patched dnssec-keyfromlabel puts in K*.key, read by the same C code.
+    """
+    size = 1024
+    for _ in range(2):
+        buf = ffi.new("unsigned char[]", size)
+        length = ffi.new("size_t *", size)
+        keytype = ffi.new("int *")
+        code = lib.bp11_public_key(uri.encode("utf-8"), keytype, buf, length)
+        if code == lib.BP11_OK:
+            return KeyType(keytype[0]), ffi.buffer(buf, length[0])[:]
+        if code != lib.BP11_ERR_BUFFER or length[0] <= size:
+            break
+        size = length[0]
+    raise _last_error(code)
+
+
+def check_uri(uri: str) -> None:
+    """Raise ShimError (code URI) if the shim would refuse ``uri`` as a key's Label."""
+    code = lib.bp11_check_uri(uri.encode("utf-8"))
+    if code != lib.BP11_OK:
+        raise _last_error(code)
 
 
 def init() -> None:

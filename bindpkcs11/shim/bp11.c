@@ -1,5 +1,7 @@
 /*
  * bp11.c - the bindpkcs11 signing shim: RFC 7512 URI + digest in, signature out, via PKCS#11.
+ * Also: URI in, the key pair's DNSKEY public key out (bp11_public_key, for dnssec-keyfromlabel),
+ * through the same URI cache, login, session pool and recovery as signing (run_on_key).
  *
  * Shape
  *   URI cache (hash of the exact URI string) -> struct key -> struct token -> struct module.
@@ -415,8 +417,9 @@ static int uri_segment(struct uri *u, const char *seg, size_t len, int query)
         if (strlen(URI_FORBIDDEN[i]) == nlen && strncasecmp(URI_FORBIDDEN[i], seg, nlen) == 0)
             return set_error(BP11_ERR_URI, 0, "URI: '%s' is not allowed in a key's URI: the PIN "
                              "comes only from PKCS11_LIBRARY_PIN or PKCS11_LIBRARY_PIN_FILE and "
-                             "the module only from PKCS11_LIBRARY_PATH; remove it from the key "
-                             "file's Label", URI_FORBIDDEN[i]);
+                             "the module only from PKCS11_LIBRARY_PATH; remove it from the URI "
+                             "(the key file's Label, dnssec-keyfromlabel's -l)",
+                             URI_FORBIDDEN[i]);
     if (!eq && query)
         return set_error(BP11_ERR_URI, 0, "URI: a query attribute has no '='"); /* may be a PIN */
     if (!eq)
@@ -1063,26 +1066,38 @@ static void token_free(struct token *t)
 /* ------------------------------------------------------------------------------------------ */
 /* Keys.                                                                                        */
 
-/* Signature size from the DER curve parameters (OID or, for EdDSA, a PrintableString name). */
+/* The curves the shim knows, by their DER CKA_EC_PARAMS (an OID or, for EdDSA, SoftHSM's
+ * PrintableString name): signature size, and the DNSKEY key type and public key size
+ * (keytype 0: no DNSSEC algorithm uses the curve). */
+static const struct curve {
+    const char *der;
+    size_t len, siglen;
+    int keytype;
+    size_t publen;
+} CURVES[] = {
+    {"\x06\x08\x2a\x86\x48\xce\x3d\x03\x01\x07", 10, 64, BP11_KEY_EC_P256, 64},  /* P-256 */
+    {"\x06\x05\x2b\x81\x04\x00\x22", 7, 96, BP11_KEY_EC_P384, 96},               /* P-384 */
+    {"\x06\x05\x2b\x81\x04\x00\x23", 7, 132, 0, 132},                            /* P-521 */
+    {"\x06\x03\x2b\x65\x70", 5, 64, BP11_KEY_ED25519, 32},                       /* Ed25519 */
+    {"\x06\x03\x2b\x65\x71", 5, 114, BP11_KEY_ED448, 57},                        /* Ed448 */
+    {"\x13\x0c" "edwards25519", 14, 64, BP11_KEY_ED25519, 32},
+    {"\x13\x0a" "edwards448", 12, 114, BP11_KEY_ED448, 57},
+};
+
+static const struct curve *curve_of(const unsigned char *p, CK_ULONG n)
+{
+    for (size_t i = 0; i < sizeof CURVES / sizeof CURVES[0]; i++)
+        if (n == CURVES[i].len && memcmp(p, CURVES[i].der, n) == 0)
+            return &CURVES[i];
+    return NULL;
+}
+
+/* Signature size from the DER curve parameters (0: unknown curve). */
 static size_t ec_siglen(const unsigned char *p, CK_ULONG n)
 {
-    static const struct {
-        const char *der;
-        size_t len, siglen;
-    } curves[] = {
-        {"\x06\x08\x2a\x86\x48\xce\x3d\x03\x01\x07", 10, 64},   /* P-256 */
-        {"\x06\x05\x2b\x81\x04\x00\x22", 7, 96},                 /* P-384 */
-        {"\x06\x05\x2b\x81\x04\x00\x23", 7, 132},                /* P-521 */
-        {"\x06\x03\x2b\x65\x70", 5, 64},                         /* Ed25519 */
-        {"\x06\x03\x2b\x65\x71", 5, 114},                        /* Ed448 */
-        {"\x13\x0c" "edwards25519", 14, 64},
-        {"\x13\x0a" "edwards448", 12, 114},
-    };
+    const struct curve *c = curve_of(p, n);
 
-    for (size_t i = 0; i < sizeof curves / sizeof curves[0]; i++)
-        if (n == curves[i].len && memcmp(p, curves[i].der, n) == 0)
-            return curves[i].siglen;
-    return 0;
+    return c ? c->siglen : 0;
 }
 
 /* Key type and signature size, so the caller's buffer is checked before C_Sign. */
@@ -1466,9 +1481,13 @@ static int sign_failed(struct key *k, unsigned long gen, struct keyinfo *info, C
     return fail_ckr(rv, k->desc, call);
 }
 
+/* One operation on a key that has been found: it owns the borrowed session and hands it back
+ * (pool_put when healthy, pool_drop after a failure that may have hurt it). */
+typedef int (*key_op)(struct key *k, unsigned long gen, CK_SESSION_HANDLE s,
+                      const struct keyinfo *info, void *arg);
+
 /* One attempt in generation `gen`, caller holds mod->rw for reading. */
-static int sign_live(struct key *k, unsigned long gen, int mech, const unsigned char *in,
-                     size_t inlen, unsigned char *sig, size_t *siglen)
+static int run_live(struct key *k, unsigned long gen, key_op op, void *arg)
 {
     struct token *t = k->tok;
     struct keyinfo info;
@@ -1486,9 +1505,10 @@ static int sign_live(struct key *k, unsigned long gen, int mech, const unsigned 
         CK_ATTRIBUTE probe = {CKA_CLASS, &cls, sizeof cls};
         CK_RV rv = t->mod->f->C_GetAttributeValue(s, info.token_handle, &probe, 1);
         if (rv != CKR_OK) {
+            size_t unused = 0; /* no buffer in play: C_GetAttributeValue(CKA_CLASS) */
             (void)t->mod->f->C_DestroyObject(s, info.handle); /* best effort: a stale copy */
             pool_put(t, s);
-            return sign_failed(k, gen, &info, rv, "C_GetAttributeValue", siglen);
+            return sign_failed(k, gen, &info, rv, "C_GetAttributeValue", &unused);
         }
     }
     if (info.handle == CK_INVALID_HANDLE) {
@@ -1508,23 +1528,10 @@ static int sign_live(struct key *k, unsigned long gen, int mech, const unsigned 
         }
         pthread_mutex_unlock(&k->find_mu);
     }
-    if ((rc = check_key(k, &info, mech, siglen)) != BP11_OK) {
-        pool_put(t, s);
-        return rc;
-    }
-    const char *call;
-    CK_RV rv = token_sign(t->mod->f, s, info.handle, mech, in, inlen, sig, siglen, &call);
-    if (rv == CKR_OK) {
-        pool_put(t, s);
-        __atomic_store_n(&t->mod->signed_since_init, 1, __ATOMIC_RELAXED);
-        return BP11_OK;
-    }
-    pool_drop(t, s);
-    return sign_failed(k, gen, &info, rv, call, siglen);
+    return op(k, gen, s, &info, arg);
 }
 
-static int sign_attempt(struct key *k, int mech, const unsigned char *in, size_t inlen,
-                        unsigned char *sig, size_t *siglen, unsigned long *gen)
+static int run_attempt(struct key *k, key_op op, void *arg, unsigned long *gen)
 {
     struct module *m = k->tok->mod;
     int rc;
@@ -1532,10 +1539,304 @@ static int sign_attempt(struct key *k, int mech, const unsigned char *in, size_t
     pthread_rwlock_rdlock(&m->rw);
     *gen = m->gen;
     if (m->live)
-        rc = sign_live(k, *gen, mech, in, inlen, sig, siglen);
+        rc = run_live(k, *gen, op, arg);
     else
         rc = defer(RC_RECOVER, module_down(m, k->tok));
     pthread_rwlock_unlock(&m->rw);
+    return rc;
+}
+
+/* Resolve `uri` and run `op` on its key; a lost token, session or login earns one
+ * re-initialisation of the module and one retry (see "Recovery" above). */
+static int run_on_key(const char *uri, key_op op, void *arg)
+{
+    struct key *k;
+    unsigned long gen;
+    int rc;
+
+    if ((rc = key_resolve(uri, &k)) != BP11_OK)
+        return rc;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        rc = run_attempt(k, op, arg, &gen);
+        if (rc == BP11_OK)
+            clear_error(); /* a retry succeeded: the first attempt's complaint is history */
+        if (rc >= 0)
+            return rc;
+        if (rc == RC_RECOVER && attempt == 0)
+            module_recover(k->tok->mod, gen);
+    }
+    return tl_pending; /* the retry failed too; tl_msg says why */
+}
+
+struct sign_req {
+    int mech;
+    const unsigned char *in;
+    size_t inlen;
+    unsigned char *sig;
+    size_t *siglen;
+};
+
+static int op_sign(struct key *k, unsigned long gen, CK_SESSION_HANDLE s,
+                   const struct keyinfo *found, void *arg)
+{
+    struct sign_req *r = arg;
+    struct keyinfo info = *found;
+    const char *call;
+    int rc = check_key(k, &info, r->mech, r->siglen);
+
+    if (rc != BP11_OK) {
+        pool_put(k->tok, s);
+        return rc;
+    }
+    CK_RV rv = token_sign(k->tok->mod->f, s, info.handle, r->mech, r->in, r->inlen, r->sig,
+                          r->siglen, &call);
+    if (rv == CKR_OK) {
+        pool_put(k->tok, s);
+        __atomic_store_n(&k->tok->mod->signed_since_init, 1, __ATOMIC_RELAXED);
+        return BP11_OK;
+    }
+    pool_drop(k->tok, s);
+    return sign_failed(k, gen, &info, rv, call, r->siglen);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Public keys (for dnssec-keyfromlabel): the DNSKEY public-key field of a token key pair.      */
+
+#define ATTR_MAX 1024                     /* RSA-8192 modulus; DER EC points are far smaller */
+
+struct pub_req {
+    int *keytype;
+    unsigned char *out;
+    size_t *outlen;
+};
+
+/* C_GetAttributeValue of one attribute into buf.  *len 0 with BP11_OK: the object does not
+ * have it, or will not show it (absent, sensitive, unavailable). */
+static int attr_read(struct key *k, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+                     CK_ATTRIBUTE_TYPE type, const char *name, unsigned char *buf, size_t *len)
+{
+    CK_ATTRIBUTE a = {type, buf, ATTR_MAX};
+    CK_RV rv = k->tok->mod->f->C_GetAttributeValue(s, h, &a, 1);
+
+    *len = 0;
+    if (rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_ATTRIBUTE_SENSITIVE ||
+        (rv == CKR_OK && a.ulValueLen == CK_UNAVAILABLE_INFORMATION))
+        return BP11_OK;
+    if (rv == CKR_BUFFER_TOO_SMALL)
+        return set_error(BP11_ERR_BUFFER, rv, "%s: %s is larger than %d bytes", k->desc, name,
+                         ATTR_MAX);
+    if (rv != CKR_OK) {
+        char call[64];
+        snprintf(call, sizeof call, "C_GetAttributeValue(%s)", name);
+        return fail_ckr(rv, k->desc, call);
+    }
+    *len = a.ulValueLen;
+    return BP11_OK;
+}
+
+/* Count the public keys matching tmpl[0..n) (at most 2), keeping the first. */
+static int public_search(struct key *k, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl, CK_ULONG n,
+                         CK_OBJECT_HANDLE *h, CK_ULONG *found)
+{
+    CK_FUNCTION_LIST_PTR f = k->tok->mod->f;
+    CK_OBJECT_HANDLE hs[2];
+    CK_RV rv = f->C_FindObjectsInit(s, tmpl, n);
+
+    *found = 0;
+    if (rv != CKR_OK)
+        return fail_ckr(rv, k->desc, "C_FindObjectsInit");
+    rv = f->C_FindObjects(s, hs, 2, found);
+    CK_RV rv2 = f->C_FindObjectsFinal(s);
+    if (rv == CKR_OK)
+        rv = rv2;
+    if (rv != CKR_OK)
+        return fail_ckr(rv, k->desc, "C_FindObjects");
+    *h = hs[0];
+    return BP11_OK;
+}
+
+/* The public key object of the pair: same CKA_ID as the private key (what pkcs11-tool and
+ * bindpkcs11 give both halves), narrowed or replaced by the URI's object label. */
+static int public_find(struct key *k, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE priv,
+                       CK_OBJECT_HANDLE *h)
+{
+    CK_OBJECT_CLASS cls = CKO_PUBLIC_KEY;
+    unsigned char id[ATTR_MAX];
+    size_t idlen;
+    CK_ATTRIBUTE tmpl[3] = {{CKA_CLASS, &cls, sizeof cls}};
+    CK_ULONG found = 0;
+    int rc = attr_read(k, s, priv, CKA_ID, "CKA_ID", id, &idlen);
+
+    if (rc != BP11_OK)
+        return rc;
+    if (idlen > 0) {
+        tmpl[1] = (CK_ATTRIBUTE){CKA_ID, id, idlen};
+        if ((rc = public_search(k, s, tmpl, 2, h, &found)) != BP11_OK)
+            return rc;
+        if (found == 1)
+            return BP11_OK;
+    }
+    if (k->object.set) {
+        CK_ULONG n = idlen > 0 && found > 1 ? 3 : 2;
+        tmpl[n - 1] = (CK_ATTRIBUTE){CKA_LABEL, k->object.p, k->object.n};
+        if ((rc = public_search(k, s, tmpl, n, h, &found)) != BP11_OK)
+            return rc;
+        if (found == 1)
+            return BP11_OK;
+    }
+    if (found > 1)
+        return set_error(BP11_ERR_URI, 0, "%s: more than one public key matches its CKA_ID and "
+                         "label; give the pair a unique id", k->desc);
+    return set_error(BP11_ERR_KEY_NOT_FOUND, 0, "%s: the token holds no public key with the "
+                     "same CKA_ID or label, so its DNSKEY cannot be read; store the public key "
+                     "of the pair on the token", k->desc);
+}
+
+/* Strip the DER OCTET STRING around a CKA_EC_POINT, if there is one that spans it exactly. */
+static void point_unwrap(const unsigned char *p, size_t n, const unsigned char **in, size_t *inlen)
+{
+    size_t len = 0, hdr = 0;
+
+    if (n >= 2 && p[0] == 0x04) {
+        if (p[1] < 0x80)
+            len = p[1], hdr = 2;
+        else if (p[1] == 0x81 && n >= 3)
+            len = p[2], hdr = 3;
+        else if (p[1] == 0x82 && n >= 4)
+            len = (size_t)p[2] << 8 | p[3], hdr = 4;
+    }
+    *in = p, *inlen = n;
+    if (hdr && hdr + len == n)
+        *in = p + hdr, *inlen = len;
+}
+
+/* The DNSKEY form of a CKA_EC_POINT: x||y of an uncompressed ECDSA point, the raw EdDSA key.
+ * The spec says DER OCTET STRING, some tokens give the bare point: try the DER reading first. */
+static int point_to_dnskey(struct key *k, const struct curve *c, const unsigned char *p,
+                           size_t n, unsigned char *out, size_t *outlen)
+{
+    int ec = c->keytype == BP11_KEY_EC_P256 || c->keytype == BP11_KEY_EC_P384;
+    const unsigned char *cand[2];
+    size_t candlen[2];
+
+    point_unwrap(p, n, &cand[0], &candlen[0]);
+    cand[1] = p, candlen[1] = n;
+    for (int i = 0; i < 2; i++) {
+        const unsigned char *q = cand[i];
+        size_t m = candlen[i];
+        if (ec && m == c->publen + 1 && q[0] == 0x04)
+            q++, m--;
+        if (m != c->publen)
+            continue;
+        if (*outlen < m) {
+            *outlen = m;
+            return set_error(BP11_ERR_BUFFER, 0, "%s: public key needs %zu bytes", k->desc, m);
+        }
+        memcpy(out, q, m);
+        *outlen = m;
+        return BP11_OK;
+    }
+    return set_error(BP11_ERR_PKCS11, 0, "%s: CKA_EC_POINT (%zu bytes) is not an uncompressed "
+                     "point of the key's curve", k->desc, n);
+}
+
+static size_t strip_zeros(const unsigned char **p, size_t n)
+{
+    while (n > 1 && (*p)[0] == 0)
+        (*p)++, n--;
+    return n;
+}
+
+/* RFC 3110: exponent length, exponent, modulus. */
+static int rsa_to_dnskey(struct key *k, const unsigned char *e, size_t elen,
+                         const unsigned char *mod, size_t modlen, unsigned char *out,
+                         size_t *outlen)
+{
+    elen = strip_zeros(&e, elen);
+    modlen = strip_zeros(&mod, modlen);
+    size_t hdr = elen < 256 ? 1 : 3, need = hdr + elen + modlen;
+
+    if (*outlen < need) {
+        *outlen = need;
+        return set_error(BP11_ERR_BUFFER, 0, "%s: public key needs %zu bytes", k->desc, need);
+    }
+    if (hdr == 1)
+        out[0] = (unsigned char)elen;
+    else
+        out[0] = 0, out[1] = (unsigned char)(elen >> 8), out[2] = (unsigned char)elen;
+    memcpy(out + hdr, e, elen);
+    memcpy(out + hdr + elen, mod, modlen);
+    *outlen = need;
+    return BP11_OK;
+}
+
+static int public_rsa(struct key *k, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE priv,
+                      struct pub_req *r)
+{
+    unsigned char mod[ATTR_MAX], e[ATTR_MAX];
+    size_t modlen, elen;
+    CK_OBJECT_HANDLE pub;
+    int rc = attr_read(k, s, priv, CKA_MODULUS, "CKA_MODULUS", mod, &modlen);
+
+    if (rc == BP11_OK)
+        rc = attr_read(k, s, priv, CKA_PUBLIC_EXPONENT, "CKA_PUBLIC_EXPONENT", e, &elen);
+    if (rc == BP11_OK && (modlen == 0 || elen == 0)) {
+        if ((rc = public_find(k, s, priv, &pub)) == BP11_OK &&
+            (rc = attr_read(k, s, pub, CKA_MODULUS, "CKA_MODULUS", mod, &modlen)) == BP11_OK)
+            rc = attr_read(k, s, pub, CKA_PUBLIC_EXPONENT, "CKA_PUBLIC_EXPONENT", e, &elen);
+        if (rc == BP11_OK && (modlen == 0 || elen == 0))
+            rc = set_error(BP11_ERR_PKCS11, 0, "%s: the token shows no RSA modulus and public "
+                           "exponent for it", k->desc);
+    }
+    if (rc != BP11_OK)
+        return rc;
+    *r->keytype = BP11_KEY_RSA;
+    return rsa_to_dnskey(k, e, elen, mod, modlen, r->out, r->outlen);
+}
+
+static int public_ec(struct key *k, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE priv,
+                     struct pub_req *r)
+{
+    unsigned char params[ATTR_MAX], point[ATTR_MAX];
+    size_t plen, ptlen;
+    CK_OBJECT_HANDLE pub;
+    const struct curve *c;
+    int rc = attr_read(k, s, priv, CKA_EC_PARAMS, "CKA_EC_PARAMS", params, &plen);
+
+    if (rc != BP11_OK)
+        return rc;
+    if ((rc = public_find(k, s, priv, &pub)) != BP11_OK)
+        return rc;
+    if (plen == 0 && (rc = attr_read(k, s, pub, CKA_EC_PARAMS, "CKA_EC_PARAMS", params, &plen)))
+        return rc;
+    if ((rc = attr_read(k, s, pub, CKA_EC_POINT, "CKA_EC_POINT", point, &ptlen)) != BP11_OK)
+        return rc;
+    c = plen ? curve_of(params, plen) : NULL;
+    if (!c || !c->keytype)
+        return set_error(BP11_ERR_MECHANISM, 0, "%s: its curve has no DNSSEC algorithm (P-256, "
+                         "P-384, Ed25519 and Ed448 have)", k->desc);
+    if (ptlen == 0)
+        return set_error(BP11_ERR_PKCS11, 0, "%s: its public key shows no CKA_EC_POINT", k->desc);
+    *r->keytype = c->keytype;
+    return point_to_dnskey(k, c, point, ptlen, r->out, r->outlen);
+}
+
+static int op_public(struct key *k, unsigned long gen, CK_SESSION_HANDLE s,
+                     const struct keyinfo *info, void *arg)
+{
+    int rc;
+
+    (void)gen;
+    if (info->type == CKK_RSA)
+        rc = public_rsa(k, s, info->token_handle, arg); /* the token object, not our copy */
+    else if (info->type == CKK_EC || info->type == CKK_EC_EDWARDS)
+        rc = public_ec(k, s, info->token_handle, arg);
+    else
+        rc = set_error(BP11_ERR_MECHANISM, 0, "%s is neither an RSA, EC nor EdDSA key", k->desc);
+    if (rc < 0)
+        pool_drop(k->tok, s); /* token, session or login trouble: recovery follows */
+    else
+        pool_put(k->tok, s);
     return rc;
 }
 
@@ -1565,8 +1866,7 @@ int bp11_init(void)
 int bp11_sign(const char *uri, int mech, const unsigned char *in, size_t inlen,
               unsigned char *sig, size_t *siglen)
 {
-    struct key *k;
-    unsigned long gen;
+    struct sign_req r = {mech, in, inlen, sig, siglen};
     int rc;
 
     clear_error();
@@ -1574,18 +1874,32 @@ int bp11_sign(const char *uri, int mech, const unsigned char *in, size_t inlen,
         return set_error(BP11_ERR_URI, 0, "no URI given");
     if ((rc = check_args(mech, in, inlen, sig, siglen)) != BP11_OK)
         return rc;
-    if ((rc = key_resolve(uri, &k)) != BP11_OK)
-        return rc;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        rc = sign_attempt(k, mech, in, inlen, sig, siglen, &gen);
-        if (rc == BP11_OK)
-            clear_error(); /* a retry succeeded: the first attempt's complaint is history */
-        if (rc >= 0)
-            return rc;
-        if (rc == RC_RECOVER && attempt == 0)
-            module_recover(k->tok->mod, gen);
-    }
-    return tl_pending; /* the retry failed too; tl_msg says why */
+    return run_on_key(uri, op_sign, &r);
+}
+
+int bp11_public_key(const char *uri, int *keytype, unsigned char *pub, size_t *publen)
+{
+    struct pub_req r = {keytype, pub, publen};
+
+    clear_error();
+    if (!uri)
+        return set_error(BP11_ERR_URI, 0, "no URI given");
+    if (!keytype || !pub || !publen)
+        return set_error(BP11_ERR_BUFFER, 0, "no public key buffer given");
+    return run_on_key(uri, op_public, &r);
+}
+
+int bp11_check_uri(const char *uri)
+{
+    struct uri u;
+    int rc;
+
+    clear_error();
+    if (!uri)
+        return set_error(BP11_ERR_URI, 0, "no URI given");
+    if ((rc = uri_parse(&u, uri)) == BP11_OK)
+        uri_free(&u);
+    return rc;
 }
 
 void bp11_finalize(void)

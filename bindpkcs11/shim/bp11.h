@@ -26,6 +26,13 @@ extern "C" {
 #define BP11_MECH_ECDSA       4  /* in = digest; CKM_ECDSA; out = r||s (DNSSEC wire format as is) */
 #define BP11_MECH_EDDSA       5  /* in = whole message; CKM_EDDSA; out = 64 bytes */
 
+/* Key types reported by bp11_public_key, with the DNSKEY public-key field it returns for each. */
+#define BP11_KEY_RSA      1  /* RFC 3110: exponent length (1 byte, or 0 + 2 bytes), exponent, modulus */
+#define BP11_KEY_EC_P256  2  /* RFC 6605: x||y, 64 bytes */
+#define BP11_KEY_EC_P384  3  /* RFC 6605: x||y, 96 bytes */
+#define BP11_KEY_ED25519  4  /* RFC 8080: 32 bytes */
+#define BP11_KEY_ED448    5  /* RFC 8080: 57 bytes */
+
 /* Return codes. */
 #define BP11_OK 0
 #define BP11_ERR_CONFIG 1           /* no module path, unreadable pin file, bad env */
@@ -47,6 +54,19 @@ int bp11_init(void);
  * on BP11_OK it is the signature length, on BP11_ERR_BUFFER the size needed. */
 int bp11_sign(const char *uri, int mech, const unsigned char *in, size_t inlen,
               unsigned char *sig, size_t *siglen);
+
+/* The public half of the key pair named by `uri`, as the public-key field of a DNSKEY record
+ * (see BP11_KEY_*), so that BIND's dnssec-keyfromlabel can write K*.key for a key made elsewhere.
+ * The token is found and logged in to as for bp11_sign.  RSA modulus and exponent come from the
+ * private key object when it shows them, otherwise from the public key object of the pair (same
+ * CKA_ID, else same CKA_LABEL); an EC or EdDSA point always comes from that public object.
+ * On entry *publen is the size of `pub`; on BP11_OK it is the length written, on BP11_ERR_BUFFER
+ * the size needed.  A curve without a DNSSEC algorithm is BP11_ERR_MECHANISM. */
+int bp11_public_key(const char *uri, int *keytype, unsigned char *pub, size_t *publen);
+
+/* Check a key URI as bp11_sign would (scheme, token and key selectors, no PIN or module
+ * attributes) without loading any module: BP11_OK or BP11_ERR_URI with bp11_last_error(). */
+int bp11_check_uri(const char *uri);
 
 /* C_Finalize every module and free all state; a later bp11_sign starts afresh.  A PIN rejected
  * earlier stays rejected: it is never tried again in this process. */

@@ -135,3 +135,37 @@ def reset_user_pin(module_path: str, slot_id: int, label: str, so_pin: str, user
             module.lib.C_Logout(handle)
         finally:
             module.lib.C_CloseSession(handle)
+
+
+class _Attribute(ctypes.Structure):
+    _fields_ = [("type", _ulong), ("pValue", ctypes.c_void_p), ("ulValueLen", _ulong)]
+
+
+def create_object_as_so(module_path: str, slot_id: int, label: str, so_pin: str,
+                        template: list[tuple[int, bytes]]) -> None:
+    """C_CreateObject in a session logged in as SO, each attribute value in its own malloc'd
+    buffer that is never freed here.
+
+    Why not python-pkcs11: OpenSC 0.23's OpenPGP driver keeps pointers to the template's values
+    and free()s the public exponent's buffer when it pads it to 32 bits (card-openpgp.c,
+    pgp_build_extended_header_list), which aborts the process when the buffer belongs to Python.
+    The few hundred bytes left allocated go with this short-lived process.
+    """
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    attributes = (_Attribute * len(template))()
+    for index, (kind, value) in enumerate(template):
+        pointer = libc.malloc(max(len(value), 1))
+        ctypes.memmove(pointer, value, len(value))
+        attributes[index] = _Attribute(_ulong(kind), pointer, _ulong(len(value)))
+    with _Module(module_path) as module:
+        handle = module.session(slot_id)
+        try:
+            module.login_so(handle, so_pin, label)
+            created = _ulong(0)
+            module.call("C_CreateObject", f"storing the key on token '{label}'", handle,
+                        attributes, _ulong(len(template)), ctypes.byref(created))
+            module.lib.C_Logout(handle)  # OpenSC's openpgp driver may fail it; the key is stored
+        finally:
+            module.lib.C_CloseSession(handle)

@@ -159,5 +159,5 @@ def test_rel_card_zsk_on_token_is_refused_before_anything_is_made(card_token, pa
                 "--zsk-on", "token", "--port", str(port), "--rndc-port", str(rndc_port),
                 check=False, timeout=120)
     line = one_line_error(result)
-    assert "--zsk-on software" in line
+    assert "--zsk-on software" in line and "--zsk-token 'OpenPGP card (User PIN (sig))'" in line
     assert private_keys(cli) == [] and not (cli.state_dir / "instances" / ZONE).exists()

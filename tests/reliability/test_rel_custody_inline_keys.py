@@ -3,9 +3,7 @@ and `token erase`, and named keeps signing with them."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import tempfile
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import dns.rdatatype
 import pytest
 
 from conftest import TOKEN, Cli, clean_env, one_line_error
-from namedproc import free_port
+from namedproc import free_port, kill_instance_nameds
 
 ZONE = "example.test"
 
@@ -27,11 +25,7 @@ def inline_cli(patched_bind: Path):
     base.chmod(0o711)
     cli = Cli(base / "state", clean_env() | {"BINDPKCS11_BIND_DIR": str(patched_bind)})
     yield cli
-    for pid_file in (cli.state_dir / "instances").glob("*/named.pid"):
-        try:
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
+    kill_instance_nameds(cli.state_dir)
     shutil.rmtree(base, ignore_errors=True)
 
 

@@ -17,27 +17,15 @@ import dns.query
 import dns.rcode
 
 from conftest import REPO, one_line_error
-from namedproc import free_port
+from namedproc import instance_nameds, free_port
 from test_inline import ZONE, inline_cli, named_pid, poll, setup, validated  # noqa: F401
 
 OTHER = "other.test"
 
 
 def named_processes(cli, zone: str = ZONE) -> list[int]:
-    """Every named process whose command line names this instance's named.conf (named itself:
-    named-checkconf names the same file, and killing it would test another fault)."""
-    conf = str(cli.state_dir / "instances" / zone / "named.conf").encode()
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes()
-            except OSError:
-                continue
-            program = cmdline.split(b"\0", 1)[0]
-            if program.endswith(b"/named") and conf in cmdline:  # not named-checkconf
-                pids.append(int(proc.name))
-    return pids
+    """Every named (not named-checkconf) serving this instance."""
+    return instance_nameds(cli.state_dir, zone)
 
 
 def setup_process(cli, *extra: str, zone: str = ZONE) -> subprocess.Popen:

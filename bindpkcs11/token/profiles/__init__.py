@@ -80,6 +80,24 @@ class DeviceTraits:
                 return object_id, object_label
         return None
 
+    def device_tokens(self, token_label: str) -> tuple[str, ...]:
+        """Every token of the device that `token_label` is on, `token_label` first.
+
+        An OpenPGP card shows one token per key slot (its `fixed_key_objects`): they share the
+        card's PINs, and resetting the card wipes them all. A token of any other device stands
+        alone.
+        """
+        labels = [label for label, _, _ in self.fixed_key_objects]
+        if token_label not in labels:
+            return (token_label,)
+        return (token_label, *[label for label in labels if label != token_label])
+
+    def pin_label(self, token_label: str) -> str:
+        """The token label whose PIN files hold `token_label`'s PINs: a card's first token (the
+        one `token init` names), so all tokens of one card use the one PIN pair it stored."""
+        labels = [label for label, _, _ in self.fixed_key_objects]
+        return labels[0] if token_label in labels else token_label
+
 
 GENERIC = DeviceTraits()
 

@@ -91,10 +91,15 @@ class CardInUse(BindPkcs11Error):
 
 @dataclass(frozen=True)
 class Dialog:
-    """One tool run: its arguments and which prompt gets which PIN ("so", "user" or "yes")."""
+    """One tool run: its arguments and which prompt gets which PIN ("so", "user" or "yes").
+
+    `refusals`: (pattern, message) for output after which the tool would only ask again (sc-hsm-tool
+    loops on a short or mistyped share password): the tool is stopped and ToolFailed(message) raised.
+    """
 
     args: tuple[str, ...]
     answers: tuple[tuple[str, str], ...]
+    refusals: tuple[tuple[str, str], ...] = ()
 
 
 def simulator_socket(state: StateDir) -> Path:
@@ -149,18 +154,24 @@ class OpenScProfile:
         return {SOCKET_VARIABLE: str(socket)} if socket.exists() else {}
 
     def token_in_use(self, label: str) -> bool:
-        """A card's token always exists; it is in use when it holds a key (so that `token init`
-        never wipes one). Checked without a PIN: the public halves are readable."""
+        """A card's token always exists; it is in use when it, or another token of the same card
+        (which `token init` resets too), holds a key, so that `token init` never wipes one.
+        Checked without a PIN: the public halves are readable."""
         self.activate()
-        if not any(info.label == label for info in library.list_tokens(self.module_path)):
+        present = {info.label for info in library.list_tokens(self.module_path)}
+        if label not in present:
             return False
         from pkcs11 import Attribute, ObjectClass
 
-        token = library.find_token(self.module_path, label)
-        with token.open() as session:
-            return any(True for kind in (ObjectClass.PUBLIC_KEY, ObjectClass.PRIVATE_KEY,
+        for name in self.traits.device_tokens(label):
+            if name not in present:
+                continue
+            with library.find_token(self.module_path, name).open() as session:
+                if any(True for kind in (ObjectClass.PUBLIC_KEY, ObjectClass.PRIVATE_KEY,
                                          ObjectClass.CERTIFICATE)
-                       for _ in session.get_objects({Attribute.CLASS: kind}))
+                       for _ in session.get_objects({Attribute.CLASS: kind})):
+                    return True
+        return False
 
     def init_token(self, label: str, pins: TokenPins) -> None:
         self.activate()
@@ -269,8 +280,9 @@ PROFILES = {"opensc": OpenScProfile, "opensc-openpgp": OpenScProfile, "opensc-sc
             "opensc-myeid": MyEidProfile, "opensc-feitian": FeitianProfile}
 
 
-def run_dialog(dialog: Dialog, pins: TokenPins) -> None:
-    """Run one tool, answering its prompts from `pins`; ToolFailed with its output on failure.
+def run_dialog(dialog: Dialog, pins: TokenPins) -> str:
+    """Run one tool, answering its prompts from `pins` (any object with the named attributes);
+    its output (answers never echo: the tools read them without echo); ToolFailed on failure.
 
     `answers` map a prompt to "so"/"user" (that PIN), "=VALUE" (a fixed factory PIN) or "again"
     (the previous answer, for a tool that asks twice). The first pattern that matches wins, so
@@ -281,6 +293,7 @@ def run_dialog(dialog: Dialog, pins: TokenPins) -> None:
         raise ModuleMissing(f"{dialog.args[0]} not found: install the opensc package "
                             "(scripts/setup.sh)")
     patterns = [pattern for pattern, _ in dialog.answers]
+    refusals = [pattern for pattern, _ in dialog.refusals]
     child = pexpect.spawn(program, list(dialog.args[1:]), env=child_env(), encoding="utf-8",
                           timeout=_PROMPT_TIMEOUT)
     child.delaybeforesend = None
@@ -288,10 +301,13 @@ def run_dialog(dialog: Dialog, pins: TokenPins) -> None:
     last = ""
     try:
         while True:
-            index = child.expect(patterns + [pexpect.EOF])
+            index = child.expect(patterns + refusals + [pexpect.EOF])
             transcript.append(child.before or "")
-            if index == len(patterns):
+            if index == len(patterns) + len(refusals):
                 break
+            if index >= len(patterns):
+                child.close(force=True)
+                raise ToolFailed(dialog.refusals[index - len(patterns)][1])
             transcript.append(patterns[index])
             answer = dialog.answers[index][1]
             if answer != "again":
@@ -308,3 +324,4 @@ def run_dialog(dialog: Dialog, pins: TokenPins) -> None:
                               "running?)")
         raise ToolFailed(f"{' '.join(dialog.args[:2])} failed (exit {child.exitstatus}): "
                          f"{output[-400:] or 'no output'}")
+    return "".join(transcript)

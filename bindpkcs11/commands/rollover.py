@@ -1,0 +1,242 @@
+"""`bindpkcs11 status DOMAIN` (keystatus.py) and `bindpkcs11 rollover zsk DOMAIN` (rollover.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from bindpkcs11 import keystatus, kskroll, offlineroll, rollover
+from bindpkcs11.commands.common import DEFAULT_TOKEN, Parser, access, state
+from bindpkcs11.commands.ksk import DEFAULTS as PRESIGN_DEFAULTS, TEST_DEFAULTS as PRESIGN_TEST
+from bindpkcs11.commands.signer import DEFAULTS as SIGNER_DEFAULTS, TEST_DEFAULTS as SIGNER_TEST
+from bindpkcs11.dnssec import rollplan
+from bindpkcs11.dnssec.dnskey import parse_zone_name
+from bindpkcs11.errors import UsageError
+from bindpkcs11.monitor import iso_time, resolve_server
+from bindpkcs11.output import print_json, print_table
+from bindpkcs11.timespec import parse_duration, parse_time
+
+
+def register(commands, common) -> None:
+    status = commands.add_parser(
+        "status", parents=[common],
+        help="every key of a setup-inline zone: role, place, state, next event, DS for the parent")
+    status.add_argument("domain")
+    status.add_argument("--zsk-dir", type=Path,
+                        help="an offline-KSK zone: the ZSKs in the ceremony's ZSK directory")
+    status.add_argument("--at", metavar="T", help="the states at T instead of now")
+    status.set_defaults(handler=_status)
+
+    roll = commands.add_parser("rollover", parents=[common],
+                               help="roll a key of a setup-inline zone with RFC 7583 timing")
+    sub = roll.add_subparsers(dest="role", required=True, parser_class=Parser)
+    zsk = sub.add_parser("zsk", parents=[common],
+                         help="pre-publication ZSK rollover: successor published now, active "
+                              "after DNSKEY TTL + propagation delay, predecessor removed after "
+                              "max TTL + re-sign interval")
+    zsk.add_argument("domain")
+    zsk.add_argument("--at", metavar="T", help="publish the successor at T instead of now "
+                                               "(now+1d, YYYYMMDDHHMMSS, ...)")
+    zsk.add_argument("--activate", metavar="T",
+                     help="activate the successor at T (default: the earliest the rules allow)")
+    zsk.add_argument("--delete", metavar="T",
+                     help="remove the predecessor at T (default: the earliest the rules allow)")
+    zsk.add_argument("--propagation-delay", metavar="D",
+                     help=f"time for a change to reach every secondary (default "
+                          f"{rollover.DEFAULT_PROPAGATION_DELAY} s)")
+    zsk.add_argument("--test-timings", action="store_true",
+                     help="shrink every interval to seconds (a whole rollover in about a minute; "
+                          "loopback demos and tests only)")
+    offline = zsk.add_argument_group(
+        "offline-KSK zones", "with --zsk-dir: schedule the rollover in the ceremony's ZSK key "
+        "files; 'ksk presign' then carries it into the bundles (same durations as its own)")
+    offline.add_argument("--zsk-dir", type=Path, help="the offline-KSK zone's software ZSK files")
+    offline.add_argument("--period", metavar="D",
+                         help=f"the ceremony's period (default {PRESIGN_DEFAULTS['period']}): "
+                              "intervals are whole periods")
+    offline.add_argument("--dnskey-ttl", metavar="D",
+                         help=f"the DNSKEY TTL the ceremony signs (default "
+                              f"{PRESIGN_DEFAULTS['dnskey_ttl']})")
+    offline.add_argument("--max-zone-ttl", metavar="D",
+                         help=f"the zone's largest TTL (default {PRESIGN_DEFAULTS['max_zone_ttl']})")
+    offline.add_argument("--rng-from-token", action="store_true",
+                         help="mix the token's randomness into the successor (token present)")
+    offline.add_argument("--token", help=f"token for --rng-from-token (default {DEFAULT_TOKEN})")
+    zsk.set_defaults(handler=_rollover_zsk)
+
+    ksk = sub.add_parser("ksk", parents=[common],
+                         help="double-KSK rollover: new KSK signs beside the old one, CDS/CDNSKEY "
+                              "switch, the parent's DS changes, then --ds-published retires the "
+                              "old KSK")
+    ksk.add_argument("domain")
+    ksk.add_argument("--at", metavar="T", help="publish the new KSK at T instead of now")
+    ksk.add_argument("--ds-published", action="store_true",
+                     help="step 2: the parent serves the new DS; retire the old KSK")
+    ksk.add_argument("--parent-server", metavar="HOST[:PORT]",
+                     help="with --ds-published: check that this server of the parent zone serves "
+                          "the new DS first")
+    ksk.add_argument("--parent-ds-ttl", metavar="D",
+                     help=f"the parent's DS TTL (default {kskroll.DEFAULT_PARENT.ds_ttl} s)")
+    ksk.add_argument("--propagation-delay", metavar="D",
+                     help=f"time for a change to reach every secondary (default "
+                          f"{rollover.DEFAULT_PROPAGATION_DELAY} s)")
+    ksk.add_argument("--test-timings", action="store_true",
+                     help="shrink every interval to seconds (loopback demos and tests only)")
+    ksk.set_defaults(handler=_rollover_ksk)
+
+
+def _status(args) -> int:
+    zone, at = parse_zone_name(args.domain), _time(args.at, "--at")
+    result = keystatus.offline_status(zone, args.zsk_dir, at) if args.zsk_dir is not None else \
+        keystatus.zone_status(state(args), zone, at)
+    if args.json:
+        print_json(result)
+        return 0
+    rows = [[k.role.upper(), k.algorithm, k.tag, k.uri if k.location == "token" else "software",
+             k.state, f"{k.next_event.event} {iso_time(k.next_event.time)}" if k.next_event else "",
+             k.token_object or "", {True: "yes", False: "no"}.get(k.cds, "")] for k in result.keys]
+    print_table(["ROLE", "ALGORITHM", "TAG", "WHERE", "STATE", "NEXT EVENT", "TOKEN OBJECT", "CDS"],
+                rows)
+    if args.zsk_dir is None:
+        for line in result.ds or ["(no active KSK: the parent should have no DS from this zone)"]:
+            print(f"DS for the parent now: {line}")
+    for problem in result.problems:
+        print(f"problem: {problem}")
+    for offer in result.cleanup:
+        print(f"cleanup: {offer}")
+    return 1 if result.problems else 0
+
+
+def _rollover_zsk(args) -> int:
+    if args.zsk_dir is not None:
+        return _rollover_zsk_offline(args)
+    if args.period or args.dnskey_ttl or args.max_zone_ttl or args.rng_from_token or args.token:
+        raise UsageError("--period, --dnskey-ttl, --max-zone-ttl, --rng-from-token and --token "
+                         "are for offline-KSK zones: add --zsk-dir (a setup-inline zone's come "
+                         "from named)")
+    if args.test_timings and args.propagation_delay is not None:
+        raise UsageError("--propagation-delay and --test-timings exclude each other: test timings "
+                         "fix every interval")
+    request = rollover.RolloverRequest(
+        zone=parse_zone_name(args.domain),
+        at=_time(args.at, "--at"), activate=_time(args.activate, "--activate"),
+        delete=_time(args.delete, "--delete"),
+        propagation_delay=parse_duration(args.propagation_delay)
+        if args.propagation_delay is not None else None,
+        test_timings=args.test_timings)
+    progress = (lambda line: None) if args.json else (
+        lambda line: print(f"rollover: {line}", file=sys.stderr, flush=True))
+    result = rollover.rollover_zsk(state(args), request, progress)
+    if args.json:
+        print_json(result)
+        return 0
+    _print_schedule(result, result.uri or "software (seeded from the token)")
+    print(f"named follows this schedule by itself; 'bindpkcs11 status {result.zone}' shows progress")
+    _offer_cleanup(args, request.zone)
+    return 0
+
+
+def _rollover_zsk_offline(args) -> int:
+    """The offline-KSK variant: key files only; the durations default to `ksk presign`'s."""
+    defaults = PRESIGN_TEST if args.test_timings else PRESIGN_DEFAULTS
+    duration = lambda name: parse_duration(getattr(args, name) or defaults[name])  # noqa: E731
+    timings = rollplan.ZoneTimings(
+        dnskey_ttl=duration("dnskey_ttl"), max_zone_ttl=duration("max_zone_ttl"),
+        propagation_delay=duration("propagation_delay"),
+        resign_interval=int((SIGNER_TEST if args.test_timings else SIGNER_DEFAULTS)["interval"]),
+        test=args.test_timings)
+    if duration("period") <= 0:
+        raise UsageError("--period must be longer than zero: give the ceremony's period")
+    request = offlineroll.OfflineRolloverRequest(
+        zone=parse_zone_name(args.domain), zsk_dir=args.zsk_dir, timings=timings,
+        period=duration("period"), at=_time(args.at, "--at"),
+        activate=_time(args.activate, "--activate"), delete=_time(args.delete, "--delete"))
+    token_rng = (lambda: access(args, args.token or DEFAULT_TOKEN)) if args.rng_from_token else None
+    result = offlineroll.rollover_zsk_offline(request, token_rng)
+    if args.json:
+        print_json(result)
+        return 0
+    _print_schedule(result, "software, offline-KSK")
+    print(f"  each interval rounded up to whole periods of {request.period} s; the signer's round "
+          f"interval ({timings.resign_interval} s) counts as the re-sign interval")
+    print(f"key files in {args.zsk_dir} carry this schedule; 'bindpkcs11 ksk presign "
+          f"{result.zone} --zsk-dir {args.zsk_dir} ...' puts it into the bundles (each event "
+          "takes effect at the first period start at or after it)")
+    return 0
+
+
+def _print_schedule(result, where: str) -> None:
+    timings, schedule = result.timings, result.schedule
+    print(f"ZSK rollover of {result.zone}: {result.predecessor} -> {result.successor} ({where})")
+    print(f"  timings{' (--test-timings)' if timings.test else ''}: DNSKEY TTL {timings.dnskey_ttl} s, "
+          f"max zone TTL {timings.max_zone_ttl} s, propagation delay {timings.propagation_delay} s, "
+          f"re-sign interval {timings.resign_interval} s")
+    print(f"  {iso_time(schedule.publish)}  publish ZSK {result.successor}"
+          f"{' (served now)' if result.published_now else ''}")
+    print(f"  {iso_time(schedule.activate)}  ZSK {result.successor} signs, ZSK {result.predecessor} "
+          "inactive  (Publish + DNSKEY TTL + propagation delay)")
+    print(f"  {iso_time(schedule.delete)}  ZSK {result.predecessor} removed from the DNSKEY set  "
+          "(Inactive + propagation delay + re-sign interval + max zone TTL)")
+
+
+def _offer_cleanup(args, zone) -> None:
+    """Token objects of keys an earlier rollover removed: the command to destroy each, offered
+    (never run: `token delete` applies the custody rules)."""
+    for offer in keystatus.zone_status(state(args), zone).cleanup:
+        print(f"cleanup: {offer}")
+
+
+def _rollover_ksk(args) -> int:
+    if args.test_timings and (args.propagation_delay or args.parent_ds_ttl):
+        raise UsageError("--test-timings fixes every interval: drop --propagation-delay and "
+                         "--parent-ds-ttl")
+    if args.parent_server and not args.ds_published:
+        raise UsageError("--parent-server checks the DS for --ds-published: add --ds-published")
+    if args.ds_published and args.at:
+        raise UsageError("--at is for step 1 (the new KSK's Publish): drop it with --ds-published")
+    request = kskroll.KskRequest(
+        zone=parse_zone_name(args.domain), at=_time(args.at, "--at"),
+        test_timings=args.test_timings, ds_published=args.ds_published,
+        parent_server=_server(args.parent_server) if args.parent_server else None,
+        propagation_delay=parse_duration(args.propagation_delay)
+        if args.propagation_delay else None,
+        parent_ds_ttl=parse_duration(args.parent_ds_ttl) if args.parent_ds_ttl else None)
+    progress = (lambda line: None) if args.json else (
+        lambda line: print(f"rollover: {line}", file=sys.stderr, flush=True))
+    result = kskroll.rollover_ksk(state(args), request, progress)
+    if args.json:
+        print_json(result)
+        return 0
+    where = result.uri or "software"
+    print(f"KSK rollover of {result.zone}: {result.predecessor} -> {result.successor} ({where}): "
+          f"{result.step}")
+    if result.retire is None:
+        print(f"  {iso_time(result.publish)}  KSK {result.successor} published, signs the DNSKEY "
+              f"RRset beside KSK {result.predecessor}")
+        print(f"  {iso_time(result.sync)}  CDS/CDNSKEY switch to KSK {result.successor} "
+              "(Publish + DNSKEY TTL + propagation delay)")
+        print(f"hand the parent this DS from {iso_time(result.sync)} on (or let it follow the "
+              f"CDS):\n  {result.new_ds}")
+        print(f"once the parent serves it: bindpkcs11 rollover ksk {result.zone} --ds-published")
+    else:
+        print(f"  {iso_time(result.retire)}  KSK {result.predecessor} stops signing and leaves the "
+              f"DNSKEY RRset (now + parent DS TTL {result.parent.ds_ttl} s + parent propagation "
+              f"delay {result.parent.propagation_delay} s)")
+    _offer_cleanup(args, request.zone)
+    return 0
+
+
+def _server(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "53")
+    if not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        raise UsageError(f"invalid --parent-server '{text}': use HOST or HOST:PORT")
+    return resolve_server(host), int(port)
+
+
+def _time(text: str | None, option: str) -> int | None:
+    if text is None:
+        return None
+    value = parse_time(text)
+    if value is None:
+        raise UsageError(f"{option} needs a time, not '{text}'")
+    return value
