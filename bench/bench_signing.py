@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Zone-signing throughput of BIND 9.18 with DNSSEC keys in a SoftHSM2 token.
+"""Zone-signing throughput of BIND 9.18 and 9.20 with DNSSEC keys in a SoftHSM2 token.
 
 Run with the project's venv python (see bench/README.md):
 
@@ -9,10 +9,16 @@ What is measured, all in one run, for one deterministic zone (N A records + D de
 NS and glue), with an ECDSA P-256 and an RSA-2048 KSK+ZSK pair, each with `dnssec-signzone -n 1`
 and `-n 2`, with `-P` (no post-sign self-check; the primary figure) and without it:
 
-  shim    bindpkcs11's patched dnssec-signzone, KSK+ZSK in the token (libbp11 does C_Sign)
+  shim    bindpkcs11's patched dnssec-signzone 9.18, KSK+ZSK in the token (libbp11 does C_Sign)
   soft    (a) the same patched dnssec-signzone with software keys
+  shim920 bindpkcs11's patched dnssec-signzone 9.20 (`bind build --version 9.20`), same token keys
+  soft920 the same patched 9.20 with the software keys
+  provider920  stock BIND 9.20 + pkcs11-provider from bookworm-backports (privately extracted
+          with dpkg -x into the work dir; OPENSSL_CONF, LD_PRELOAD of the module), the same
+          token objects adopted by its own dnssec-keyfromlabel
   raw     (b) the token's raw C_SignInit+C_Sign rate for the ZSK, one session (and two), from a
-          small C loop compiled here (bench/raw_csign.c); plus bp11_sign in a C loop
+          small C loop compiled here (bench/raw_csign.c), with the token object and with a
+          session copy of it (what the shim and pkcs11-provider sign with); plus bp11_sign in a C loop
           (bench/raw_bp11.c) to separate the shim's cost from BIND's
   engine  (c) upstream 9.18.49, unpatched, rebuilt with -DOPENSSL_API_COMPAT=10100 into the work
           dir, signing the SAME token keys through the libp11 engine (dnssec-signzone -E pkcs11)
@@ -63,9 +69,13 @@ RAW_KIND = {"ECDSAP256SHA256": "ecdsa", "RSASHA256": "rsa"}
 IMPL_TEXT = {
     "shim": "patched 9.18.49, token keys via the shim",
     "soft": "(a) patched 9.18.49, software keys",
+    "shim920": "patched 9.20, token keys via the shim",
+    "soft920": "patched 9.20, software keys",
+    "provider920": "stock 9.20 (backports) + pkcs11-provider, token keys",
     "engine": "(c) upstream 9.18.49 + libp11 engine, token keys",
     "stock": "Debian 9.18.49 (stock), software keys",
 }
+IMPL_SHORT = {"shim": "9.18 shim", "shim920": "9.20 shim", "provider920": "9.20 provider"}
 SECTION = "bench_signing"
 # An RRSIG record's type field followed by type covered, algorithm, labels, original TTL; an NSEC
 # type bitmap ("A RRSIG NSEC") never matches.
@@ -167,6 +177,92 @@ def patched_bind(state: Path) -> dict[str, str]:
         raise SystemExit("bindpkcs11 bind build failed three times")
     env = json.loads(cli(state, "--json", "bind", "env"))
     return env
+
+
+def patched_bind_920(state: Path) -> dict[str, str]:
+    """`bind build --version 9.20` in the bench state dir (beside 9.18); its `bind env`."""
+    log("patched BIND 9.20: bindpkcs11 bind build --version 9.20 (idempotent)")
+    run([sys.executable, "-m", "bindpkcs11", "--state-dir", str(state), "bind", "build",
+         "--version", "9.20"], env=clean_env())
+    return json.loads(cli(state, "--json", "bind", "env", "--version", "9.20"))
+
+
+STOCK_920_PACKAGES = ("bind9", "bind9-utils", "bind9-libs", "pkcs11-provider")
+
+
+def stock_920(work: Path) -> Path:
+    """Debian's BIND 9.20 and pkcs11-provider from <codename>-backports, unpacked with dpkg -x
+    into <work>/stock920 (nothing installed; the machine's BIND stays as it is). Reused while the
+    same package files are there."""
+    sys.path.insert(0, str(REPO))
+    from bindpkcs11.bind.source import debian_source_stanzas
+
+    base = work / "stock920"
+    apt_dir, debs, tree = base / "apt", base / "debs", base / "tree"
+    for sub in (apt_dir / "parts", apt_dir / "lists" / "partial",
+                apt_dir / "cache" / "archives" / "partial", debs):
+        sub.mkdir(parents=True, exist_ok=True)
+    stanzas = [s.replace("Types: deb-src", "Types: deb")
+               for s in debian_source_stanzas(backports=True)]
+    (apt_dir / "parts" / "bench.sources").write_text("\n\n".join(stanzas) + "\n")
+    (apt_dir / "apt.conf").write_text("\n".join([
+        'Dir::Etc::SourceList "/dev/null";', f'Dir::Etc::SourceParts "{apt_dir / "parts"}";',
+        f'Dir::State::Lists "{apt_dir / "lists"}";', f'Dir::Cache "{apt_dir / "cache"}";',
+        'APT::Sandbox::User "root";', ""]))
+    env = clean_env(APT_CONFIG=str(apt_dir / "apt.conf"))
+    stamp = base / "unpacked.json"
+    have = sorted(p.name for p in debs.glob("*.deb"))
+    if not (stamp.exists() and json.loads(stamp.read_text()) == have and have):
+        log("stock 9.20 + pkcs11-provider: apt-get download from backports, dpkg -x")
+        run(["apt-get", "update", "-qq"], env=env)
+        codename = debian_source_stanzas()[0].split("Suites: ", 1)[1].split()[0]
+        for old in debs.glob("*.deb"):
+            old.unlink()
+        run(["apt-get", "download", "-qq",
+             *[f"{name}/{codename}-backports" for name in STOCK_920_PACKAGES]], env=env, cwd=debs)
+        shutil.rmtree(tree, ignore_errors=True)
+        for deb in sorted(debs.glob("*.deb")):
+            run(["dpkg", "-x", deb, tree])
+        stamp.write_text(json.dumps(sorted(p.name for p in debs.glob("*.deb"))) + "\n")
+    return tree
+
+
+def provider_env(work: Path, tree: Path, pin_file: Path, softhsm_conf: str) -> dict[str, str]:
+    """What stock 9.20 needs for the provider route: its libraries, an OpenSSL config loading
+    pkcs11-provider (PIN from the PIN file, never in a URI) and the module preloaded."""
+    libdir = tree / "usr" / "lib" / "x86_64-linux-gnu"
+    cnf = work / "provider-openssl.cnf"
+    cnf.write_text(
+        "# bench only: given as OPENSSL_CONF to the stock 9.20 processes, never globally\n"
+        "openssl_conf = openssl_init\n[openssl_init]\nproviders = provider_sect\n"
+        "[provider_sect]\ndefault = default_sect\npkcs11 = pkcs11_sect\n"
+        "[default_sect]\nactivate = 1\n[pkcs11_sect]\n"
+        f"module = {libdir / 'ossl-modules' / 'pkcs11.so'}\n"
+        f"pkcs11-module-path = {SOFTHSM_MODULE}\n"
+        f"pkcs11-module-token-pin = file:{pin_file}\nactivate = 1\n")
+    return clean_env(LD_LIBRARY_PATH=str(libdir), OPENSSL_CONF=str(cnf), LD_PRELOAD=SOFTHSM_MODULE,
+                     SOFTHSM2_CONF=softhsm_conf)
+
+
+def make_provider_keys(tree: Path, keys: Path, shim_keys: dict, env: dict[str, str]) -> dict:
+    """The shim's token keys again, adopted by stock 9.20's dnssec-keyfromlabel (provider)."""
+    out: dict = {}
+    for alg in ALGORITHMS:
+        kdir = keys / f"provider920-{alg}"
+        kdir.mkdir(parents=True, exist_ok=True)
+        entry = {}
+        for role in ("ksk", "zsk"):
+            label = private_label(Path(shim_keys[("shim", alg)][role]["stem"] + ".private"))
+            cmd = [tree / "usr" / "bin" / "dnssec-keyfromlabel", "-a", alg, "-l", label, "-K", kdir]
+            if role == "ksk":
+                cmd += ["-f", "KSK"]
+            name = run([*cmd, ORIGIN], env=env).strip().splitlines()[-1]
+            tag = int(name.rsplit("+", 1)[1])
+            if tag != shim_keys[("shim", alg)][role]["tag"]:
+                raise SystemExit(f"provider key {name} has another tag than the shim's token key")
+            entry[role] = {"stem": str(kdir / name), "tag": tag, "uri": label}
+        out[("provider920", alg)] = entry
+    return out
 
 
 def engine_bind(work: Path, tarball: Path, configure_flags: list[str]) -> Path:
@@ -292,6 +388,8 @@ QUIET_FRACTION = 0.05      # "quiet": other processes use < 5 % of the machine
 DISTURBED_FRACTION = 0.05  # "disturbed": others used > 5 % of one core over the measurement
 RETRIES = 4
 QUIET_WAIT = 180.0
+QUIET_WAIT_S = [QUIET_WAIT]  # --quiet-wait
+RETRIES_N = [RETRIES]  # --retries
 
 
 def system_cpu() -> tuple[float, float]:
@@ -310,7 +408,7 @@ def wait_quiet() -> float:
         time.sleep(1.0)
         busy1, _ = system_cpu()
         waited = time.monotonic() - started
-        if (busy1 - busy0) / cores < QUIET_FRACTION or waited > QUIET_WAIT:
+        if (busy1 - busy0) / cores < QUIET_FRACTION or waited > QUIET_WAIT_S[0]:
             return round(waited, 1)
 
 
@@ -344,7 +442,7 @@ class Meter:
 def measured(what: str, action):
     """Run action(meter) -> dict on a quiet machine; repeat it if others disturbed it."""
     best = None
-    for attempt in range(1, RETRIES + 1):
+    for attempt in range(1, RETRIES_N[0] + 1):
         waited = wait_quiet()
         with Meter() as meter:
             result = action()
@@ -357,7 +455,7 @@ def measured(what: str, action):
         if not result["disturbed"]:
             return result
         log(f"{what}: other processes used {meter.foreign:.2f} CPU s during the "
-            f"{meter.wall:.2f} s measurement; repeating ({attempt}/{RETRIES})")
+            f"{meter.wall:.2f} s measurement; repeating ({attempt}/{RETRIES_N[0]})")
     return best
 
 
@@ -395,16 +493,32 @@ def verify(out: Path) -> dict:
 
 def raw_rate(binary: Path, args: list[str], env: dict[str, str], processes: int = 1) -> dict:
     """Rate of one raw loop, or the summed rate of `processes` copies running at once."""
-    def action() -> dict:
+    def once() -> dict | None:
         procs = [subprocess.Popen([str(binary), *args], env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for _ in range(processes)]
-        total = 0.0
+        total, failed = 0.0, None
         for proc in procs:
             out, err = proc.communicate()
             if proc.returncode != 0:
-                raise SystemExit(f"raw loop failed: {binary} {' '.join(args)}\n{err}")
-            total += json.loads(out.strip().splitlines()[-1])["rate"]
-        return {"rate": round(total, 1)}
+                failed = err
+            else:
+                total += json.loads(out.strip().splitlines()[-1])["rate"]
+        if failed is None:
+            return {"rate": round(total, 1)}
+        # SoftHSM processes started at the same instant can miss the token or fail C_Login
+        # (facts.md): run them again.
+        log(f"raw loop {Path(binary).name} failed ({failed.strip()[-120:]}); running it again")
+        last_error[0] = failed
+        return None
+
+    last_error = [""]
+
+    def action() -> dict:
+        for _ in range(3):
+            result = once()
+            if result is not None:
+                return result
+        raise SystemExit(f"raw loop failed three times: {binary} {' '.join(args)}\n{last_error[0]}")
 
     return measured(f"raw loop {Path(binary).name} {' '.join(args[-3:])}", action)
 
@@ -432,7 +546,8 @@ def version_of(cmd: list[str], env: dict[str, str] | None = None) -> str:
         return "unknown"
 
 
-def machine(patched_env: dict, engine_prefix: Path | None) -> dict:
+def machine(patched_env: dict, engine_prefix: Path | None, env920: dict | None = None,
+            provider: dict | None = None, stock_tree: Path | None = None) -> dict:
     mem_kib = int(read_first("/proc/meminfo", r"MemTotal:\s+(\d+)") or 0)
     info = {
         "cpu": read_first("/proc/cpuinfo", r"model name\s*:\s*(.*)"),
@@ -448,6 +563,12 @@ def machine(patched_env: dict, engine_prefix: Path | None) -> dict:
         "openssl": version_of(["openssl", "version"]),
         "libp11_engine": version_of(["dpkg-query", "-W", "-f", "${Version}", ENGINE_PACKAGE]),
     }
+    if env920 and provider and stock_tree:
+        info["bind_920_patched"] = version_of(["dnssec-signzone", "-V"], clean_env(**env920))
+        info["bind_920_stock"] = version_of([str(stock_tree / "usr/bin/dnssec-signzone"), "-V"],
+                                            provider)
+        info["pkcs11_provider"] = next((p.name for p in (stock_tree.parent / "debs").glob(
+            "pkcs11-provider_*.deb")), "unknown")
     if engine_prefix:
         info["bind_engine_build"] = version_of([str(engine_prefix / "bin" / "dnssec-signzone"),
                                                 "-V"], clean_env())
@@ -476,9 +597,20 @@ def ratio_rows(results: list[dict], raw: dict) -> list[dict]:
                  ("engine", n)),
                 ("RSA shim >= 1.2 x engine route", "RSASHA256", 1.2, ("shim", n), ("engine", n)),
             ]
+            for alg in ALGORITHMS:
+                short = SHORT[alg].split()[0]
+                specs += [
+                    (f"{short} 9.20 shim >= 1.0 x 9.20 provider", alg, 1.0, ("shim920", n),
+                     ("provider920", n)),
+                    *[(f"{short} {IMPL_SHORT[impl]} >= 0.95 x raw (session copy)", alg, 0.95,
+                       (impl, n), ("raw-copy", n)) for impl in ("shim", "shim920", "provider920")],
+                    *[(f"{short} {IMPL_SHORT[impl]} >= 0.95 x raw (token object)", alg, 0.95,
+                       (impl, n), ("raw", n)) for impl in ("shim", "shim920", "provider920")],
+                ]
             for name, alg, target, (a, an), (b, bn) in specs:
                 num = med.get((a, alg, an, no_check))
                 den = (raw.get((alg, "csign", bn)) if b == "raw"
+                       else raw.get((alg, "csign-copy", bn)) if b == "raw-copy"
                        else med.get((b, alg, bn, no_check)))
                 if num is None or den is None:
                     continue
@@ -486,7 +618,8 @@ def ratio_rows(results: list[dict], raw: dict) -> list[dict]:
                 rows.append({"target": name, "alg": alg, "n": n, "P": no_check,
                              "numerator": num, "denominator": den,
                              "denominator_what": (f"raw C_Sign, {bn} session(s)" if b == "raw"
-                                                  else f"{b} -n {bn}"),
+                                                  else f"raw C_Sign, session copy, {bn} session(s)"
+                                                  if b == "raw-copy" else f"{b} -n {bn}"),
                              "ratio": round(value, 3), "wanted": target, "met": value >= target})
     return rows
 
@@ -500,7 +633,9 @@ def markdown(report: dict) -> str:
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, kernel "
         f"{m['kernel']}, {m['os']} (debian_version {m['debian_version']})",
         f"- BIND: patched `{m['bind_patched']}`; stock `{m['bind_stock']}`"
-        + (f"; engine build `{m['bind_engine_build']}`" if "bind_engine_build" in m else ""),
+        + (f"; engine build `{m['bind_engine_build']}`" if "bind_engine_build" in m else "")
+        + (f"; patched 9.20 `{m['bind_920_patched']}`; stock 9.20 `{m['bind_920_stock']}` with "
+           f"`{m['pkcs11_provider']}`" if "bind_920_patched" in m else ""),
         f"- SoftHSM {m['softhsm']}, {m['openssl']}, libp11 engine {m['libp11_engine']}",
         f"- Zone `{z['origin']}.`: {z['total_records']} records = {z['a_records']} A + "
         f"{z['delegations']} delegations (2 NS + 2 glue A each) + 5 apex records (SOA, 2 NS, "
@@ -511,8 +646,9 @@ def markdown(report: dict) -> str:
         f"- Rate = RRSIGs / wall time of the whole dnssec-signzone process (load, sign, write), "
         f"median of {report['runs']} interleaved runs. `-P` = no post-sign self-check "
         "(the primary figure); \"no\" = BIND's default self-check included. Each measurement "
-        "starts on a quiet machine and is repeated (up to 4 times) if other processes used more "
-        "than 5 % of a core meanwhile.",
+        f"waits up to {report.get('quiet_wait', QUIET_WAIT):.0f} s for a quiet machine and is "
+        f"repeated (up to {report.get('retries', RETRIES)} times in all) if other processes used "
+        "more than 5 % of a core meanwhile.",
         "- Every configuration's output passed Debian's stock `/usr/bin/dnssec-verify`: "
         + ("yes" if all(r["verify"]["ok"] for r in report["results"]) else "**NO (see JSON)**")
         + ".",
@@ -524,7 +660,8 @@ def markdown(report: dict) -> str:
         "CPU user+sys s |",
         "|---|---|---|---|---:|---:|---|---:|",
     ]
-    order = {"shim": 0, "soft": 1, "engine": 2, "stock": 3}
+    order = {"shim": 0, "shim920": 1, "provider920": 2, "soft": 3, "soft920": 4, "engine": 5,
+             "stock": 6}
     for r in sorted(report["results"], key=lambda r: (r["alg"] != "ECDSAP256SHA256",
                                                       not r["P"], order[r["impl"]], r["n"])):
         cpu = statistics.median(x["user"] + x["sys"] for x in r["runs"])
@@ -539,6 +676,7 @@ def markdown(report: dict) -> str:
     for item in report["raw"]:
         what = {"csign": "(b) bare C_SignInit+C_Sign, threads in one process (bench/raw_csign.c)",
                 "csign-2proc": "bare C_SignInit+C_Sign, two processes at once (sum)",
+                "csign-copy": "bare C_SignInit+C_Sign on a session copy of the key (raw_csign.c copy)",
                 "bp11": "bp11_sign() of the shim, threads in one process (bench/raw_bp11.c)",
                 }[item["kind"]]
         lines.append(f"| {what} | {SHORT[item['alg']]} | {item['sessions']} | "
@@ -547,7 +685,7 @@ def markdown(report: dict) -> str:
               "Each ratio compares like with like: the same `-n` on both sides, and the raw rate "
               "with as many sessions as signing threads (`-n 1` = one session). The `-n 1`, `-P` "
               "rows are the primary verdict.", "",
-              "| target | -n | -P | shim RRSIG/s | vs | ratio | wanted | verdict |",
+              "| target | -n | -P | route RRSIG/s | vs | ratio | wanted | verdict |",
               "|---|---|---|---:|---|---:|---:|---|"]
     for row in report["ratios"]:
         lines.append(
@@ -574,7 +712,7 @@ def auto_notes(report: dict) -> list[str]:
                          f"{t_tok:.1f} us + {t_shim - t_tok:.1f} us of everything else; software "
                          f"key {t_soft:.1f} us in all")
     for alg in ALGORITHMS:
-        for impl in ("shim", "soft", "engine"):
+        for impl in ("shim", "soft", "engine", "shim920", "soft920", "provider920"):
             one, two = med.get((impl, alg, 1, True)), med.get((impl, alg, 2, True))
             if one and two:
                 notes.append(f"{impl} {SHORT[alg]} with -P: -n 2 / -n 1 = "
@@ -623,10 +761,19 @@ def main() -> int:
                         help="work dir (state, builds, keys, zones; default /tmp/bindpkcs11-bench)")
     parser.add_argument("--skip-engine", action="store_true",
                         help="skip the engine route (c): no upstream rebuild, no libp11")
+    parser.add_argument("--skip-920", action="store_true",
+                        help="skip the BIND 9.20 routes (patched 9.20 + shim, software keys on "
+                             "9.20, stock 9.20 + pkcs11-provider)")
     parser.add_argument("--skip-stock", action="store_true",
                         help="skip the Debian stock dnssec-signzone reference rows")
     parser.add_argument("--check", choices=("all", "shim", "none"), default="all",
                         help="which routes to also time WITHOUT -P (default all)")
+    parser.add_argument("--quiet-wait", type=float, default=QUIET_WAIT,
+                        help="longest wait for a quiet machine before each measurement "
+                             f"(default {QUIET_WAIT:.0f} s; on a machine that is never quiet, less)")
+    parser.add_argument("--retries", type=int, default=RETRIES,
+                        help=f"measurements per configuration and run when others disturb it "
+                             f"(default {RETRIES}; 1 on a machine that is never quiet)")
     parser.add_argument("--raw-seconds", type=float, default=3.0,
                         help="duration of each raw signing loop")
     parser.add_argument("--no-install", action="store_true",
@@ -636,6 +783,8 @@ def main() -> int:
     parser.add_argument("--render", type=Path, metavar="JSON",
                         help="measure nothing: rewrite the docs section from an earlier results JSON")
     args = parser.parse_args()
+    QUIET_WAIT_S[0] = args.quiet_wait
+    RETRIES_N[0] = max(1, args.retries)
 
     if args.render:
         report = json.loads(args.render.read_text())
@@ -647,7 +796,8 @@ def main() -> int:
         return 0
 
     sys.path.insert(0, str(REPO))
-    from bindpkcs11.bind.build import CONFIGURE_FLAGS
+    from bindpkcs11.bind.build import CONFIGURE_FLAGS as FLAGS_BY_SERIES
+    CONFIGURE_FLAGS = FLAGS_BY_SERIES["9.18"]
 
     work = args.work.resolve()
     state = work / "state"
@@ -669,8 +819,7 @@ def main() -> int:
     out_dir.mkdir()
 
     patched_env = patched_bind(state)
-    bind_prefix = state / "bind"
-    tarball = next(p for p in sorted(cache.glob("bind9_*.orig.tar.*")) if not p.name.endswith(".sha256"))
+    bind_lib = Path(patched_env["LD_LIBRARY_PATH"])  # <state>/bind/lib, or $BINDPKCS11_BIND_DIR's
 
     log(f"token '{TOKEN}' and keys")
     cli(state, "token", "init", "--label", TOKEN, "--generate-pins")
@@ -679,13 +828,16 @@ def main() -> int:
 
     shim_env = clean_env(**patched_env, PKCS11_LIBRARY_PIN_FILE=str(pin_file))
     soft_env = clean_env(**patched_env)
-    binaries = compile_c(work, bind_prefix / "lib")
+    binaries = compile_c(work, bind_lib)
 
     engine_prefix = None
     engine_env = None
     engine_installed = False
     if not args.skip_engine:
         engine_so, engine_installed = engine_module(not args.no_install)
+        build_cache = bind_lib.parent.parent / "cache"  # where `bind build` keeps its tarballs
+        tarball = next(p for p in sorted(build_cache.glob("bind9_9.18.*.orig.tar.*"))
+                       if not p.name.endswith(".sha256"))
         engine_prefix = engine_bind(work, tarball, list(CONFIGURE_FLAGS))
         cnf = work / "engine-openssl.cnf"
         pin = pin_file.read_text().strip()
@@ -699,6 +851,13 @@ def main() -> int:
         os.chmod(cnf, 0o600)
         engine_env = clean_env(OPENSSL_CONF=str(cnf), SOFTHSM2_CONF=patched_env["SOFTHSM2_CONF"])
         keysets.update(make_engine_keys(engine_prefix, keys, keysets, engine_env))
+
+    env920 = provider = None
+    if not args.skip_920:
+        env920 = patched_bind_920(state)
+        stock_tree = stock_920(work)
+        provider = provider_env(work, stock_tree, pin_file, patched_env["SOFTHSM2_CONF"])
+        keysets.update(make_provider_keys(stock_tree, keys, keysets, provider))
 
     zone = work / "zone.db"
     zone_info = write_zone(zone, args.records, args.delegations)
@@ -715,11 +874,18 @@ def main() -> int:
     # Patched tools are found through PATH from `bind env`.
     routes["shim"] = (shutil.which("dnssec-signzone", path=shim_env["PATH"]), [], shim_env)
     routes["soft"] = (routes["shim"][0], [], soft_env)
+    if env920:
+        shim920_env = clean_env(**env920, PKCS11_LIBRARY_PIN_FILE=str(pin_file))
+        signzone920 = shutil.which("dnssec-signzone", path=env920["PATH"])
+        routes["shim920"] = (signzone920, [], shim920_env)
+        routes["soft920"] = (signzone920, [], clean_env(**env920))
+        routes["provider920"] = (str(stock_tree / "usr" / "bin" / "dnssec-signzone"), [], provider)
+    KEYSET_OF = {"stock": "soft", "soft920": "soft", "shim920": "shim"}
 
     configs = []
     for alg in ALGORITHMS:
         for impl in routes:
-            keyset = keysets[("soft" if impl == "stock" else impl, alg)]
+            keyset = keysets[(KEYSET_OF.get(impl, impl), alg)]
             for no_check in (True, False):
                 if not no_check and not (args.check == "all" or
                                          (args.check == "shim" and impl == "shim")):
@@ -741,6 +907,10 @@ def main() -> int:
                               "measurements": [],
                               "cmd": [binaries["raw_csign"], SOFTHSM_MODULE, TOKEN, zsk["object"],
                                       RAW_KIND[alg], str(args.raw_seconds), str(sessions)]})
+            raw_items.append({"kind": "csign-copy", "alg": alg, "sessions": sessions, "runs": [],
+                              "measurements": [],
+                              "cmd": [binaries["raw_csign"], SOFTHSM_MODULE, TOKEN, zsk["object"],
+                                      RAW_KIND[alg], str(args.raw_seconds), str(sessions), "copy"]})
             raw_items.append({"kind": "bp11", "alg": alg, "sessions": sessions, "runs": [],
                               "measurements": [],
                               "cmd": [binaries["raw_bp11"], zsk["uri"], RAW_KIND[alg],
@@ -785,9 +955,12 @@ def main() -> int:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "argv": " ".join(sys.argv[1:]) or "(defaults)",
         "runs": args.runs,
+        "quiet_wait": args.quiet_wait,
+        "retries": RETRIES_N[0],
         "work_dir": str(work),
         "json_path": str(json_path),
-        "machine": machine(patched_env, engine_prefix),
+        "machine": machine(patched_env, engine_prefix, env920, provider,
+                           stock_tree if env920 else None),
         "zone": zone_info,
         "rrsig_counts": sorted({r["rrsigs"] for r in results}),
         "results": results,

@@ -4,8 +4,11 @@
  * Part of bench/bench_signing.py, which compiles it at bench time:
  *   gcc -O2 -I/usr/include/p11-kit-1 raw_csign.c -o raw_csign -ldl -lpthread
  *
- * usage: raw_csign MODULE TOKEN_LABEL OBJECT_LABEL ecdsa|rsa SECONDS [SESSIONS]
+ * usage: raw_csign MODULE TOKEN_LABEL OBJECT_LABEL ecdsa|rsa SECONDS [SESSIONS [token|copy]]
  *   The user PIN is read from the file named by PKCS11_LIBRARY_PIN_FILE (first line).
+ *   "copy" signs with a session copy of the key (C_CopyObject with CKA_TOKEN=false, made once,
+ *   used by every session), as pkcs11-provider's key cache and the shim do; "token" (the
+ *   default) signs with the token object itself, which SoftHSM re-reads from disk each time.
  *   Each of SESSIONS threads owns one session and signs a fixed SHA-256-sized input
  *   (ECDSA: 32 bytes with CKM_ECDSA; RSA: DigestInfo + 32 bytes with CKM_RSA_PKCS) for
  *   SECONDS seconds.  Prints one JSON line: signatures, seconds, rate.
@@ -105,7 +108,8 @@ int main(int argc, char **argv)
     CK_RV rv;
 
     if (argc < 6) {
-        fprintf(stderr, "usage: %s MODULE TOKEN OBJECT ecdsa|rsa SECONDS [SESSIONS]\n", argv[0]);
+        fprintf(stderr, "usage: %s MODULE TOKEN OBJECT ecdsa|rsa SECONDS [SESSIONS [token|copy]]\n",
+                argv[0]);
         return 2;
     }
     seconds = atof(argv[5]);
@@ -175,6 +179,14 @@ int main(int argc, char **argv)
     if (!found) {
         fprintf(stderr, "raw_csign: no private key labelled %s\n", argv[3]);
         return 1;
+    }
+    if (argc > 7 && strcmp(argv[7], "copy") == 0) {
+        CK_BBOOL no = CK_FALSE;
+        CK_ATTRIBUTE session_only = {CKA_TOKEN, &no, sizeof no};
+        CK_OBJECT_HANDLE copy;
+        if ((rv = f->C_CopyObject(w[0].session, key, &session_only, 1, &copy)) != CKR_OK)
+            die("C_CopyObject", rv);
+        key = copy;
     }
 
     double start = now();

@@ -64,7 +64,8 @@ class KeyCustody:
 def _loaded(state: StateDir, zone: dns.name.Name) -> tuple[Instance, InstanceSettings, Path]:
     instance = Instance.for_zone(state, zone)
     settings = instance.load_settings()
-    return instance, settings, route.installed(state, settings.bind, settings.bind_prefix).prefix
+    return instance, settings, route.installed(state, settings.bind, settings.bind_prefix,
+                                               settings.bind_version).prefix
 
 
 def _access(state: StateDir, instance: Instance, settings: InstanceSettings) -> TokenAccess:
@@ -97,7 +98,8 @@ def _start(state: StateDir, zone: dns.name.Name, timeout: float | None,
     if settings.bind == STOCK:
         _check_instance_pin(access, instance)
     # start_named waits until the signed zone has caught up (readiness.SignedAndSynced)
-    pid = inline.start_named(instance, route.installed(state, settings.bind, settings.bind_prefix),
+    pid = inline.start_named(instance, route.installed(state, settings.bind, settings.bind_prefix,
+                                                       settings.bind_version),
                              access, privileges.run_as_user(), ready,
                              signprogress.pace_for(settings), timeout, progress)
     try:

@@ -22,7 +22,7 @@ import dns.zone
 
 from bindpkcs11 import admin, instancekeys, locks, monitor, pins, readiness, zskplace
 from bindpkcs11.access import TokenAccess
-from bindpkcs11.bind import config, named, ports, privileges, route, signprogress, stock
+from bindpkcs11.bind import build, config, named, ports, privileges, route, signprogress, stock
 from bindpkcs11.bind.instance import Instance, InstanceSettings, Secondary, settings_text
 from bindpkcs11.bind.programs import STOCK, Route
 from bindpkcs11.dnssec.algorithms import Algorithm
@@ -60,6 +60,7 @@ class SetupRequest:
     timeout: float | None = None  # wait for the signed zone; None: from the zone's size and rate
     zsk_token: str | None = None  # the ZSK's own token (same profile); None: the instance's, or `token`
     bind: str | None = None  # "stock" or "patched"; None: the instance's route, else route.default_name
+    bind_version: str = build.DEFAULT_SERIES  # which patched BIND (`bind build --version`)
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,7 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
         zone_source=str(request.zone_file.resolve()) if request.zone_file else None,
         zsk_on=zsk_on, zsk_token=request.zsk_token, bind=bind.name,
         bind_prefix=str(bind.prefix) if bind.name == STOCK else None,
+        bind_version=request.bind_version,
     )
     module = Path(get_profile(request.profile, state, request.module).module_path)
     _check_rendered(bind, instance, settings, max_ttl, module)
@@ -199,7 +201,10 @@ def _route(state: StateDir, instance: Instance, request: SetupRequest, progress:
         settings = instance.load_settings()
         if settings.bind_prefix:
             return route.installed(state, name, settings.bind_prefix)
-    return route.prepare(state, name, progress)
+    if name == STOCK and request.bind_version != build.DEFAULT_SERIES:
+        raise UsageError(f"--bind-version {request.bind_version} is for the patched BIND; the stock "
+                         "route runs the BIND it finds (bindpkcs11 bind status)")
+    return route.prepare(state, name, progress, request.bind_version)
 
 
 def _route_name(state: StateDir, instance: Instance, request: SetupRequest) -> str:

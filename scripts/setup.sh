@@ -13,6 +13,7 @@ packages=(
   build-essential pkg-config python3-dev python3-venv
   libuv1-dev libssl-dev xz-utils          # building the patched BIND 9.18
   libengine-pkcs11-openssl                # libp11's engine: tests' reference 9.18 engine build (same name on 13)
+  liburcu-dev libcap-dev                  # building the patched BIND 9.20 (`bind build --version 9.20`)
   # the tpm2 profile: tpm2-pkcs11 and its store tool, swtpm + tpm2-abrmd on a private dbus for
   # `bindpkcs11 tpm2 simulator`, tpm2-tools for the tests' look at the TPM's lockout counter.
   libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-tools tpm2-abrmd swtpm swtpm-tools dbus

@@ -13,10 +13,12 @@ BIND_STATE = REPO / ".cache" / "bind-state"
 BUILD_TIMEOUT = 1800
 
 
-def ensure_patched_bind() -> Path:
-    """Build (or find up to date) the patched BIND; returns its prefix. Progress goes to stderr."""
+def ensure_patched_bind(series: str = "9.18") -> Path:
+    """Build (or find up to date) the patched BIND `series`; returns its prefix. Progress goes to
+    stderr."""
     result = subprocess.run(
-        [sys.executable, "-m", "bindpkcs11", "--state-dir", str(BIND_STATE), "bind", "build", "--json"],
+        [sys.executable, "-m", "bindpkcs11", "--state-dir", str(BIND_STATE), "bind", "build",
+         "--version", series, "--json"],
         capture_output=True, text=True, env=clean_env(), timeout=BUILD_TIMEOUT, cwd=REPO,
     )
     sys.stderr.write(result.stderr)

@@ -1,4 +1,5 @@
-"""`bindpkcs11 bind build`: source -> patch -> configure -> make -> install into `<state>/bind`.
+"""`bindpkcs11 bind build`: source -> patch -> configure -> make -> install into `<state>/bind`
+(BIND 9.18, the default) or `<state>/bind-9.20`, so both series can be installed side by side.
 
 The install carries a manifest (BIND version, source/patch/shim SHA-256, configure flags); a run
 whose inputs match the manifest does nothing, so tests and setup-inline can call it freely.
@@ -19,18 +20,22 @@ from typing import Callable
 
 from bindpkcs11 import locks
 from bindpkcs11.bind import patching, source
-from bindpkcs11.errors import ToolFailed
+from bindpkcs11.errors import ToolFailed, UsageError
 from bindpkcs11.fileio import write_atomic
 from bindpkcs11.run import stream_tool
 from bindpkcs11.shim import sharedlib
 from bindpkcs11.state import StateDir
 
-CONFIGURE_FLAGS = (
+DEFAULT_SERIES = "9.18"
+SERIES = source.SERIES
+_FLAGS_9_18 = (
     "--disable-doh", "--disable-linux-caps", "--without-gssapi", "--without-lmdb",
     "--without-libxml2", "--without-json-c", "--without-maxminddb", "--disable-geoip",
     "--without-libidn2", "--without-cmocka", "--without-jemalloc", "--without-readline",
     "--without-zlib",
 )
+CONFIGURE_FLAGS = {"9.18": _FLAGS_9_18,
+                   "9.20": tuple(f for f in _FLAGS_9_18 if f != "--disable-linux-caps")}
 MANIFEST = "manifest.json"
 BUILD_LOCK_WAIT = 1800.0
 REQUIRED_PROGRAMS = ("sbin/named", "bin/dnssec-signzone", "bin/dnssec-verify", "bin/dnssec-settime",
@@ -76,33 +81,44 @@ def installed_manifest(prefix: Path) -> Manifest | None:
     return manifest
 
 
+def prefix_for(state: StateDir, series: str = DEFAULT_SERIES) -> Path:
+    """Where the patched BIND `series` lives: `state.bind_dir` for 9.18 (as always), a sibling
+    `<bind_dir>-9.20` for 9.20, so one $BINDPKCS11_BIND_DIR shares both between state dirs."""
+    if series not in SERIES:
+        raise UsageError(f"BIND {series} is not supported: choose one of {', '.join(SERIES)}")
+    base = state.bind_dir
+    return base if series == DEFAULT_SERIES else base.with_name(f"{base.name}-{series}")
+
+
 def build(state: StateDir, tarball: Path | None = None, force: bool = False,
-          progress: Progress = lambda line: None, jobs: int | None = None) -> BuildResult:
-    """Build and install the patched BIND unless an identical build is already installed.
+          progress: Progress = lambda line: None, jobs: int | None = None,
+          series: str = DEFAULT_SERIES) -> BuildResult:
+    """Build and install the patched BIND `series` unless an identical build is already installed.
 
     One build at a time per prefix (several state dirs may share one through
     $BINDPKCS11_BIND_DIR): a second caller waits for the first and then finds it up to date.
     """
-    prefix = state.bind_dir
+    prefix = prefix_for(state, series)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     with locks.held(prefix.parent / f".{prefix.name}.build.lock", f"the BIND build in {prefix}",
                     wait=BUILD_LOCK_WAIT):
-        return _build(prefix, tarball, force, progress, jobs)
+        return _build(prefix, series, tarball, force, progress, jobs)
 
 
-def _build(prefix: Path, tarball: Path | None, force: bool, progress: Progress,
+def _build(prefix: Path, series: str, tarball: Path | None, force: bool, progress: Progress,
            jobs: int | None) -> BuildResult:
     started = time.monotonic()
     cache = prefix.parent / "cache"
     cache.mkdir(parents=True, exist_ok=True)
-    src = source.given_tarball(tarball) if tarball else cached_or_debian_source(cache, progress)
-    patches = patching.patch_files()
+    src = (source.given_tarball(tarball, series) if tarball
+           else cached_or_debian_source(cache, progress, series))
+    patches = patching.patch_files(series)
     wanted = Manifest(src.version, src.sha256, patching.patches_sha256(patches), shim_sha256(),
-                      list(CONFIGURE_FLAGS))
+                      list(CONFIGURE_FLAGS[series]))
     if not force and installed_manifest(prefix) == wanted:
         progress(f"BIND {src.version} with the bindpkcs11 patch is up to date in {prefix}; nothing to do")
         return BuildResult(prefix, wanted, False, time.monotonic() - started)
-    work = prefix.parent / "build"
+    work = prefix.parent / f"build-{prefix.name}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     tree = unpack(src, work, progress)
@@ -110,7 +126,8 @@ def _build(prefix: Path, tarball: Path | None, force: bool, progress: Progress,
     patching.apply_patches(tree, patches)
     staging = Path(f"{prefix}.new")
     shutil.rmtree(staging, ignore_errors=True)
-    _compile(tree, staging, prefix, progress, jobs or os.cpu_count() or 2, work)
+    _compile(tree, staging, prefix, CONFIGURE_FLAGS[series], progress, jobs or os.cpu_count() or 2,
+             work)
     write_atomic(staging / MANIFEST, json.dumps(asdict(wanted), indent=2) + "\n")
     _swap_in(staging, prefix)
     shutil.rmtree(work, ignore_errors=True)
@@ -119,18 +136,20 @@ def _build(prefix: Path, tarball: Path | None, force: bool, progress: Progress,
     return BuildResult(prefix, wanted, True, seconds)
 
 
-def cached_or_debian_source(cache: Path, progress: Progress) -> source.SourceTarball:
-    """Reuse a verified cached tarball; otherwise fetch Debian's orig tarball through apt.
+def cached_or_debian_source(cache: Path, progress: Progress,
+                            series: str = DEFAULT_SERIES) -> source.SourceTarball:
+    """Reuse a verified cached tarball of `series`; otherwise fetch Debian's through apt.
 
     Public for the tests' unpatched engine-route reference build, which must use the same source.
     """
-    for path in sorted(cache.glob(f"{source.SOURCE_PACKAGE}_*.orig.tar.*")):
+    for path in sorted(cache.glob(f"{source.SOURCE_PACKAGE}_{series}.*.orig.tar.*")):
         stamp = cache / f"{path.name}.sha256"
         if not path.name.endswith(".sha256") and stamp.exists():
             if source.sha256_file(path) == stamp.read_text().strip():
-                return source.SourceTarball(path, source.tarball_version(path), stamp.read_text().strip())
-    progress("fetching Debian's bind9 source tarball through apt (deb-src) ...")
-    return source.debian_orig_tarball(cache)
+                return source.SourceTarball(path, source.tarball_version(path, series),
+                                            stamp.read_text().strip())
+    progress(f"fetching Debian's bind9 {series} source tarball through apt (deb-src) ...")
+    return source.debian_orig_tarball(cache, series)
 
 
 def _plain_members(archive: tarfile.TarFile) -> list[tarfile.TarInfo]:
@@ -162,8 +181,8 @@ def unpack(src: source.SourceTarball, work: Path, progress: Progress) -> Path:
     return trees[0]
 
 
-def _compile(tree: Path, staging: Path, prefix: Path, progress: Progress, jobs: int,
-             work: Path) -> None:
+def _compile(tree: Path, staging: Path, prefix: Path, flags: tuple[str, ...], progress: Progress,
+             jobs: int, work: Path) -> None:
     """configure + make + make install, linking the shim from `<prefix>/lib` (rpath)."""
     shim_dir = staging / "lib"
     sharedlib.build_shared_library(shim_dir)
@@ -178,11 +197,11 @@ def _compile(tree: Path, staging: Path, prefix: Path, progress: Progress, jobs: 
         "LC_ALL": "C",
     }
     progress("configuring (about 15 s) ...")
-    stream_tool(["./configure", f"--prefix={prefix}", *CONFIGURE_FLAGS], lambda line: None,
+    stream_tool(["./configure", f"--prefix={prefix}", *flags], lambda line: None,
                 cwd=tree, env=env, what="configure", log_path=work / "configure.log")
     total = max(1, len(list(tree.glob("lib/**/*.c"))) + len(list(tree.glob("bin/**/*.c"))))
     counter = _Counter(total, progress)
-    progress(f"compiling with make -j{jobs} (about 2 minutes on 2 cores) ...")
+    progress(f"compiling with make -j{jobs} (1 to 2 minutes on 2 cores) ...")
     stream_tool(["make", f"-j{jobs}"], counter.line, cwd=tree, env=env, what="make",
                 log_path=work / "make.log")
     progress("installing ...")
@@ -217,9 +236,8 @@ def _swap_in(staging: Path, prefix: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def bind_env(state: StateDir, module_env: dict[str, str]) -> dict[str, str]:
+def bind_env(prefix: Path, module_env: dict[str, str]) -> dict[str, str]:
     """Environment for running the patched tools by hand: PATH first, module and token variables."""
-    prefix = state.bind_dir
     path = f"{prefix / 'sbin'}:{prefix / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}"
     return {"PATH": path, "LD_LIBRARY_PATH": str(prefix / "lib"), **module_env}
 

@@ -43,6 +43,14 @@ TEST_TIMINGS = {
     "publish_safety": "PT5M", "retire_safety": "PT5M", "signatures_validity": "PT30M",
     "signatures_refresh": "PT20M", "signatures_jitter": "PT1M",
 }
+# BIND 9.20 has no auto-dnssec and no sig-validity-interval: the same dnssec-policy that adopts the
+# token keys (lifetime unlimited) carries the default mode's signature timings (35 days, re-signed
+# 15 days before they expire), and named's own defaults for the rest.
+POLICY_TIMINGS = {
+    "dnskey_ttl": "PT1H", "dnskey_ttl_seconds": 3600, "propagation_delay": "PT5M",
+    "publish_safety": "PT1H", "retire_safety": "PT1H", "signatures_validity": "P35D",
+    "signatures_refresh": "P15D", "signatures_jitter": "PT12H",
+}
 
 
 # named 9.18 signs an inline zone in batches (lib/dns/zone.c zone_sign): at most
@@ -147,7 +155,9 @@ def render(instance: Instance, settings: InstanceSettings, zone_file: Path,
     env = _environment()
     algorithm = algorithms.by_number(settings.algorithm)
     listen_v6 = settings.listen if ":" in settings.listen else None
-    timings = TEST_TIMINGS if settings.test_timings else NORMAL_TIMINGS
+    use_policy = settings.test_timings or settings.bind_version != "9.18"
+    timings = (TEST_TIMINGS if settings.test_timings else POLICY_TIMINGS if use_policy
+               else NORMAL_TIMINGS)
     batch = signing_batch(settings)
     context = {
         "zone": settings.zone,
@@ -173,6 +183,7 @@ def render(instance: Instance, settings: InstanceSettings, zone_file: Path,
         # refuses to load its own .signed file at the next start.
         "max_zone_ttl": max(max_zone_ttl, timings.get("dnskey_ttl_seconds", 0)),
         "test_timings": settings.test_timings,
+        "use_policy": use_policy,
         "secondaries": settings.secondaries,
         "signing_signatures": batch.signatures,
         "signing_nodes": batch.nodes,

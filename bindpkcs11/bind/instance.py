@@ -46,6 +46,7 @@ class InstanceSettings:
     bind: str = "patched"  # the route (bind/route.py); instances made before routes were patched
     bind_prefix: str | None = None  # the stock BIND it was set up with (found again by later commands)
     zsk_token: str | None = None  # the ZSK's own token (same profile), when not `token`
+    bind_version: str = "9.18"  # which patched BIND serves it (bind/build.py SERIES)
 
     def token_of(self, role: str) -> str:
         """The token holding the private key of `role` ("ksk"/"zsk") when it is on a token."""

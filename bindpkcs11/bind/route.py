@@ -29,18 +29,21 @@ def default_name(state: StateDir) -> str:
     return STOCK if stock.find(state) is not None else PATCHED
 
 
-def prepare(state: StateDir, name: str, progress: Progress) -> Route:
-    """The route's BIND, ready to run: the stock one found, or the patched one built (or found
-    up to date)."""
+def prepare(state: StateDir, name: str, progress: Progress,
+            version: str = build.DEFAULT_SERIES) -> Route:
+    """The route's BIND, ready to run: the stock one found, or the patched one (BIND `version`,
+    9.18 or 9.20) built (or found up to date)."""
     if check_name(name) == STOCK:
         return stock.require(state)
-    result = build.build(state, progress=progress)
+    result = build.build(state, progress=progress, series=version)
     return Route(PATCHED, result.prefix, result.manifest.bind_version, "built")
 
 
-def installed(state: StateDir, name: str, prefix: str | None = None) -> Route:
+def installed(state: StateDir, name: str, prefix: str | None = None,
+              version: str = build.DEFAULT_SERIES) -> Route:
     """The route's BIND for an existing instance, never building: one line when it is gone.
-    A stock instance names the prefix it was set up with; that BIND must still be usable."""
+    A stock instance names the prefix it was set up with; that BIND must still be usable.
+    A patched one names its BIND series (`bind build --version`)."""
     if check_name(name) == STOCK:
         if prefix is None:
             return stock.require(state)
@@ -50,7 +53,9 @@ def installed(state: StateDir, name: str, prefix: str | None = None) -> Route:
                                          f"({prefix}) is gone or no longer runs: "
                                          f"{stock.StockBindMissing.__doc__}")
         return found
-    manifest = build.installed_manifest(state.bind_dir)
+    patched = build.prefix_for(state, version)
+    manifest = build.installed_manifest(patched)
     if manifest is None:
-        raise UsageError(f"no patched BIND in {state.bind_dir}: run 'bindpkcs11 bind build'")
-    return Route(PATCHED, state.bind_dir, manifest.bind_version, "built")
+        raise UsageError(f"no patched BIND in {patched}: run "
+                         f"'bindpkcs11 bind build --version {version}'")
+    return Route(PATCHED, patched, manifest.bind_version, "built")

@@ -1,8 +1,10 @@
-"""Getting BIND 9.18 source: Debian's orig tarball through apt (checksum verified), or a given tarball.
+"""Getting BIND source (9.18 or 9.20): Debian's orig tarball through apt (checksum verified), or a
+given tarball.
 
 apt is driven with a private APT_CONFIG whose only sources are `deb-src` twins of the machine's own
-Debian entries (for Debian 12's suites, also on Debian 13), so /etc/apt is never changed and
-whatever mirror the machine uses is used.
+Debian entries (for Debian 12's suites, also on Debian 13; for 9.20 also bookworm-backports),
+so /etc/apt is never changed and whatever mirror the machine uses is used. The newest source
+version of the wanted series is asked for by number, so a backports 9.20 never stands in for 9.18.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from bindpkcs11.fileio import write_atomic
 from bindpkcs11.run import run_tool
 
 SOURCE_PACKAGE = "bind9"
-SOURCE_RELEASE = "bookworm"  # Debian 12: the release whose bind9 is BIND 9.18
-SUPPORTED_SERIES = "9.18."
+SOURCE_RELEASE = "bookworm"  # Debian 12: its bind9 is BIND 9.18, its backports' is 9.20
+SERIES = ("9.18", "9.20")
 _URI_LINE = re.compile(r"^'(?P<uri>[^']+)' (?P<name>\S+) (?P<size>\d+) SHA256:(?P<sha>[0-9a-f]{64})$")
 
 
@@ -41,15 +43,15 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def given_tarball(path: Path) -> SourceTarball:
-    """An operator-supplied ISC tarball: must exist and be BIND 9.18.x."""
+def given_tarball(path: Path, series: str) -> SourceTarball:
+    """An operator-supplied ISC tarball: must exist and be BIND `series`.x."""
     if not path.is_file():
         raise UsageError(f"source tarball {path} does not exist")
-    return SourceTarball(path, tarball_version(path), sha256_file(path))
+    return SourceTarball(path, tarball_version(path, series), sha256_file(path))
 
 
-def tarball_version(path: Path) -> str:
-    """The BIND version in a tarball's top directory (`bind-9.18.49/`); 9.18.x only."""
+def tarball_version(path: Path, series: str) -> str:
+    """The BIND version in a tarball's top directory (`bind-9.18.49/`); `series`.x only."""
     try:
         with tarfile.open(path) as archive:
             first = archive.next()
@@ -57,28 +59,36 @@ def tarball_version(path: Path) -> str:
         raise UsageError(f"{path} is not a readable tarball: {error}") from None
     top = first.name.split("/", 1)[0] if first else ""
     match = re.fullmatch(r"bind-?(\d+\.\d+\.\d+)", top) or re.fullmatch(r"bind9-?(\d+\.\d+\.\d+)", top)
-    if not match or not match.group(1).startswith(SUPPORTED_SERIES):
+    if not match or not match.group(1).startswith(series + "."):
         raise UsageError(
-            f"{path} holds '{top}', not BIND {SUPPORTED_SERIES}x: the patch is for BIND 9.18"
+            f"{path} holds '{top}', not BIND {series}.x: give a BIND {series} tarball or another --version"
         )
     return match.group(1)
 
 
-def debian_orig_tarball(cache_dir: Path) -> SourceTarball:
-    """Debian 12's bind9 orig tarball via `apt-get source --tar-only`, verified against apt's SHA-256."""
+def debian_orig_tarball(cache_dir: Path, series: str) -> SourceTarball:
+    """The newest bind9 `series` orig tarball Debian offers (release or backports) via
+    `apt-get source --tar-only`, verified against apt's SHA-256."""
     apt_dir = cache_dir / "apt"
-    apt_env = _private_apt(apt_dir)
+    apt_env = _private_apt(apt_dir, backports=series != "9.18")
     run_tool(["apt-get", "update", "-qq"], env=apt_env, what="apt-get update (deb-src)", timeout=600)
-    listing = run_tool(["apt-get", "source", "--print-uris", "--tar-only", SOURCE_PACKAGE],
+    versions = run_tool(["apt-cache", "showsrc", "--only-source", SOURCE_PACKAGE], env=apt_env,
+                        what="apt-cache showsrc").stdout
+    version = newest_version(versions, series)
+    if version is None:
+        raise ToolFailed(f"Debian's sources (with backports) offer no bind9 {series}.x")
+    wanted = f"{SOURCE_PACKAGE}={version}"
+    listing = run_tool(["apt-get", "source", "--print-uris", "--tar-only", wanted],
                        env=apt_env, cwd=cache_dir, what="apt-get source --print-uris").stdout
     entries = [m for m in map(_URI_LINE.match, listing.splitlines()) if m]
     origs = [m for m in entries if m.group("name").endswith((".orig.tar.xz", ".orig.tar.gz"))]
     target = origs[0] if origs else None
-    existing = [p for p in cache_dir.glob(f"{SOURCE_PACKAGE}_*.orig.tar.*") if not p.name.endswith(".asc")]
+    existing = [p for p in cache_dir.glob(f"{SOURCE_PACKAGE}_{series}.*.orig.tar.*")
+                if not p.name.endswith((".asc", ".sha256"))]
     if target is None and not existing:
         raise ToolFailed(f"apt offers no {SOURCE_PACKAGE} orig tarball: {listing.strip()[-300:]}")
     if target is not None:
-        run_tool(["apt-get", "source", "--download-only", "--tar-only", SOURCE_PACKAGE],
+        run_tool(["apt-get", "source", "--download-only", "--tar-only", wanted],
                  env=apt_env, cwd=cache_dir, what="apt-get source --download-only", timeout=900)
         path = cache_dir / target.group("name")
         expected = target.group("sha")
@@ -90,15 +100,34 @@ def debian_orig_tarball(cache_dir: Path) -> SourceTarball:
         path.unlink(missing_ok=True)
         raise ToolFailed(f"{path.name}: SHA-256 {actual} does not match apt's {expected}; removed it")
     write_atomic(cache_dir / f"{path.name}.sha256", expected + "\n")
-    return SourceTarball(path, tarball_version(path), actual)
+    return SourceTarball(path, tarball_version(path, series), actual)
 
 
-def _private_apt(apt_dir: Path) -> dict[str, str]:
+def newest_version(showsrc: str, series: str) -> str | None:
+    """The highest `Version:` of `apt-cache showsrc` output in `series` (epoch and revision kept)."""
+    found = []
+    for line in showsrc.splitlines():
+        if line.startswith("Version:"):
+            version = line.split(":", 1)[1].strip()
+            upstream = version.split(":", 1)[-1]
+            if upstream.startswith(series + "."):
+                found.append(version)
+    return max(found, key=_version_key, default=None)
+
+
+def _version_key(version: str) -> tuple:
+    """Orders Debian versions of one upstream series well enough: numbers compare as numbers, and
+    a `~` sorts before everything (1~deb12u1 < 1~deb12u3 < 1)."""
+    parts = re.findall(r"\d+|~|[^\d~]+", version.split(":", 1)[-1])
+    return tuple((0, int(p)) if p.isdigit() else (-1, p) if p == "~" else (1, p) for p in parts)
+
+
+def _private_apt(apt_dir: Path, backports: bool = False) -> dict[str, str]:
     """An APT_CONFIG using deb-src twins of the machine's Debian sources, state kept in `apt_dir`."""
     parts = apt_dir / "sources.list.d"
     for sub in (parts, apt_dir / "lists" / "partial", apt_dir / "cache" / "archives" / "partial"):
         sub.mkdir(parents=True, exist_ok=True)
-    stanzas = debian_source_stanzas()
+    stanzas = debian_source_stanzas(backports=backports)
     if not stanzas:
         raise ToolFailed("no Debian entries in /etc/apt to derive deb-src sources from")
     write_atomic(parts / "bindpkcs11-src.sources", "\n\n".join(stanzas) + "\n")
@@ -115,10 +144,12 @@ def _private_apt(apt_dir: Path) -> dict[str, str]:
     return {**os.environ, "APT_CONFIG": str(config), "LC_ALL": "C"}
 
 
-def debian_source_stanzas(etc_apt: Path = Path("/etc/apt"), codename: str | None = None) -> list[str]:
+def debian_source_stanzas(etc_apt: Path = Path("/etc/apt"), codename: str | None = None,
+                          backports: bool = False) -> list[str]:
     """deb822 `deb-src` stanzas on the machine's Debian mirrors (third-party repos skipped) for
     SOURCE_RELEASE, whose bind9 is 9.18: on Debian 13 the twin of `trixie-security` is
-    `bookworm-security` (trixie's own bind9 is 9.20, which the patch is not for)."""
+    `bookworm-security` (trixie's own bind9 is 9.20, which the 9.18 patch is not for).
+    `backports` adds `bookworm-backports` beside `bookworm` (its bind9 is the 9.20 to patch)."""
     codename = codename or _codename()
     stanzas = []
     for uri, suites, components, signed_by in _debian_entries(etc_apt):
@@ -126,6 +157,8 @@ def debian_source_stanzas(etc_apt: Path = Path("/etc/apt"), codename: str | None
                   if s == codename or s.startswith(codename + "-")]
         if not wanted:
             continue
+        if backports and SOURCE_RELEASE in wanted:
+            wanted.append(f"{SOURCE_RELEASE}-backports")
         lines = ["Types: deb-src", f"URIs: {uri}", f"Suites: {' '.join(wanted)}",
                  f"Components: {' '.join(components)}"]
         if signed_by:

@@ -1,6 +1,7 @@
 """`bindpkcs11 bind build|env|status|extract-backports|install-backports`: which BIND runs.
 
-Two routes (bind/route.py): the patched BIND 9.18 (`bind build`, bind/build.py) and a stock
+Two routes (bind/route.py): the patched BIND 9.18 or 9.20 (`bind build [--version]`,
+bind/build.py) and a stock
 BIND >= 9.20 with pkcs11-provider (bind/stock.py; on Debian 12 from bookworm-backports,
 bind/backports.py).
 """
@@ -29,16 +30,20 @@ class InstallDeclined(UsageError):
 
 
 def register(commands, common) -> None:
-    bind = commands.add_parser("bind", help="the BIND that signs: patched 9.18 or stock >= 9.20",
+    bind = commands.add_parser("bind", help="the BIND that signs: patched 9.18/9.20 or stock >= 9.20",
                                parents=[common])
     sub = bind.add_subparsers(dest="bind_command", required=True, parser_class=Parser)
-    builder = sub.add_parser("build", help="fetch, patch, build and install BIND 9.18", parents=[common])
-    builder.add_argument("--source", type=Path, help="an ISC BIND 9.18.x tarball (default: Debian's)")
+    builder = sub.add_parser("build", help="fetch, patch, build and install BIND 9.18 or 9.20",
+                             parents=[common])
+    add_version_option(builder)
+    builder.add_argument("--source", type=Path,
+                         help="an ISC BIND tarball of that version (default: Debian's)")
     builder.add_argument("--force", action="store_true", help="rebuild even if up to date")
     builder.add_argument("--jobs", type=int, help="parallel make jobs (default: CPU count)")
     builder.set_defaults(handler=_bind_build)
     env = sub.add_parser("env", help="shell exports for running a route's BIND tools by hand",
                          parents=[common])
+    add_version_option(env)
     env.add_argument("--token", default=DEFAULT_TOKEN,
                      help="token whose stored PIN file to name (never the PIN itself)")
     env.add_argument("--bind", choices=ROUTES, help="route (default: stock when found, else patched)")
@@ -61,8 +66,17 @@ def register(commands, common) -> None:
     install.set_defaults(handler=_bind_install)
 
 
+def add_version_option(parser, flag: str = "--version") -> None:
+    """`--version 9.18|9.20` (`--bind-version` on commands where --version would be ambiguous):
+    which patched BIND series (each has its own install)."""
+    parser.add_argument(flag, dest="bind_version", choices=build.SERIES,
+                        default=build.DEFAULT_SERIES,
+                        help=f"BIND series (default {build.DEFAULT_SERIES}); each installs apart")
+
+
 def _bind_build(args) -> int:
-    result = build.build(state(args), args.source, args.force, build.print_progress, args.jobs)
+    result = build.build(state(args), args.source, args.force, build.print_progress, args.jobs,
+                         args.bind_version)
     if args.json:
         print_json(result)
     elif result.rebuilt:
@@ -74,8 +88,9 @@ def _bind_build(args) -> int:
 
 def _bind_env(args) -> int:
     current = state(args)
-    name = args.bind or route.default_name(current)
-    bind = route.installed(current, name)
+    name = args.bind or (PATCHED if args.bind_version != build.DEFAULT_SERIES
+                         else route.default_name(current))
+    bind = route.installed(current, name, version=args.bind_version)
     profile = get_profile(args.profile, current, args.module)
     path = f"{bind.prefix / 'sbin'}:{bind.prefix / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin"
     variables = {"PATH": path}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bindpkcs11 import inline
 from bindpkcs11.bind.instance import parse_listen, parse_secondary
+from bindpkcs11.commands.bind import add_version_option
 from bindpkcs11.commands.common import state
 from bindpkcs11.dnssec import algorithms
 from bindpkcs11.dnssec.dnskey import parse_zone_name
@@ -41,6 +42,7 @@ def register(commands, common) -> None:
     setup.add_argument("--timeout", type=float, metavar="SECONDS",
                        help="wait this long for the signed zone (default: from the zone's size "
                             "and the ZSK's signing rate); named still signing then keeps running")
+    add_version_option(setup, "--bind-version")
     setup.add_argument("--test-timings", action="store_true",
                        help="30-minute signatures refreshed after 10 minutes (watch a cycle)")
     setup.set_defaults(handler=_setup_inline)
@@ -70,6 +72,7 @@ def _setup_inline(args) -> int:
         secondaries=tuple(parse_secondary(s) for s in args.secondary),
         test_timings=args.test_timings, zsk_on=args.zsk_on, bind=args.bind,
         timeout=timeout_seconds(args.timeout),
+        bind_version=args.bind_version,
         zsk_token=check_token_label(args.zsk_token) if args.zsk_token is not None else None,
     )
     progress = (lambda line: None) if args.json else (

@@ -149,7 +149,8 @@ def _instance_lag(report, state: StateDir, instance: Instance, zone, warning: in
     zone_file = instance.zone_file(zone)
     report = _with_named_reason(report, instance, zone_file)
     try:
-        sync = signing.sync_state(instance, route.installed(state, settings.bind, settings.bind_prefix).prefix,
+        sync = signing.sync_state(instance, route.installed(
+            state, settings.bind, settings.bind_prefix, settings.bind_version).prefix,
                                   settings.zone, zone_file)
     except BindPkcs11Error:
         return report
