@@ -187,61 +187,29 @@ def patched_bind_920(state: Path) -> dict[str, str]:
     return json.loads(cli(state, "--json", "bind", "env", "--version", "9.20"))
 
 
-STOCK_920_PACKAGES = ("bind9", "bind9-utils", "bind9-libs", "pkcs11-provider")
-
-
 def stock_920(work: Path) -> Path:
-    """Debian's BIND 9.20 and pkcs11-provider from <codename>-backports, unpacked with dpkg -x
-    into <work>/stock920 (nothing installed; the machine's BIND stays as it is). Reused while the
-    same package files are there."""
+    """Debian's BIND 9.20 and pkcs11-provider from bookworm-backports, unpacked privately into
+    <work>/stock920 by the same code `bindpkcs11 bind extract-backports` uses (nothing installed;
+    reused while unpacked). Returns the tree whose usr/ is the prefix."""
     sys.path.insert(0, str(REPO))
-    from bindpkcs11.bind.source import debian_source_stanzas
+    from bindpkcs11.bind import backports
 
-    base = work / "stock920"
-    apt_dir, debs, tree = base / "apt", base / "debs", base / "tree"
-    for sub in (apt_dir / "parts", apt_dir / "lists" / "partial",
-                apt_dir / "cache" / "archives" / "partial", debs):
-        sub.mkdir(parents=True, exist_ok=True)
-    stanzas = [s.replace("Types: deb-src", "Types: deb")
-               for s in debian_source_stanzas(backports=True)]
-    (apt_dir / "parts" / "bench.sources").write_text("\n\n".join(stanzas) + "\n")
-    (apt_dir / "apt.conf").write_text("\n".join([
-        'Dir::Etc::SourceList "/dev/null";', f'Dir::Etc::SourceParts "{apt_dir / "parts"}";',
-        f'Dir::State::Lists "{apt_dir / "lists"}";', f'Dir::Cache "{apt_dir / "cache"}";',
-        'APT::Sandbox::User "root";', ""]))
-    env = clean_env(APT_CONFIG=str(apt_dir / "apt.conf"))
-    stamp = base / "unpacked.json"
-    have = sorted(p.name for p in debs.glob("*.deb"))
-    if not (stamp.exists() and json.loads(stamp.read_text()) == have and have):
-        log("stock 9.20 + pkcs11-provider: apt-get download from backports, dpkg -x")
-        run(["apt-get", "update", "-qq"], env=env)
-        codename = debian_source_stanzas()[0].split("Suites: ", 1)[1].split()[0]
-        for old in debs.glob("*.deb"):
-            old.unlink()
-        run(["apt-get", "download", "-qq",
-             *[f"{name}/{codename}-backports" for name in STOCK_920_PACKAGES]], env=env, cwd=debs)
-        shutil.rmtree(tree, ignore_errors=True)
-        for deb in sorted(debs.glob("*.deb")):
-            run(["dpkg", "-x", deb, tree])
-        stamp.write_text(json.dumps(sorted(p.name for p in debs.glob("*.deb"))) + "\n")
-    return tree
+    return backports.extract_to(work / "stock920", log).prefix.parent
 
 
 def provider_env(work: Path, tree: Path, pin_file: Path, softhsm_conf: str) -> dict[str, str]:
-    """What stock 9.20 needs for the provider route: its libraries, an OpenSSL config loading
-    pkcs11-provider (PIN from the PIN file, never in a URI) and the module preloaded."""
-    libdir = tree / "usr" / "lib" / "x86_64-linux-gnu"
-    cnf = work / "provider-openssl.cnf"
-    cnf.write_text(
-        "# bench only: given as OPENSSL_CONF to the stock 9.20 processes, never globally\n"
-        "openssl_conf = openssl_init\n[openssl_init]\nproviders = provider_sect\n"
-        "[provider_sect]\ndefault = default_sect\npkcs11 = pkcs11_sect\n"
-        "[default_sect]\nactivate = 1\n[pkcs11_sect]\n"
-        f"module = {libdir / 'ossl-modules' / 'pkcs11.so'}\n"
-        f"pkcs11-module-path = {SOFTHSM_MODULE}\n"
-        f"pkcs11-module-token-pin = file:{pin_file}\nactivate = 1\n")
-    return clean_env(LD_LIBRARY_PATH=str(libdir), OPENSSL_CONF=str(cnf), LD_PRELOAD=SOFTHSM_MODULE,
-                     SOFTHSM2_CONF=softhsm_conf)
+    """What stock 9.20 needs for the provider route, as setup-inline renders it: its libraries,
+    the OpenSSL config loading pkcs11-provider (PIN from the PIN file, never in a URI) and the
+    module preloaded (bind/stock.py)."""
+    from bindpkcs11.bind import stock
+
+    route = stock.usable(tree / "usr", "bench")
+    if route is None:
+        raise SystemExit(f"the unpacked BIND 9.20 in {tree} does not run")
+    module = Path(SOFTHSM_MODULE)
+    cnf = stock.write_provider_config(work / "provider-openssl.cnf", stock.ProviderConfig(
+        stock.provider_module(route.prefix), module, pin_file))
+    return clean_env(**stock.program_env(route, module, cnf, {"SOFTHSM2_CONF": softhsm_conf}))
 
 
 def make_provider_keys(tree: Path, keys: Path, shim_keys: dict, env: dict[str, str]) -> dict:
@@ -567,8 +535,9 @@ def machine(patched_env: dict, engine_prefix: Path | None, env920: dict | None =
         info["bind_920_patched"] = version_of(["dnssec-signzone", "-V"], clean_env(**env920))
         info["bind_920_stock"] = version_of([str(stock_tree / "usr/bin/dnssec-signzone"), "-V"],
                                             provider)
-        info["pkcs11_provider"] = next((p.name for p in (stock_tree.parent / "debs").glob(
-            "pkcs11-provider_*.deb")), "unknown")
+        from bindpkcs11.bind import backports
+        unpacked = backports.installed_manifest(stock_tree.parent) or {"packages": {}}
+        info["pkcs11_provider"] = unpacked["packages"].get("pkcs11-provider", "unknown")
     if engine_prefix:
         info["bind_engine_build"] = version_of([str(engine_prefix / "bin" / "dnssec-signzone"),
                                                 "-V"], clean_env())
