@@ -69,19 +69,7 @@ def mirror_stanza(etc_apt: Path = Path("/etc/apt")) -> str:
 
 def _private_apt(apt_dir: Path, stanza: str) -> dict[str, str]:
     """An APT_CONFIG whose only source is `stanza`, lists and cache inside `apt_dir`."""
-    parts = apt_dir / "sources.list.d"
-    for sub in (parts, apt_dir / "lists" / "partial", apt_dir / "cache" / "archives" / "partial"):
-        sub.mkdir(parents=True, exist_ok=True)
-    write_atomic(parts / "bindpkcs11-backports.sources", stanza + "\n")
-    write_atomic(apt_dir / "sources.list", "")
-    config = apt_dir / "apt.conf"
-    write_atomic(config, "\n".join([
-        f'Dir::Etc::SourceList "{apt_dir / "sources.list"}";',
-        f'Dir::Etc::SourceParts "{parts}";',
-        f'Dir::State::Lists "{apt_dir / "lists"}";',
-        f'Dir::Cache "{apt_dir / "cache"}";',
-        'APT::Sandbox::User "root";', "",
-    ]))
+    config = source.private_apt_config(apt_dir, [stanza], "bindpkcs11-backports")
     return {"APT_CONFIG": str(config), "LC_ALL": "C", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 
 

@@ -124,13 +124,20 @@ def _version_key(version: str) -> tuple:
 
 def _private_apt(apt_dir: Path, backports: bool = False) -> dict[str, str]:
     """An APT_CONFIG using deb-src twins of the machine's Debian sources, state kept in `apt_dir`."""
-    parts = apt_dir / "sources.list.d"
-    for sub in (parts, apt_dir / "lists" / "partial", apt_dir / "cache" / "archives" / "partial"):
-        sub.mkdir(parents=True, exist_ok=True)
     stanzas = debian_source_stanzas(backports=backports)
     if not stanzas:
         raise ToolFailed("no Debian entries in /etc/apt to derive deb-src sources from")
-    write_atomic(parts / "bindpkcs11-src.sources", "\n\n".join(stanzas) + "\n")
+    config = private_apt_config(apt_dir, stanzas, "bindpkcs11-src")
+    return {**os.environ, "APT_CONFIG": str(config), "LC_ALL": "C"}
+
+
+def private_apt_config(apt_dir: Path, stanzas: list[str], name: str) -> Path:
+    """An apt.conf whose only sources are `stanzas` (deb822), with its lists and cache inside
+    `apt_dir`: apt works for bindpkcs11 without a change to /etc/apt or the machine's lists."""
+    parts = apt_dir / "sources.list.d"
+    for sub in (parts, apt_dir / "lists" / "partial", apt_dir / "cache" / "archives" / "partial"):
+        sub.mkdir(parents=True, exist_ok=True)
+    write_atomic(parts / f"{name}.sources", "\n\n".join(stanzas) + "\n")
     write_atomic(apt_dir / "sources.list", "")
     config = apt_dir / "apt.conf"
     write_atomic(config, "\n".join([
@@ -141,7 +148,7 @@ def _private_apt(apt_dir: Path, backports: bool = False) -> dict[str, str]:
         'APT::Sandbox::User "root";',
         "",
     ]))
-    return {**os.environ, "APT_CONFIG": str(config), "LC_ALL": "C"}
+    return config
 
 
 def debian_source_stanzas(etc_apt: Path = Path("/etc/apt"), codename: str | None = None,
