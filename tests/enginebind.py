@@ -44,7 +44,7 @@ def ensure_engine_bind() -> Path:
     with locks.held(ENGINE_STATE / ".build.lock", "the engine-route BIND build", wait=BUILD_TIMEOUT):
         src = build.cached_or_debian_source(BIND_STATE / "cache", _progress)
         wanted = {"bind_version": src.version, "source_sha256": src.sha256, "cflags": CFLAGS,
-                  "configure_flags": list(build.CONFIGURE_FLAGS), "targets": list(TARGETS)}
+                  "configure_flags": list(build.CONFIGURE_FLAGS["9.18"]), "targets": list(TARGETS)}
         if _installed(prefix) == wanted:
             return prefix
         seconds = _build(src, prefix, wanted)
@@ -72,7 +72,7 @@ def _build(src, prefix: Path, wanted: dict) -> float:
     env = {**os.environ, "CFLAGS": CFLAGS, "LC_ALL": "C"}
     env.pop("OPENSSL_CONF", None)
     jobs = f"-j{os.cpu_count() or 2}"
-    _run(["./configure", f"--prefix={prefix}", *build.CONFIGURE_FLAGS], tree, env, work, "configure")
+    _run(["./configure", f"--prefix={prefix}", *build.CONFIGURE_FLAGS["9.18"]], tree, env, work, "configure")
     for target in TARGETS:
         _run(["make", jobs, "-C", target], tree, env, work, f"make-{target.replace('/', '-')}")
     destdir = work / "destdir"
