@@ -146,7 +146,7 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
         bind_version=request.bind_version,
     )
     module = Path(get_profile(request.profile, state, request.module).module_path)
-    _check_rendered(bind, instance, settings, max_ttl, module)
+    _check_rendered(bind, instance, settings, max_ttl, module, len(zone_text.encode()))
     zsk_access = zskplace.zsk_access(state, request) if request.zsk_token else None
     access, created_token = _token_access(state, request, progress)
     pin = verified_pin(access)
@@ -163,7 +163,8 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
         cds_added = instancekeys.publish_cds(ksk)
         zone_file = instance.zone_file(request.zone)
         files = config.render(instance, settings, zone_file, max_ttl,
-                              _provider(bind, Path(access.module_path), instance), bind.version)
+                              _provider(bind, Path(access.module_path), instance), bind.version,
+                              len(zone_text.encode()))
         files[zone_file] = zone_text
         files[instance.pin_file] = pin + "\n"
         changed = config.changed_files(files)
@@ -260,7 +261,7 @@ def _check_zone_text(prefix: Path, zone: dns.name.Name, text: str, shown_as: Pat
 
 
 def _check_rendered(bind: Route, instance: Instance, settings: InstanceSettings,
-                    max_ttl: int, module: Path) -> None:
+                    max_ttl: int, module: Path, zone_bytes: int) -> None:
     """Render the configuration into a scratch copy of the instance and named-checkconf it, so a
     value named refuses fails before the token is touched or a key generated. The provider's
     config names the real instance's PIN file: a path OpenSSL would misread fails here too."""
@@ -268,7 +269,7 @@ def _check_rendered(bind: Route, instance: Instance, settings: InstanceSettings,
         trial = Instance(Path(scratch) / instance.root.name)
         trial.root.mkdir()
         files = config.render(trial, settings, trial.zone_file(dns.name.from_text(settings.zone)),
-                              max_ttl, _provider(bind, module, instance), bind.version)
+                              max_ttl, _provider(bind, module, instance), bind.version, zone_bytes)
         for path, text in files.items():
             path.write_text(text)
         config.check_config(bind.prefix, trial.named_conf)

@@ -144,9 +144,24 @@ def rndc_key_name(settings: InstanceSettings) -> str:
     return f"bindpkcs11-{settings.zone.rstrip('.') or 'root'}"
 
 
+# named keeps each zone's journal under max-journal-size, and 9.18.49 enforces it by compacting
+# right after writing: a reload whose diff alone is larger (every record of a small zone changed:
+# 200 addresses, a 16 KB diff against a 4.5 KB zone) is dropped from the unsigned zone's journal,
+# so inline signing never sees it ("receive_secure_serial: unchanged") and the signed zone stays
+# at the old data for good (measured). So the limit is far above any one diff of the zone.
+MIN_JOURNAL_BYTES = 64 << 20
+JOURNAL_PER_ZONE_BYTE = 32
+
+
+def journal_limit(zone_bytes: int) -> int:
+    """max-journal-size for a zone whose text is `zone_bytes` long (a full replacement diff is
+    about 2-3 times the text; room for several)."""
+    return max(MIN_JOURNAL_BYTES, JOURNAL_PER_ZONE_BYTE * zone_bytes)
+
+
 def render(instance: Instance, settings: InstanceSettings, zone_file: Path,
            max_zone_ttl: int, provider: stock.ProviderConfig | None = None,
-           bind_version: str = "") -> dict[Path, str]:
+           bind_version: str = "", zone_bytes: int = 0) -> dict[Path, str]:
     """Every configuration file of the instance, rendered; the rndc secret is reused if present.
 
     The stock route (settings.bind) gets a dnssec-policy with a key-store on the token
@@ -188,6 +203,7 @@ def render(instance: Instance, settings: InstanceSettings, zone_file: Path,
         "signing_signatures": batch.signatures,
         "signing_nodes": batch.nodes,
         "signing_slice_ms": int(SIGNING_SLICE * 1000),
+        "max_journal_size": journal_limit(zone_bytes),
         "token_uri": format_uri(Pkcs11Uri(path={"token": settings.token})),
         "zsk_on_token": settings.zsk_on == "token",
         "bind_version": bind_version,
