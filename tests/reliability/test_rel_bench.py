@@ -47,7 +47,10 @@ def test_interrupted_bench_destroys_its_key(token_cli, signum):
     """Ctrl-C or a service manager's SIGTERM in the middle of the signing loop."""
     command = [sys.executable, "-m", "bindpkcs11", "--state-dir", str(token_cli.state_dir), "bench",
                "--sessions", "1", "--seconds", "60"]
-    process = subprocess.Popen(command, env=token_cli.env, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    # A shell without job control starts background jobs with SIGINT ignored, and Python keeps an
+    # inherited SIG_IGN (no KeyboardInterrupt): give the bench the default, as a terminal would.
+    process = subprocess.Popen(command, env=token_cli.env, cwd=REPO, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         for line in process.stderr:  # progress lines: wait until the loop runs
