@@ -202,7 +202,7 @@ def one_case(base: Path, env: dict, records: int, zsk_on: str, limit: float,
     cli(state, env, "named", "stop", ZONE)
     instance = state / "instances" / ZONE
     rendered = rendered_batch(instance)
-    bind_env = json.loads(cli(state, env, "bind", "env", "--token", TOKEN, "--json"))
+    bind_env = json.loads(cli(state, env, "bind", "env", "--token", TOKEN, "--json"))["variables"]
     tool_env = env | bind_env
     rows = []
     for batch in batches:

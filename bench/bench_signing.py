@@ -175,8 +175,7 @@ def patched_bind(state: Path) -> dict[str, str]:
         time.sleep(60)
     else:
         raise SystemExit("bindpkcs11 bind build failed three times")
-    env = json.loads(cli(state, "--json", "bind", "env"))
-    return env
+    return json.loads(cli(state, "--json", "bind", "env"))["variables"]
 
 
 def patched_bind_920(state: Path) -> dict[str, str]:
@@ -184,7 +183,7 @@ def patched_bind_920(state: Path) -> dict[str, str]:
     log("patched BIND 9.20: bindpkcs11 bind build --version 9.20 (idempotent)")
     run([sys.executable, "-m", "bindpkcs11", "--state-dir", str(state), "bind", "build",
          "--version", "9.20"], env=clean_env())
-    return json.loads(cli(state, "--json", "bind", "env", "--version", "9.20"))
+    return json.loads(cli(state, "--json", "bind", "env", "--version", "9.20"))["variables"]
 
 
 def stock_920(work: Path) -> Path:
