@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from importlib.resources import files
 from pathlib import Path
+from typing import Callable
+
+import jinja2
 
 from bindpkcs11.errors import BindPkcs11Error
 
@@ -42,3 +45,12 @@ def patches_dir() -> Path:
 def shim_dir() -> Path:
     """The shim's C source (bp11.c, bp11.h), compiled again into libbp11.so for BIND."""
     return _data_dir("shim")
+
+
+def template_environment(finalize: Callable[[object], object]) -> jinja2.Environment:
+    """The jinja2 environment for one kind of rendered file: the package's templates, undefined
+    names an error, and `finalize` guarding every value that reaches the text (each kind of file
+    has its own unsafe characters: named.conf, openssl.cnf, systemd units)."""
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())),
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                              autoescape=False, finalize=finalize)

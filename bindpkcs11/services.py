@@ -66,9 +66,7 @@ def command_line() -> str:
 
 
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(resources.templates_dir())),
-                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                              autoescape=False, finalize=unit_value)
+    return resources.template_environment(unit_value)
 
 
 def render(state: StateDir, zone: dns.name.Name,

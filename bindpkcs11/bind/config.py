@@ -131,13 +131,7 @@ def config_value(value: object) -> object:
 
 
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(resources.templates_dir())),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,
-        finalize=config_value,
-    )
+    return resources.template_environment(config_value)
 
 
 def rndc_key_name(settings: InstanceSettings) -> str:

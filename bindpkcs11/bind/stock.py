@@ -22,8 +22,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import jinja2
-
 from bindpkcs11 import resources
 from bindpkcs11.bind.programs import STOCK, SYSTEM_PREFIX, Route, named_version, tool_env, version_tuple
 from bindpkcs11.errors import UsageError
@@ -121,9 +119,7 @@ class ProviderConfig:
 
 def render_provider_config(config: ProviderConfig) -> str:
     """The OpenSSL config text (templates/openssl-provider.cnf.j2); unsafe paths are refused."""
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(resources.templates_dir())),
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                             autoescape=False, finalize=_openssl_value)
+    env = resources.template_environment(_openssl_value)
     return env.get_template(TEMPLATE).render(provider=config.provider,
                                              token_module=config.token_module,
                                              pin_file=config.pin_file)
