@@ -65,6 +65,9 @@ POLICY_TIMINGS = {
 # named spends about twice the token's dnssec-signzone time per signature inside a batch (it
 # also builds the NSEC chain and commits), so a batch of SIGNING_SLICE seconds at the measured
 # rate (267 signatures on SoftHSM P-256) takes 25-35 ms in named: p99 under 50 ms, no loss.
+# Those latencies were measured before named.conf said `reuseport no`; with it an idle thread
+# answers while another signs, and batches of 1,000 kept p99 at 5 ms while signing 100k names
+# 1.9x faster (docs/benchmarks.md). Raising the slice is the next step (issue 15).
 SIGNING_SLICE = 0.015
 MIN_SIGNING_BATCH = 10  # BIND's default: right for a card at 18 signatures/s
 MIN_SIGNING_NODES = 100  # BIND's default; the KSK's pass over the names is limited by nodes only
