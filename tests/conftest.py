@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -115,3 +116,10 @@ def patched_bind_920() -> Path:
     from bindtools import ensure_patched_bind
 
     return ensure_patched_bind("9.20")
+
+
+def default_sigint() -> None:
+    """preexec_fn for a child a test interrupts with SIGINT. A shell without job control starts
+    background jobs (a CI runner's, `cmd &`) with SIGINT ignored, and Python keeps an inherited
+    SIG_IGN, so the child would never see the Ctrl-C: give it the default, as a terminal would."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -18,7 +18,7 @@ import dns.zone
 import pytest
 
 from bindpkcs11.dnssec.samplezone import sample_zone_text
-from conftest import REPO, one_line_error
+from conftest import REPO, default_sigint, one_line_error
 from namedproc import NamedProcess, free_port
 
 ZONE = "example.test"
@@ -190,7 +190,7 @@ def test_loop_prints_one_line_per_check_until_interrupted(cli, keys, tmp_path):
                    "--interval", "1"]
         env = {k: v for k, v in cli.env.items() if k != "PYTHONUNBUFFERED"}  # as under cron
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True, env=env, cwd=REPO)
+                                   text=True, env=env, cwd=REPO, preexec_fn=default_sigint)
         try:
             lines = read_lines(process, count=2, timeout=30)
             process.send_signal(signal.SIGINT)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import REPO, SOFTHSM_MODULE, SPY_MODULE, TRUST_MODULE, one_line_error
+from conftest import REPO, SOFTHSM_MODULE, SPY_MODULE, TRUST_MODULE, default_sigint, one_line_error
 from test_bench import bench_objects
 
 
@@ -47,10 +47,8 @@ def test_interrupted_bench_destroys_its_key(token_cli, signum):
     """Ctrl-C or a service manager's SIGTERM in the middle of the signing loop."""
     command = [sys.executable, "-m", "bindpkcs11", "--state-dir", str(token_cli.state_dir), "bench",
                "--sessions", "1", "--seconds", "60"]
-    # A shell without job control starts background jobs with SIGINT ignored, and Python keeps an
-    # inherited SIG_IGN (no KeyboardInterrupt): give the bench the default, as a terminal would.
     process = subprocess.Popen(command, env=token_cli.env, cwd=REPO, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                               preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + 60
         for line in process.stderr:  # progress lines: wait until the loop runs
