@@ -171,7 +171,7 @@ def test_zsk_rollover_with_test_timings_watched_through_dns(inline_cli, tmp_path
         assert schedule["inactive"] == schedule["activate"]
         assert schedule["delete"] - schedule["inactive"] == 5 + 15 + 15
         assert time.time() < schedule["delete"], "the command returned after Delete"
-        assert poller.seen[-1].www_signers >= {new}  # every RRset re-signed before Delete
+        assert poller.latest().www_signers >= {new}  # every RRset re-signed before Delete
 
         # Phase 2, at Activate: the SOA is signed by the new ZSK; both DNSKEYs served.
         poll(lambda: new in poller.seen[-1].soa_signers, schedule["activate"] - time.time()
