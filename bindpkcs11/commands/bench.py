@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 
 from bindpkcs11 import bench
-from bindpkcs11.commands.common import DEFAULT_TOKEN, access
+from bindpkcs11.commands.common import DEFAULT_TOKEN, access, progress_printer
 from bindpkcs11.dnssec import algorithms
 from bindpkcs11.output import print_json, print_table
 
@@ -25,8 +24,7 @@ def register(commands, common) -> None:
 def _bench(args) -> int:
     algorithm = algorithms.lookup(args.algorithm).with_bits(args.bits)
     sessions = bench.parse_sessions(args.sessions)
-    progress = (lambda line: None) if args.json else (
-        lambda line: print(f"bench: {line}", file=sys.stderr, flush=True))
+    progress = progress_printer(args, "bench")
     result = bench.run_bench(access(args, args.token), algorithm, sessions, args.seconds, progress)
     if args.json:
         print_json(result)

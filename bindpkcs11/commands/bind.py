@@ -17,7 +17,7 @@ from bindpkcs11 import pins
 from bindpkcs11.bind import backports, build, route, stock
 from bindpkcs11.bind.instance import Instance
 from bindpkcs11.bind.programs import PATCHED, ROUTES, STOCK, lib_dirs
-from bindpkcs11.commands.common import DEFAULT_TOKEN, Parser, state
+from bindpkcs11.commands.common import DEFAULT_TOKEN, Parser, progress_printer, state
 from bindpkcs11.errors import BindPkcs11Error, PinMissing, UsageError
 from bindpkcs11.output import print_json
 from bindpkcs11.state import StateDir
@@ -170,8 +170,7 @@ def _instances(current: StateDir) -> dict[str, str]:
 
 
 def _bind_extract(args) -> int:
-    progress = (lambda line: None) if args.json else (
-        lambda line: print(f"bind extract-backports: {line}", file=sys.stderr, flush=True))
+    progress = progress_printer(args, "bind extract-backports")
     result = backports.extract(state(args), progress, args.refresh)
     if args.json:
         print_json(result)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import Callable
 
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.state import StateDir
@@ -32,3 +34,11 @@ def access(args, label: str) -> TokenAccess:
 
 def key_dir(args) -> Path:
     return Path(args.key_dir) if getattr(args, "key_dir", None) else state(args).key_dir
+
+
+def progress_printer(args, prefix: str) -> Callable[[str], None]:
+    """Progress lines on stderr as `PREFIX: line`, flushed at once; silent with --json, whose
+    stdout is the one document a script reads."""
+    if args.json:
+        return lambda line: None
+    return lambda line: print(f"{prefix}: {line}", file=sys.stderr, flush=True)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from bindpkcs11 import inline
 from bindpkcs11.bind.instance import parse_listen, parse_secondary
 from bindpkcs11.commands.bind import add_version_option
-from bindpkcs11.commands.common import state
+from bindpkcs11.commands.common import progress_printer, state
 from bindpkcs11.dnssec import algorithms
 from bindpkcs11.dnssec.dnskey import parse_zone_name
 from bindpkcs11.errors import UsageError
@@ -75,8 +74,7 @@ def _setup_inline(args) -> int:
         bind_version=args.bind_version,
         zsk_token=check_token_label(args.zsk_token) if args.zsk_token is not None else None,
     )
-    progress = (lambda line: None) if args.json else (
-        lambda line: print(f"setup-inline: {line}", file=sys.stderr, flush=True))
+    progress = progress_printer(args, "setup-inline")
     result = inline.setup_inline(state(args), request, progress)
     if args.json:
         print_json(result)

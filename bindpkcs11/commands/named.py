@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 
 from bindpkcs11 import control
 from bindpkcs11.commands.inline import timeout_seconds
-from bindpkcs11.commands.common import Parser, state
+from bindpkcs11.commands.common import Parser, progress_printer, state
 from bindpkcs11.dnssec.dnskey import parse_zone_name
 from bindpkcs11.errors import UsageError
 from bindpkcs11.monitor import iso_time
@@ -46,8 +45,7 @@ def register(commands, common) -> None:
 def _named(args) -> int:
     zone = parse_zone_name(args.domain)
     current = state(args)
-    progress = (lambda line: None) if args.json else (
-        lambda line: print(f"named {args.action}: {line}", file=sys.stderr, flush=True))
+    progress = progress_printer(args, f"named {args.action}")
     if args.action == "start":
         pid = control.start(current, zone, timeout_seconds(args.timeout), progress)
         _report(args, {"zone": zone.to_text(), "running": True, "pid": pid},

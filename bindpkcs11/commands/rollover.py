@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from bindpkcs11 import keystatus, kskroll, offlineroll, rollover
-from bindpkcs11.commands.common import DEFAULT_TOKEN, Parser, access, state
+from bindpkcs11.commands.common import DEFAULT_TOKEN, Parser, access, progress_printer, state
 from bindpkcs11.commands.ksk import DEFAULTS as PRESIGN_DEFAULTS, TEST_DEFAULTS as PRESIGN_TEST
 from bindpkcs11.commands.signer import DEFAULTS as SIGNER_DEFAULTS, TEST_DEFAULTS as SIGNER_TEST
 from bindpkcs11.dnssec import rollplan
@@ -124,8 +123,7 @@ def _rollover_zsk(args) -> int:
         propagation_delay=parse_duration(args.propagation_delay)
         if args.propagation_delay is not None else None,
         test_timings=args.test_timings)
-    progress = (lambda line: None) if args.json else (
-        lambda line: print(f"rollover: {line}", file=sys.stderr, flush=True))
+    progress = progress_printer(args, "rollover")
     result = rollover.rollover_zsk(state(args), request, progress)
     if args.json:
         print_json(result)
@@ -201,8 +199,7 @@ def _rollover_ksk(args) -> int:
         propagation_delay=parse_duration(args.propagation_delay)
         if args.propagation_delay else None,
         parent_ds_ttl=parse_duration(args.parent_ds_ttl) if args.parent_ds_ttl else None)
-    progress = (lambda line: None) if args.json else (
-        lambda line: print(f"rollover: {line}", file=sys.stderr, flush=True))
+    progress = progress_printer(args, "rollover")
     result = kskroll.rollover_ksk(state(args), request, progress)
     if args.json:
         print_json(result)
