@@ -14,7 +14,7 @@ import json
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import dns.dnssec
@@ -25,6 +25,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from dnspoller import ValidatingPoller
 from test_inline import ZONE, inline_cli, poll, setup, validated  # noqa: F401 - inline_cli is a fixture
 
 ORIGIN = dns.name.from_text(ZONE)
@@ -40,14 +41,11 @@ class Observation:
 
 
 @dataclass
-class Poller:
+class Poller(ValidatingPoller):
     """Validates every answer against the KSK; keeps what it saw and every failure."""
 
     port: int
     ksk: dns.rrset.RRset
-    seen: list[Observation] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
 
     def ask(self, name: str, rdtype: dns.rdatatype.RdataType):
         owner = dns.name.from_text(name)
@@ -69,21 +67,8 @@ class Poller:
         self.seen.append(Observation(time.time(), frozenset(dns.dnssec.key_id(k) for k in keys),
                                      signers[ZONE], signers[f"www.{ZONE}"]))
 
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                self.once()
-            except Exception as error:  # noqa: BLE001 - every failure is a finding
-                self.failures.append(f"{time.time():.1f}: {type(error).__name__}: {error}")
-            self.stop.wait(0.2)
 
-    def latest(self) -> Observation:
-        count = len(self.seen)
-        poll(lambda: len(self.seen) > count, 10, "a fresh poll")
-        return self.seen[-1]
 
-    def first(self, condition) -> Observation:
-        return next(o for o in self.seen if condition(o))
 
 
 def ksk_rrset(key_file: Path) -> dns.rrset.RRset:

@@ -13,7 +13,7 @@ import json
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import dns.dnssec
@@ -25,6 +25,7 @@ import dns.rdatatype
 import dns.rdtypes.ANY.DS
 
 from conftest import one_line_error
+from dnspoller import ValidatingPoller
 from namedproc import NamedProcess
 from test_inline import ZONE, inline_cli, poll, setup  # noqa: F401 - inline_cli is a fixture
 
@@ -42,12 +43,9 @@ class Seen:
 
 
 @dataclass
-class DsPoller:
+class DsPoller(ValidatingPoller):
     port: int
     anchor: list  # DS rdatas the parent serves now; replaced (never mutated) when it changes
-    seen: list[Seen] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
 
     def ask(self, rdtype):
         response = dns.query.udp(dns.message.make_query(ORIGIN, rdtype, want_dnssec=True),
@@ -83,18 +81,7 @@ class DsPoller:
             frozenset(ds.key_tag for ds in signed[dns.rdatatype.CDS]),
             frozenset(dns.dnssec.key_id(k) for k in signed[dns.rdatatype.CDNSKEY])))
 
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                self.once()
-            except Exception as error:  # noqa: BLE001 - every failure is a finding
-                self.failures.append(f"{time.time():.1f}: {type(error).__name__}: {error}")
-            self.stop.wait(0.2)
 
-    def latest(self) -> Seen:
-        count = len(self.seen)
-        poll(lambda: len(self.seen) > count, 10, "a fresh poll")
-        return self.seen[-1]
 
 
 def ds_rdata(ds_line: str):
