@@ -1,38 +1,21 @@
 """The opensc profile under test: a state dir whose card is the emulated OpenPGP card that
 `bindpkcs11 card simulator` runs (jcecard behind vpcd in a private pcscd), started through the CLI
-and always stopped after.
-
-The state dir lives under /tmp itself (mode 0711 above it): named runs as `bind` when the tests
-run as root, and reaches pcscd's socket under the state dir.
-"""
+and always stopped after (devicesim.EmulatedDevice); named reaches pcscd's socket under it."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import signal
 import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from conftest import Cli, clean_env
-from namedproc import alive, free_port, kill_instance_nameds
+from conftest import Cli
+from devicesim import EmulatedDevice, bind_dir_env
 
 CARD_TOKEN = "OpenPGP card (User PIN)"
 CARD_KEY = "Authentication key"
 PROFILE = "opensc"
-
-
-def card_cli_in(base: Path, extra_env: dict | None = None) -> Cli:
-    env = clean_env() | (extra_env or {})
-    env.pop("PCSCLITE_CSOCK_NAME", None)
-    cli = Cli(base / "state", env)
-    cli.ports = (free_port(), free_port())
-    return cli
 
 
 def sc(cli: Cli, *args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -59,35 +42,18 @@ def tries_left(cli: Cli) -> dict[str, int]:
     return dict(zip(names, tries))
 
 
-
-def stop_everything(cli: Cli) -> None:
-    """named first (it holds a card session), then the simulator through the CLI; whatever is
-    still alive after that is killed, so a failed test never leaves a daemon behind."""
-    kill_instance_nameds(cli.state_dir)
-    left = record(cli)
-    cli("card", "simulator", "stop", check=False, timeout=60)
-    for key in ("bridge_pid", "pcscd_pid"):
-        if left and alive(left[key]):
-            os.kill(left[key], signal.SIGKILL)
+CARD = EmulatedDevice(
+    command=("card", "simulator"), start_timeout=90,
+    daemon_pids=lambda cli: [(record(cli) or {}).get(key) for key in ("bridge_pid", "pcscd_pid")],
+    own_env=("PCSCLITE_CSOCK_NAME",))
 
 
 @pytest.fixture
 def card_cli(request):
-    """A CLI on an empty state dir with the card simulator running; the simulator and any named
-    are stopped after the test, pass or fail. `BINDPKCS11_BIND_DIR` is set when the test also
-    asks for `patched_bind`."""
-    base = Path(tempfile.mkdtemp(prefix="bp11-card-"))
-    base.chmod(0o711)
-    extra = {}
-    if "patched_bind" in request.fixturenames:
-        extra["BINDPKCS11_BIND_DIR"] = str(request.getfixturevalue("patched_bind"))
-    cli = card_cli_in(base, extra)
-    try:
-        cli("card", "simulator", "start", timeout=90)
+    """A CLI on an empty state dir with the card simulator running; `BINDPKCS11_BIND_DIR` is set
+    when the test also asks for `patched_bind`."""
+    with CARD.state_dir("bp11-card-", bind_dir_env(request)) as cli:
         yield cli
-    finally:
-        stop_everything(cli)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

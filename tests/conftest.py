@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,3 +124,15 @@ def default_sigint() -> None:
     background jobs (a CI runner's, `cmd &`) with SIGINT ignored, and Python keeps an inherited
     SIG_IGN, so the child would never see the Ctrl-C: give it the default, as a terminal would."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def poll(condition, deadline: float = 30.0, what: str = "condition"):
+    """condition() every 0.1 s until it returns something true, which is returned; an
+    AssertionError naming `what` after `deadline` seconds. The one way tests wait."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not reached within {deadline} s")

@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import Cli, clean_env
-from namedproc import alive, free_port, kill_instance_nameds
+from conftest import Cli
+from devicesim import EmulatedDevice, bind_dir_env
 
 OCC_TOKEN = "dnssec"
 MODULE = "/usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so"
@@ -50,35 +46,17 @@ def sandbox_pid(cli: Cli) -> int | None:
     return None
 
 
-
-def stop_everything(cli: Cli) -> None:
-    """named first, then the sandbox through the CLI; a pkcsslotd still alive is killed."""
-    kill_instance_nameds(cli.state_dir)
-    pids = (sandbox_pid(cli), holder_pid(cli))
-    cli("opencryptoki", "sandbox", "stop", check=False, timeout=60)
-    for pid in pids:
-        if pid and alive(pid):
-            os.kill(pid, signal.SIGKILL)
+OPENCRYPTOKI = EmulatedDevice(
+    command=("opencryptoki", "sandbox"), start_timeout=60,
+    daemon_pids=lambda cli: [sandbox_pid(cli), holder_pid(cli)])
 
 
 @pytest.fixture
 def occ_cli(request):
-    """A CLI on an empty state dir with the opencryptoki sandbox running; it and any named are
-    stopped after, pass or fail. `BINDPKCS11_BIND_DIR` is set when the test asks for
-    `patched_bind`."""
-    base = Path(tempfile.mkdtemp(prefix="bp11-occ-"))
-    base.chmod(0o711)
-    extra = {}
-    if "patched_bind" in request.fixturenames:
-        extra["BINDPKCS11_BIND_DIR"] = str(request.getfixturevalue("patched_bind"))
-    cli = Cli(base / "state", clean_env() | extra)
-    cli.ports = (free_port(), free_port())
-    try:
-        cli("opencryptoki", "sandbox", "start", timeout=60)
+    """A CLI on an empty state dir with the opencryptoki sandbox running; `BINDPKCS11_BIND_DIR`
+    is set when the test asks for `patched_bind`."""
+    with OPENCRYPTOKI.state_dir("bp11-occ-", bind_dir_env(request)) as cli:
         yield cli
-    finally:
-        stop_everything(cli)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
@@ -92,13 +70,3 @@ def in_sandbox(cli: Cli, *command: str) -> subprocess.CompletedProcess:
     """`command` run inside the sandbox's namespaces (to look at what the CLI cannot show)."""
     return subprocess.run(["nsenter", "-t", str(holder_pid(cli)), "-m", "-i", "--", *command],
                           capture_output=True, text=True, timeout=60)
-
-
-def poll(condition, deadline: float = 20.0, what: str = "condition"):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")

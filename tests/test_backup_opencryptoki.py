@@ -8,8 +8,6 @@ A SoftHSM token (no CKM_AES_CBC_PAD unwrap) refuses that wrap file in one line, 
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,10 +17,8 @@ import dns.rrset
 
 from bindpkcs11.dnssec.keyfile import read_key_pair
 from bindpkcs11.dnssec.bundles import Unlocker, bundles_in, open_bundle
-from conftest import Cli, clean_env, one_line_error
-from namedproc import free_port
-from occ_fixtures import (OCC_TOKEN, needs_opencryptoki, oc, occ_cli, occ_token,  # noqa: F401
-                          stop_everything)
+from conftest import Cli, one_line_error
+from occ_fixtures import OPENCRYPTOKI, OCC_TOKEN, needs_opencryptoki, oc, occ_cli, occ_token  # noqa: F401
 from test_backup_ceremony import import_share, make_shares
 
 pytestmark = needs_opencryptoki
@@ -33,17 +29,9 @@ PASSPHRASE = "bundle passphrase 1"  # noqa: S105
 @contextlib.contextmanager
 def second_sandbox():
     """Another state dir with its own opencryptoki sandbox and token 'other'; always stopped."""
-    base = Path(tempfile.mkdtemp(prefix="bp11-occ2-"))
-    base.chmod(0o711)
-    cli = Cli(base / "state", clean_env())
-    cli.ports = (free_port(), free_port())
-    try:
-        cli("opencryptoki", "sandbox", "start", timeout=60)
+    with OPENCRYPTOKI.state_dir("bp11-occ2-") as cli:
         oc(cli, "token", "init", "--label", "other", "--generate-pins")
         yield cli
-    finally:
-        stop_everything(cli)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def objects(cli: Cli, token: str, profile: str = "opencryptoki") -> list[tuple[str, str]]:

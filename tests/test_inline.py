@@ -20,7 +20,7 @@ import dns.query
 import dns.rdatatype
 import pytest
 
-from conftest import Cli, clean_env, one_line_error
+from conftest import Cli, clean_env, one_line_error, poll  # noqa: F401 - poll is imported from here by other tests
 from namedproc import NamedProcess, free_port, kill_instance_nameds
 
 ZONE = "example.test"
@@ -132,16 +132,6 @@ def test_second_run_changes_nothing(inline_cli):
     assert named_pid(inline_cli) == pid
     assert {p: p.stat().st_mtime_ns for p in instance.glob("*.conf")} == before
     assert len(list((instance / "keys").glob("*.private"))) == 2
-
-
-def poll(condition, deadline: float = DEADLINE, what: str = "condition"):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached within {deadline} s")
 
 
 def test_added_record_is_served_signed_with_a_higher_serial_and_rndc_works(inline_cli, tmp_path):

@@ -21,10 +21,9 @@ import dns.rdatatype
 
 from bindpkcs11.dnssec.samplezone import sample_zone_text
 from conftest import Cli, clean_env, one_line_error
-from namedproc import NamedProcess
+from namedproc import NamedProcess, alive
 from occ_fixtures import (  # noqa: F401 - fixtures
     OCC_TOKEN,
-    alive,
     in_sandbox,
     needs_opencryptoki,
     oc,

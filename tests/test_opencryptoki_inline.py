@@ -10,13 +10,12 @@ import os
 import pwd
 from pathlib import Path
 
-from conftest import one_line_error
+from conftest import one_line_error, poll
 from occ_fixtures import (  # noqa: F401 - fixture
     OCC_TOKEN,
     needs_opencryptoki,
     oc,
     occ_cli,
-    poll,
     sandbox_pid,
 )
 from test_tpm2_inline import delv, delv_anchor

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 from conftest import one_line_error
+from namedproc import alive
 from tpm2_fixtures import (  # noqa: F401 - fixtures
     MODULE,
     TPM_TOKEN,
-    alive,
     record,
     tp,
     tpm2_cli,

@@ -10,7 +10,8 @@ import pwd
 import subprocess
 from pathlib import Path
 
-from tpm2_fixtures import TPM_TOKEN, poll, record, tp, tpm2_cli  # noqa: F401 - fixture
+from conftest import poll
+from tpm2_fixtures import TPM_TOKEN, record, tp, tpm2_cli  # noqa: F401 - fixture
 
 ZONE = "example.test"
 

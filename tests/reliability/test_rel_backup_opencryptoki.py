@@ -9,8 +9,7 @@ from pathlib import Path
 
 from bindpkcs11.backup import wrapfile
 from conftest import one_line_error
-from occ_fixtures import (OCC_TOKEN, needs_opencryptoki, oc, occ_cli, occ_token,  # noqa: F401
-                          stop_everything)
+from occ_fixtures import OCC_TOKEN, needs_opencryptoki, oc, occ_cli, occ_token  # noqa: F401
 from test_backup_ceremony import make_shares
 from test_backup_opencryptoki import objects, second_sandbox
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,10 +17,9 @@ from tpm2_fixtures import (  # noqa: F401 - fixtures
     TPM_TOKEN,
     lockout_counter,
     record,
-    stop_everything,
+    TPM2,
     tp,
     tpm2_cli,
-    tpm2_cli_in,
     tpm2_token,
 )
 
@@ -74,14 +71,8 @@ def no_simulator():
     """A state dir whose simulator was never started."""
     if Path("/dev/tpmrm0").exists():
         pytest.skip("this machine has a TPM: the profile would use it")
-    base = Path(tempfile.mkdtemp(prefix="bp11-tpm2-"))
-    base.chmod(0o711)
-    cli = tpm2_cli_in(base)
-    try:
+    with TPM2.state_dir("bp11-tpm2-", started=False) as cli:
         yield cli
-    finally:
-        stop_everything(cli)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 COMMANDS = [
