@@ -20,7 +20,7 @@ from bindpkcs11.dnssec.keyfile import read_key_pair
 from fromlabel_tools import (ZONE, decoded, inline_zone_config, keyfromlabel, made_key,
                              patched_named_wrapper, pkcs11_tool_keypair, private_fields,
                              series_bind, served_signed, signzone, stock_verify,
-                             validate_zone_file, write_zone)
+                             validate_zone_file, write_zone)  # noqa: F401 (series_bind: fixture)
 from namedproc import NamedProcess
 
 # (algorithm, KSK label as the operator types it, ZSK label): the ARM's short form without

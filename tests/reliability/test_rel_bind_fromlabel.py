@@ -16,7 +16,7 @@ import pytest
 from bindtools import tool_env
 from conftest import SOFTHSM_MODULE
 from fromlabel_tools import (ZONE, keyfromlabel, made_key, pkcs11_tool_keypair, series_bind,
-                             signzone, write_zone)
+                             signzone, write_zone)  # noqa: F401 (series_bind: fixture)
 
 URI = "pkcs11:token=bindpkcs11;object=example.test-zsk"
 
