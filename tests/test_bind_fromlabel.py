@@ -5,8 +5,9 @@ from PKCS11_LIBRARY_PIN_FILE, never the label): `pkcs11-tool -l -k` makes the ke
 `dnssec-keyfromlabel [-E pkcs11] -l "token=..;object=.."` the key files, `dnssec-signzone -E pkcs11`
 signs, `named -E pkcs11` serves, and bindpkcs11's keygen writes the same files dnssec-keyfromlabel
 does (`--key-format 9.20` for 9.20, whose files have no Engine: line). Every test runs once per
-series (the `series_bind` fixture). (Key files made by a real engine build of 9.18: test_bind_engine_keyfiles.py.) Real SoftHSM
-tokens, real patched BIND, stock dnssec-verify and dnspython as judges; nothing is mocked.
+series (the `series_bind` fixture). (Key files made by a real engine build of 9.18:
+test_bind_engine_keyfiles.py.) Real SoftHSM tokens, real patched BIND, stock dnssec-verify and
+dnspython as judges; nothing is mocked.
 """
 
 from __future__ import annotations
