@@ -1,4 +1,5 @@
-"""BIND's own PKCS#11 workflow against the patched 9.18, as its documentation (the ARM) shows it.
+"""BIND's own PKCS#11 workflow against the patched BIND (9.18 and 9.20), as its documentation (the
+ARM) shows it.
 
 Key pairs are made on a real SoftHSM token by OpenSC's `pkcs11-tool --keypairgen` (the PIN through
 `--pin env:VAR`, never argv), key files by the patched `dnssec-keyfromlabel`, zones signed by the
@@ -10,6 +11,7 @@ from __future__ import annotations
 import base64
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import dns.dnssec
@@ -21,11 +23,13 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import dns.zone
+import pytest
 
 from bindpkcs11.dnssec.samplezone import sample_zone_text
 from bindtools import tool_env
 from conftest import SOFTHSM_MODULE, TOKEN
 
+SERIES = ("9.18", "9.20")  # the patched BIND series; each runs the same tests
 ZONE = "example.test"
 ORIGIN = dns.name.from_text(ZONE)
 PIN_VARIABLE = "BINDPKCS11_TEST_TOKEN_PIN"
@@ -36,6 +40,32 @@ KEY_TYPES = {
     "ECDSAP384SHA384": "EC:secp384r1",
     "ED25519": "EC:edwards25519",
 }
+
+
+@dataclass(frozen=True)
+class PatchedBind:
+    """One patched BIND series under test: its prefix and what differs between the series."""
+
+    series: str
+    prefix: Path
+
+    @property
+    def writes_engine(self) -> bool:
+        """9.18's key files name the engine (`Engine: pkcs11`); 9.20's name a token key by its
+        Label alone, with or without -E (stock 9.20 refuses an Engine: line)."""
+        return self.series == "9.18"
+
+    @property
+    def key_format(self) -> str:
+        """bindpkcs11 keygen's --key-format for this series' files."""
+        return self.series
+
+
+@pytest.fixture(params=SERIES)
+def series_bind(request) -> PatchedBind:
+    """Each patched BIND series in turn (built once per machine into .cache)."""
+    fixture = "patched_bind" if request.param == "9.18" else "patched_bind_920"
+    return PatchedBind(request.param, request.getfixturevalue(fixture))
 
 
 def pkcs11_tool_keypair(cli, algorithm: str, label: str, key_id: str | None = None) -> None:
@@ -140,9 +170,18 @@ def patched_named_wrapper(prefix: Path, cli, directory: Path) -> Path:
     return script
 
 
-def inline_zone_config(zone_file: Path, key_dir: Path) -> str:
-    return (f'zone "{ZONE}" {{ type primary; file "{zone_file}"; key-directory "{key_dir}"; '
-            "inline-signing yes; auto-dnssec maintain; };\n")
+def inline_zone_config(zone_file: Path, key_dir: Path, series: str = "9.18",
+                       algorithm: str = "ECDSAP256SHA256") -> str:
+    """The zone as the ARM serves it: 9.18 `auto-dnssec maintain`; 9.20 (which has no
+    auto-dnssec) a dnssec-policy that adopts the key files (lifetime unlimited: never new keys)."""
+    if series == "9.18":
+        return (f'zone "{ZONE}" {{ type primary; file "{zone_file}"; key-directory "{key_dir}"; '
+                "inline-signing yes; auto-dnssec maintain; };\n")
+    policy = algorithm.lower()
+    return (f'dnssec-policy "adopt" {{ keys {{ ksk key-directory lifetime unlimited algorithm {policy}; '
+            f'zsk key-directory lifetime unlimited algorithm {policy}; }}; }};\n'
+            f'zone "{ZONE}" {{ type primary; file "{zone_file}"; key-directory "{key_dir}"; '
+            'inline-signing yes; dnssec-policy "adopt"; };\n')
 
 
 def served_signed(port: int, tags: set[int], timeout: float = 60.0) -> dict:

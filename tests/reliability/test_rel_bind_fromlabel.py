@@ -1,4 +1,4 @@
-"""Bad input and faults for the patched dnssec-keyfromlabel (issue 14).
+"""Bad input and faults for the patched dnssec-keyfromlabel (issue 14), on 9.18 and 9.20 (issue 11).
 
 Each refusal is one clear line from BIND's log ("bindpkcs11: ..." saying what was wrong and what
 to do) plus dnssec-keyfromlabel's own fatal line, a non-zero exit, no key file written, and no PIN
@@ -15,8 +15,8 @@ import pytest
 
 from bindtools import tool_env
 from conftest import SOFTHSM_MODULE
-from fromlabel_tools import (ZONE, keyfromlabel, made_key, pkcs11_tool_keypair, signzone,
-                             write_zone)
+from fromlabel_tools import (ZONE, keyfromlabel, made_key, pkcs11_tool_keypair, series_bind,
+                             signzone, write_zone)  # noqa: F401 (series_bind: fixture)
 
 URI = "pkcs11:token=bindpkcs11;object=example.test-zsk"
 
@@ -42,24 +42,24 @@ def refused(result: subprocess.CompletedProcess, key_dir: Path, *expected: str) 
     "token=bindpkcs11;object=example.test-zsk;pin-source=/tmp/PINPIN.txt",  # the ARM's form
     f"{URI}?module-path=/tmp/PINPIN.so",
 ])
-def test_a_label_naming_a_pin_or_module_is_refused(ec_pair, patched_bind, tmp_path, label):
+def test_a_label_naming_a_pin_or_module_is_refused(ec_pair, series_bind, tmp_path, label):
     keys = tmp_path / "keys"
-    result = keyfromlabel(patched_bind, ec_pair, keys, "ECDSAP256SHA256", label)
+    result = keyfromlabel(series_bind.prefix, ec_pair, keys, "ECDSAP256SHA256", label)
     stderr = refused(result, keys, "is not allowed in a key's URI",
                      "PKCS11_LIBRARY_PIN or PKCS11_LIBRARY_PIN_FILE")
     assert "PINPIN" not in stderr and ec_pair.pin() not in stderr
 
 
-def test_a_missing_object_is_named(ec_pair, patched_bind, tmp_path):
+def test_a_missing_object_is_named(ec_pair, series_bind, tmp_path):
     keys = tmp_path / "keys"
-    result = keyfromlabel(patched_bind, ec_pair, keys, "ECDSAP256SHA256",
+    result = keyfromlabel(series_bind.prefix, ec_pair, keys, "ECDSAP256SHA256",
                           "token=bindpkcs11;object=no-such-key")
     refused(result, keys, "bindpkcs11: key 'no-such-key' on token 'bindpkcs11' not found")
 
 
-def test_a_missing_token_is_named(ec_pair, patched_bind, tmp_path):
+def test_a_missing_token_is_named(ec_pair, series_bind, tmp_path):
     keys = tmp_path / "keys"
-    result = keyfromlabel(patched_bind, ec_pair, keys, "ECDSAP256SHA256",
+    result = keyfromlabel(series_bind.prefix, ec_pair, keys, "ECDSAP256SHA256",
                           "token=elsewhere;object=example.test-zsk")
     refused(result, keys, "token 'elsewhere'", "not found")
 
@@ -67,41 +67,41 @@ def test_a_missing_token_is_named(ec_pair, patched_bind, tmp_path):
 @pytest.mark.parametrize("algorithm, named", [("RSASHA256", "an ECDSA P-256 key"),
                                               ("ECDSAP384SHA384", "an ECDSA P-256 key"),
                                               ("ED25519", "an ECDSA P-256 key")])
-def test_an_algorithm_that_does_not_fit_the_key_is_refused(ec_pair, patched_bind, tmp_path,
+def test_an_algorithm_that_does_not_fit_the_key_is_refused(ec_pair, series_bind, tmp_path,
                                                            algorithm, named):
     keys = tmp_path / "keys"
-    result = keyfromlabel(patched_bind, ec_pair, keys, algorithm, URI)
+    result = keyfromlabel(series_bind.prefix, ec_pair, keys, algorithm, URI)
     refused(result, keys, f"the token key is {named}, which algorithm", "cannot use")
 
 
-def test_another_engine_is_refused(ec_pair, patched_bind, tmp_path):
+def test_another_engine_is_refused(ec_pair, series_bind, tmp_path):
     keys = tmp_path / "keys"
-    result = keyfromlabel(patched_bind, ec_pair, keys, "ECDSAP256SHA256", URI, "-E", "gost")
+    result = keyfromlabel(series_bind.prefix, ec_pair, keys, "ECDSAP256SHA256", URI, "-E", "gost")
     assert result.returncode != 0 and "no engine" in result.stderr, result.stderr
     assert not keys.exists() or not list(keys.glob("K*"))
 
 
-def test_without_a_pin_the_private_key_stays_hidden_and_that_is_said(ec_pair, patched_bind,
+def test_without_a_pin_the_private_key_stays_hidden_and_that_is_said(ec_pair, series_bind,
                                                                        tmp_path):
     keys = tmp_path / "keys"
-    env = tool_env(ec_pair, patched_bind)
+    env = tool_env(ec_pair, series_bind.prefix)
     del env["PKCS11_LIBRARY_PIN_FILE"]
-    result = keyfromlabel(patched_bind, ec_pair, keys, "ECDSAP256SHA256", URI, env=env)
+    result = keyfromlabel(series_bind.prefix, ec_pair, keys, "ECDSAP256SHA256", URI, env=env)
     refused(result, keys, "no PIN is configured")
 
 
-def test_a_wrong_pin_is_reported_and_not_echoed(ec_pair, patched_bind, tmp_path):
+def test_a_wrong_pin_is_reported_and_not_echoed(ec_pair, series_bind, tmp_path):
     keys = tmp_path / "keys"
     wrong = tmp_path / "wrong.pin"
     wrong.write_text("WRONG-PIN-4711\n")
-    result = keyfromlabel(patched_bind, ec_pair, keys, "ECDSAP256SHA256", URI,
-                          env=tool_env(ec_pair, patched_bind, wrong))
+    result = keyfromlabel(series_bind.prefix, ec_pair, keys, "ECDSAP256SHA256", URI,
+                          env=tool_env(ec_pair, series_bind.prefix, wrong))
     stderr = refused(result, keys, "PIN incorrect")
     assert "WRONG-PIN-4711" not in stderr
 
 
 def test_an_ec_pair_without_its_public_key_object_is_refused_rsa_still_works(token_cli,
-                                                                             patched_bind,
+                                                                             series_bind,
                                                                              tmp_path):
     """An EC point lives only in the public object; RSA's modulus is on the private key too."""
     pkcs11_tool_keypair(token_cli, "ECDSAP256SHA256", "lonely-ec", "0e")
@@ -114,38 +114,38 @@ def test_an_ec_pair_without_its_public_key_object_is_refused_rsa_still_works(tok
                         "--type", "pubkey", "--label", label], check=True, capture_output=True,
                        env=env, timeout=60)
     keys = tmp_path / "keys"
-    result = keyfromlabel(patched_bind, token_cli, keys, "ECDSAP256SHA256",
+    result = keyfromlabel(series_bind.prefix, token_cli, keys, "ECDSAP256SHA256",
                           "token=bindpkcs11;object=lonely-ec")
     refused(result, keys, "the token holds no public key with the same CKA_ID or label")
-    made_key(keyfromlabel(patched_bind, token_cli, keys, "RSASHA256",
+    made_key(keyfromlabel(series_bind.prefix, token_cli, keys, "RSASHA256",
                           "token=bindpkcs11;object=lonely-rsa"), keys)
 
 
-def test_two_private_keys_with_one_label_are_refused(token_cli, patched_bind, tmp_path):
+def test_two_private_keys_with_one_label_are_refused(token_cli, series_bind, tmp_path):
     pkcs11_tool_keypair(token_cli, "ECDSAP256SHA256", "twin", "01")
     pkcs11_tool_keypair(token_cli, "ECDSAP256SHA256", "twin", "02")
     keys = tmp_path / "keys"
-    result = keyfromlabel(patched_bind, token_cli, keys, "ECDSAP256SHA256",
+    result = keyfromlabel(series_bind.prefix, token_cli, keys, "ECDSAP256SHA256",
                           "token=bindpkcs11;object=twin")
     refused(result, keys, "matches more than one private key; add id=")
-    made_key(keyfromlabel(patched_bind, token_cli, keys, "ECDSAP256SHA256",
+    made_key(keyfromlabel(series_bind.prefix, token_cli, keys, "ECDSAP256SHA256",
                           "token=bindpkcs11;object=twin;id=%02"), keys)
 
 
 def test_an_engine_build_key_file_with_the_pin_in_its_label_is_refused_when_loaded(
-        ec_pair, patched_bind, tmp_path):
+        ec_pair, series_bind, tmp_path):
     """The ARM told operators to put pin-value/pin-source in the label, and an engine build
     copied it into the .private. The patched tools refuse such a file when they read it, name
     the key by its tag and say where the PIN belongs; the PIN is never printed."""
     keys = tmp_path / "keys"
-    key = made_key(keyfromlabel(patched_bind, ec_pair, keys, "ECDSAP256SHA256", URI), keys)
+    key = made_key(keyfromlabel(series_bind.prefix, ec_pair, keys, "ECDSAP256SHA256", URI), keys)
     pin = ec_pair.pin()
     private = key.with_suffix(".private")
     label = base64.b64encode(f"{URI};pin-value={pin}".encode() + b"\0").decode()
     private.write_text("\n".join(f"Label: {label}" if line.startswith("Label:") else line
                                  for line in private.read_text().splitlines()) + "\n")
     zone = write_zone(tmp_path / "sign")
-    result = signzone(patched_bind, ec_pair, keys, zone, "-E", "pkcs11")
+    result = signzone(series_bind.prefix, ec_pair, keys, zone, "-E", "pkcs11")
     assert result.returncode != 0
     tag = int(key.name.rsplit("+", 1)[1].split(".")[0])
     assert f"bindpkcs11: URI: 'pin-value' is not allowed in a key's URI" in result.stderr
