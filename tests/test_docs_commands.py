@@ -198,7 +198,8 @@ def tools_in(blocks: list[Block]) -> dict[str, str]:
             if run and not prompt:
                 continue  # output shown under a command
             words = text.split()
-            while words and (re.match(r"^[A-Z_][A-Z0-9_]*=", words[0]) or words[0] in ("sudo", "(umask", "077;")):
+            while words and (re.match(r"^[A-Z_][A-Z0-9_]*=", words[0])  # VAR=value cmd
+                             or words[0] in ("sudo", "(umask", "077;")):
                 words = words[1:]
             if words and words[0] in EXTERNAL_TOOLS:
                 found.setdefault(words[0], block.where)
