@@ -121,6 +121,10 @@ def check_ds_matches_signing_ksk(plans: Sequence[PeriodPlan], schedule: Schedule
     no DS yet) leaves the zone insecure, not bogus, and passes."""
     changes = sorted({t for k in ksks for t in k.ds_changes()})
     for plan in plans:
+        at_start = {k.tag for k in ksks if k.ds_at_parent(plan.start)}
+        if not plan.ds and at_start:
+            raise KskWithdrawnWhileItsDsIsServed(_withdrawn_message(
+                plan, schedule, ksks, plan.start, at_start))
         if not plan.ds:
             raise KskWithdrawnWhileItsDsIsServed(
                 f"period {plan.index} ({to_bind_timestamp(plan.start)}) is signed by KSK "
