@@ -15,7 +15,8 @@ at or after it:
              DSPublish(new) = DSRemoved(old) = C
              Inactive(old) = Delete(old) = C + parent DS TTL + parent propagation delay
 
-The successor is generated on the predecessor's token (the ceremony token, present for step 1).
+The successor is generated on the predecessor's token (the ceremony token, present for step 1),
+or given (`--new-ksk`: a token KSK the operator made, e.g. with a backup, on the same token).
 `ksk presign --ksk OLD --ksk NEW` then checks the schedule as its periods round it
 (kskpolicy.py) and refuses a gap or a withdrawal while the old DS may be the only one.
 """
@@ -35,7 +36,10 @@ from bindpkcs11.access import TokenAccess
 from bindpkcs11.dnssec import keygen, keytiming, rollplan
 from bindpkcs11.dnssec.algorithms import by_number
 from bindpkcs11.dnssec.dnskey import ds_text
-from bindpkcs11.dnssec.keyfile import KeyPairFiles, Timing, key_pairs_in, read_key_pair
+from bindpkcs11.dnssec.keyfile import (MAX_KEY_FILE_BYTES, KeyPairFiles, Timing, key_pairs_in,
+                                       read_key_pair)
+from bindpkcs11.errors import KeyFileError
+from bindpkcs11.fileio import read_limited, write_atomic
 from bindpkcs11.dnssec.policy import rsa_modulus_bits
 from bindpkcs11.errors import UsageError
 from bindpkcs11.timespec import check_key_time
@@ -52,6 +56,8 @@ class OfflineKskRequest:
     at: int | None = None
     ds_published: bool = False
     parent_server: tuple[str, int] | None = None
+    new_ksk: Path | None = None
+    """A successor the operator made (a `.key` file of a token KSK); default: made here."""
 
 
 def rollover_ksk_offline(request: OfflineKskRequest,
@@ -79,6 +85,9 @@ def _introduce(request: OfflineKskRequest, pairs: list[KeyPairFiles],
                token: Callable[[str], TokenAccess]) -> kskroll.KskRollover:
     now = int(time.time())
     start = rollover.start_time(request.at, now)
+    given = _given_successor(request) if request.new_ksk is not None else None
+    if given is not None:
+        pairs = [p for p in pairs if p.tag != given.tag]
     if not any(keytiming.state_at(p.timing, start) == "active" for p in pairs):
         raise rollover.RolloverRefused(f"no KSK of {request.zone} in {request.ksk_dir} is active at "
                                        "the rollover's start: give the directory of the KSK that "
@@ -96,8 +105,12 @@ def _introduce(request: OfflineKskRequest, pairs: list[KeyPairFiles],
         t for t in (old.timing.publish, old.timing.activate, old.timing.created) if t is not None)
     keytiming.set_times(old, sync_delete=sync, ds_publish=ds_publish)
     try:
-        new = _make_successor(request, old, Timing(created=now, publish=start, activate=start),
-                              token)
+        if given is None:
+            new = _make_successor(request, old, Timing(created=now, publish=start,
+                                                       activate=start), token)
+        else:
+            new = _adopt_successor(request, old, given)
+            keytiming.set_times(new, publish=start, activate=start)
         keytiming.set_times(new, sync_publish=sync)
     except BaseException:
         keytiming.set_times(old, **before)
@@ -124,6 +137,39 @@ def _make_successor(request: OfflineKskRequest, old: KeyPairFiles, timing: Timin
         timing=timing), access)
     custody.record_generated(access.state, generated.key_file, access.label, False)
     return read_key_pair(generated.key_file)
+
+
+def _given_successor(request: OfflineKskRequest) -> KeyPairFiles:
+    """--new-ksk: a KSK key file of this zone that names a token key."""
+    path = Path(request.new_ksk or "")
+    pair = read_key_pair(path if path.suffix == ".key" else path.with_name(path.name + ".key"))
+    if pair.role != "ksk" or pair.zone != request.zone or not pair.label_uri:
+        raise rollover.RolloverRefused(
+            f"--new-ksk {path} is not a token KSK of {request.zone}: make one with 'bindpkcs11 "
+            f"keygen {request.zone} --role ksk --key-dir DIR'")
+    return pair
+
+
+def _adopt_successor(request: OfflineKskRequest, old: KeyPairFiles,
+                     given: KeyPairFiles) -> KeyPairFiles:
+    """The given successor, on the old KSK's token (one ceremony token), its algorithm, its
+    files copied into --ksk-dir if they are elsewhere (an existing file is never replaced)."""
+    token_of = lambda pair: parse_uri(pair.label_uri or "").token  # noqa: E731
+    if token_of(given) != token_of(old) or given.dnskey.algorithm != old.dnskey.algorithm:
+        raise rollover.RolloverRefused(
+            f"--new-ksk {given.key_path.name} must be a key of algorithm {old.dnskey.algorithm} "
+            f"on token '{token_of(old)}' like KSK {old.tag}: the ceremony signs with one token")
+    if given.key_path.parent.resolve() == Path(request.ksk_dir).resolve():
+        return given
+    targets = [Path(request.ksk_dir) / p.name for p in (given.key_path, given.private_path)]
+    existing = [t for t in targets if t.exists()]
+    if existing:
+        raise rollover.RolloverRefused(f"{existing[0]} already exists: not replaced")
+    for source, target in zip((given.key_path, given.private_path), targets):
+        write_atomic(target, read_limited(source, MAX_KEY_FILE_BYTES, "key file",
+                                          KeyFileError)[0],
+                     mode=0o600 if target.suffix == ".private" else 0o644)
+    return read_key_pair(targets[0])
 
 
 def _confirm_ds(request: OfflineKskRequest, pairs: list[KeyPairFiles]) -> kskroll.KskRollover:

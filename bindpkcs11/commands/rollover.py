@@ -89,6 +89,9 @@ def register(commands, common) -> None:
         "successor made on the KSK's token); 'ksk presign --ksk OLD --ksk NEW' then carries it "
         "into the bundles. With --ds-published, --at is when the parent started serving the DS")
     offline_ksk.add_argument("--ksk-dir", type=Path, help="the offline-KSK zone's KSK key files")
+    offline_ksk.add_argument("--new-ksk", type=Path, metavar="KEYFILE",
+                             help="step 1: use this token KSK (same token) as the successor "
+                                  "instead of generating one")
     offline_ksk.add_argument("--period", metavar="D",
                              help=f"the ceremony's period (default {PRESIGN_DEFAULTS['period']})")
     offline_ksk.add_argument("--dnskey-ttl", metavar="D",
@@ -205,9 +208,9 @@ def _offer_cleanup(args, zone) -> None:
 def _rollover_ksk(args) -> int:
     if args.ksk_dir is not None:
         return _rollover_ksk_offline(args)
-    if args.period or args.dnskey_ttl or args.parent_propagation_delay:
-        raise UsageError("--period, --dnskey-ttl and --parent-propagation-delay are for "
-                         "offline-KSK zones: add --ksk-dir")
+    if args.period or args.dnskey_ttl or args.parent_propagation_delay or args.new_ksk:
+        raise UsageError("--period, --dnskey-ttl, --parent-propagation-delay and --new-ksk are "
+                         "for offline-KSK zones: add --ksk-dir")
     if args.test_timings and (args.propagation_delay or args.parent_ds_ttl):
         raise UsageError("--test-timings fixes every interval: drop --propagation-delay and "
                          "--parent-ds-ttl")
@@ -267,7 +270,10 @@ def _rollover_ksk_offline(args) -> int:
         parent=rollplan.ParentTimings(duration("parent_ds_ttl"),
                                       duration("parent_propagation_delay")),
         at=_time(args.at, "--at"), ds_published=args.ds_published,
-        parent_server=_server(args.parent_server) if args.parent_server else None)
+        parent_server=_server(args.parent_server) if args.parent_server else None,
+        new_ksk=args.new_ksk)
+    if args.new_ksk and args.ds_published:
+        raise UsageError("--new-ksk is for step 1: drop it with --ds-published")
     result = offlinekskroll.rollover_ksk_offline(request, lambda label: access(args, label))
     if args.json:
         print_json(result)

@@ -143,3 +143,30 @@ def test_rollover_steps_out_of_order_change_nothing(roll, tmp_path):
     assert done.returncode == 0, done.stderr
     twice = roll.roll("--ds-published", "--at", str(roll.start + 2 * PERIOD + 40))
     assert "no KSK rollover is waiting" in one_line_error(twice)
+
+
+def test_a_given_successor_is_adopted_and_a_wrong_one_refused(tmp_path):
+    cli = Cli(tmp_path / "state", clean_env())
+    cli("token", "init", "--label", "bindpkcs11", "--generate-pins")
+    start = int(time.time()) + 60
+    old = cli.json("keygen", ZONE, "--role", "ksk", "--algorithm", "13", "--no-backup",
+                   "--publish", "now-1h", "--activate", "now-1h")
+    other = tmp_path / "made-elsewhere"
+    zsk = cli.json("keygen", ZONE, "--role", "zsk", "--algorithm", "13", "--software",
+                   "--key-dir", str(other))
+    stranger = cli.json("keygen", "other.test", "--role", "ksk", "--algorithm", "13",
+                        "--no-backup", "--key-dir", str(other))
+    before = sorted(p.name for p in cli.key_dir.glob("K*"))
+    for wrong, words in ((zsk, "is not a token KSK"), (stranger, "is not a token KSK")):
+        result = cli("rollover", "ksk", ZONE, "--ksk-dir", str(cli.key_dir), "--new-ksk",
+                     wrong["key_file"], "--at", str(start), "--test-timings", check=False)
+        assert words in one_line_error(result)
+    assert sorted(p.name for p in cli.key_dir.glob("K*")) == before
+    given = cli.json("keygen", ZONE, "--role", "ksk", "--algorithm", "13", "--no-backup",
+                     "--key-dir", str(other))
+    step1 = cli.json("rollover", "ksk", ZONE, "--ksk-dir", str(cli.key_dir), "--new-ksk",
+                     given["key_file"], "--at", str(start), "--test-timings")
+    assert (step1["predecessor"], step1["successor"]) == (old["tag"], given["tag"])
+    adopted = read_key_pair(cli.key_dir / Path(given["key_file"]).name)
+    assert adopted.timing.publish == adopted.timing.activate == start
+    assert keytiming.private_time(adopted, "sync_publish") == start + PERIOD
