@@ -17,7 +17,7 @@ import dns.name
 
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.bind.instance import Instance
-from bindpkcs11.dnssec import algorithms
+from bindpkcs11.dnssec import algorithms, kskplan
 from bindpkcs11.dnssec.dnskey import ds_text, zone_label_text
 from bindpkcs11.dnssec.keyfile import KeyPairFiles, key_pairs_in
 from bindpkcs11.dnssec.keytiming import NextEvent, private_time, state_at
@@ -80,16 +80,29 @@ def zone_status(state: StateDir, zone: dns.name.Name, now: int | None = None) ->
                          cleanup_offers(rows))
 
 
-def offline_status(zone: dns.name.Name, zsk_dir: Path, now: int | None = None) -> ZoneKeyStatus:
+def offline_status(zone: dns.name.Name, zsk_dir: Path, now: int | None = None,
+                   ksk_dir: Path | None = None) -> ZoneKeyStatus:
     """The ZSKs of an offline-KSK zone (software key files in the ceremony's ZSK directory), each
     with its state at `now` from its timing, as `ksk presign` reads it at a period start (the
-    bundles follow an event at the first period start at or after it). The KSK stays with the
-    token, outside this directory; its DS does not change in a ZSK rollover."""
+    bundles follow an event at the first period start at or after it). With `ksk_dir`, its KSK
+    files too (a KSK rollover, offlinekskroll.py) and the DS the parent should have now: the
+    KSKs CDS names, else those whose DS is at the parent (kskplan.py)."""
     now = int(time.time()) if now is None else now
     if not Path(zsk_dir).is_dir():
         raise UsageError(f"--zsk-dir {zsk_dir} is not a directory: give the ceremony's ZSK directory")
-    rows = [_key_row(pair, now, {}) for pair in key_pairs_in(Path(zsk_dir), zone)]
-    return ZoneKeyStatus(zone.to_text(), now, rows, [], [])
+    pairs = key_pairs_in(Path(zsk_dir), zone)
+    ds: list[str] = []
+    if ksk_dir is not None:
+        pairs = [p for p in pairs if p.role == "zsk"]
+        if not Path(ksk_dir).is_dir():
+            raise UsageError(f"--ksk-dir {ksk_dir} is not a directory: give the zone's KSK files")
+        ksks = kskplan.ksk_times([p for p in key_pairs_in(Path(ksk_dir), zone) if p.role == "ksk"])
+        pairs = [k.pair for k in ksks] + pairs
+        chosen = [k for k in ksks if k.cds(now) and k.published(now)] or \
+            [k for k in ksks if k.ds_at_parent(now)]
+        ds = [ds_text(zone, k.pair.dnskey) for k in chosen]
+    rows = [_key_row(pair, now, {}) for pair in pairs]
+    return ZoneKeyStatus(zone.to_text(), now, rows, ds, [])
 
 
 def cleanup_offers(rows: list[KeyStatus]) -> list[str]:

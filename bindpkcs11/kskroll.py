@@ -91,7 +91,7 @@ def rollover_ksk(state: StateDir, request: KskRequest, progress) -> KskRollover:
 def _introduce_new(state: StateDir, instance: Instance, settings: InstanceSettings,
                    request: KskRequest, pairs: list[KeyPairFiles], progress) -> KskRollover:
     zone, now = request.zone, int(time.time())
-    old = _sole_ksk(pairs, now)
+    old = sole_ksk(pairs, now)
     report = rollover.validating_report(zone, settings)
     timings = rollover.TEST_TIMINGS if request.test_timings else rollover.zone_timings(
         instance, zone, report, request.propagation_delay)
@@ -120,7 +120,7 @@ def _introduce_new(state: StateDir, instance: Instance, settings: InstanceSettin
 def _retire_old(state: StateDir, instance: Instance, settings: InstanceSettings,
                 request: KskRequest, pairs: list[KeyPairFiles], progress) -> KskRollover:
     zone, now = request.zone, int(time.time())
-    old, new = _waiting_pair(pairs, now)
+    old, new = waiting_pair(pairs, now)
     sync = keytiming.private_time(new, "sync_publish")
     rollplan.require_ds_switch_allowed(now, sync)
     if request.parent_server is not None:
@@ -149,7 +149,7 @@ def _parent(request: KskRequest) -> rollplan.ParentTimings:
     return rollplan.ParentTimings(request.parent_ds_ttl, DEFAULT_PARENT.propagation_delay)
 
 
-def _sole_ksk(pairs: list[KeyPairFiles], now: int) -> KeyPairFiles:
+def sole_ksk(pairs: list[KeyPairFiles], now: int) -> KeyPairFiles:
     """The one active KSK with nothing scheduled; a rollover under way is named otherwise."""
     live = [p for p in pairs if keytiming.state_at(p.timing, now) != "removed"]
     active = [p for p in live if keytiming.state_at(p.timing, now) == "active"]
@@ -165,7 +165,7 @@ def _sole_ksk(pairs: list[KeyPairFiles], now: int) -> KeyPairFiles:
         "the schedule")
 
 
-def _waiting_pair(pairs: list[KeyPairFiles], now: int) -> tuple[KeyPairFiles, KeyPairFiles]:
+def waiting_pair(pairs: list[KeyPairFiles], now: int) -> tuple[KeyPairFiles, KeyPairFiles]:
     """(old, new) of a rollover waiting for its DS: the old KSK has SyncDelete and no Inactive,
     the new one SyncPublish."""
     live = [p for p in pairs if keytiming.state_at(p.timing, now) != "removed"]

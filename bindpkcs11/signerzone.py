@@ -51,7 +51,7 @@ def sign_zone(config: "SignerConfig", bundle: Bundle, anchor: dns.rrset.RRset, u
     origin = config.zone.to_text()
     compiled = _compile_unsigned(config, unsigned, work)
     prepared = prepare_unsigned(compiled, origin, lambda unsigned: next_serial(previous, unsigned, now),
-                                bundle.content.dnskey_rrset)
+                                bundle.content.dnskey_rrset + bundle.content.sync_rrsets)
     zone_in = work / "zone.in"
     zone_in.write_text(prepared.text)
     names = _write_zsks(config, bundle, work / "keys")
@@ -64,9 +64,10 @@ def sign_zone(config: "SignerConfig", bundle: Bundle, anchor: dns.rrset.RRset, u
                  cwd=work, what="dnssec-signzone")
     except ToolFailed as error:
         raise SignerRefused(f"signing failed, nothing published: {error}") from None
-    spliced = splice_dnskey_rrsigs((work / "signed").read_bytes(), origin, bundle.content.rrsigs)
+    spliced = splice_dnskey_rrsigs((work / "signed").read_bytes(), origin,
+                                   bundle.content.rrsigs + bundle.content.sync_rrsigs)
     _check_dnskey_splice(config, bundle, anchor, spliced.dnskey_lines, now)
-    check_rrsig_signers(spliced.data, origin, bundle.header.ksk_tag, bundle.content.signing_tags)
+    check_rrsig_signers(spliced.data, origin, bundle.header.ksk_tags, bundle.content.signing_tags)
     if config.full_verify:
         _verify(config, spliced.data, work)
     return spliced.data, prepared.serial
@@ -125,19 +126,23 @@ def _write_zsks(config: "SignerConfig", bundle: Bundle, key_dir: Path) -> list[s
 
 def _check_dnskey_splice(config: "SignerConfig", bundle: Bundle, anchor: dns.rrset.RRset,
                          dnskey_lines: tuple[str, ...], now: int) -> None:
-    """The published DNSKEY RRset is byte for byte the bundle's, and its RRSIG validates now with
-    the bundle's KSK alone (the trust anchor)."""
+    """The published DNSKEY RRset is byte for byte the bundle's, and each of its RRSIGs validates
+    now with its KSK alone (the trust anchor): a resolver holding either KSK's DS validates."""
     published = parse_rrset(bundle, "\n".join(dnskey_lines))
     expected = parse_rrset(bundle, bundle.content.dnskey_rrset)
     if published != expected or published.ttl != expected.ttl:
         raise ValidationFailed("the DNSKEY RRset in the signed zone differs from the bundle's, "
                                "nothing published")
     rrsigs = parse_rrset(bundle, bundle.content.rrsigs)
-    try:
-        dns.dnssec.validate(published, rrsigs, {anchor.name: anchor}, now=now)
-    except dns.dnssec.ValidationFailure as error:
-        raise ValidationFailed(f"the bundle's DNSKEY signature does not validate at "
-                               f"{to_bind_timestamp(now)} ({error}), nothing published") from None
+    for rrsig in rrsigs:
+        single = dns.rrset.RRset(rrsigs.name, rrsigs.rdclass, rrsigs.rdtype, rrsigs.covers)
+        single.add(rrsig)
+        try:
+            dns.dnssec.validate(published, single, {anchor.name: anchor}, now=now)
+        except dns.dnssec.ValidationFailure as error:
+            raise ValidationFailed(f"the bundle's DNSKEY signature by KSK {rrsig.key_tag} does not "
+                                   f"validate at {to_bind_timestamp(now)} ({error}), nothing "
+                                   "published") from None
     if min(rrsig.expiration for rrsig in rrsigs) < now + config.margin:
         raise ValidationFailed("the bundle's DNSKEY signature expires within the margin, "
                                "nothing published")

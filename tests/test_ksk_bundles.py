@@ -33,7 +33,7 @@ def unlocker() -> Unlocker:
 
 def make(unlocker: Unlocker, tmp_path, **overrides):
     header = BundleHeader(zone="example.test.", index=1, period_start=1000, period_end=1300,
-                          inception=1000 - 3600, expiration=1600, ksk_tag=12345, ceremony="c1",
+                          inception=1000 - 3600, expiration=1600, ksk_tags=(12345,), ds_tags=(12345,), ceremony="c1",
                           kdf=None, check=b"", nonce=b"", payload_length=0)  # type: ignore[arg-type]
     content = BundleContent("example.test. 60 IN DNSKEY 257 3 13 AAAA\n",
                             "example.test. 60 IN RRSIG DNSKEY ...\n", (4242,),
@@ -56,7 +56,7 @@ def test_round_trip_and_secrets_stay_out_of_repr(unlocker, tmp_path):
     header, _ = read_header(path)
     assert header == bundle.header
     fields = json.loads(data[len(bundles.MAGIC) + 4:][:struct.unpack(">I", data[12:16])[0]])
-    assert fields["version"] == 1 and fields["kdf"]["name"] == "scrypt"
+    assert fields["version"] == 2 and fields["ksk_tags"] == [12345] and fields["kdf"]["name"] == "scrypt"
     assert fields["kdf"]["n"] == 1 << 15 and fields["cipher"] == "AES-256-GCM"
 
 
@@ -106,8 +106,8 @@ def test_trailing_data_unknown_version_and_foreign_files(unlocker, tmp_path):
     path.write_bytes(data + b"x")
     with pytest.raises(BundleTampered, match="trailing data"):
         open_bundle(path, unlocker)
-    path.write_bytes(_rewrite_header(data, lambda f: f.update(version=2)))
-    with pytest.raises(UnsupportedBundleVersion, match="format version 2"):
+    path.write_bytes(_rewrite_header(data, lambda f: f.update(version=3)))
+    with pytest.raises(UnsupportedBundleVersion, match="format version 3"):
         read_header(path)
     path.write_bytes(b"$ORIGIN example.test.\n")
     with pytest.raises(NotABundle, match="not a bindpkcs11 bundle"):

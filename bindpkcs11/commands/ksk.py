@@ -24,10 +24,13 @@ from bindpkcs11.token.uri import parse_uri
 
 # period, overlap, DNSKEY TTL, maximum signature lifetime, and the zone's largest TTL and
 # propagation delay (ZSK rollover rules). `rollover zsk --zsk-dir` schedules with the same values.
+# The parent's DS TTL and propagation delay (KSK rollover rules) match `rollover ksk`'s.
 DEFAULTS = {"period": "7d", "overlap": "7d", "dnskey_ttl": "1h", "max_validity": "21d",
-            "max_zone_ttl": "1d", "propagation_delay": "5mi"}
+            "max_zone_ttl": "1d", "propagation_delay": "5mi", "parent_ds_ttl": "1d",
+            "parent_propagation_delay": "1h"}
 TEST_DEFAULTS = {"period": "5mi", "overlap": "5mi", "dnskey_ttl": "60", "max_validity": "1d",
-                 "max_zone_ttl": "60", "propagation_delay": "5"}
+                 "max_zone_ttl": "60", "propagation_delay": "5", "parent_ds_ttl": "60",
+                 "parent_propagation_delay": "5"}
 
 
 def register(commands, common) -> None:
@@ -38,8 +41,9 @@ def register(commands, common) -> None:
         help="sign each future period's DNSKEY RRset with the token KSK into encrypted bundles")
     presign.add_argument("domain")
     presign.add_argument("--token", default=DEFAULT_TOKEN, help="token holding the KSK")
-    presign.add_argument("--ksk", required=True, metavar="LABEL_OR_KEYFILE",
-                         help="the KSK's .key file, or its object label on the token")
+    presign.add_argument("--ksk", required=True, metavar="LABEL_OR_KEYFILE", action="append",
+                         help="the KSK's .key file, or its object label on the token; twice "
+                              "(old and new) during a KSK rollover (docs/rollover.md)")
     presign.add_argument("--key-dir", type=Path, help="where to look for the KSK file of a label")
     presign.add_argument("--zsk-dir", type=Path, required=True, help="software ZSK key files")
     presign.add_argument("--start", required=True, metavar="T", help="start of the first period")
@@ -55,6 +59,11 @@ def register(commands, common) -> None:
                               "the propagation delay (default 1d)")
     presign.add_argument("--propagation-delay", metavar="D",
                          help="time for a change to reach every secondary (default 5mi)")
+    presign.add_argument("--parent-ds-ttl", metavar="D",
+                         help="KSK rollover: the parent's DS TTL (default 1d)")
+    presign.add_argument("--parent-propagation-delay", metavar="D",
+                         help="KSK rollover: time for the parent's DS change to reach all its "
+                              "servers (default 1h)")
     presign.add_argument("--max-validity", metavar="D", help="policy: longest signature (default 21d)")
     presign.add_argument("--algorithms", metavar="LIST",
                          help="policy: allowed algorithms, comma separated (default all supported)")
@@ -84,10 +93,14 @@ def _presign(args) -> int:
         overlap=parse_duration(args.overlap) if args.overlap else (
             None if args.validity else duration("overlap")),
         dnskey_ttl=duration("dnskey_ttl"), propagation_delay=duration("propagation_delay"),
-        max_zone_ttl=duration("max_zone_ttl"),
+        max_zone_ttl=duration("max_zone_ttl"), parent_ds_ttl=duration("parent_ds_ttl"),
+        parent_propagation_delay=duration("parent_propagation_delay"),
     )
+    if len(args.ksk) > 2:
+        raise UsageError("--ksk at most twice: the old and the new KSK of a rollover")
     request = PresignRequest(
-        zone=zone, ksk_file=_ksk_file(args, zone), zsk_dir=args.zsk_dir, schedule=schedule,
+        zone=zone, ksk_files=tuple(_ksk_file(args, zone, given) for given in args.ksk),
+        zsk_dir=args.zsk_dir, schedule=schedule,
         policy=_policy(args, duration("max_validity")), out_dir=args.out,
         log_path=args.log or args.out / f"ceremony-{to_bind_timestamp(now)}.log",
         skr_path=args.skr, assume_yes=args.yes,
@@ -107,9 +120,9 @@ def _policy(args, max_validity: int) -> CeremonyPolicy:
                           min_rsa_bits=args.min_rsa_bits)
 
 
-def _ksk_file(args, zone: dns.name.Name) -> Path:
+def _ksk_file(args, zone: dns.name.Name, text: str) -> Path:
     """--ksk as a key file (path or K... stem), else the key file whose Label names that object."""
-    given, directory = Path(args.ksk), key_dir(args)
+    given, directory = Path(text), key_dir(args)
     for candidate in (given, Path(f"{given}.key"), directory / given, directory / f"{given}.key"):
         if candidate.name.endswith(".key") and candidate.is_file():
             return candidate
@@ -119,9 +132,9 @@ def _ksk_file(args, zone: dns.name.Name) -> Path:
             uri = parse_uri(pair.label_uri) if pair.label_uri else None
         except (InvalidUri, KeyFileError):
             continue
-        if uri and uri.object == args.ksk and uri.token in (None, args.token):
+        if uri and uri.object == text and uri.token in (None, args.token):
             return pair.key_path
-    raise UsageError(f"--ksk {args.ksk}: no such key file, and no key file in {directory} names a "
+    raise UsageError(f"--ksk {text}: no such key file, and no key file in {directory} names a "
                      f"key labelled so on token '{args.token}' (pass the .key file or --key-dir)")
 
 
@@ -145,7 +158,8 @@ def _print(args, result: PresignResult) -> None:
         return
     for path in result.bundles:
         print(path)
-    print(f"{len(result.bundles)} bundles for {result.zone} (KSK {result.ksk_tag}, ZSKs "
+    print(f"{len(result.bundles)} bundles for {result.zone} (KSK "
+          f"{', '.join(map(str, result.ksk_tags))}, ZSKs "
           f"{', '.join(map(str, result.zsk_tags))}), valid {to_bind_timestamp(result.first_start)} "
           f"to {to_bind_timestamp(result.last_expiration)}")
     print(f"on-token signatures: {result.token_signatures} in {result.seconds:.1f} s; "

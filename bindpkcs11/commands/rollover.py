@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bindpkcs11 import keystatus, kskroll, offlineroll, rollover
+from bindpkcs11 import keystatus, kskroll, offlinekskroll, offlineroll, rollover
 from bindpkcs11.commands.common import DEFAULT_TOKEN, Parser, access, progress_printer, state
 from bindpkcs11.commands.ksk import DEFAULTS as PRESIGN_DEFAULTS, TEST_DEFAULTS as PRESIGN_TEST
 from bindpkcs11.commands.signer import DEFAULTS as SIGNER_DEFAULTS, TEST_DEFAULTS as SIGNER_TEST
@@ -23,6 +23,9 @@ def register(commands, common) -> None:
     status.add_argument("domain")
     status.add_argument("--zsk-dir", type=Path,
                         help="an offline-KSK zone: the ZSKs in the ceremony's ZSK directory")
+    status.add_argument("--ksk-dir", type=Path,
+                        help="an offline-KSK zone: also its KSK files (states, CDS, the DS the "
+                             "parent should have)")
     status.add_argument("--at", metavar="T", help="the states at T instead of now")
     status.set_defaults(handler=_status)
 
@@ -81,13 +84,31 @@ def register(commands, common) -> None:
                           f"{rollover.DEFAULT_PROPAGATION_DELAY} s)")
     ksk.add_argument("--test-timings", action="store_true",
                      help="shrink every interval to seconds (loopback demos and tests only)")
+    offline_ksk = ksk.add_argument_group(
+        "offline-KSK zones", "with --ksk-dir: schedule the rollover in the KSK key files (the "
+        "successor made on the KSK's token); 'ksk presign --ksk OLD --ksk NEW' then carries it "
+        "into the bundles. With --ds-published, --at is when the parent started serving the DS")
+    offline_ksk.add_argument("--ksk-dir", type=Path, help="the offline-KSK zone's KSK key files")
+    offline_ksk.add_argument("--new-ksk", type=Path, metavar="KEYFILE",
+                             help="step 1: use this token KSK (same token) as the successor "
+                                  "instead of generating one")
+    offline_ksk.add_argument("--period", metavar="D",
+                             help=f"the ceremony's period (default {PRESIGN_DEFAULTS['period']})")
+    offline_ksk.add_argument("--dnskey-ttl", metavar="D",
+                             help=f"the DNSKEY TTL the ceremony signs (default "
+                                  f"{PRESIGN_DEFAULTS['dnskey_ttl']})")
+    offline_ksk.add_argument("--parent-propagation-delay", metavar="D",
+                             help=f"time for the parent's DS change to reach all its servers "
+                                  f"(default {PRESIGN_DEFAULTS['parent_propagation_delay']})")
     ksk.set_defaults(handler=_rollover_ksk)
 
 
 def _status(args) -> int:
     zone, at = parse_zone_name(args.domain), _time(args.at, "--at")
-    result = keystatus.offline_status(zone, args.zsk_dir, at) if args.zsk_dir is not None else \
-        keystatus.zone_status(state(args), zone, at)
+    if args.ksk_dir is not None and args.zsk_dir is None:
+        raise UsageError("--ksk-dir is for offline-KSK zones: give --zsk-dir too")
+    result = keystatus.offline_status(zone, args.zsk_dir, at, args.ksk_dir) \
+        if args.zsk_dir is not None else keystatus.zone_status(state(args), zone, at)
     if args.json:
         print_json(result)
         return 0
@@ -96,7 +117,7 @@ def _status(args) -> int:
              k.token_object or "", {True: "yes", False: "no"}.get(k.cds, "")] for k in result.keys]
     print_table(["ROLE", "ALGORITHM", "TAG", "WHERE", "STATE", "NEXT EVENT", "TOKEN OBJECT", "CDS"],
                 rows)
-    if args.zsk_dir is None:
+    if args.zsk_dir is None or args.ksk_dir is not None:
         for line in result.ds or ["(no active KSK: the parent should have no DS from this zone)"]:
             print(f"DS for the parent now: {line}")
     for problem in result.problems:
@@ -185,6 +206,11 @@ def _offer_cleanup(args, zone) -> None:
 
 
 def _rollover_ksk(args) -> int:
+    if args.ksk_dir is not None:
+        return _rollover_ksk_offline(args)
+    if args.period or args.dnskey_ttl or args.parent_propagation_delay or args.new_ksk:
+        raise UsageError("--period, --dnskey-ttl, --parent-propagation-delay and --new-ksk are "
+                         "for offline-KSK zones: add --ksk-dir")
     if args.test_timings and (args.propagation_delay or args.parent_ds_ttl):
         raise UsageError("--test-timings fixes every interval: drop --propagation-delay and "
                          "--parent-ds-ttl")
@@ -220,6 +246,55 @@ def _rollover_ksk(args) -> int:
               f"DNSKEY RRset (now + parent DS TTL {result.parent.ds_ttl} s + parent propagation "
               f"delay {result.parent.propagation_delay} s)")
     _offer_cleanup(args, request.zone)
+    return 0
+
+
+def _rollover_ksk_offline(args) -> int:
+    """The offline-KSK variant: key files only (and the successor on the KSK's token); the
+    durations default to `ksk presign`'s."""
+    defaults = PRESIGN_TEST if args.test_timings else PRESIGN_DEFAULTS
+    duration = lambda name: parse_duration(getattr(args, name, None) or defaults[name])  # noqa: E731
+    if args.test_timings and (args.propagation_delay or args.parent_ds_ttl or args.period or
+                              args.dnskey_ttl or args.parent_propagation_delay):
+        raise UsageError("--test-timings fixes every interval: drop the durations")
+    if args.parent_server and not args.ds_published:
+        raise UsageError("--parent-server checks the DS for --ds-published: add --ds-published")
+    if duration("period") <= 0:
+        raise UsageError("--period must be longer than zero: give the ceremony's period")
+    request = offlinekskroll.OfflineKskRequest(
+        zone=parse_zone_name(args.domain), ksk_dir=args.ksk_dir, period=duration("period"),
+        timings=rollplan.ZoneTimings(
+            dnskey_ttl=duration("dnskey_ttl"), max_zone_ttl=duration("max_zone_ttl"),
+            propagation_delay=duration("propagation_delay"), resign_interval=0,
+            test=args.test_timings),
+        parent=rollplan.ParentTimings(duration("parent_ds_ttl"),
+                                      duration("parent_propagation_delay")),
+        at=_time(args.at, "--at"), ds_published=args.ds_published,
+        parent_server=_server(args.parent_server) if args.parent_server else None,
+        new_ksk=args.new_ksk)
+    if args.new_ksk and args.ds_published:
+        raise UsageError("--new-ksk is for step 1: drop it with --ds-published")
+    result = offlinekskroll.rollover_ksk_offline(request, lambda label: access(args, label))
+    if args.json:
+        print_json(result)
+        return 0
+    print(f"KSK rollover of {result.zone}: {result.predecessor} -> {result.successor} "
+          f"({result.uri}, offline-KSK): {result.step}")
+    if result.retire is None:
+        print(f"  {iso_time(result.publish)}  KSK {result.successor} published, signs the DNSKEY "
+              f"RRset beside KSK {result.predecessor}")
+        print(f"  {iso_time(result.sync)}  CDS/CDNSKEY name KSK {result.successor} (Publish + "
+              f"DNSKEY TTL + propagation delay, in whole periods of {request.period} s)")
+        print(f"hand the parent this DS from {iso_time(result.sync)} on:\n  {result.new_ds}")
+        print(f"next: bindpkcs11 ksk presign {result.zone} --ksk OLD --ksk NEW ... (both KSKs "
+              "sign); once the parent serves the new DS: bindpkcs11 rollover ksk "
+              f"{result.zone} --ksk-dir {args.ksk_dir} --ds-published")
+    else:
+        print(f"  {iso_time(result.retire)}  KSK {result.predecessor} stops signing and leaves the "
+              f"DNSKEY RRset (DS confirmed + parent DS TTL {result.parent.ds_ttl} s + parent "
+              f"propagation delay {result.parent.propagation_delay} s); bundles follow from the "
+              "first period start at or after it")
+        print(f"next: a ceremony with --ksk OLD --ksk NEW for the periods from then on")
     return 0
 
 

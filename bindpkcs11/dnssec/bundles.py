@@ -31,7 +31,9 @@ from bindpkcs11.errors import BindPkcs11Error
 from bindpkcs11.fileio import read_limited, write_atomic
 
 MAGIC = b"BP11-BUNDLE\n"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+MAX_KSKS = 2
 SUFFIX = ".bundle"
 MAX_BUNDLE_BYTES = 1 << 20
 MAX_HEADER_BYTES = 16 << 10
@@ -88,7 +90,10 @@ class BundleHeader:
     period_end: int
     inception: int
     expiration: int
-    ksk_tag: int
+    ksk_tags: tuple[int, ...]
+    """Every KSK whose RRSIG over the DNSKEY RRset the bundle carries (two during a KSK roll)."""
+    ds_tags: tuple[int, ...]
+    """Those of `ksk_tags` whose DS the operator said the parent serves at the period start."""
     ceremony: str
     kdf: KdfParams
     check: bytes
@@ -118,9 +123,13 @@ class BundleContent:
     rrsigs: str
     signing_tags: tuple[int, ...]
     zsks: tuple[ZskMaterial, ...] = field(repr=False)
-    ksk_key_text: str = ""
-    """The KSK's public `.key` file, so the signer can check the key's owner name (empty in bundles
-    made before it was carried)."""
+    ksk_keys: tuple[str, ...] = ()
+    """The KSKs' public `.key` files, so the signer can check the keys' owner name (empty in
+    bundles made before they were carried)."""
+    sync_rrsets: str = ""
+    """CDS and CDNSKEY RRsets (RFC 7344) as zone file lines; empty when the period has none."""
+    sync_rrsigs: str = ""
+    """The KSK RRSIGs over `sync_rrsets` (made in the ceremony, like the DNSKEY one)."""
 
 
 @dataclass(frozen=True)
@@ -251,6 +260,7 @@ def _header_json(header: BundleHeader) -> dict:
     fields["cipher"] = "AES-256-GCM"
     fields["check"], fields["nonce"] = header.check.hex(), header.nonce.hex()
     fields["format"] = "bindpkcs11-bundle"
+    fields["ksk_tags"], fields["ds_tags"] = list(header.ksk_tags), list(header.ds_tags)
     return fields
 
 
@@ -260,23 +270,24 @@ def _decode_header(path: Path, raw: bytes) -> BundleHeader:
         version = fields.get("version")
     except (ValueError, AttributeError):
         raise BundleTampered(f"bundle {path.name} has a corrupted header") from None
-    if version != VERSION:
+    if type(version) is not int or version not in READABLE_VERSIONS:
         raise UnsupportedBundleVersion(
-            f"bundle {path.name} has format version {version!r}; this bindpkcs11 reads version "
-            f"{VERSION}: use the bindpkcs11 release that made it"
+            f"bundle {path.name} has format version {version!r}; this bindpkcs11 reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}: use the bindpkcs11 release that made it"
         )
     try:
         kdf = fields["kdf"]
         params = KdfParams(bytes.fromhex(kdf["salt"]), int(kdf["n"]), int(kdf["r"]), int(kdf["p"]))
         if kdf["name"] != "scrypt" or fields["cipher"] != "AES-256-GCM":
             raise ValueError("unknown algorithms")
+        ksk_tags, ds_tags = _ksk_fields(fields, version)
         header = BundleHeader(
             zone=str(fields["zone"]), index=int(fields["index"]),
             period_start=int(fields["period_start"]), period_end=int(fields["period_end"]),
             inception=int(fields["inception"]), expiration=int(fields["expiration"]),
-            ksk_tag=int(fields["ksk_tag"]), ceremony=str(fields["ceremony"]), kdf=params,
+            ksk_tags=ksk_tags, ds_tags=ds_tags, ceremony=str(fields["ceremony"]), kdf=params,
             check=bytes.fromhex(fields["check"]), nonce=bytes.fromhex(fields["nonce"]),
-            payload_length=int(fields["payload_length"]),
+            payload_length=int(fields["payload_length"]), version=version,
         )
     except (KeyError, TypeError, ValueError):
         raise BundleTampered(f"bundle {path.name} has a corrupted header") from None
@@ -285,13 +296,27 @@ def _decode_header(path: Path, raw: bytes) -> BundleHeader:
     return header
 
 
+def _ksk_fields(fields: dict, version: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(ksk_tags, ds_tags): version 1 had one `ksk_tag`, the KSK whose DS was at the parent."""
+    if version == 1:
+        tag = int(fields["ksk_tag"])
+        return (tag,), (tag,)
+    ksk_tags = tuple(int(tag) for tag in fields["ksk_tags"])
+    ds_tags = tuple(int(tag) for tag in fields["ds_tags"])
+    if not 1 <= len(ksk_tags) <= MAX_KSKS or len(set(ksk_tags)) != len(ksk_tags):
+        raise ValueError("one or two distinct KSKs")
+    return ksk_tags, ds_tags
+
+
 def _encode_content(content: BundleContent) -> bytes:
     return json.dumps({
         "dnskey_rrset": content.dnskey_rrset,
         "rrsigs": content.rrsigs,
         "signing_tags": list(content.signing_tags),
         "zsks": [{"tag": z.tag, "key": z.key_text, "private": z.private_text} for z in content.zsks],
-        "ksk_key": content.ksk_key_text,
+        "ksk_keys": list(content.ksk_keys),
+        "sync_rrsets": content.sync_rrsets,
+        "sync_rrsigs": content.sync_rrsigs,
     }, sort_keys=True).encode()
 
 
@@ -304,10 +329,22 @@ def _decode_content(path: Path, plaintext: bytes) -> BundleContent:
             signing_tags=tuple(int(tag) for tag in fields["signing_tags"]),
             zsks=tuple(ZskMaterial(int(z["tag"]), str(z["key"]), str(z["private"]))
                        for z in fields["zsks"]),
-            ksk_key_text=str(fields.get("ksk_key", "")),
+            ksk_keys=_ksk_keys(fields),
+            sync_rrsets=str(fields.get("sync_rrsets", "")),
+            sync_rrsigs=str(fields.get("sync_rrsigs", "")),
         )
     except (KeyError, TypeError, ValueError):
         raise BundleTampered(f"bundle {path.name} decrypted but its content is malformed") from None
+
+
+def _ksk_keys(fields: dict) -> tuple[str, ...]:
+    """Version 2's list of KSK key files, or version 1's one `ksk_key` (absent in early bundles)."""
+    if "ksk_keys" in fields:
+        if not isinstance(fields["ksk_keys"], list):
+            raise ValueError("ksk_keys is not a list")
+        return tuple(str(text) for text in fields["ksk_keys"])
+    single = str(fields.get("ksk_key", ""))
+    return (single,) if single else ()
 
 
 def bundles_in(directory: Path) -> list[Path]:

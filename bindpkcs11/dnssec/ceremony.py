@@ -19,7 +19,7 @@ from dns.rrset import RRset
 
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.ceremonylog import CeremonyLog
-from bindpkcs11.dnssec import bundles, policy
+from bindpkcs11.dnssec import bundles, kskplan, kskpolicy, policy
 from bindpkcs11.dnssec.algorithms import by_number
 from bindpkcs11.dnssec.dnskey import make_dnskey, zone_label_text
 from bindpkcs11.dnssec.keyfile import KeyPairFiles, parse_key_pair
@@ -42,7 +42,8 @@ class PresignRequest:
     """What `bindpkcs11 ksk presign` was asked for."""
 
     zone: dns.name.Name
-    ksk_file: Path
+    ksk_files: tuple[Path, ...]
+    """One KSK, or the old and the new one during a KSK rollover (kskplan.py)."""
     zsk_dir: Path
     schedule: Schedule
     policy: policy.CeremonyPolicy
@@ -58,6 +59,7 @@ class PresignResult:
 
     zone: str
     ksk_tag: int
+    ksk_tags: list[int]
     zsk_tags: list[int]
     token_serial: str
     bundles: list[Path]
@@ -88,13 +90,19 @@ def run_presign(request: PresignRequest, access: TokenAccess, unlocker: Callable
                            f"start={to_bind_timestamp(request.schedule.start)} "
                            f"period={request.schedule.period}s validity={request.schedule.validity}s "
                            f"dnskey_ttl={request.schedule.dnskey_ttl}s token={access.label}")
-        ksk_key = _load_key(log, request.ksk_file)
-        ksk = ksk_key.pair
+        ksk_keys = [_load_key(log, path) for path in request.ksk_files]
+        ksk_pairs = [key.pair for key in ksk_keys]
+        ksk = ksk_pairs[0]
+        times = kskplan.ksk_times(ksk_pairs)
         candidates = _load_zsks(log, request)
-        plans = build_plan(request.schedule, [k.pair for k in candidates])
+        plans = build_plan(request.schedule, [k.pair for k in candidates],
+                           lambda start: kskplan.ksk_period(times, start))
         zsks = _relevant(candidates, plans, log)
         for rule, note in policy.offline_rules(request.zone, request.schedule, plans, ksk,
                                                [z.pair for z in zsks], request.policy):
+            log.event("RULE", f"{rule} ok: {note}")
+        for rule, note in _second_ksk_rules(request, ksk_pairs) + kskpolicy.ksk_rules(
+                plans, request.schedule, times):
             log.event("RULE", f"{rule} ok: {note}")
         targets = _bundle_paths(request, plans)
         source = unlocker()
@@ -102,23 +110,59 @@ def run_presign(request: PresignRequest, access: TokenAccess, unlocker: Callable
         serial = library.token_info(access.module_path, access.label).serial
         log.event("TOKEN", f"label={access.label} serial={serial}")
         with access.session() as session:
-            private = _token_ksk(session, access.label, ksk, log)
-            rrsets = [dnskey_rrset(request.zone, request.schedule.dnskey_ttl, ksk,
+            privates = {pair.tag: _token_ksk(session, access.label, pair, log) for pair in ksk_pairs}
+            rrsets = [dnskey_rrset(request.zone, request.schedule.dnskey_ttl, ksk_pairs,
                                    [z.pair for z in zsks], plan) for plan in plans]
-            show(_summary(request, ksk, zsks, plans, access.label, serial))
+            syncs = [kskplan.sync_rrsets(request.zone, request.schedule.dnskey_ttl, ksk_pairs,
+                                         plan.cds) for plan in plans]
+            show(_summary(request, ksk_pairs, zsks, plans, access.label, serial))
             _confirm(request, ask, log)
-            signer = TokenPrivateKey.on_token(private, ksk.dnskey)
-            signed = [sign_rrset(rrset, plan, signer, ksk) for plan, rrset in zip(plans, rrsets)]
-        log.event("SIGNED", f"{signer.signatures} on-token signatures for {len(plans)} bundles")
-        _write_bundles(request, source, ksk_key, zsks, plans, rrsets, signed, targets, log)
+            signers = {pair.tag: (TokenPrivateKey.on_token(privates[pair.tag], pair.dnskey), pair)
+                       for pair in ksk_pairs}
+            chosen = [[signers[tag] for tag in plan.ksks] for plan in plans]
+            signed = [sign_rrset(rrset, plan, keys_) for plan, rrset, keys_ in
+                      zip(plans, rrsets, chosen)]
+            signed_syncs = [[sign_rrset(rrset, plan, keys_) for rrset in sync]
+                            for plan, sync, keys_ in zip(plans, syncs, chosen)]
+        count = sum(signer.signatures for signer, _ in signers.values())
+        log.event("SIGNED", f"{count} on-token signatures for {len(plans)} bundles")
+        _write_bundles(request, source, ksk_keys, zsks, plans,
+                       [_Signed(r, s, y, ys) for r, s, y, ys in zip(rrsets, signed, syncs,
+                                                                     signed_syncs)],
+                       targets, log)
         skr = _write_skr(request, plans, rrsets, signed, log)
-        log.event("END", f"{len(targets)} bundles, {signer.signatures} token signatures")
+        log.event("END", f"{len(targets)} bundles, {count} token signatures")
     return PresignResult(
-        zone=request.zone.to_text(), ksk_tag=ksk.tag, zsk_tags=[z.pair.tag for z in zsks],
-        token_serial=serial, bundles=targets, token_signatures=signer.signatures,
+        zone=request.zone.to_text(), ksk_tag=ksk.tag, ksk_tags=[p.tag for p in ksk_pairs],
+        zsk_tags=[z.pair.tag for z in zsks],
+        token_serial=serial, bundles=targets, token_signatures=count,
         first_start=plans[0].start, last_expiration=plans[-1].expiration, log=request.log_path,
         skr=skr, seconds=round(time.monotonic() - started, 3),
     )
+
+
+@dataclass(frozen=True)
+class _Signed:
+    """One period's signed RRsets: DNSKEY and (during a KSK roll or with CDS) CDS/CDNSKEY."""
+
+    dnskey: RRset
+    dnskey_rrsigs: RRset
+    sync: list[RRset]
+    sync_rrsigs: list[RRset]
+
+
+def _second_ksk_rules(request: PresignRequest, ksks: Sequence[KeyPairFiles]) -> list[tuple[str, str]]:
+    """The per-key rules offline_rules ran for the first KSK, for the other one of a rollover:
+    this zone's, on the token, the same algorithm (no algorithm rollover), an allowed size."""
+    notes = []
+    for other in ksks[1:]:
+        notes += [(policy.KeyNotOfZone.rule, policy.check_key_owner_is_zone(request.zone, other, [])),
+                  (policy.KskNotOnToken.rule, policy.check_ksk_on_token(other)),
+                  (policy.AlgorithmNotAllowed.rule,
+                   policy.check_algorithm_allowed(ksks[0], [other], request.policy)),
+                  (policy.KeySizeNotAllowed.rule,
+                   policy.check_key_size_allowed(other, [], request.policy))]
+    return notes
 
 
 def _confirm(request: PresignRequest, ask: Callable[[], str], log: CeremonyLog) -> None:
@@ -216,43 +260,50 @@ def _token_ksk(session, token_label: str, ksk: KeyPairFiles, log: CeremonyLog):
     return private
 
 
-def _summary(request: PresignRequest, ksk: KeyPairFiles, zsks: Sequence[_Key],
+def _summary(request: PresignRequest, ksks: Sequence[KeyPairFiles], zsks: Sequence[_Key],
              plans: Sequence[PeriodPlan], token: str, serial: str) -> str:
     lines = [f"zone {request.zone}: {len(plans)} periods of {request.schedule.period} s, "
              f"DNSKEY TTL {request.schedule.dnskey_ttl} s",
-             f"KSK {ksk.tag} on token '{token}' (serial {serial}); "
+             f"KSK {', '.join(str(k.tag) for k in ksks)} on token '{token}' (serial {serial}); "
              f"ZSKs {', '.join(str(z.pair.tag) for z in zsks)}"]
+    join = lambda tags: ",".join(map(str, tags)) or "-"  # noqa: E731
     for plan in plans:
         lines.append(f"  period {plan.index:3d} {to_bind_timestamp(plan.start)}-"
                      f"{to_bind_timestamp(plan.end)} RRSIG until {to_bind_timestamp(plan.expiration)} "
-                     f"DNSKEY: KSK {ksk.tag} + ZSK {','.join(map(str, plan.published))} "
-                     f"signing: {','.join(map(str, plan.signing))}")
-    lines.append(f"on-token signatures to make: {len(plans)}")
+                     f"DNSKEY: KSK {join(plan.ksk_published)} + ZSK {join(plan.published)} "
+                     f"signed by KSK {join(plan.ksks)} (DS at parent: {join(plan.ds)}; "
+                     f"CDS: {join(plan.cds)}) ZSK signing: {join(plan.signing)}")
+    count = sum(len(plan.ksks) * (3 if plan.cds else 1) for plan in plans)
+    lines.append(f"on-token signatures to make: {count}")
     return "\n".join(lines)
 
 
-def _write_bundles(request: PresignRequest, unlocker: bundles.Unlocker, ksk_key: _Key,
-                   zsks: Sequence[_Key], plans: Sequence[PeriodPlan], rrsets: Sequence[RRset],
-                   signed: Sequence[RRset], targets: Sequence[Path], log: CeremonyLog) -> None:
+def _write_bundles(request: PresignRequest, unlocker: bundles.Unlocker, ksk_keys: Sequence[_Key],
+                   zsks: Sequence[_Key], plans: Sequence[PeriodPlan], signed: Sequence[_Signed],
+                   targets: Sequence[Path], log: CeremonyLog) -> None:
     """Seal each period's bundle (one scrypt for all: one salt per ceremony) and write it 0600.
-    The KSK's public key file travels too, so the signer can check whose key it is."""
-    ksk = ksk_key.pair
+    The signing KSKs' public key files travel too, so the signer can check whose keys they are."""
+    key_texts = {k.pair.tag: k.key_text for k in ksk_keys}
     key = unlocker.new_key()
     ceremony = f"{to_bind_timestamp(int(time.time()))}-{os.urandom(4).hex()}"
     by_tag = {z.pair.tag: z for z in zsks}
     request.out_dir.mkdir(parents=True, exist_ok=True)
-    for plan, rrset, rrsigs, path in zip(plans, rrsets, signed, targets):
+    for plan, period, path in zip(plans, signed, targets):
         content = bundles.BundleContent(
-            dnskey_rrset=rrset.to_text() + "\n", rrsigs=rrsigs.to_text() + "\n",
+            dnskey_rrset=period.dnskey.to_text() + "\n",
+            rrsigs=period.dnskey_rrsigs.to_text() + "\n",
             signing_tags=plan.signing,
             zsks=tuple(bundles.ZskMaterial(tag, by_tag[tag].key_text, by_tag[tag].private_text)
                        for tag in plan.signing),
-            ksk_key_text=ksk_key.key_text,
+            ksk_keys=tuple(key_texts[tag] for tag in plan.ksks),
+            sync_rrsets="".join(r.to_text() + "\n" for r in period.sync),
+            sync_rrsigs="".join(r.to_text() + "\n" for r in period.sync_rrsigs),
         )
         header = bundles.BundleHeader(
             zone=request.zone.to_text(), index=plan.index, period_start=plan.start,
             period_end=plan.end, inception=plan.inception, expiration=plan.expiration,
-            ksk_tag=ksk.tag, ceremony=ceremony, kdf=key.kdf, check=b"", nonce=b"", payload_length=0,
+            ksk_tags=plan.ksks, ds_tags=plan.ds, ceremony=ceremony, kdf=key.kdf, check=b"",
+            nonce=b"", payload_length=0,
         )
         data = bundles.seal(header, content, key)
         bundles.write_bundle(path, data)

@@ -24,9 +24,12 @@ STATES = ("generated", "published", "active", "inactive", "removed")
 EVENTS = (("publish", "published"), ("activate", "active"), ("inactive", "inactive"),
           ("delete", "removed"))
 # Metadata set_times may change, by keyword, and its name in BIND's key files. SyncPublish and
-# SyncDelete say when named publishes (withdraws) CDS/CDNSKEY for a KSK (RFC 7344, 8078).
+# SyncDelete say when named publishes (withdraws) CDS/CDNSKEY for a KSK (RFC 7344, 8078);
+# DSPublish and DSRemoved (BIND's names) when the parent started (stopped) serving its DS, as the
+# operator confirmed it (an offline-KSK roll: `rollover ksk --ksk-dir --ds-published`).
 FIELD_NAMES = {"publish": "Publish", "activate": "Activate", "inactive": "Inactive",
-               "delete": "Delete", "sync_publish": "SyncPublish", "sync_delete": "SyncDelete"}
+               "delete": "Delete", "sync_publish": "SyncPublish", "sync_delete": "SyncDelete",
+               "ds_publish": "DSPublish", "ds_removed": "DSRemoved"}
 
 
 @dataclass(frozen=True)

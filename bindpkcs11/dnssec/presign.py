@@ -15,7 +15,7 @@ validity - period: long enough for caches holding the old DNSKEY RRSIG when the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import dns.dnssec
 import dns.name
@@ -25,6 +25,9 @@ import dns.rrset
 
 from bindpkcs11.dnssec.keyfile import KeyPairFiles, Timing
 from bindpkcs11.errors import BindPkcs11Error, UsageError
+
+if TYPE_CHECKING:
+    from bindpkcs11.dnssec.kskplan import KskPeriod
 
 CLOCK_SKEW = 3600
 MAX_PERIODS = 1000
@@ -42,6 +45,13 @@ class Schedule:
     skew: int = CLOCK_SKEW
     propagation_delay: int = 0
     max_zone_ttl: int = 0
+    parent_ds_ttl: int = 0
+    parent_propagation_delay: int = 0
+
+    @property
+    def ds_cache(self) -> int:
+        """How long after the parent stops serving a DS a resolver may still hold it."""
+        return self.parent_ds_ttl + self.parent_propagation_delay
 
     @property
     def prepublish(self) -> int:
@@ -71,11 +81,17 @@ class PeriodPlan:
     expiration: int
     published: tuple[int, ...]
     signing: tuple[int, ...]
+    ksk_published: tuple[int, ...] = ()
+    ksks: tuple[int, ...] = ()
+    """The KSKs that sign this period's DNSKEY (and CDS/CDNSKEY) RRsets (kskplan.py)."""
+    ds: tuple[int, ...] = ()
+    cds: tuple[int, ...] = ()
 
 
 def make_schedule(start: int, periods: int, period: int, validity: int | None,
                   overlap: int | None, dnskey_ttl: int, propagation_delay: int = 0,
-                  max_zone_ttl: int = 0) -> Schedule:
+                  max_zone_ttl: int = 0, parent_ds_ttl: int = 0,
+                  parent_propagation_delay: int = 0) -> Schedule:
     """Resolve period / validity / overlap (validity = period + overlap; give any two)."""
     if not 1 <= periods <= MAX_PERIODS:
         raise UsageError(f"--periods must be between 1 and {MAX_PERIODS}")
@@ -86,7 +102,8 @@ def make_schedule(start: int, periods: int, period: int, validity: int | None,
     elif overlap is not None and validity != period + overlap:
         raise UsageError("--validity must equal --period + --overlap: give only two of the three")
     return Schedule(start, periods, period, validity, dnskey_ttl,
-                    propagation_delay=propagation_delay, max_zone_ttl=max_zone_ttl)
+                    propagation_delay=propagation_delay, max_zone_ttl=max_zone_ttl,
+                    parent_ds_ttl=parent_ds_ttl, parent_propagation_delay=parent_propagation_delay)
 
 
 def is_published(timing: Timing, when: int) -> bool:
@@ -101,11 +118,14 @@ def is_signing(timing: Timing, when: int) -> bool:
         timing.inactive is None or when < timing.inactive)
 
 
-def build_plan(schedule: Schedule, zsks: Sequence[KeyPairFiles]) -> list[PeriodPlan]:
-    """Every period's window and ZSK sets, from the keys' timing at the period start."""
+def build_plan(schedule: Schedule, zsks: Sequence[KeyPairFiles],
+               ksks: Callable[[int], "KskPeriod"] | None = None) -> list[PeriodPlan]:
+    """Every period's window and ZSK sets, from the keys' timing at the period start; the KSK
+    sets from `ksks(start)` (kskplan.ksk_period) when given."""
     plans = []
     for index in range(schedule.periods):
         start = schedule.start + index * schedule.period
+        ksk = ksks(start) if ksks is not None else None
         plans.append(PeriodPlan(
             index=index,
             start=start,
@@ -114,40 +134,48 @@ def build_plan(schedule: Schedule, zsks: Sequence[KeyPairFiles]) -> list[PeriodP
             expiration=start + schedule.validity,
             published=tuple(sorted(z.tag for z in zsks if is_published(z.timing, start))),
             signing=tuple(sorted(z.tag for z in zsks if is_signing(z.timing, start))),
+            **({"ksk_published": ksk.published, "ksks": ksk.signing, "ds": ksk.ds,
+                "cds": ksk.cds} if ksk is not None else {}),
         ))
     return plans
 
 
-def dnskey_rrset(zone: dns.name.Name, ttl: int, ksk: KeyPairFiles,
+def dnskey_rrset(zone: dns.name.Name, ttl: int, ksks: Sequence[KeyPairFiles],
                  zsks: Sequence[KeyPairFiles], plan: PeriodPlan) -> dns.rrset.RRset:
-    """The period's DNSKEY RRset: the KSK and every ZSK published at the period start."""
+    """The period's DNSKEY RRset: the KSKs and every ZSK published at the period start."""
     rrset = dns.rrset.RRset(zone, dns.rdataclass.IN, dns.rdatatype.DNSKEY)
     rrset.update_ttl(ttl)
-    rrset.add(ksk.dnskey)
+    for ksk in ksks:
+        if ksk.tag in plan.ksk_published:
+            rrset.add(ksk.dnskey)
     for zsk in zsks:
         if zsk.tag in plan.published:
             rrset.add(zsk.dnskey)
     return rrset
 
 
-def sign_rrset(rrset: dns.rrset.RRset, plan: PeriodPlan, private_key,
-               ksk: KeyPairFiles) -> dns.rrset.RRset:
-    """The KSK RRSIG over `rrset` (one signature by `private_key`), checked in software.
+def sign_rrset(rrset: dns.rrset.RRset, plan: PeriodPlan,
+               signers: Sequence[tuple[object, KeyPairFiles]]) -> dns.rrset.RRset:
+    """One RRSIG over `rrset` by each (private key, KSK) in `signers`, each checked in software.
 
     The check uses the public key only, so it costs no token signature: the number of on-token
-    signatures stays exactly one per bundle.
+    signatures stays exactly one per KSK and signed RRset.
     """
-    rrsig = dns.dnssec.sign(rrset, private_key, rrset.name, ksk.dnskey,
-                            inception=plan.inception, expiration=plan.expiration)
-    rrsigs = dns.rrset.RRset(rrset.name, dns.rdataclass.IN, dns.rdatatype.RRSIG,
-                             dns.rdatatype.DNSKEY)
+    rrsigs = dns.rrset.RRset(rrset.name, dns.rdataclass.IN, dns.rdatatype.RRSIG, rrset.rdtype)
     rrsigs.update_ttl(rrset.ttl)
-    rrsigs.add(rrsig)
-    try:
-        dns.dnssec.validate(rrset, rrsigs, {rrset.name: rrset}, now=plan.start)
-    except dns.dnssec.ValidationFailure as error:
-        raise BindPkcs11Error(
-            f"the token's signature for period {plan.index} does not verify with the KSK's public "
-            f"key ({error}): the token key is not the key in the KSK file"
-        ) from None
+    for private_key, ksk in signers:
+        rrsig = dns.dnssec.sign(rrset, private_key, rrset.name, ksk.dnskey,
+                                inception=plan.inception, expiration=plan.expiration)
+        single = dns.rrset.RRset(rrset.name, dns.rdataclass.IN, dns.rdatatype.RRSIG, rrset.rdtype)
+        single.add(rrsig)
+        anchor = dns.rrset.RRset(rrset.name, dns.rdataclass.IN, dns.rdatatype.DNSKEY)
+        anchor.add(ksk.dnskey)
+        try:
+            dns.dnssec.validate(rrset, single, {rrset.name: anchor}, now=plan.start)
+        except dns.dnssec.ValidationFailure as error:
+            raise BindPkcs11Error(
+                f"the token's signature by KSK {ksk.tag} for period {plan.index} does not verify "
+                f"with the KSK's public key ({error}): the token key is not the key in the KSK "
+                "file") from None
+        rrsigs.add(rrsig)
     return rrsigs

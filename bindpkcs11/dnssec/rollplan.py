@@ -63,15 +63,15 @@ def zsk_schedule_in_periods(start: int, timings: ZoneTimings, period: int,
     start at or after it, so the intervals are whole periods (each at least its RFC 7583 minimum)
     counted from Publish. Inactive and Delete then fall on different period starts, whatever
     period Publish lands in: ceil(Publish) + n periods = ceil(Publish + n periods)."""
-    earliest_activate = start + _whole_periods(timings.dnskey_ttl + timings.propagation_delay,
+    earliest_activate = start + whole_periods(timings.dnskey_ttl + timings.propagation_delay,
                                                period)
     chosen_activate = earliest_activate if activate is None else activate
-    earliest_delete = chosen_activate + _whole_periods(retire_interval(timings), period)
+    earliest_delete = chosen_activate + whole_periods(retire_interval(timings), period)
     return zsk_schedule(start, timings, chosen_activate,
                         earliest_delete if delete is None else delete)
 
 
-def _whole_periods(seconds: int, period: int) -> int:
+def whole_periods(seconds: int, period: int) -> int:
     return max(1, -(-seconds // period)) * period
 
 

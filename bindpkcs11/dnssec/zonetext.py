@@ -14,7 +14,10 @@ from typing import Callable
 from bindpkcs11.dnssec.refusals import ValidationFailed, ZoneInvalid
 
 DNSSEC_TYPES = frozenset({"DNSKEY", "RRSIG", "NSEC", "NSEC3", "NSEC3PARAM", "CDS", "CDNSKEY"})
-_DNSKEY_RRSIG_MARKS = (b"RRSIG\tDNSKEY ", b"RRSIG DNSKEY ")
+# The apex RRsets the ceremony's KSKs sign (the bundle carries their RRSIGs).
+KSK_SIGNED = (b"DNSKEY", b"CDS", b"CDNSKEY")
+_KSK_RRSIG_MARKS = tuple(f"RRSIG{sep}{kind.decode()} ".encode()
+                         for kind in KSK_SIGNED for sep in ("\t", " "))
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,8 @@ class PreparedZone:
 def prepare_unsigned(full_text: str, origin: str, choose_serial: Callable[[int], int],
                      dnskey_rrset_text: str) -> PreparedZone:
     """Set the SOA serial to `choose_serial(unsigned serial)`, drop DNSSEC records the input may
-    carry (a previously signed zone, its own DNSKEYs), and append the bundle's DNSKEY RRset."""
+    carry (a previously signed zone, its own DNSKEYs), and append the bundle's DNSKEY RRset (and
+    its CDS/CDNSKEY RRsets, given in the same text)."""
     lines, stripped = [], 0
     unsigned_serial = serial = None
     for line in full_text.splitlines():
@@ -66,10 +70,11 @@ class SplicedZone:
 
 
 def splice_dnskey_rrsigs(signed: bytes, origin: str, rrsig_text: str) -> SplicedZone:
-    """Replace the apex DNSKEY RRSIGs dnssec-signzone made with the bundle's pre-signed ones.
+    """Replace the apex DNSKEY (and CDS/CDNSKEY) RRSIGs dnssec-signzone made with the bundle's
+    pre-signed KSK ones (`rrsig_text` holds them all).
 
-    Only the apex block at the top of the file is touched; the rest is copied as bytes, and a
-    DNSKEY RRSIG anywhere in it means the file is not what this code expects: refuse.
+    Only the apex block at the top of the file is touched; the rest is copied as bytes, and such
+    an RRSIG anywhere in it means the file is not what this code expects: refuse.
     """
     apex = origin.lower().encode()
     head, dnskeys, removed, position = [], [], 0, 0
@@ -81,7 +86,7 @@ def splice_dnskey_rrsigs(signed: bytes, origin: str, rrsig_text: str) -> Spliced
         if parts and not parts[0].startswith(b";") and parts[0].lower() != apex:
             break
         position = end + 1
-        if len(parts) >= 5 and parts[3] == b"RRSIG" and parts[4] == b"DNSKEY":
+        if len(parts) >= 5 and parts[3] == b"RRSIG" and parts[4] in KSK_SIGNED:
             removed += 1
             continue
         if len(parts) >= 4 and parts[3] == b"DNSKEY":
@@ -91,8 +96,9 @@ def splice_dnskey_rrsigs(signed: bytes, origin: str, rrsig_text: str) -> Spliced
     tail = signed[position:]
     if not dnskeys:
         raise ValidationFailed("the signed zone has no DNSKEY RRset at the apex")
-    if any(mark in tail for mark in _DNSKEY_RRSIG_MARKS):
-        raise ValidationFailed("the signed zone has DNSKEY signatures outside its apex block")
+    if any(mark in tail for mark in _KSK_RRSIG_MARKS):
+        raise ValidationFailed("the signed zone has DNSKEY/CDS/CDNSKEY signatures outside its apex "
+                               "block")
     last = max(i for i, line in enumerate(head) if line.split(None, 4)[3:4] == [b"DNSKEY"])
     insert = [line.encode() for line in rrsig_text.splitlines() if line.strip()]
     head[last + 1:last + 1] = insert
@@ -110,13 +116,15 @@ def soa_serial(head: str, origin: str) -> int | None:
     return None
 
 
-def check_rrsig_signers(signed: bytes, origin: str, ksk_tag: int, zsk_tags: tuple[int, ...]) -> int:
-    """Every RRSIG in the zone to publish is by this zone, the DNSKEY one by the KSK `ksk_tag`,
-    every other one by a ZSK in `zsk_tags`: the whole zone chains to the bundle's KSK. A line
-    pass (no parsing into objects), so it costs little next to the signing; returns the count."""
+def check_rrsig_signers(signed: bytes, origin: str, ksk_tags: tuple[int, ...],
+                        zsk_tags: tuple[int, ...]) -> int:
+    """Every RRSIG in the zone to publish is by this zone, the DNSKEY (and CDS/CDNSKEY) ones by
+    the KSKs `ksk_tags`, every other one by a ZSK in `zsk_tags`: the whole zone chains to the
+    bundle's KSKs. A line pass (no parsing into objects), so it costs little next to the
+    signing; returns the count."""
     apex = origin.lower().encode()
     allowed = {str(tag).encode() for tag in zsk_tags}
-    ksk = str(ksk_tag).encode()
+    ksk = {str(tag).encode() for tag in ksk_tags}
     count = 0
     for line in signed.split(b"\n"):
         parts = line.split(None, 4)
@@ -126,12 +134,12 @@ def check_rrsig_signers(signed: bytes, origin: str, ksk_tag: int, zsk_tags: tupl
         if len(fields) < 9:
             raise ValidationFailed(f"malformed RRSIG in the signed zone: {line[:80]!r}")
         covered, tag, signer = fields[0], fields[6], fields[7].lower()
-        expected = {ksk} if covered == b"DNSKEY" else allowed
+        expected = ksk if covered in KSK_SIGNED else allowed
         if signer != apex or tag not in expected:
             raise ValidationFailed(
                 f"the RRSIG over {parts[0].decode(errors='replace')} {covered.decode(errors='replace')} "
                 f"is by key {tag.decode(errors='replace')} of {signer.decode(errors='replace')}, not "
-                f"by the bundle's {'KSK' if covered == b'DNSKEY' else 'ZSKs'}: nothing published")
+                f"by the bundle's {'KSK' if covered in KSK_SIGNED else 'ZSKs'}: nothing published")
         count += 1
     if not count:
         raise ValidationFailed("the signed zone has no RRSIG records: nothing published")

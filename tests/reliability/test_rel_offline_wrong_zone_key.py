@@ -83,9 +83,9 @@ def signed_by_zsk(bundle):
 
 def ksk_of_other_zone(bundle):
     """The KSK's key file as `keygen other.test` wrote it (same key, other owner)."""
-    text = bundle.content.ksk_key_text
+    (text,) = bundle.content.ksk_keys
     assert f"{ZONE}. IN DNSKEY 257" in text
-    return replace(bundle.content, ksk_key_text=text.replace(f"{ZONE}.", f"{OTHER}."))
+    return replace(bundle.content, ksk_keys=(text.replace(f"{ZONE}.", f"{OTHER}."),))
 
 
 def zsk_of_other_zone(bundle):
