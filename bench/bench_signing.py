@@ -50,9 +50,12 @@ import sys
 import time
 from pathlib import Path
 
-from benchdoc import DOC, replace_section
-
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # this checkout's bindpkcs11, also for enginebuild
+
+import enginebuild  # noqa: E402
+from benchdoc import DOC, replace_section  # noqa: E402
+
 BENCH = REPO / "bench"
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 ENGINE_PACKAGE = "libengine-pkcs11-openssl"
@@ -60,7 +63,8 @@ ENGINE_CANDIDATES = ("/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so",
                      "/usr/lib/x86_64-linux-gnu/engines-3/libpkcs11.so")
 STOCK_SIGNZONE = "/usr/bin/dnssec-signzone"
 STOCK_VERIFY = "/usr/bin/dnssec-verify"
-ENGINE_CFLAGS = "-g -O2 -DOPENSSL_API_COMPAT=10100"
+ENGINE_CFLAGS = enginebuild.CFLAGS
+ENGINE_STATE = REPO / ".cache" / "engine-bind"  # shared with tests/enginebind.py
 ORIGIN = "bench.test"
 TOKEN = "bench"
 ALGORITHMS = ("ECDSAP256SHA256", "RSASHA256")
@@ -230,42 +234,6 @@ def make_provider_keys(tree: Path, keys: Path, shim_keys: dict, env: dict[str, s
             entry[role] = {"stem": str(kdir / name), "tag": tag, "uri": label}
         out[("provider920", alg)] = entry
     return out
-
-
-def engine_bind(work: Path, tarball: Path, configure_flags: list[str]) -> Path:
-    """Upstream 9.18.49 (unpatched) with the OpenSSL 1.1 API, so its engine code is compiled in.
-
-    A benchmark artefact only: built and installed under the work dir, reused while the tarball,
-    CFLAGS and configure flags are unchanged."""
-    prefix = work / "engine-bind"
-    wanted = {"tarball_sha256": hashlib.sha256(tarball.read_bytes()).hexdigest(),
-              "cflags": ENGINE_CFLAGS, "configure_flags": configure_flags}
-    stamp = prefix / "bench-build.json"
-    if stamp.exists() and (prefix / "bin" / "dnssec-signzone").exists():
-        try:
-            if json.loads(stamp.read_text()) == wanted:
-                log(f"engine-route BIND: reusing {prefix}")
-                return prefix
-        except ValueError:
-            pass
-    src_root = work / "engine-build"
-    shutil.rmtree(src_root, ignore_errors=True)
-    shutil.rmtree(prefix, ignore_errors=True)
-    src_root.mkdir(parents=True)
-    log(f"engine-route BIND: unpacking {tarball.name} (unpatched) and building with "
-        f"CFLAGS='{ENGINE_CFLAGS}' (about 2 min)")
-    started = time.monotonic()
-    run(["tar", "-xf", tarball, "-C", src_root])
-    tree = next(p for p in src_root.iterdir() if p.is_dir())
-    env = clean_env(CFLAGS=ENGINE_CFLAGS)
-    run(["./configure", f"--prefix={prefix}", *configure_flags], env=env, cwd=tree,
-        log_path=src_root / "configure.log")
-    run(["make", f"-j{os.cpu_count() or 2}"], env=env, cwd=tree, log_path=src_root / "make.log")
-    run(["make", "install"], env=env, cwd=tree, log_path=src_root / "install.log")
-    stamp.write_text(json.dumps(wanted, indent=2) + "\n")
-    shutil.rmtree(tree, ignore_errors=True)
-    log(f"engine-route BIND built in {time.monotonic() - started:.0f} s: {prefix}")
-    return prefix
 
 
 def engine_module(allow_install: bool) -> tuple[str, bool]:
@@ -704,8 +672,9 @@ def auto_notes(report: dict) -> list[str]:
     if report.get("skip_engine"):
         notes.append("The engine route was skipped (--skip-engine).")
     notes.append("Engine route: upstream 9.18.49 orig tarball, unpatched, CFLAGS "
-                 f"'{ENGINE_CFLAGS}', same configure flags as `bindpkcs11 bind build`, installed "
-                 "only under the work dir; the libp11 engine is configured through an openssl.cnf "
+                 f"'{ENGINE_CFLAGS}', same configure flags as `bindpkcs11 bind build`, only the "
+                 "dnssec tools, cached in .cache/engine-bind (bench/enginebuild.py, the build the "
+                 "tests use too); the libp11 engine is configured through an openssl.cnf "
                  "passed as OPENSSL_CONF to those processes only, on the very same token objects "
                  "the shim uses.")
     return notes
@@ -804,19 +773,10 @@ def main() -> int:
     if not args.skip_engine:
         engine_so, engine_installed = engine_module(not args.no_install)
         build_cache = bind_lib.parent.parent / "cache"  # where `bind build` keeps its tarballs
-        tarball = next(p for p in sorted(build_cache.glob("bind9_9.18.*.orig.tar.*"))
-                       if not p.name.endswith(".sha256"))
-        engine_prefix = engine_bind(work, tarball, list(CONFIGURE_FLAGS))
-        cnf = work / "engine-openssl.cnf"
-        pin = pin_file.read_text().strip()
-        cnf.write_text(
-            "# bench only: given as OPENSSL_CONF to the engine-route BIND processes, never globally\n"
-            "openssl_conf = bench_openssl_init\n\n"
-            "[bench_openssl_init]\nengines = bench_engines\n\n"
-            "[bench_engines]\npkcs11 = bench_pkcs11\n\n"
-            "[bench_pkcs11]\nengine_id = pkcs11\n"
-            f"dynamic_path = {engine_so}\nMODULE_PATH = {SOFTHSM_MODULE}\nPIN = {pin}\ninit = 0\n")
-        os.chmod(cnf, 0o600)
+        # The very build the tests use (bench/enginebuild.py, cached in <repo>/.cache/engine-bind).
+        engine_prefix = enginebuild.ensure_engine_bind(ENGINE_STATE, build_cache, log)
+        cnf = enginebuild.engine_config(work / "engine-openssl.cnf", SOFTHSM_MODULE,
+                                        pin_file.read_text().strip(), Path(engine_so))
         engine_env = clean_env(OPENSSL_CONF=str(cnf), SOFTHSM2_CONF=patched_env["SOFTHSM2_CONF"])
         keysets.update(make_engine_keys(engine_prefix, keys, keysets, engine_env))
 
@@ -936,7 +896,8 @@ def main() -> int:
         "skip_engine": args.skip_engine,
         "engine_package_installed": engine_installed,
         "engine_build": {"prefix": str(engine_prefix), "cflags": ENGINE_CFLAGS,
-                         "configure_flags": list(CONFIGURE_FLAGS)} if engine_prefix else None,
+                         "configure_flags": list(CONFIGURE_FLAGS),
+                         "targets": list(enginebuild.TARGETS)} if engine_prefix else None,
     }
     report["ratios"] = ratio_rows(results, raw_med)
     report["notes"] = auto_notes(report)
