@@ -12,6 +12,8 @@ and `-n 2`, with `-P` (no post-sign self-check; the primary figure) and without 
   shim    bindpkcs11's patched dnssec-signzone 9.18, KSK+ZSK in the token (libbp11 does C_Sign)
   soft    (a) the same patched dnssec-signzone with software keys
   shim920 bindpkcs11's patched dnssec-signzone 9.20 (`bind build --version 9.20`), same token keys
+  shim920je  the same as shim920 with libjemalloc preloaded (Debian links its BIND with jemalloc,
+          bindpkcs11's builds do not); skipped when libjemalloc2 is not installed
   soft920 the same patched 9.20 with the software keys
   provider920  stock BIND 9.20 + pkcs11-provider from bookworm-backports (privately extracted
           with dpkg -x into the work dir; OPENSSL_CONF, LD_PRELOAD of the module), the same
@@ -74,12 +76,17 @@ IMPL_TEXT = {
     "shim": "patched 9.18.49, token keys via the shim",
     "soft": "(a) patched 9.18.49, software keys",
     "shim920": "patched 9.20, token keys via the shim",
+    "shim920je": "patched 9.20 + jemalloc (LD_PRELOAD), token keys via the shim",
     "soft920": "patched 9.20, software keys",
     "provider920": "stock 9.20 (backports) + pkcs11-provider, token keys",
     "engine": "(c) upstream 9.18.49 + libp11 engine, token keys",
     "stock": "Debian 9.18.49 (stock), software keys",
 }
-IMPL_SHORT = {"shim": "9.18 shim", "shim920": "9.20 shim", "provider920": "9.20 provider"}
+IMPL_SHORT = {"shim": "9.18 shim", "shim920": "9.20 shim", "provider920": "9.20 provider",
+              "shim920je": "9.20 shim + jemalloc"}
+# Debian links its BIND (9.18 and 9.20) with jemalloc; bindpkcs11's patched builds use glibc
+# malloc (`--without-jemalloc`). The shim920je route preloads it to measure what that costs.
+JEMALLOC = Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
 SECTION = "bench_signing"
 # An RRSIG record's type field followed by type covered, algorithm, labels, original TTL; an NSEC
 # type bitmap ("A RRSIG NSEC") never matches.
@@ -555,6 +562,8 @@ def ratio_rows(results: list[dict], raw: dict, raw_cpu: dict | None = None) -> l
                 specs += [
                     (f"{short} 9.20 shim >= 1.0 x 9.20 provider", alg, 1.0, ("shim920", n),
                      ("provider920", n)),
+                    (f"{short} 9.20 shim + jemalloc >= 1.0 x 9.20 provider", alg, 1.0,
+                     ("shim920je", n), ("provider920", n)),
                     *[(f"{short} {IMPL_SHORT[impl]} >= 0.95 x raw (session copy)", alg, 0.95,
                        (impl, n), ("raw-copy", n)) for impl in ("shim", "shim920", "provider920")],
                     *[(f"{short} {IMPL_SHORT[impl]} >= 0.95 x raw (token object)", alg, 0.95,
@@ -621,8 +630,8 @@ def markdown(report: dict) -> str:
         "CPU user+sys s | median RRSIG per CPU s |",
         "|---|---|---|---|---:|---:|---|---:|---:|",
     ]
-    order = {"shim": 0, "shim920": 1, "provider920": 2, "soft": 3, "soft920": 4, "engine": 5,
-             "stock": 6}
+    order = {"shim": 0, "shim920": 1, "shim920je": 2, "provider920": 3, "soft": 4, "soft920": 5,
+             "engine": 6, "stock": 7}
     for r in sorted(report["results"], key=lambda r: (r["alg"] != "ECDSAP256SHA256",
                                                       not r["P"], order[r["impl"]], r["n"])):
         cpu = statistics.median(x["user"] + x["sys"] for x in r["runs"])
@@ -679,7 +688,8 @@ def auto_notes(report: dict) -> list[str]:
         # CPU per RRSIG at -n 1 (one thread signs): the token's share is the raw loop's CPU per
         # signature on a session copy, what every token route here signs with.
         token = raw_cpu.get((alg, "csign-copy", 1))
-        for impl, soft in (("shim", "soft"), ("shim920", "soft920"), ("provider920", "soft920")):
+        for impl, soft in (("shim", "soft"), ("shim920", "soft920"), ("shim920je", "soft920"),
+                           ("provider920", "soft920")):
             route, floor = med.get((impl, alg, 1, True)), med.get((soft, alg, 1, True))
             if not (route and floor and token and route.get("median_cpu_rate")
                     and floor.get("median_cpu_rate")):
@@ -691,7 +701,7 @@ def auto_notes(report: dict) -> list[str]:
                          f"{t_route - t_tok:.1f} us of BIND and the signing path; the same BIND "
                          f"with software keys {t_soft:.1f} us in all")
     for alg in ALGORITHMS:
-        for impl in ("shim", "soft", "engine", "shim920", "soft920", "provider920"):
+        for impl in ("shim", "soft", "engine", "shim920", "shim920je", "soft920", "provider920"):
             one, two = med.get((impl, alg, 1, True)), med.get((impl, alg, 2, True))
             if one and two:
                 notes.append(f"{impl} {SHORT[alg]} with -P: -n 2 / -n 1 = "
@@ -854,9 +864,11 @@ def main() -> int:
         shim920_env = clean_env(**env920, PKCS11_LIBRARY_PIN_FILE=str(pin_file))
         signzone920 = shutil.which("dnssec-signzone", path=env920["PATH"])
         routes["shim920"] = (signzone920, [], shim920_env)
+        if JEMALLOC.exists():
+            routes["shim920je"] = (signzone920, [], {**shim920_env, "LD_PRELOAD": str(JEMALLOC)})
         routes["soft920"] = (signzone920, [], clean_env(**env920))
         routes["provider920"] = (str(stock_tree / "usr" / "bin" / "dnssec-signzone"), [], provider)
-    KEYSET_OF = {"stock": "soft", "soft920": "soft", "shim920": "shim"}
+    KEYSET_OF = {"stock": "soft", "soft920": "soft", "shim920": "shim", "shim920je": "shim"}
 
     configs = []
     for alg in ALGORITHMS:
