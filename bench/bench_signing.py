@@ -12,6 +12,8 @@ and `-n 2`, with `-P` (no post-sign self-check; the primary figure) and without 
   shim    bindpkcs11's patched dnssec-signzone 9.18, KSK+ZSK in the token (libbp11 does C_Sign)
   soft    (a) the same patched dnssec-signzone with software keys
   shim920 bindpkcs11's patched dnssec-signzone 9.20 (`bind build --version 9.20`), same token keys
+  shim920je  the same as shim920 with libjemalloc preloaded (Debian links its BIND with jemalloc,
+          bindpkcs11's builds do not); skipped when libjemalloc2 is not installed
   soft920 the same patched 9.20 with the software keys
   provider920  stock BIND 9.20 + pkcs11-provider from bookworm-backports (privately extracted
           with dpkg -x into the work dir; OPENSSL_CONF, LD_PRELOAD of the module), the same
@@ -50,9 +52,12 @@ import sys
 import time
 from pathlib import Path
 
-from benchdoc import DOC, replace_section
-
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # this checkout's bindpkcs11, also for enginebuild
+
+import enginebuild  # noqa: E402
+from benchdoc import DOC, replace_section  # noqa: E402
+
 BENCH = REPO / "bench"
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 ENGINE_PACKAGE = "libengine-pkcs11-openssl"
@@ -60,7 +65,8 @@ ENGINE_CANDIDATES = ("/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so",
                      "/usr/lib/x86_64-linux-gnu/engines-3/libpkcs11.so")
 STOCK_SIGNZONE = "/usr/bin/dnssec-signzone"
 STOCK_VERIFY = "/usr/bin/dnssec-verify"
-ENGINE_CFLAGS = "-g -O2 -DOPENSSL_API_COMPAT=10100"
+ENGINE_CFLAGS = enginebuild.CFLAGS
+ENGINE_STATE = REPO / ".cache" / "engine-bind"  # shared with tests/enginebind.py
 ORIGIN = "bench.test"
 TOKEN = "bench"
 ALGORITHMS = ("ECDSAP256SHA256", "RSASHA256")
@@ -70,12 +76,17 @@ IMPL_TEXT = {
     "shim": "patched 9.18.49, token keys via the shim",
     "soft": "(a) patched 9.18.49, software keys",
     "shim920": "patched 9.20, token keys via the shim",
+    "shim920je": "patched 9.20 + jemalloc (LD_PRELOAD), token keys via the shim",
     "soft920": "patched 9.20, software keys",
     "provider920": "stock 9.20 (backports) + pkcs11-provider, token keys",
     "engine": "(c) upstream 9.18.49 + libp11 engine, token keys",
     "stock": "Debian 9.18.49 (stock), software keys",
 }
-IMPL_SHORT = {"shim": "9.18 shim", "shim920": "9.20 shim", "provider920": "9.20 provider"}
+IMPL_SHORT = {"shim": "9.18 shim", "shim920": "9.20 shim", "provider920": "9.20 provider",
+              "shim920je": "9.20 shim + jemalloc"}
+# Debian links its BIND (9.18 and 9.20) with jemalloc; bindpkcs11's patched builds use glibc
+# malloc (`--without-jemalloc`). The shim920je route preloads it to measure what that costs.
+JEMALLOC = Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
 SECTION = "bench_signing"
 # An RRSIG record's type field followed by type covered, algorithm, labels, original TTL; an NSEC
 # type bitmap ("A RRSIG NSEC") never matches.
@@ -232,42 +243,6 @@ def make_provider_keys(tree: Path, keys: Path, shim_keys: dict, env: dict[str, s
     return out
 
 
-def engine_bind(work: Path, tarball: Path, configure_flags: list[str]) -> Path:
-    """Upstream 9.18.49 (unpatched) with the OpenSSL 1.1 API, so its engine code is compiled in.
-
-    A benchmark artefact only: built and installed under the work dir, reused while the tarball,
-    CFLAGS and configure flags are unchanged."""
-    prefix = work / "engine-bind"
-    wanted = {"tarball_sha256": hashlib.sha256(tarball.read_bytes()).hexdigest(),
-              "cflags": ENGINE_CFLAGS, "configure_flags": configure_flags}
-    stamp = prefix / "bench-build.json"
-    if stamp.exists() and (prefix / "bin" / "dnssec-signzone").exists():
-        try:
-            if json.loads(stamp.read_text()) == wanted:
-                log(f"engine-route BIND: reusing {prefix}")
-                return prefix
-        except ValueError:
-            pass
-    src_root = work / "engine-build"
-    shutil.rmtree(src_root, ignore_errors=True)
-    shutil.rmtree(prefix, ignore_errors=True)
-    src_root.mkdir(parents=True)
-    log(f"engine-route BIND: unpacking {tarball.name} (unpatched) and building with "
-        f"CFLAGS='{ENGINE_CFLAGS}' (about 2 min)")
-    started = time.monotonic()
-    run(["tar", "-xf", tarball, "-C", src_root])
-    tree = next(p for p in src_root.iterdir() if p.is_dir())
-    env = clean_env(CFLAGS=ENGINE_CFLAGS)
-    run(["./configure", f"--prefix={prefix}", *configure_flags], env=env, cwd=tree,
-        log_path=src_root / "configure.log")
-    run(["make", f"-j{os.cpu_count() or 2}"], env=env, cwd=tree, log_path=src_root / "make.log")
-    run(["make", "install"], env=env, cwd=tree, log_path=src_root / "install.log")
-    stamp.write_text(json.dumps(wanted, indent=2) + "\n")
-    shutil.rmtree(tree, ignore_errors=True)
-    log(f"engine-route BIND built in {time.monotonic() - started:.0f} s: {prefix}")
-    return prefix
-
-
 def engine_module(allow_install: bool) -> tuple[str, bool]:
     """The libp11 engine .so, installing Debian's package if it is missing; (path, installed)."""
     for path in ENGINE_CANDIDATES:
@@ -411,12 +386,14 @@ def measured(what: str, action):
     best = None
     for attempt in range(1, RETRIES_N[0] + 1):
         waited = wait_quiet()
+        load = os.getloadavg()[0]
         with Meter() as meter:
             result = action()
         result.update({"wall": round(meter.wall, 4), "user": round(meter.user, 3),
                        "sys": round(meter.sys, 3), "foreign_cpu": round(meter.foreign, 3),
                        "steal": round(meter.steal, 3), "waited_for_quiet": waited,
-                       "attempts": attempt, "disturbed": meter.disturbed()})
+                       "attempts": attempt, "disturbed": meter.disturbed(),
+                       "loadavg_1min": round(load, 2)})
         if best is None or result["foreign_cpu"] / meter.wall < best["foreign_cpu"] / best["wall"]:
             best = result
         if not result["disturbed"]:
@@ -447,7 +424,15 @@ def sign_once(signzone: str, pre: list[str], env: dict[str, str], zone: Path, ke
     generated = re.search(r"Signatures generated:\s+(\d+)", stdout)
     result["signatures_generated"] = int(generated.group(1)) if generated else None
     result["rate"] = round(result["rrsigs"] / result["wall"], 1)
+    result["cpu_rate"] = cpu_rate(result["rrsigs"], result)
     return result
+
+
+def cpu_rate(count: int, result: dict) -> float:
+    """Signatures per CPU-second (user + sys of the measured processes): on a shared machine the
+    rate a CPU-bound process reaches with a core to itself, where wall time swings with others'
+    load. At -n 2 it measures efficiency, not the speed-up from a second thread."""
+    return round(count / max(result["user"] + result["sys"], 1e-3), 1)
 
 
 def verify(out: Path) -> dict:
@@ -463,15 +448,17 @@ def raw_rate(binary: Path, args: list[str], env: dict[str, str], processes: int 
     def once() -> dict | None:
         procs = [subprocess.Popen([str(binary), *args], env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for _ in range(processes)]
-        total, failed = 0.0, None
+        total, signatures, failed = 0.0, 0, None
         for proc in procs:
             out, err = proc.communicate()
             if proc.returncode != 0:
                 failed = err
             else:
-                total += json.loads(out.strip().splitlines()[-1])["rate"]
+                line = json.loads(out.strip().splitlines()[-1])
+                total += line["rate"]
+                signatures += line["signatures"]
         if failed is None:
-            return {"rate": round(total, 1)}
+            return {"rate": round(total, 1), "signatures": signatures}
         # SoftHSM processes started at the same instant can miss the token or fail C_Login
         # (facts.md): run them again.
         log(f"raw loop {Path(binary).name} failed ({failed.strip()[-120:]}); running it again")
@@ -487,7 +474,9 @@ def raw_rate(binary: Path, args: list[str], env: dict[str, str], processes: int 
                 return result
         raise SystemExit(f"raw loop failed three times: {binary} {' '.join(args)}\n{last_error[0]}")
 
-    return measured(f"raw loop {Path(binary).name} {' '.join(args[-3:])}", action)
+    result = measured(f"raw loop {Path(binary).name} {' '.join(args[-3:])}", action)
+    result["cpu_rate"] = cpu_rate(result["signatures"], result)
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -551,9 +540,12 @@ def median(values: list[float]) -> float:
     return round(statistics.median(values), 1)
 
 
-def ratio_rows(results: list[dict], raw: dict) -> list[dict]:
-    """Targets, each computed at one -n on both sides (and the raw rate at as many sessions)."""
+def ratio_rows(results: list[dict], raw: dict, raw_cpu: dict | None = None) -> list[dict]:
+    """Targets, each computed at one -n on both sides (and the raw rate at as many sessions),
+    from wall-time rates and, where measured, from CPU-second rates."""
     med = {(r["impl"], r["alg"], r["n"], r["P"]): r["median_rate"] for r in results}
+    med_cpu = {(r["impl"], r["alg"], r["n"], r["P"]): r.get("median_cpu_rate") for r in results}
+    raw_cpu = raw_cpu or {}
     rows = []
     for no_check in (True, False):
         for n in (1, 2):
@@ -570,6 +562,8 @@ def ratio_rows(results: list[dict], raw: dict) -> list[dict]:
                 specs += [
                     (f"{short} 9.20 shim >= 1.0 x 9.20 provider", alg, 1.0, ("shim920", n),
                      ("provider920", n)),
+                    (f"{short} 9.20 shim + jemalloc >= 1.0 x 9.20 provider", alg, 1.0,
+                     ("shim920je", n), ("provider920", n)),
                     *[(f"{short} {IMPL_SHORT[impl]} >= 0.95 x raw (session copy)", alg, 0.95,
                        (impl, n), ("raw-copy", n)) for impl in ("shim", "shim920", "provider920")],
                     *[(f"{short} {IMPL_SHORT[impl]} >= 0.95 x raw (token object)", alg, 0.95,
@@ -583,8 +577,16 @@ def ratio_rows(results: list[dict], raw: dict) -> list[dict]:
                 if num is None or den is None:
                     continue
                 value = num / den
+                cnum = med_cpu.get((a, alg, an, no_check))
+                cden = (raw_cpu.get((alg, "csign", bn)) if b == "raw"
+                        else raw_cpu.get((alg, "csign-copy", bn)) if b == "raw-copy"
+                        else med_cpu.get((b, alg, bn, no_check)))
+                cpu_ratio = round(cnum / cden, 3) if cnum and cden else None
                 rows.append({"target": name, "alg": alg, "n": n, "P": no_check,
                              "numerator": num, "denominator": den,
+                             "cpu_numerator": cnum, "cpu_denominator": cden,
+                             "cpu_ratio": cpu_ratio,
+                             "cpu_met": None if cpu_ratio is None else cpu_ratio >= target,
                              "denominator_what": (f"raw C_Sign, {bn} session(s)" if b == "raw"
                                                   else f"raw C_Sign, session copy, {bn} session(s)"
                                                   if b == "raw-copy" else f"{b} -n {bn}"),
@@ -625,11 +627,11 @@ def markdown(report: dict) -> str:
         "### Rates",
         "",
         "| route | algorithm | -n | -P | median RRSIG/s | median wall s | runs RRSIG/s | "
-        "CPU user+sys s |",
-        "|---|---|---|---|---:|---:|---|---:|",
+        "CPU user+sys s | median RRSIG per CPU s |",
+        "|---|---|---|---|---:|---:|---|---:|---:|",
     ]
-    order = {"shim": 0, "shim920": 1, "provider920": 2, "soft": 3, "soft920": 4, "engine": 5,
-             "stock": 6}
+    order = {"shim": 0, "shim920": 1, "shim920je": 2, "provider920": 3, "soft": 4, "soft920": 5,
+             "engine": 6, "stock": 7}
     for r in sorted(report["results"], key=lambda r: (r["alg"] != "ECDSAP256SHA256",
                                                       not r["P"], order[r["impl"]], r["n"])):
         cpu = statistics.median(x["user"] + x["sys"] for x in r["runs"])
@@ -638,9 +640,10 @@ def markdown(report: dict) -> str:
             f"| {IMPL_TEXT[r['impl']]} | {SHORT[r['alg']]} | {r['n']} | "
             f"{'yes' if r['P'] else 'no'} | **{r['median_rate']:,.0f}** | "
             f"{statistics.median(x['wall'] for x in r['runs']):.2f} | "
-            f"{runs_text} | {cpu:.2f} |")
+            f"{runs_text} | {cpu:.2f} | {num(r.get('median_cpu_rate'))} |")
     lines += ["", "Raw signing loops (no BIND; sig/s, median of runs):", "",
-              "| loop | algorithm | sessions/threads | median sig/s | runs |", "|---|---|---|---:|---|"]
+              "| loop | algorithm | sessions/threads | median sig/s | runs | median sig per CPU s |",
+              "|---|---|---|---:|---|---:|"]
     for item in report["raw"]:
         what = {"csign": "(b) bare C_SignInit+C_Sign, threads in one process (bench/raw_csign.c)",
                 "csign-2proc": "bare C_SignInit+C_Sign, two processes at once (sum)",
@@ -648,39 +651,57 @@ def markdown(report: dict) -> str:
                 "bp11": "bp11_sign() of the shim, threads in one process (bench/raw_bp11.c)",
                 }[item["kind"]]
         lines.append(f"| {what} | {SHORT[item['alg']]} | {item['sessions']} | "
-                     f"**{item['median']:,.0f}** | {', '.join(format(x, ',.0f') for x in item['runs'])} |")
+                     f"**{item['median']:,.0f}** | {', '.join(format(x, ',.0f') for x in item['runs'])} | "
+                     f"{num(item.get('median_cpu'))} |")
     lines += ["", "### Ratios against the targets", "",
               "Each ratio compares like with like: the same `-n` on both sides, and the raw rate "
               "with as many sessions as signing threads (`-n 1` = one session). The `-n 1`, `-P` "
-              "rows are the primary verdict.", "",
-              "| target | -n | -P | route RRSIG/s | vs | ratio | wanted | verdict |",
-              "|---|---|---|---:|---|---:|---:|---|"]
+              "rows are the primary verdict. Wall ratios rank routes only on a quiet machine; CPU "
+              "ratios (RRSIGs per CPU-second on both sides) hold under load but at `-n 2` compare "
+              "efficiency, not the speed-up of the second thread.", "",
+              "| target | -n | -P | route RRSIG/s | vs | ratio (wall) | verdict (wall) | "
+              "ratio (CPU) | verdict (CPU) | wanted |",
+              "|---|---|---|---:|---|---:|---|---:|---|---:|"]
     for row in report["ratios"]:
         lines.append(
             f"| {row['target']} | {row['n']} | {'yes' if row['P'] else 'no'} | "
             f"{row['numerator']:,.0f} | {row['denominator_what']}: {row['denominator']:,.0f} | "
-            f"{row['ratio']:.3f} | {row['wanted']} | {'met' if row['met'] else '**not met**'} |")
+            f"{row['ratio']:.3f} | {'met' if row['met'] else '**not met**'} | "
+            f"{'-' if row.get('cpu_ratio') is None else format(row['cpu_ratio'], '.3f')} | "
+            f"{'-' if row.get('cpu_met') is None else 'met' if row['cpu_met'] else '**not met**'} | "
+            f"{row['wanted']} |")
     lines += ["", "### Notes (automatic)", ""]
     lines += [f"- {note}" for note in report["notes"]]
     lines += [""]
     return "\n".join(lines) + "\n"
 
 
+def num(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
 def auto_notes(report: dict) -> list[str]:
     notes = []
     med = {(r["impl"], r["alg"], r["n"], r["P"]): r for r in report["results"]}
-    raw = {(i["alg"], i["kind"], i["sessions"]): i["median"] for i in report["raw"]}
+    raw_cpu = {(i["alg"], i["kind"], i["sessions"]): i.get("median_cpu") for i in report["raw"]}
     for alg in ALGORITHMS:
-        shim, soft = med.get(("shim", alg, 1, True)), med.get(("soft", alg, 1, True))
-        token = raw.get((alg, "csign", 1))
-        if shim and soft and token:
-            t_shim, t_soft, t_tok = (1e6 / shim["median_rate"], 1e6 / soft["median_rate"],
-                                     1e6 / token)
-            notes.append(f"{SHORT[alg]}, -n 1, -P, per RRSIG: shim {t_shim:.1f} us = token C_Sign "
-                         f"{t_tok:.1f} us + {t_shim - t_tok:.1f} us of everything else; software "
-                         f"key {t_soft:.1f} us in all")
+        # CPU per RRSIG at -n 1 (one thread signs): the token's share is the raw loop's CPU per
+        # signature on a session copy, what every token route here signs with.
+        token = raw_cpu.get((alg, "csign-copy", 1))
+        for impl, soft in (("shim", "soft"), ("shim920", "soft920"), ("shim920je", "soft920"),
+                           ("provider920", "soft920")):
+            route, floor = med.get((impl, alg, 1, True)), med.get((soft, alg, 1, True))
+            if not (route and floor and token and route.get("median_cpu_rate")
+                    and floor.get("median_cpu_rate")):
+                continue
+            t_route, t_soft, t_tok = (1e6 / route["median_cpu_rate"],
+                                      1e6 / floor["median_cpu_rate"], 1e6 / token)
+            notes.append(f"{SHORT[alg]}, -n 1, -P, CPU per RRSIG: {IMPL_SHORT[impl]} "
+                         f"{t_route:.1f} us = token C_Sign on the session copy {t_tok:.1f} us + "
+                         f"{t_route - t_tok:.1f} us of BIND and the signing path; the same BIND "
+                         f"with software keys {t_soft:.1f} us in all")
     for alg in ALGORITHMS:
-        for impl in ("shim", "soft", "engine", "shim920", "soft920", "provider920"):
+        for impl in ("shim", "soft", "engine", "shim920", "shim920je", "soft920", "provider920"):
             one, two = med.get((impl, alg, 1, True)), med.get((impl, alg, 2, True))
             if one and two:
                 notes.append(f"{impl} {SHORT[alg]} with -P: -n 2 / -n 1 = "
@@ -695,6 +716,11 @@ def auto_notes(report: dict) -> list[str]:
     repeated = sum(x["attempts"] - 1 for x in runs)
     kept = sum(1 for x in runs if x["disturbed"])
     waited = sum(x["waited_for_quiet"] for x in runs)
+    loads = [x["loadavg_1min"] for x in runs if "loadavg_1min" in x]
+    if loads:
+        notes.append(f"Load average (1 min) at the start of each measurement: median "
+                     f"{statistics.median(loads):.2f}, min {min(loads):.2f}, max {max(loads):.2f} "
+                     f"on {os.cpu_count()} cores.")
     notes.append(f"Shared-machine guard: {len(runs)} measurements, {repeated} repeated because "
                  f"other processes used CPU meanwhile, {kept} kept although still disturbed "
                  f"(flagged in the JSON), {waited:.0f} s spent waiting for a quiet machine; "
@@ -704,8 +730,9 @@ def auto_notes(report: dict) -> list[str]:
     if report.get("skip_engine"):
         notes.append("The engine route was skipped (--skip-engine).")
     notes.append("Engine route: upstream 9.18.49 orig tarball, unpatched, CFLAGS "
-                 f"'{ENGINE_CFLAGS}', same configure flags as `bindpkcs11 bind build`, installed "
-                 "only under the work dir; the libp11 engine is configured through an openssl.cnf "
+                 f"'{ENGINE_CFLAGS}', same configure flags as `bindpkcs11 bind build`, only the "
+                 "dnssec tools, cached in .cache/engine-bind (bench/enginebuild.py, the build the "
+                 "tests use too); the libp11 engine is configured through an openssl.cnf "
                  "passed as OPENSSL_CONF to those processes only, on the very same token objects "
                  "the shim uses.")
     return notes
@@ -804,19 +831,10 @@ def main() -> int:
     if not args.skip_engine:
         engine_so, engine_installed = engine_module(not args.no_install)
         build_cache = bind_lib.parent.parent / "cache"  # where `bind build` keeps its tarballs
-        tarball = next(p for p in sorted(build_cache.glob("bind9_9.18.*.orig.tar.*"))
-                       if not p.name.endswith(".sha256"))
-        engine_prefix = engine_bind(work, tarball, list(CONFIGURE_FLAGS))
-        cnf = work / "engine-openssl.cnf"
-        pin = pin_file.read_text().strip()
-        cnf.write_text(
-            "# bench only: given as OPENSSL_CONF to the engine-route BIND processes, never globally\n"
-            "openssl_conf = bench_openssl_init\n\n"
-            "[bench_openssl_init]\nengines = bench_engines\n\n"
-            "[bench_engines]\npkcs11 = bench_pkcs11\n\n"
-            "[bench_pkcs11]\nengine_id = pkcs11\n"
-            f"dynamic_path = {engine_so}\nMODULE_PATH = {SOFTHSM_MODULE}\nPIN = {pin}\ninit = 0\n")
-        os.chmod(cnf, 0o600)
+        # The very build the tests use (bench/enginebuild.py, cached in <repo>/.cache/engine-bind).
+        engine_prefix = enginebuild.ensure_engine_bind(ENGINE_STATE, build_cache, log)
+        cnf = enginebuild.engine_config(work / "engine-openssl.cnf", SOFTHSM_MODULE,
+                                        pin_file.read_text().strip(), Path(engine_so))
         engine_env = clean_env(OPENSSL_CONF=str(cnf), SOFTHSM2_CONF=patched_env["SOFTHSM2_CONF"])
         keysets.update(make_engine_keys(engine_prefix, keys, keysets, engine_env))
 
@@ -846,9 +864,11 @@ def main() -> int:
         shim920_env = clean_env(**env920, PKCS11_LIBRARY_PIN_FILE=str(pin_file))
         signzone920 = shutil.which("dnssec-signzone", path=env920["PATH"])
         routes["shim920"] = (signzone920, [], shim920_env)
+        if JEMALLOC.exists():
+            routes["shim920je"] = (signzone920, [], {**shim920_env, "LD_PRELOAD": str(JEMALLOC)})
         routes["soft920"] = (signzone920, [], clean_env(**env920))
         routes["provider920"] = (str(stock_tree / "usr" / "bin" / "dnssec-signzone"), [], provider)
-    KEYSET_OF = {"stock": "soft", "soft920": "soft", "shim920": "shim"}
+    KEYSET_OF = {"stock": "soft", "soft920": "soft", "shim920": "shim", "shim920je": "shim"}
 
     configs = []
     for alg in ALGORITHMS:
@@ -909,15 +929,18 @@ def main() -> int:
             "impl": cfg["impl"], "route": IMPL_TEXT[cfg["impl"]], "alg": cfg["alg"], "n": cfg["n"],
             "P": cfg["P"], "runs": cfg["runs"],
             "median_rate": median([r["rate"] for r in cfg["runs"]]),
+            "median_cpu_rate": median([r["cpu_rate"] for r in cfg["runs"]]),
             "rrsigs": cfg["runs"][0]["rrsigs"], "verify": cfg["verify"],
             "keys": {role: {"tag": k["tag"], "file": Path(k["stem"]).name, "uri": k.get("uri")}
                      for role, k in cfg["keyset"].items()},
         })
     raw_out = [{"kind": i["kind"], "alg": i["alg"], "sessions": i["sessions"],
                 "runs": i["runs"], "median": median(i["runs"]),
+                "median_cpu": median([m["cpu_rate"] for m in i["measurements"]]),
                 "measurements": i["measurements"],
                 "command": " ".join(map(str, i["cmd"]))} for i in raw_items]
     raw_med = {(i["alg"], i["kind"], i["sessions"]): i["median"] for i in raw_out}
+    raw_cpu = {(i["alg"], i["kind"], i["sessions"]): i["median_cpu"] for i in raw_out}
 
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -936,9 +959,10 @@ def main() -> int:
         "skip_engine": args.skip_engine,
         "engine_package_installed": engine_installed,
         "engine_build": {"prefix": str(engine_prefix), "cflags": ENGINE_CFLAGS,
-                         "configure_flags": list(CONFIGURE_FLAGS)} if engine_prefix else None,
+                         "configure_flags": list(CONFIGURE_FLAGS),
+                         "targets": list(enginebuild.TARGETS)} if engine_prefix else None,
     }
-    report["ratios"] = ratio_rows(results, raw_med)
+    report["ratios"] = ratio_rows(results, raw_med, raw_cpu)
     report["notes"] = auto_notes(report)
     mismatched = [r for r in results for x in r["runs"]
                   if x["signatures_generated"] not in (None, x["rrsigs"])]
