@@ -112,6 +112,22 @@ def pytest_configure(config) -> None:
 
 
 @pytest.fixture(scope="session")
+def dockerd():
+    """One private dockerd per session (tests/dockerenv.py), shared by the docker tests."""
+    from dockerenv import started_dockerd
+
+    yield from started_dockerd()
+
+
+@pytest.fixture(scope="session")
+def project_image(dockerd) -> dict[str, float]:
+    """docker/Dockerfile built once per session on the local Debian 12 base; its timings (s)."""
+    from dockerenv import build_image
+
+    return build_image(dockerd)
+
+
+@pytest.fixture(scope="session")
 def patched_bind_920() -> Path:
     """The patched BIND 9.20 prefix (beside the 9.18 one), built once per machine (about 1.5 minutes)."""
     from bindtools import ensure_patched_bind
