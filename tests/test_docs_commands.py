@@ -59,12 +59,16 @@ EXTERNAL_TOOLS = ("dig", "delv", "systemctl", "journalctl", "rndc", "named", "dn
                   "pkcs15-tool", "pcsc_scan", "docker", "podman", "python", "python3", "pip",
                   "adduser", "eval", "printf", "ls")
 NOT_RUN = {
-    "systemctl": "systemd is not PID 1 on the test machine (a container); tests/test_systemd_units.py "
-                 "checks the units with systemd-analyze verify",
+    "systemctl": "systemd is not PID 1 on the test machine; tests/test_docker_systemd.py runs the "
+                 "units under systemd in a container (-m docker), tests/test_systemd_units.py verifies them",
     "rndc": "`rndc skr -import` on a hand-written BIND 9.20 offline-KSK config: "
             "tests/test_stock_offline_ksk.py runs it; setup-inline's named is driven by `bindpkcs11 rndc`",
     "dnssec-signzone": "the ARM mapping (docs/bind-pkcs11-arm.md) and the stock 9.20 route: "
-                       "tests/test_bind_signing.py and tests/test_bind920_signing.py run them",
+                       "tests/test_bind_signing.py runs them on 9.18 and 9.20",
+    "dnssec-keyfromlabel": "BIND's own PKCS#11 workflow (docs/bind-pkcs11-arm.md, docs/bind920.md): "
+                           "tests/test_bind_fromlabel.py runs it on 9.18 and 9.20, with and without -E",
+    "named": "`named [-E pkcs11] -c named.conf` by hand: tests/test_bind_fromlabel.py starts it so on "
+             "9.18 and 9.20; setup-inline's named is started by `bindpkcs11 named start`",
     "eval": "`eval \"$(bindpkcs11 bind env)\"` changes the caller's shell: tests/test_bind_signing.py "
             "runs the tools with bind env's exports",
     "python": "`python -m build`: tests/test_package.py builds the sdist and wheel",
