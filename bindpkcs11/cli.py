@@ -56,7 +56,8 @@ def _common_options(suppress: bool = True) -> argparse.ArgumentParser:
                         help="file holding the user PIN (else $PKCS11_LIBRARY_PIN, else a prompt)")
     parent.add_argument("--so-pin-file", type=Path, default=default(None),
                         help="file holding the SO PIN (else $PKCS11_SO_PIN, else a prompt)")
-    parent.add_argument("--profile", default=default("softhsm"),
+    # None when not given, so setup-inline can tell "not given" (keep the instance's) from softhsm
+    parent.add_argument("--profile", default=default(None),
                         help="device profile (default softhsm: the embedded token)")
     parent.add_argument("--module", default=default(None), help="PKCS#11 module path override")
     parent.add_argument("--tcti", default=default(None),

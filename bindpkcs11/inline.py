@@ -38,6 +38,7 @@ from bindpkcs11.token import library
 from bindpkcs11.token.profiles import get_profile, require_key_spec, traits_of
 
 DEFAULT_TOKEN = "bindpkcs11"
+DEFAULT_ALGORITHM = "ECDSAP256SHA256"
 PORTS_WAIT = 1800.0  # another zone's setup-inline may be building BIND or generating keys
 Progress = Callable[[str], None]
 
@@ -97,6 +98,14 @@ def setup_inline(state: StateDir, request: SetupRequest, progress: Progress) -> 
     with locks.held(instance_lock(state, request.zone), f"the instance of {request.zone}"), \
             ports.assignment_locked(state, wait=PORTS_WAIT):
         return _setup(state, instance, request, progress)
+
+
+def previous_settings(state: StateDir, zone: dns.name.Name) -> InstanceSettings | None:
+    """What the zone's instance was set up with (None for a new zone): a re-run keeps these for
+    every option it is not given, so it never swaps the operator's zone file, token or ports
+    for the defaults."""
+    instance = Instance.for_zone(state, zone)
+    return instance.load_settings() if instance.exists() else None
 
 
 def instance_lock(state: StateDir, zone: dns.name.Name) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bindpkcs11.backup import cardkek, kek, wrapkeys
 from bindpkcs11.backup.shares import ShareError
-from bindpkcs11.commands.common import DEFAULT_TOKEN, Parser, access, state
+from bindpkcs11.commands.common import DEFAULT_TOKEN, Parser, access, profile_name, state
 from bindpkcs11.errors import UsageError
 from bindpkcs11.fileio import read_secret_file
 from bindpkcs11.output import print_json
@@ -83,7 +83,7 @@ def _make_shares(args) -> int:
         passwords = [read_secret_file(path, "share password", ShareError) for path in args.password_file]
     else:
         passwords = [_prompt_new(index, args.shares) for index in range(1, args.shares + 1)]
-    on_card = cardkek.uses_card_dkek(get_profile(args.profile, state(args), args.module))
+    on_card = cardkek.uses_card_dkek(get_profile(profile_name(args), state(args), args.module))
     make = cardkek.make_shares if on_card else kek.make_shares
     result = make(args.out, args.shares, threshold, passwords, log_path(args))
     if args.json:

@@ -17,7 +17,7 @@ from bindpkcs11 import pins
 from bindpkcs11.bind import backports, build, route, stock
 from bindpkcs11.bind.instance import Instance
 from bindpkcs11.bind.programs import PATCHED, ROUTES, STOCK, lib_dirs
-from bindpkcs11.commands.common import DEFAULT_TOKEN, Parser, progress_printer, state
+from bindpkcs11.commands.common import DEFAULT_TOKEN, Parser, profile_name, progress_printer, state
 from bindpkcs11.errors import BindPkcs11Error, PinMissing, UsageError
 from bindpkcs11.output import print_json
 from bindpkcs11.state import StateDir
@@ -66,11 +66,11 @@ def register(commands, common) -> None:
     install.set_defaults(handler=_bind_install)
 
 
-def add_version_option(parser, flag: str = "--version") -> None:
+def add_version_option(parser, flag: str = "--version", default: str | None = build.DEFAULT_SERIES) -> None:
     """`--version 9.18|9.20` (`--bind-version` on commands where --version would be ambiguous):
     which patched BIND series (each has its own install)."""
     parser.add_argument(flag, dest="bind_version", choices=build.SERIES,
-                        default=build.DEFAULT_SERIES,
+                        default=default,
                         help=f"BIND series (default {build.DEFAULT_SERIES}); each installs apart")
 
 
@@ -91,7 +91,7 @@ def _bind_env(args) -> int:
     name = args.bind or (PATCHED if args.bind_version != build.DEFAULT_SERIES
                          else route.default_name(current))
     bind = route.installed(current, name, version=args.bind_version)
-    profile = get_profile(args.profile, current, args.module)
+    profile = get_profile(profile_name(args), current, args.module)
     path = f"{bind.prefix / 'sbin'}:{bind.prefix / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin"
     variables = {"PATH": path}
     if lib_dirs(bind.prefix):

@@ -12,6 +12,7 @@ from bindpkcs11.state import StateDir
 from bindpkcs11.token.labels import check_token_label
 
 DEFAULT_TOKEN = "bindpkcs11"
+DEFAULT_PROFILE = "softhsm"
 
 
 class Parser(argparse.ArgumentParser):
@@ -25,10 +26,15 @@ def state(args) -> StateDir:
     return StateDir.open(args.state_dir)
 
 
+def profile_name(args) -> str:
+    """--profile, or the embedded SoftHSM2 token's profile when it was not given."""
+    return args.profile or DEFAULT_PROFILE
+
+
 def access(args, label: str) -> TokenAccess:
     if label:
         check_token_label(label)
-    return TokenAccess.build(state(args), args.profile, label, args.module,
+    return TokenAccess.build(state(args), profile_name(args), label, args.module,
                              args.pin_file, args.so_pin_file)
 
 
