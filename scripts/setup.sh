@@ -12,6 +12,7 @@ packages=(
   bind9-utils bind9-dnsutils bind9        # stock dnssec-* tools, dig, and a stock named (secondary)
   build-essential pkg-config python3-dev python3-venv
   libuv1-dev libssl-dev xz-utils          # building the patched BIND 9.18
+  libjemalloc-dev                         # BIND's allocator (as Debian's BIND links it)
   libengine-pkcs11-openssl                # libp11's engine: tests' reference 9.18 engine build (same name on 13)
   liburcu-dev libcap-dev                  # building the patched BIND 9.20 (`bind build --version 9.20`)
   # the tpm2 profile: tpm2-pkcs11 and its store tool, swtpm + tpm2-abrmd on a private dbus for

@@ -28,10 +28,13 @@ from bindpkcs11.state import StateDir
 
 DEFAULT_SERIES = "9.18"
 SERIES = source.SERIES
+# jemalloc stays on (BIND's default, and what Debian's own BIND links): with glibc malloc the
+# patched 9.20 spent 7 % more CPU per ECDSA RRSIG and trailed the stock 9.20 + provider by 3.6 %
+# on RSA, 1.0 % with it (bench/profile_signing.py, docs/benchmarks.md).
 _FLAGS_9_18 = (
     "--disable-doh", "--disable-linux-caps", "--without-gssapi", "--without-lmdb",
     "--without-libxml2", "--without-json-c", "--without-maxminddb", "--disable-geoip",
-    "--without-libidn2", "--without-cmocka", "--without-jemalloc", "--without-readline",
+    "--without-libidn2", "--without-cmocka", "--without-readline",
     "--without-zlib",
 )
 CONFIGURE_FLAGS = {"9.18": _FLAGS_9_18,
