@@ -15,6 +15,7 @@ time a signature lives before named refreshes it), so the old DNSKEY stays that 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from bindpkcs11.errors import UsageError
@@ -137,11 +138,14 @@ def ksk_schedule(start: int, timings: ZoneTimings) -> KskSchedule:
     return KskSchedule(start, start, start + timings.dnskey_ttl + timings.propagation_delay)
 
 
-def require_ds_switch_allowed(now: int, sync: int) -> None:
-    """The parent may serve only the new DS once every cache can hold the new DNSKEY."""
-    if now < sync:
+def require_ds_switch_allowed(when: int, sync: int) -> None:
+    """The parent may serve only the new DS once every cache can hold the new DNSKEY. `when`
+    is the DS change being confirmed (now, or the operator's --at)."""
+    if when < sync:
+        at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(sync))
         raise TimingRuleBroken(
-            f"the new KSK's DNSKEY may not be in every cache until {sync - now} s from now: RFC "
+            f"the new KSK's DNSKEY may not be in every cache until {at}, {sync - when} s after "
+            "the DS change given: RFC "
             "7583 double-KSK rule DS change >= Publish + DNSKEY TTL + propagation delay; the "
             "parent must keep the old DS until then, so --ds-published is refused (run it again "
             "after the CDS shows the new KSK)")
