@@ -6,12 +6,12 @@ token.object (Token::loginUser -> OSToken::setTokenFlags -> ObjectFile::store), 
 ObjectFile::writeAttributes truncates the file and releases its fcntl lock before the buffered
 new contents reach the file (they are written at fclose).  A process in C_Initialize that was
 waiting for that lock reads an empty token.object, so ObjectStore skips the token ("Failed to
-open token") and the slot list omits it until the next C_Initialize; a process already
-initialised can see C_GetTokenInfo or C_Login fail with CKR_GENERAL_ERROR the same way.  The
+open token") and the slot list omits it until the next C_Initialize (met a moment later, the
+same window leaves the token listed but C_Login says CKR_USER_PIN_NOT_INITIALIZED).  The
 shim used to refuse a second C_Initialize within a second of the first, so the miss was final.
 
 Real SoftHSM tokens in temporary directories, real shim processes (tests/shim_helper.py start)
-released together, and real patched dnssec-signzone pairs; no mocks.
+released together, and real patched dnssec-signzone processes started 4 at a time; no mocks.
 """
 
 from __future__ import annotations
