@@ -10,6 +10,8 @@ The PIN always comes from the file named by PKCS11_LIBRARY_PIN_FILE, never from 
   sign-batch               sign the JSON list of requests on stdin; print the outcomes (JSON)
   threads URI N COUNT      N threads x COUNT ECDSA signatures; print them all (JSON)
   loop URI THREADS         sign from THREADS threads until stdin says "stop"; print JSON lines
+  start URI                load the shim, print "ready", wait for a line on stdin, then make this
+                           process's first signature (C_Initialize, login, sign); print the outcome
 """
 
 import hashlib
@@ -136,7 +138,10 @@ def _sign_one(uri: str, mechanism: int, data: bytes, buflen) -> dict:
 
 
 def sign_batch(requests: list) -> list:
-    """Run requests in order: {"uri", "mech", "data" (hex), optional "buflen"} or {"finalize": true}."""
+    """Run requests in order: {"uri", "mech", "data" (hex), optional "buflen"} or {"finalize": true}.
+
+    Each outcome carries "seconds", how long its call took (fail-fast checks need it).
+    """
     from bindpkcs11 import shim
 
     results = []
@@ -145,7 +150,9 @@ def sign_batch(requests: list) -> list:
             shim.finalize()
             results.append({"finalized": True})
             continue
-        results.append(_sign_one(req["uri"], req["mech"], bytes.fromhex(req["data"]), req.get("buflen")))
+        start_s = time.monotonic()
+        result = _sign_one(req["uri"], req["mech"], bytes.fromhex(req["data"]), req.get("buflen"))
+        results.append({**result, "seconds": time.monotonic() - start_s})
     return results
 
 
@@ -231,6 +238,25 @@ def loop(uri: str, nthreads: int) -> None:
     print(json.dumps({"done": True, "alive": sum(w.is_alive() for w in workers)}), flush=True)
 
 
+def start(uri: str) -> dict:
+    """The first signature of a fresh process, begun when stdin says so.
+
+    Python and the shim are loaded before "ready" so that processes released together reach
+    C_Initialize within microseconds of each other, as C programs started together do.
+    """
+    from bindpkcs11 import shim
+
+    print("ready", flush=True)
+    sys.stdin.readline()
+    start_s = time.monotonic()
+    try:
+        sig = shim.sign(uri, shim.Mechanism.ECDSA, hashlib.sha256(b"start").digest())
+        outcome = {"code": 0, "message": "", "sig": sig.hex()}
+    except shim.ShimError as exc:
+        outcome = {"code": int(exc.code), "message": exc.message}
+    return {**outcome, "seconds": time.monotonic() - start_s}
+
+
 def main(argv: list) -> int:
     command = argv[1]
     if command == "genkeys":
@@ -243,6 +269,8 @@ def main(argv: list) -> int:
         print(json.dumps(threads(argv[2], int(argv[3]), int(argv[4]))))
     elif command == "loop":
         loop(argv[2], int(argv[3]))
+    elif command == "start":
+        print(json.dumps(start(argv[2])))
     else:
         raise SystemExit(f"unknown command {command}")
     return 0

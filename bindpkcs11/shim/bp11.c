@@ -32,6 +32,13 @@
  *   handles, find token and key, log in again unless the PIN was rejected) and retry ONCE.
  *   Re-initialisation happens at most once per RETRY_INTERVAL_NS per module; in between, a
  *   missing token or an uninitialisable module is reported at once (fail fast, never a hang).
+ *   One exception, the settling of a token that this process has not used yet: its token-level
+ *   failures ("not found", CKR_GENERAL_ERROR or CKR_USER_PIN_NOT_INITIALIZED from C_Login ...)
+ *   earn up to SETTLE_TRIES unthrottled re-initialisations after pauses of 10, 20, 40, 80 and
+ *   160 ms, once per token per process, because SoftHSM misses a token whose token.object
+ *   another process is rewriting (see the end of this comment).
+ *   After the first success, or once that budget is spent, the rate limit above applies again,
+ *   so a token that is really absent costs ~0.3 s on first use and fails at once afterwards.
  *   An invalid object handle on a healthy token (key deleted and re-created) first just drops
  *   the cached handle and searches again; only a key or token that stays missing costs a
  *   (rate-limited) re-initialisation, which briefly pauses the module's other keys: the price
@@ -61,7 +68,23 @@
  *   within 100 ms, as the same errors.  On such an error, C_GetTokenInfo decides between re-finding the key and
  *   re-initialising; a failed C_Initialize after an earlier success is reported as
  *   BP11_ERR_TOKEN_NOT_FOUND ("token storage gone"); a missing token or key also earns a
- *   re-initialisation; all re-initialisations are rate-limited to one per interval.
+ *   re-initialisation; all re-initialisations are rate-limited to one per interval (except
+ *   while a token settles, see Recovery).
+ *
+ * What SoftHSM2 2.6.1 does when processes start together on one token (source read, and the
+ * system calls seen with strace: ftruncate, F_UNLCK, then write):
+ *   Every successful C_Login rewrites token.object (Token::loginUser -> setTokenFlags ->
+ *   ObjectFile::store), and ObjectFile::writeAttributes truncates the file, then releases its
+ *   fcntl lock; the new contents (buffered by stdio) reach the file only at fclose.  A process
+ *   in C_Initialize that was waiting for that lock wakes to an empty token.object:
+ *   ObjectFile::refresh marks it invalid, so OSToken is invalid and ObjectStore skips the token
+ *   ("Failed to open token"); the slot list lacks it until the next C_Initialize.  Processes
+ *   that start together (dnssec-signzone pairs, named next to a CLI command) hit this about one
+ *   time in four.  The same window met later in C_Initialize (Token::Token reading the user PIN
+ *   blob) leaves the token listed but C_Login says CKR_USER_PIN_NOT_INITIALIZED; an initialised
+ *   process can see C_GetTokenInfo or C_Login fail with CKR_GENERAL_ERROR.  The file is read
+ *   empty (or short: attributes missing, "corrupt"), so this shows as a missing token or user
+ *   PIN, not as a wrong PIN.
  */
 #define _GNU_SOURCE
 #include "bp11.h"
@@ -89,6 +112,8 @@
 #define CACHE_BUCKETS 256
 #define SIG_MAX_INPUT (19 + 64)           /* longest DigestInfo prefix + SHA-512 digest */
 #define KEY_CHECK_NS 100000000LL          /* a session copy's token object is re-checked this often */
+#define SETTLE_TRIES 5                    /* re-initialisations for a token not yet used (see Recovery) */
+#define SETTLE_PAUSE_NS 10000000LL        /* before the first of them; doubled each time (310 ms in all) */
 
 /* Internal outcomes of one sign attempt; the public code to report if they end the call is
  * kept in tl_pending. */
@@ -658,6 +683,7 @@ struct token {
     struct value pin;            /* the PIN itself; unset: do not log in */
     char name[64];               /* "token 'dnssec'" for messages */
     char desc[160];              /* "token 'dnssec' (module /usr/lib/...)" */
+    int settled;                 /* used once, or settling spent: no more settling (atomic flag) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     /* Guarded by mu; meaningful only while state_gen == mod->gen. */
@@ -795,16 +821,17 @@ static void module_forget_sessions(struct module *m)
     pthread_mutex_unlock(&m->mu);
 }
 
-/* Re-initialise the module unless another thread already did since `seen_gen`, or the last
- * attempt was less than RETRY_INTERVAL_NS ago (then the caller reports the failure at once).
+/* Re-initialise the module unless another thread already did since `seen_gen`, or (when
+ * rate_limited) the last attempt was less than RETRY_INTERVAL_NS ago (then the caller reports
+ * the failure at once).
  * A module that signed since its last initialisation is failing for the first time: that
  * failure earns a re-initialisation after FIRST_RETRY_NS already (a token pulled right after
  * named started is then reported as missing, not as a stale handle). */
-static void module_recover(struct module *m, unsigned long seen_gen)
+static void module_recover(struct module *m, unsigned long seen_gen, int rate_limited)
 {
     pthread_rwlock_wrlock(&m->rw);
     int64_t since = now_ns() - m->last_init_ns;
-    if (m->gen == seen_gen && (since >= RETRY_INTERVAL_NS ||
+    if (m->gen == seen_gen && (!rate_limited || since >= RETRY_INTERVAL_NS ||
                                (since >= FIRST_RETRY_NS && m->signed_since_init))) {
         module_forget_sessions(m);
         if (m->live)
@@ -941,8 +968,12 @@ static int token_login(struct token *t, CK_SESSION_HANDLE s)
     case V_PIN_LOCKED:
         return pin_rejected(t, BP11_ERR_PIN_LOCKED, rv);
     default:
-        return fail_ckr(rv, t->desc, "C_Login");
+        break;
     }
+    int rc = fail_ckr(rv, t->desc, "C_Login");
+    /* SoftHSM also says this when its C_Initialize read token.object while another process
+     * rewrote it (an empty user PIN blob): worth a re-initialisation (see torn_read_suspected). */
+    return rv == CKR_USER_PIN_NOT_INITIALIZED ? defer(RC_RECOVER, rc) : rc;
 }
 
 /* Make the token usable in generation `gen`: find it, open the first session, log in.
@@ -1546,6 +1577,38 @@ static int run_attempt(struct key *k, key_op op, void *arg, unsigned long *gen)
     return rc;
 }
 
+/* Could this failure be SoftHSM having read token.object while another process rewrote it?
+ * Then the token is missing from the slot list, or its C_GetTokenInfo, C_Login or
+ * C_OpenSession fails as if it were gone, or C_Login finds no user PIN. */
+static int torn_read_suspected(int rc)
+{
+    return rc == RC_RECOVER &&
+           (tl_pending == BP11_ERR_TOKEN_NOT_FOUND || tl_ckr == CKR_USER_PIN_NOT_INITIALIZED);
+}
+
+/* The first attempt on a key.  While its token has never been used in this process, a
+ * token-level failure (torn_read_suspected) may be SoftHSM reading token.object while another
+ * process rewrites it: re-initialise, unthrottled, up to SETTLE_TRIES times with
+ * growing pauses (see "Recovery").  The first success, or the budget running out, ends settling
+ * for the token; a key that is missing from a healthy token never settles. */
+static int run_settling(struct key *k, key_op op, void *arg, unsigned long *gen)
+{
+    struct token *t = k->tok;
+    int rc = run_attempt(k, op, arg, gen);
+
+    if (torn_read_suspected(rc) && !__atomic_load_n(&t->settled, __ATOMIC_RELAXED)) {
+        for (int i = 0; i < SETTLE_TRIES && torn_read_suspected(rc); i++) {
+            int64_t pause = SETTLE_PAUSE_NS << i;
+            struct timespec ts = {pause / 1000000000LL, pause % 1000000000LL};
+            nanosleep(&ts, NULL); /* let the other process finish writing; an EINTR only shortens it */
+            module_recover(t->mod, *gen, 0);
+            rc = run_attempt(k, op, arg, gen);
+        }
+        __atomic_store_n(&t->settled, 1, __ATOMIC_RELAXED); /* success or spent: no more */
+    }
+    return rc;
+}
+
 /* Resolve `uri` and run `op` on its key; a lost token, session or login earns one
  * re-initialisation of the module and one retry (see "Recovery" above). */
 static int run_on_key(const char *uri, key_op op, void *arg)
@@ -1557,13 +1620,15 @@ static int run_on_key(const char *uri, key_op op, void *arg)
     if ((rc = key_resolve(uri, &k)) != BP11_OK)
         return rc;
     for (int attempt = 0; attempt < 2; attempt++) {
-        rc = run_attempt(k, op, arg, &gen);
-        if (rc == BP11_OK)
+        rc = attempt == 0 ? run_settling(k, op, arg, &gen) : run_attempt(k, op, arg, &gen);
+        if (rc == BP11_OK) {
             clear_error(); /* a retry succeeded: the first attempt's complaint is history */
+            __atomic_store_n(&k->tok->settled, 1, __ATOMIC_RELAXED);
+        }
         if (rc >= 0)
             return rc;
         if (rc == RC_RECOVER && attempt == 0)
-            module_recover(k->tok->mod, gen);
+            module_recover(k->tok->mod, gen, 1);
     }
     return tl_pending; /* the retry failed too; tl_msg says why */
 }

@@ -38,7 +38,8 @@ extern "C" {
 #define BP11_ERR_CONFIG 1           /* no module path, unreadable pin file, bad env */
 #define BP11_ERR_MODULE 2           /* dlopen / C_GetFunctionList / C_Initialize failed */
 #define BP11_ERR_URI 3              /* URI does not parse, lacks token/object/id, or names a PIN or module */
-#define BP11_ERR_TOKEN_NOT_FOUND 4  /* token absent (also: token went away; fail fast) */
+#define BP11_ERR_TOKEN_NOT_FOUND 4  /* token absent (also: token went away; fail fast, but a token
+                                     * not yet used in this process is first re-sought for ~0.3 s) */
 #define BP11_ERR_KEY_NOT_FOUND 5
 #define BP11_ERR_PIN_INCORRECT 6    /* sticky: after one failed C_Login no further login is ever attempted in this process */
 #define BP11_ERR_PIN_LOCKED 7
