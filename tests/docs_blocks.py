@@ -163,12 +163,13 @@ def normalised(line: str) -> str:
 
 
 INLINE = re.compile(r"(?<!`)`(bindpkcs11 [^`]+)`(?!`)")
+COMMAND_TABLE = "commands.md"  # the reference: one row per command, its synopsis first
 TABLE_CELL = re.compile(r"`([a-z][a-z0-9-]*(?: [^`]*)?)`")
 
 
 def inline_commands(path: Path, subcommands: set[str]) -> list[tuple[str, str]]:
-    """`bindpkcs11 ...` in inline code spans of prose, and in README.md the command table's
-    first column (spans that start with a subcommand, written without `bindpkcs11`)."""
+    """`bindpkcs11 ...` in inline code spans of prose, and in docs/commands.md the command
+    table's first column (spans that start with a subcommand, written without `bindpkcs11`)."""
     found = []
     in_fence = False
     for number, line in enumerate(path.read_text().splitlines(), 1):
@@ -178,7 +179,7 @@ def inline_commands(path: Path, subcommands: set[str]) -> list[tuple[str, str]]:
             continue
         where = f"{path.name}:{number}"
         found += [(where, span) for span in INLINE.findall(line)]
-        if path.name == "README.md" and line.startswith("| `"):
+        if path.name == COMMAND_TABLE and line.startswith("| `"):
             first_cell = re.split(r"(?<!\\)\|", line)[1]
             found += [(where, f"bindpkcs11 {span}") for span in TABLE_CELL.findall(first_cell)
                       if span.split()[0] in subcommands]

@@ -44,7 +44,7 @@ BLOCK_TIMEOUT = 300.0  # token-back waits for named's retry (at most 60 s after 
 # Lines that are not a command but the general shape of one.
 NOT_A_COMMAND = {
     "bindpkcs11 [--state-dir DIR] [--json] [--debug] [--pin-file F] [--so-pin-file F] "
-    "[--profile P] [--tcti T] COMMAND": "README's synopsis of the global options",
+    "[--profile P] [--tcti T] COMMAND": "docs/commands.md's synopsis of the global options",
 }
 # A placeholder where the parser converts the value (int, a choice) is parsed as a sample value:
 # `--threshold T` as 2, `--type T` as the option's first choice.
@@ -145,7 +145,7 @@ def unknown_options(parser: argparse.ArgumentParser, argv: list[str]) -> str | N
     return None
 
 def documented_commands() -> list[tuple[str, str]]:
-    """Code-block lines, inline `bindpkcs11 ...` spans, and README's command table."""
+    """Code-block lines, inline `bindpkcs11 ...` spans, and docs/commands.md's command table."""
     subcommands = set(next(action for action in build_parser()._actions
                            if action.dest == "command").choices)
     found = [(block.where, command) for block in all_blocks() for command in bindpkcs11_commands(block)]
@@ -157,7 +157,7 @@ def documented_commands() -> list[tuple[str, str]]:
 def test_every_bindpkcs11_command_in_the_docs_parses_with_the_real_parser():
     commands = documented_commands()
     assert len(commands) >= 60, f"only {len(commands)} commands found: the extractor broke"
-    for name in ("README.md", "walkthrough.md", "operations.md", "offline-ksk.md", "rollover.md"):
+    for name in ("commands.md", "walkthrough.md", "operations.md", "offline-ksk.md", "rollover.md"):
         assert any(where.startswith(name + ":") for where, _ in commands), name
     failures = [f"{where}: {command}\n    {error}" for where, command in commands
                 if (error := parse_error(command, partial=where.endswith("(prose)")
