@@ -329,8 +329,8 @@ def write_section(results: list[dict], info: dict) -> None:
              "Ratio = named full / dnssec-signzone. \"software\": the ZSK in software, the KSK "
              "on the token. Queries: random names at 200/s from named's first answer until fully "
              "signed, one at a time over UDP; lost = no answer within 1 s; \"at start\" = before "
-             "the first name was answered (named answers SERVFAIL until it has loaded the "
-             "signed zone: not signing's doing).", "",
+             "the first name was answered (named answers SERVFAIL, at 1M names for a while "
+             "not at all, until it has loaded the signed zone: start-up, not signing).", "",
              "| records | algorithm | ZSK | batch | named first signed | named fully signed | batches | "
              "named peak RSS | queries (lost) | p50 / p99 / max | signzone (check) | signzone -P | "
              "ratio (check) | ratio (-P) | load |",
