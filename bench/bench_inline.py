@@ -12,7 +12,10 @@ the instance's own configuration and environment, as `named start` would. Measur
   fully signed          named started -> `rndc signing -list` says "Done signing" for both keys;
   peak RSS              named's VmHWM when fully signed;
   query latency         a loopback client asks for random names at --qps while named signs
-                        (p50/p99/lost: no answer within 1 s), as bench_latency.py does;
+                        (p50/p99/lost: no answer within 1 s), as bench_latency.py does; it
+                        waits up to 5 s, so a lost query is told apart as late (answered
+                        after 1 s) or never answered, and when it was sent (seconds after
+                        named started) is kept, with named's log (--keep-logs), to find why;
   dnssec-signzone       the patched dnssec-signzone -S with the same key files (same token
                         objects), same zone, in the same run: with its self-check, and with -P.
 
@@ -21,6 +24,7 @@ the instance's own configuration and environment, as `named start` would. Measur
 time to fully signed and query latency that chose config.SIGNING_SLICE.
 
     .venv/bin/python bench/bench_inline.py --records 10000 100000
+    .venv/bin/python bench/bench_inline.py --records 100000 --algorithm RSASHA256 --batches 25 100
 
 Results: docs/benchmarks.md (section `inline-big-zones`) and bench/results/inline.json.
 """
@@ -30,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -40,9 +45,10 @@ from pathlib import Path
 
 import dns.message
 import dns.query
+import dns.rcode
 import dns.rdatatype
 
-from bench_latency import Querier
+from bench_latency import LOST_AFTER, Querier
 from bench_setup_inline import machine
 from benchdoc import replace_section
 
@@ -51,6 +57,60 @@ BINDPKCS11 = [sys.executable, "-m", "bindpkcs11"]
 SECTION = "inline-big-zones"
 ZONE = "big.test"
 TOKEN = "bindpkcs11"
+
+
+GIVE_UP_AFTER = 5.0  # how long the client waits before a query counts as never answered
+
+
+class PatientQuerier(Querier):
+    """bench_latency's client, but waiting GIVE_UP_AFTER s: a query not answered within
+    LOST_AFTER still counts as lost, and is told apart as late, answered with an error (the
+    rcode, or NODATA) or never answered."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.errors: dict[float, str] = {}  # sent -> what the answer was, when not an address
+
+    def run(self) -> None:
+        next_at = time.monotonic()
+        while not self.stop.is_set():
+            name = f"{self.prefix}{random.randrange(self.hosts)}.{self.zone}."
+            query = dns.message.make_query(name, "A", want_dnssec=True)
+            sent = time.monotonic()
+            try:
+                response = dns.query.udp(query, "127.0.0.1", port=self.port,
+                                         timeout=GIVE_UP_AFTER)
+                latency = time.monotonic() - sent
+                ok = response.rcode() == dns.rcode.NOERROR and response.answer
+                if not ok:
+                    self.errors[sent] = f"{dns.rcode.to_text(response.rcode())} after " \
+                        f"{latency * 1000:.0f} ms"
+                self.samples.append((sent, latency if ok else None))
+            except dns.exception.Timeout:
+                self.samples.append((sent, None))
+            next_at += self.interval
+            self.stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def window(self, start: float, end: float) -> dict:
+        """Latency figures for queries answered within LOST_AFTER; the rest are lost."""
+        inside = [(sent, latency) for sent, latency in self.samples if start <= sent <= end]
+        on_time = [(sent, lat) for sent, lat in inside if lat is not None and lat <= LOST_AFTER]
+        saved = self.samples
+        self.samples = on_time + [(sent, None) for sent, lat in inside
+                                  if lat is None or lat > LOST_AFTER]
+        try:
+            figures = super().window(start, end)
+        finally:
+            self.samples = saved
+        lost = [(sent, lat) for sent, lat in inside if lat is None or lat > LOST_AFTER]
+        figures["late"] = sum(1 for _, lat in lost if lat is not None)
+        figures["error"] = sum(1 for sent, lat in lost if lat is None and sent in self.errors)
+        figures["never"] = sum(1 for sent, lat in lost if lat is None and sent not in self.errors)
+        figures["lost_at"] = [[round(sent - start, 2), self.errors.get(sent) or (
+            f"late {lat:.2f} s" if lat is not None else "no answer")] for sent, lat in lost]
+        served = min((sent for sent, _ in on_time), default=float("inf"))
+        figures["lost_at_start"] = sum(1 for sent, _ in lost if sent < served)
+        return figures
 
 
 def free_port() -> int:
@@ -112,7 +172,8 @@ def run_named(instance: Path, env: dict, port: int, limit: float, records: int,
         process = subprocess.Popen(args, env=named_env, cwd=instance, stdout=out, stderr=out)
     started = time.monotonic()
     first = full = None
-    querier = Querier(port, records, qps, prefix="h", zone=ZONE) if qps else None
+    querier = PatientQuerier(port, records, qps, prefix="h", zone=ZONE) if qps else None
+    wall_start = time.time()
     try:
         while time.monotonic() - started < limit:
             if process.poll() is not None:
@@ -137,10 +198,10 @@ def run_named(instance: Path, env: dict, port: int, limit: float, records: int,
         process.wait(timeout=60)
     signed = next((int(line.split(":")[1]) for line in serial.splitlines()
                    if line.startswith("signed serial:")), None)
-    latency = querier.window(0, float("inf")) if querier else {}
+    latency = querier.window(started, float("inf")) if querier else {}
     return {"first_signed_s": first and round(first, 2), "fully_signed_s": full and round(full, 2),
             "peak_rss_mb": round(rss, 1), "batches": signed - 1 if signed else None,
-            "latency": latency}
+            "latency": latency, "started_utc": time.strftime("%H:%M:%S", time.gmtime(wall_start))}
 
 
 def signed_soa_answered(port: int) -> bool:
@@ -193,12 +254,14 @@ def fresh_zone(instance: Path, records: int) -> None:
         shutil.chown(zone_file, "bind", "bind")
 
 
-def one_case(base: Path, env: dict, records: int, zsk_on: str, limit: float,
-             batches: list[int | None], qps: float, signzone: bool) -> list[dict]:
-    state = base / f"{records}-{zsk_on}"
+def one_case(base: Path, env: dict, records: int, zsk_on: str, algorithm: str, limit: float,
+             batches: list[int | None], qps: float, signzone: bool,
+             keep_logs: Path | None) -> list[dict]:
+    state = base / f"{records}-{zsk_on}-{algorithm}"
     port = free_port()
-    cli(state, env, "setup-inline", ZONE, "--zsk-on", zsk_on, "--port", str(port),
-        "--rndc-port", str(free_port()))
+    bits = ["--bits", "2048"] if algorithm.startswith("RSA") else []
+    cli(state, env, "setup-inline", ZONE, "--zsk-on", zsk_on, "--algorithm", algorithm, *bits,
+        "--port", str(port), "--rndc-port", str(free_port()))
     cli(state, env, "named", "stop", ZONE)
     instance = state / "instances" / ZONE
     rendered = rendered_batch(instance)
@@ -208,14 +271,20 @@ def one_case(base: Path, env: dict, records: int, zsk_on: str, limit: float,
     for batch in batches:
         set_batch(instance, batch or rendered)
         fresh_zone(instance, records)
-        row = {"records": records, "zsk_on": zsk_on, "batch": batch or rendered,
+        (instance / "named.log").write_bytes(b"")  # this run's lines only (kept with --keep-logs)
+        row = {"records": records, "zsk_on": zsk_on, "algorithm": algorithm,
+               "batch": batch or rendered,
                "rendered": batch in (None, rendered), "load_before": round(os.getloadavg()[0], 2)}
         row["named"] = run_named(instance, tool_env, port, limit, records, qps)
         row["load_after"] = round(os.getloadavg()[0], 2)
+        if keep_logs:
+            keep_logs.mkdir(parents=True, exist_ok=True)
+            shutil.copy(instance / "named.log",
+                        keep_logs / f"{records}-{zsk_on}-{algorithm}-{batch or rendered}.log")
         rows.append(row)
         print(json.dumps(row), flush=True)
     if signzone:
-        work = base / f"sz-{records}-{zsk_on}"
+        work = base / f"sz-{records}-{zsk_on}-{algorithm}"
         work.mkdir()
         unsigned = work / "zone.db"
         unsigned.write_text(zone_text(records))
@@ -237,12 +306,21 @@ def rendered_batch(instance: Path) -> int:
     return int(conf.split("sig-signing-signatures", 1)[1].split(";", 1)[0])
 
 
+def lost_cell(latency: dict) -> str:
+    """Lost queries, those before named first answered a name told apart."""
+    if "lost" not in latency:
+        return "-"
+    at_start = latency.get("lost_at_start",
+                           sum(1 for _, what in latency.get("lost_at", []) if "SERVFAIL" in what))
+    return f"{latency['lost'] - at_start} + {at_start} at start"
+
+
 def write_section(results: list[dict], info: dict) -> None:
     lines = ["## Big zones: named's inline signing against dnssec-signzone", "",
              f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {info['cpu']}, "
              f"{info['cores']} cores, Debian {info['debian']}, machine shared with other "
              "developers' builds and tests (load average per row), patched BIND 9.18, SoftHSM2, "
-             "ECDSA P-256 KSK and ZSK (`bench/bench_inline.py`). Zone: N A records + 1 NS, NSEC. "
+             "KSK and ZSK of the algorithm in each row (`bench/bench_inline.py`). Zone: N A records + 1 NS, NSEC. "
              "named is started on the instance setup-inline rendered (its `sig-signing-*` batch "
              "from the ZSK's rate) with the big zone and no signed state; first = the apex SOA "
              "served with an RRSIG, full = both keys \"Done signing\". dnssec-signzone: the "
@@ -250,17 +328,20 @@ def write_section(results: list[dict], info: dict) -> None:
              "after named in the same run; \"check\" = with its default self-check, `-P` without. "
              "Ratio = named full / dnssec-signzone. \"software\": the ZSK in software, the KSK "
              "on the token. Queries: random names at 200/s from named's first answer until fully "
-             "signed, one at a time over UDP; lost = no answer within 1 s.", "",
-             "| records | ZSK | batch | named first signed | named fully signed | batches | "
+             "signed, one at a time over UDP; lost = no answer within 1 s; \"at start\" = before "
+             "the first name was answered (named answers SERVFAIL, at 1M names for a while "
+             "not at all, until it has loaded the signed zone: start-up, not signing).", "",
+             "| records | algorithm | ZSK | batch | named first signed | named fully signed | batches | "
              "named peak RSS | queries (lost) | p50 / p99 / max | signzone (check) | signzone -P | "
              "ratio (check) | ratio (-P) | load |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         n, q = r["named"], r["named"].get("latency", {})
         lines.append(
-            f"| {r['records']:,} | {r['zsk_on']} | {r['batch']} | {n['first_signed_s']} s | "
+            f"| {r['records']:,} | {r.get('algorithm', 'ECDSAP256SHA256')} | {r['zsk_on']} | "
+            f"{r['batch']} | {n['first_signed_s']} s | "
             f"{n['fully_signed_s']} s | {n['batches']} | {n['peak_rss_mb']:.0f} MB | "
-            f"{q.get('queries', '-')} ({q.get('lost', '-')}) | {q.get('p50_ms', '-')} / "
+            f"{q.get('queries', '-')} ({lost_cell(q)}) | {q.get('p50_ms', '-')} / "
             f"{q.get('p99_ms', '-')} / {q.get('max_ms', '-')} ms | "
             f"{r.get('signzone_check', {}).get('seconds', '-')} s | "
             f"{r.get('signzone_p', {}).get('seconds', '-')} s | "
@@ -273,6 +354,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", nargs="+", type=int, default=[10_000, 100_000])
     parser.add_argument("--zsk-on", nargs="+", default=["token", "software"])
+    parser.add_argument("--algorithm", nargs="+", default=["ECDSAP256SHA256"],
+                        help="one case per algorithm (RSASHA256: 2048 bits)")
+    parser.add_argument("--keep-logs", type=Path, help="copy each run's named.log here")
     parser.add_argument("--limit", type=float, default=1800, help="give up on named after S s")
     parser.add_argument("--batches", nargs="+", default=["rendered"],
                         help="sig-signing-signatures values, one named run each ('rendered': "
@@ -289,11 +373,12 @@ def main() -> int:
     base.chmod(0o711)  # named runs as bind when root: it must be able to enter the state dirs
     results = []
     try:
+        batches = [None if b == "rendered" else int(b) for b in args.batches]
         for records in args.records:
-            for zsk_on in args.zsk_on:
-                batches = [None if b == "rendered" else int(b) for b in args.batches]
-                results += one_case(base, env, records, zsk_on, args.limit, batches, args.qps,
-                                    not args.no_signzone)
+            for algorithm in args.algorithm:
+                for zsk_on in args.zsk_on:
+                    results += one_case(base, env, records, zsk_on, algorithm, args.limit,
+                                        batches, args.qps, not args.no_signzone, args.keep_logs)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     (REPO / "bench" / "results").mkdir(exist_ok=True)

@@ -145,12 +145,16 @@ def status(state: StateDir, zone: dns.name.Name) -> InstanceStatus:
     pid = named.running_pid(instance)
     serial, keys, health = None, [], None
     if pid is not None:
+        before = _signing_progress(instance, settings, prefix, pid)
         report = monitor.check_zone(zone, settings.listen, settings.port)
         serial = report.serial
         problems = list(report.problems) if report.status == "critical" else []
         progress = _signing_progress(instance, settings, prefix, pid)
-        if progress is not None and not progress.secure:
-            problems = []  # no RRSIGs served until the first pass completes its NSEC chain
+        # No RRSIGs are served until the first pass completes its NSEC chain. Read before and
+        # after the query: the zone can turn secure while it is asked (big batches make that
+        # turn a visible moment), and an unsigned answer from just before it is no problem.
+        if any(reading is not None and not reading.secure for reading in (before, progress)):
+            problems = []
         keys = _with_roles(instance, zone, rndc.signing_list(instance, prefix, settings.zone)[1])
         health = signing_health(instance, prefix, settings.zone, instance.zone_file(zone),
                                 monitor.last_signed(report))

@@ -31,8 +31,12 @@ def rendered_batch(tmp_path: Path, wanted: InstanceSettings) -> tuple[int, int]:
 
 def test_a_fast_token_gets_big_batches_and_a_card_keeps_binds_default(tmp_path):
     softhsm = rendered_batch(tmp_path, settings("softhsm"))
-    assert softhsm[0] >= 200 and softhsm[1] >= softhsm[0]  # not BIND's 10 / 100
+    # bench_inline's sweep (100k names): batches under 1,000 left named slower than 1.5x
+    # dnssec-signzone; 1,000-4,000 met it with p99 under 25 ms (docs/benchmarks.md).
+    assert 1000 <= softhsm[0] <= 4000 and softhsm[1] >= softhsm[0]  # not BIND's 10 / 100
+    assert 2000 <= rendered_batch(tmp_path, settings("softhsm", "software"))[0] <= 4000
     assert rendered_batch(tmp_path, settings("openpgp", algorithm=8)) == (10, 100)
+    assert 10 < rendered_batch(tmp_path, settings("tpm2"))[0] < 100  # 330/s: a slice, not 1,000
     # RSA on SoftHSM signs ~10x slower than P-256: a batch takes the same time, not 10x longer.
     rsa = rendered_batch(tmp_path, settings("softhsm", algorithm=8))
     assert rsa[0] < softhsm[0] / 5
