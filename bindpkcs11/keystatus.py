@@ -3,7 +3,9 @@
 The keys are the instance's key files and the token objects named after the zone (setup-inline
 and rollover label them `<zone>-<role>-<tag>`). A key's state and next event come from its timing
 metadata (dnssec/keytiming.py), exactly as named reads it; whether its token object still exists
-is asked of the token (one login with the instance's PIN file). A token that cannot be reached
+is asked of the token (one login with the instance's PIN file). On BIND 9.20 (a dnssec-policy)
+named's key manager writes those timing fields itself and keeps a .state file per key: its
+record states are shown beside them (`named`). A token that cannot be reached
 does not hide the key files: their token state shows as "unknown" and the reason is reported.
 """
 
@@ -17,7 +19,7 @@ import dns.name
 
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.bind.instance import Instance
-from bindpkcs11.dnssec import algorithms
+from bindpkcs11.dnssec import algorithms, keystate
 from bindpkcs11.dnssec.dnskey import ds_text, zone_label_text
 from bindpkcs11.dnssec.keyfile import KeyPairFiles, key_pairs_in
 from bindpkcs11.dnssec.keytiming import NextEvent, private_time, state_at
@@ -46,6 +48,9 @@ class KeyStatus:
     key_file: str | None
     times: dict[str, int] = field(default_factory=dict)
     cds: bool | None = None  # a KSK: named publishes CDS/CDNSKEY for it now
+    # Under a dnssec-policy (BIND 9.20): named's key manager's view from the key's .state file,
+    # the state of each record (dnskey, zone_rrsig, key_rrsig, ds) and the goal it moves them to.
+    named: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -151,7 +156,18 @@ def _key_row(pair: KeyPairFiles, now: int, objects: dict[str, set[str] | None]) 
         state=state_at(pair.timing, now), next_event=_next(times, now),
         token_object=token_object, key_file=str(pair.key_path),
         times=times, cds=_cds_now(times, now) if pair.role == "ksk" else None,
+        named=_named_states(pair),
     )
+
+
+def _named_states(pair: KeyPairFiles) -> dict[str, str] | None:
+    """The key manager's record states, for keys named keeps under a policy; a .state file
+    that cannot be read shows as such rather than hiding the key."""
+    try:
+        state = keystate.read_state(pair)
+    except BindPkcs11Error as error:
+        return {"error": str(error)}
+    return None if state is None else dict(state.states)
 
 
 def _next(times: dict[str, int], now: int) -> NextEvent | None:
