@@ -229,10 +229,23 @@ def _served(zone: dns.name.Name, settings: InstanceSettings, tag: int) -> bool:
     return report.status != "critical" and any(k.key_tag == tag for k in report.dnskeys)
 
 
+def require_cds_published(new: NamedKey, zone: str) -> None:
+    """The parent may carry the new DS only once every cache can hold the new DNSKEY (RFC 7583):
+    named marks that by publishing the new KSK's CDS, when its DNSKEY and key RRSIG states are
+    omnipresent. named 9.20.23 itself accepts `-checkds published` earlier, so this is checked
+    here, before named is told anything."""
+    states = new.state.states
+    if states.get("dnskey") != "omnipresent" or states.get("key_rrsig") != "omnipresent":
+        raise rollover.RolloverRefused(
+            f"named has not published the CDS of KSK {new.tag} of {zone} yet (its DNSKEY is "
+            f"{states.get('dnskey')}, not yet in every cache): the parent must not switch to its "
+            "DS before; try again once 'bindpkcs11 status' shows its CDS")
+
+
 def _schedule(keys: list[NamedKey], old: int, new: int | None) -> list[tuple[int, str]]:
     """The events named wrote for the two keys, in time order."""
-    labels = {"publish": "DNSKEY published", "activate": "signs", "inactive": "stops signing",
-              "delete": "DNSKEY removed", "sync_publish": "CDS/CDNSKEY published",
+    labels = {"publish": "published", "activate": "active", "inactive": "retired",
+              "delete": "removed", "sync_publish": "CDS/CDNSKEY published",
               "sync_delete": "CDS/CDNSKEY withdrawn"}
     events = []
     for key in keys:
@@ -262,6 +275,7 @@ def _ds_published(instance: Instance, settings: InstanceSettings, prefix: Path,
         raise kskroll.NoKskRollover("no KSK rollover is waiting for its DS: start one with "
                                     "'bindpkcs11 rollover ksk DOMAIN' ('bindpkcs11 status' "
                                     "shows the keys)")
+    require_cds_published(new[0], settings.zone)
     if request.parent_server is not None:
         kskroll.require_ds_at_parent(zone, new[0].pair, *request.parent_server)
     commands = [["dnssec", "-checkds", "-key", str(new[0].tag), "published", settings.zone],

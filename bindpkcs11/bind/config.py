@@ -45,10 +45,12 @@ TEST_TIMINGS = {
 }
 # --test-timings on the stock route: named's own key manager times a rollover there (RFC 7583:
 # successor active after DNSKEY TTL + publish-safety + propagation delay), so the policy's TTL and
-# delays are seconds and a ZSK roll can be watched in about a minute (signatures as above).
+# delays are seconds and a ZSK roll can be watched in about a minute (signatures as above), and
+# the parent's DS TTL too, so a KSK roll completes within minutes after --ds-published.
 STOCK_TEST_TIMINGS = TEST_TIMINGS | {
     "dnskey_ttl": "PT15S", "dnskey_ttl_seconds": 15, "propagation_delay": "PT5S",
     "publish_safety": "PT5S", "retire_safety": "PT5S",
+    "parent_ds_ttl": "PT15S", "parent_propagation_delay": "PT5S",
 }
 # BIND 9.20 has no auto-dnssec and no sig-validity-interval: the same dnssec-policy that adopts the
 # token keys (lifetime unlimited) carries the default mode's signature timings (35 days, re-signed

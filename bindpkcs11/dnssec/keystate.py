@@ -19,7 +19,8 @@ from bindpkcs11.fileio import read_text_limited
 STATE_FILE_LIMIT = 64 * 1024
 # .state fields that are times, under the names `status` uses for the same events.
 STATE_TIMES = {"Published": "publish", "Active": "activate", "Retired": "inactive",
-               "Removed": "delete", "PublishCDS": "sync_publish", "DeleteCDS": "sync_delete"}
+               "Removed": "delete", "PublishCDS": "sync_publish", "DeleteCDS": "sync_delete",
+               "DSPublish": "ds_published", "DSRemoved": "ds_removed"}
 STATE_NAMES = {"GoalState": "goal", "DNSKEYState": "dnskey", "ZRRSIGState": "zone_rrsig",
                "KRRSIGState": "key_rrsig", "DSState": "ds"}
 
