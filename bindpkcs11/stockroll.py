@@ -246,7 +246,8 @@ def _schedule(keys: list[NamedKey], old: int, new: int | None) -> list[tuple[int
     """The events named wrote for the two keys, in time order."""
     labels = {"publish": "published", "activate": "active", "inactive": "retired",
               "delete": "removed", "sync_publish": "CDS/CDNSKEY published",
-              "sync_delete": "CDS/CDNSKEY withdrawn"}
+              "sync_delete": "CDS/CDNSKEY withdrawn", "ds_published": "DS at the parent",
+              "ds_removed": "DS withdrawn from the parent"}
     events = []
     for key in keys:
         if key.tag not in (old, new):
@@ -254,7 +255,7 @@ def _schedule(keys: list[NamedKey], old: int, new: int | None) -> list[tuple[int
         for name, value in key.state.times.items():
             if key.tag == old and name in ("publish", "activate", "sync_publish"):
                 continue
-            events.append((value, f"{key.role.upper()} {key.tag} {labels[name]}"))
+            events.append((value, f"{key.role.upper()} {key.tag} {labels.get(name, name)}"))
     return sorted(events)
 
 

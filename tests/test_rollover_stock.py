@@ -17,16 +17,21 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import dns.dnssec
+import dns.name
+import dns.rdatatype
 import dns.rrset
 
-from dnspoller import ValidatingPoller  # noqa: F401 - Poller's base
+from dnspoller import ValidatingPoller
 from test_inline import ZONE, poll, setup, validated
 from test_rollover import Observation, Poller, delv_validates
 from test_stock_inline import delv_anchor, stock_bind, stock_cli  # noqa: F401 - fixtures
 
 PHASE_SLACK = 25.0
+ORIGIN = dns.name.from_text(ZONE)
 
 
 def ksk_rrset(key_file: Path) -> dns.rrset.RRset:
@@ -154,3 +159,112 @@ def test_stock_zsk_rollover_is_done_by_named_inside_the_token(stock_cli, tmp_pat
     assert not poller.failures, poller.failures[:5]
     assert len(poller.seen) > 50
     assert all(old in o.soa_signers for o in poller.seen)  # removal is after the watch
+
+
+@dataclass
+class KskObservation:
+    at: float
+    anchor: int
+    dnskeys: frozenset[int]
+    dnskey_signers: frozenset[int]
+    cds: frozenset[int]
+
+
+@dataclass
+class KskPoller(ValidatingPoller):
+    """Validates the DNSKEY RRset against the trust anchor of the moment (the KSK whose DS the
+    pretend parent serves: `anchor`, switched by the test with the DS), the SOA against that
+    DNSKEY set, and the CDS RRset too; keeps the CDS key tags."""
+
+    port: int
+    anchor: dns.rrset.RRset
+
+    def once(self) -> None:
+        anchor = self.anchor
+        keys, key_sigs = Poller.ask(self, ZONE, dns.rdatatype.DNSKEY)  # type: ignore[arg-type]
+        # (Poller.ask needs only `port`: the same query and RRSIG lookup as the ZSK test's)
+        dns.dnssec.validate(keys, key_sigs, {ORIGIN: anchor})
+        for rdtype in (dns.rdatatype.SOA, dns.rdatatype.CDS):
+            rrset, sigs = Poller.ask(self, ZONE, rdtype)  # type: ignore[arg-type]
+            dns.dnssec.validate(rrset, sigs, {ORIGIN: keys})
+            if rdtype == dns.rdatatype.CDS:
+                cds = frozenset(rd.key_tag for rd in rrset)
+        self.seen.append(KskObservation(
+            time.time(), dns.dnssec.key_id(anchor[0]),
+            frozenset(dns.dnssec.key_id(k) for k in keys),
+            frozenset(sig.key_tag for sig in key_sigs), cds))
+
+
+def test_stock_ksk_rollover_by_named_with_ds_published(stock_cli, tmp_path):
+    """named rolls the KSK inside the token; `--ds-published` is refused until named publishes
+    the new CDS, then tells named (checkds) and the CDS, status's DS and the trust anchor
+    follow. The old KSK's removal (named's schedule, minutes later) is asserted, not awaited."""
+    report = json.loads(setup(stock_cli, "--bind", "stock", "--test-timings", "--json").stdout)
+    port = stock_cli.ports[0]
+    old = next(k["tag"] for k in report["keys"] if k["role"] == "ksk")
+    instance = Path(report["instance_dir"])
+    old_file = next(instance.glob(f"keys/K{ZONE}.+013+{old:05d}.key"))
+    labels_before = private_labels(stock_cli)
+    poller = KskPoller(port, ksk_rrset(old_file))
+    thread = threading.Thread(target=poller.run, daemon=True)
+    thread.start()
+    try:
+        assert poller.latest().cds == {old}
+        rolled = stock_cli.json("rollover", "ksk", ZONE)
+        new = rolled["successor"]
+        assert rolled["predecessor"] == old and rolled["step"] == "rolling"
+        assert rolled["rndc_commands"] == [f"rndc dnssec -rollover -key {old} {ZONE}."]
+        assert rolled["new_ds"].startswith(f"{ZONE}. IN DS {new} 13 2 ")
+        assert rolled["uri"].split("object=")[1] in private_labels(stock_cli) - labels_before
+        seen = poller.latest()
+        assert {old, new} <= seen.dnskeys and {old, new} <= seen.dnskey_signers
+        schedule = {event: when for when, event in rolled["schedule"]}
+        cds_time = schedule[f"KSK {new} CDS/CDNSKEY published"]
+
+        # Too early: named has not published the new CDS; named is told nothing.
+        error = stock_cli("rollover", "ksk", ZONE, "--ds-published", check=False)
+        assert error.returncode != 0 and "has not published the CDS of KSK" in error.stderr
+        assert "checkds" not in (instance / "named.log").read_text()
+
+        poll(lambda: new in poller.seen[-1].cds, cds_time - time.time() + PHASE_SLACK,
+             "the new KSK's CDS")
+        assert poller.first(lambda o: new in o.cds).at >= cds_time - 1
+        status = stock_cli.json("status", ZONE)
+        # named's DS states: the old DS stays, the new one is on its way (named expects the
+        # parent to take it from the CDS): status offers both until --ds-published.
+        assert {line.split()[3] for line in status["ds"]} == {str(old), str(new)}
+        assert {k["tag"]: k["named"]["ds"] for k in status["keys"] if k["role"] == "ksk"} == \
+            {old: "rumoured", new: "rumoured"}
+
+        # The pretend parent now serves the new DS: the trust anchor follows it.
+        poller.anchor = ksk_rrset(next(instance.glob(f"keys/K{ZONE}.+013+{new:05d}.key")))
+        switched = stock_cli.json("rollover", "ksk", ZONE, "--ds-published")
+        assert switched["step"] == "DS switched"
+        assert switched["rndc_commands"] == [
+            f"rndc dnssec -checkds -key {new} published {ZONE}.",
+            f"rndc dnssec -checkds -key {old} withdrawn {ZONE}."]
+        poll(lambda: poller.seen[-1].cds == {new}, PHASE_SLACK, "the old CDS withdrawn")
+        status = stock_cli.json("status", ZONE)
+        assert [line.split()[3] for line in status["ds"]] == [str(new)]
+        by_tag = {k["tag"]: k for k in status["keys"]}
+        assert by_tag[new]["cds"] is True and by_tag[old]["cds"] is False
+        assert by_tag[old]["named"]["goal"] == "hidden" and by_tag[old]["named"]["ds"] in (
+            "unretentive", "hidden")
+        # named's schedule: the old KSK is removed later (its times, as status reports them).
+        assert by_tag[old]["times"]["delete"] >= by_tag[old]["times"]["inactive"]
+        assert old in poller.latest().dnskeys or by_tag[old]["state"] == "removed"
+        delv_validates_with(tmp_path, poller.anchor, port)
+    finally:
+        poller.stop.set()
+        thread.join(timeout=10)
+    assert not poller.failures, poller.failures[:5]
+    assert all(o.dnskey_signers >= {o.anchor} for o in poller.seen)
+
+
+def delv_validates_with(tmp_path: Path, anchor: dns.rrset.RRset, port: int) -> None:
+    """delv with `anchor` (the KSK the parent's DS names now) validates the DNSKEY RRset."""
+    key = anchor[0].to_text().split(None, 3)
+    anchors = tmp_path / "anchors-now.conf"
+    anchors.write_text(f'trust-anchors {{ {ZONE}. static-key {key[0]} {key[1]} {key[2]} '
+                       f'"{"".join(key[3].split())}"; }};\n')
+    delv_validates(anchors, port, ZONE, "DNSKEY")
