@@ -91,8 +91,10 @@ class StockRequest:
 
 
 def is_stock_instance(state: StateDir, zone: dns.name.Name) -> bool:
-    """True for an instance served by stock BIND 9.20 (setup-inline --bind stock)."""
-    return Instance.for_zone(state, zone).load_settings().bind == STOCK
+    """True for an instance served by stock BIND 9.20 (setup-inline --bind stock); False with
+    no instance, so the other route's checks (its argument errors first) report that."""
+    instance = Instance.for_zone(state, zone)
+    return instance.exists() and instance.load_settings().bind == STOCK
 
 
 def rollover_stock(state: StateDir, request: StockRequest, progress) -> StockRollover:
