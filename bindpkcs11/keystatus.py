@@ -3,7 +3,9 @@
 The keys are the instance's key files and the token objects named after the zone (setup-inline
 and rollover label them `<zone>-<role>-<tag>`). A key's state and next event come from its timing
 metadata (dnssec/keytiming.py), exactly as named reads it; whether its token object still exists
-is asked of the token (one login with the instance's PIN file). A token that cannot be reached
+is asked of the token (one login with the instance's PIN file). On BIND 9.20 (a dnssec-policy)
+named's key manager writes those timing fields itself and keeps a .state file per key: its
+record states are shown beside them (`named`). A token that cannot be reached
 does not hide the key files: their token state shows as "unknown" and the reason is reported.
 """
 
@@ -17,7 +19,7 @@ import dns.name
 
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.bind.instance import Instance
-from bindpkcs11.dnssec import algorithms, kskplan
+from bindpkcs11.dnssec import algorithms, keystate, kskplan
 from bindpkcs11.dnssec.dnskey import ds_text, zone_label_text
 from bindpkcs11.dnssec.keyfile import KeyPairFiles, key_pairs_in
 from bindpkcs11.dnssec.keytiming import NextEvent, private_time, state_at
@@ -46,6 +48,9 @@ class KeyStatus:
     key_file: str | None
     times: dict[str, int] = field(default_factory=dict)
     cds: bool | None = None  # a KSK: named publishes CDS/CDNSKEY for it now
+    # Under a dnssec-policy (BIND 9.20): named's key manager's view from the key's .state file,
+    # the state of each record (dnskey, zone_rrsig, key_rrsig, ds) and the goal it moves them to.
+    named: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -60,13 +65,14 @@ class ZoneKeyStatus:
 
 def zone_status(state: StateDir, zone: dns.name.Name, now: int | None = None) -> ZoneKeyStatus:
     """The status of every key of `zone`'s setup-inline instance at `now` (default: the clock)."""
+    live = now is None  # named's record states are its view now, not at another time
     now = int(time.time()) if now is None else now
     instance = Instance.for_zone(state, zone)
     settings = instance.load_settings()
     pairs = key_pairs_in(instance.key_dir, zone)
     problems: list[str] = []
     objects = _token_objects(state, instance, settings.profile, pairs, settings.token, problems)
-    rows = [_key_row(pair, now, objects) for pair in pairs]
+    rows = [_key_row(pair, now, objects, live) for pair in pairs]
     referenced = {(parse_uri(p.label_uri).token, parse_uri(p.label_uri).object)
                   for p in pairs if p.label_uri}
     prefix = f"{zone_label_text(zone)}-"
@@ -123,6 +129,9 @@ def _parent_ds(zone: dns.name.Name, pairs: list[KeyPairFiles], rows: list[KeySta
     KSK rollover, the new KSK once its DNSKEY is in every cache); for keys without CDS timing
     (instances set up before CDS), the active KSKs."""
     ksks = [(pair, row) for pair, row in zip(pairs, rows) if pair.role == "ksk"]
+    if any(row.named for _, row in ksks):  # named's key manager: its DS states say
+        return [ds_text(zone, pair.dnskey) for pair, row in ksks
+                if (row.named or {}).get("ds") in _IN_ZONE]
     with_cds = [pair for pair, row in ksks if row.cds and row.state != "removed"]
     chosen = with_cds or [pair for pair, row in ksks if row.state == "active"]
     return [ds_text(zone, pair.dnskey) for pair in chosen]
@@ -146,12 +155,17 @@ def _token_objects(state: StateDir, instance: Instance, profile: str, pairs: lis
     return found
 
 
-def _key_row(pair: KeyPairFiles, now: int, objects: dict[str, set[str] | None]) -> KeyStatus:
+def _key_row(pair: KeyPairFiles, now: int, objects: dict[str, set[str] | None],
+             live: bool = False) -> KeyStatus:
     times = {name: value for name, value in vars(pair.timing).items() if value is not None}
     for name in ("sync_publish", "sync_delete"):
         value = private_time(pair, name) if pair.role == "ksk" else None
         if value is not None:
             times[name] = value
+    named, ds_removed = _named_states(pair)
+    state = _named_key_state(named, pair.role) if live and named else None
+    if ds_removed is not None:  # named deleted the CDS when told the parent withdrew the DS
+        times.setdefault("sync_delete", ds_removed)
     token_object = None
     if pair.label_uri:
         uri = parse_uri(pair.label_uri)
@@ -161,10 +175,44 @@ def _key_row(pair: KeyPairFiles, now: int, objects: dict[str, set[str] | None]) 
     return KeyStatus(
         role=pair.role, algorithm=_mnemonic(pair.dnskey.algorithm), tag=pair.tag,
         location="token" if pair.label_uri else "software", uri=pair.label_uri,
-        state=state_at(pair.timing, now), next_event=_next(times, now),
+        state=state or state_at(pair.timing, now), next_event=_next(times, now),
         token_object=token_object, key_file=str(pair.key_path),
         times=times, cds=_cds_now(times, now) if pair.role == "ksk" else None,
+        named=named,
     )
+
+
+def _named_states(pair: KeyPairFiles) -> tuple[dict[str, str] | None, int | None]:
+    """The key manager's record states, for keys named keeps under a policy, and when named
+    was told the parent withdrew the key's DS (it deletes the CDS then); a .state file that
+    cannot be read shows as such rather than hiding the key."""
+    try:
+        state = keystate.read_state(pair)
+    except BindPkcs11Error as error:
+        return {"error": str(error)}, None
+    if state is None:
+        return None, None
+    return dict(state.states), state.times.get("ds_removed")
+
+
+# Record states in which named serves the record (keymgr.c: hidden and unretentive are not).
+_IN_ZONE = ("rumoured", "omnipresent")
+
+
+def _named_key_state(named: dict[str, str], role: str) -> str | None:
+    """The key's state as named's key manager holds it now, in `status`'s words. Under a
+    policy named 9.20 keeps signing with a retired key until its successor's signatures are
+    everywhere, and removes a DNSKEY only when its rules allow (measured: after its Delete time),
+    so its record states, not the timing fields, say what DNS shows."""
+    dnskey = named.get("dnskey")
+    signs = named.get("zone_rrsig" if role == "zsk" else "key_rrsig")
+    if dnskey is None:
+        return None
+    if dnskey not in _IN_ZONE:
+        return "removed" if named.get("goal") == "hidden" else "generated"
+    if signs in _IN_ZONE:
+        return "active"
+    return "inactive" if named.get("goal") == "hidden" else "published"
 
 
 def _next(times: dict[str, int], now: int) -> NextEvent | None:

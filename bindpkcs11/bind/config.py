@@ -43,6 +43,15 @@ TEST_TIMINGS = {
     "publish_safety": "PT5M", "retire_safety": "PT5M", "signatures_validity": "PT30M",
     "signatures_refresh": "PT20M", "signatures_jitter": "PT1M",
 }
+# --test-timings on the stock route: named's own key manager times a rollover there (RFC 7583:
+# successor active after DNSKEY TTL + publish-safety + propagation delay), so the policy's TTL and
+# delays are seconds and a ZSK roll can be watched in about a minute (signatures as above), and
+# the parent's DS TTL too, so a KSK roll completes within minutes after --ds-published.
+STOCK_TEST_TIMINGS = TEST_TIMINGS | {
+    "dnskey_ttl": "PT15S", "dnskey_ttl_seconds": 15, "propagation_delay": "PT5S",
+    "publish_safety": "PT5S", "retire_safety": "PT5S",
+    "parent_ds_ttl": "PT15S", "parent_propagation_delay": "PT5S",
+}
 # BIND 9.20 has no auto-dnssec and no sig-validity-interval: the same dnssec-policy that adopts the
 # token keys (lifetime unlimited) carries the default mode's signature timings (35 days, re-signed
 # 15 days before they expire), and named's own defaults for the rest.
@@ -178,7 +187,8 @@ def render(instance: Instance, settings: InstanceSettings, zone_file: Path,
     algorithm = algorithms.by_number(settings.algorithm)
     listen_v6 = settings.listen if ":" in settings.listen else None
     use_policy = settings.test_timings or settings.bind_version != "9.18"
-    timings = (TEST_TIMINGS if settings.test_timings else POLICY_TIMINGS if use_policy
+    test_timings = STOCK_TEST_TIMINGS if settings.bind == STOCK else TEST_TIMINGS
+    timings = (test_timings if settings.test_timings else POLICY_TIMINGS if use_policy
                else NORMAL_TIMINGS)
     batch = signing_batch(settings)
     context = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bindpkcs11 import keystatus, kskroll, offlinekskroll, offlineroll, rollover
+from bindpkcs11 import keystatus, kskroll, offlinekskroll, offlineroll, rollover, stockroll
 from bindpkcs11.commands.common import DEFAULT_TOKEN, Parser, access, progress_printer, state
 from bindpkcs11.commands.ksk import DEFAULTS as PRESIGN_DEFAULTS, TEST_DEFAULTS as PRESIGN_TEST
 from bindpkcs11.commands.signer import DEFAULTS as SIGNER_DEFAULTS, TEST_DEFAULTS as SIGNER_TEST
@@ -43,6 +43,8 @@ def register(commands, common) -> None:
                      help="activate the successor at T (default: the earliest the rules allow)")
     zsk.add_argument("--delete", metavar="T",
                      help="remove the predecessor at T (default: the earliest the rules allow)")
+    zsk.add_argument("--key", metavar="TAG", type=int,
+                     help="stock-route instances: the ZSK to roll (default: the zone's one ZSK)")
     zsk.add_argument("--propagation-delay", metavar="D",
                      help=f"time for a change to reach every secondary (default "
                           f"{rollover.DEFAULT_PROPAGATION_DELAY} s)")
@@ -77,6 +79,8 @@ def register(commands, common) -> None:
     ksk.add_argument("--parent-server", metavar="HOST[:PORT]",
                      help="with --ds-published: check that this server of the parent zone serves "
                           "the new DS first")
+    ksk.add_argument("--key", metavar="TAG", type=int,
+                     help="stock-route instances: the KSK to roll (default: the zone's one KSK)")
     ksk.add_argument("--parent-ds-ttl", metavar="D",
                      help=f"the parent's DS TTL (default {kskroll.DEFAULT_PARENT.ds_ttl} s)")
     ksk.add_argument("--propagation-delay", metavar="D",
@@ -134,6 +138,11 @@ def _rollover_zsk(args) -> int:
         raise UsageError("--period, --dnskey-ttl, --max-zone-ttl, --rng-from-token and --token "
                          "are for offline-KSK zones: add --zsk-dir (a setup-inline zone's come "
                          "from named)")
+    if stockroll.is_stock_instance(state(args), parse_zone_name(args.domain)):
+        return _rollover_stock(args, "zsk", ("activate", "delete", "propagation_delay"))
+    if args.key is not None:
+        raise UsageError("--key is for stock-route instances (named rolls the key it is given): "
+                         "drop it, bindpkcs11 rolls the zone's one active ZSK")
     if args.test_timings and args.propagation_delay is not None:
         raise UsageError("--propagation-delay and --test-timings exclude each other: test timings "
                          "fix every interval")
@@ -218,6 +227,11 @@ def _rollover_ksk(args) -> int:
         raise UsageError("--parent-server checks the DS for --ds-published: add --ds-published")
     if args.ds_published and args.at:
         raise UsageError("--at is for step 1 (the new KSK's Publish): drop it with --ds-published")
+    if stockroll.is_stock_instance(state(args), parse_zone_name(args.domain)):
+        return _rollover_stock(args, "ksk", ("propagation_delay", "parent_ds_ttl"))
+    if args.key is not None:
+        raise UsageError("--key is for stock-route instances (named rolls the key it is given): "
+                         "drop it, bindpkcs11 rolls the zone's one active KSK")
     request = kskroll.KskRequest(
         zone=parse_zone_name(args.domain), at=_time(args.at, "--at"),
         test_timings=args.test_timings, ds_published=args.ds_published,
@@ -295,6 +309,40 @@ def _rollover_ksk_offline(args) -> int:
               f"propagation delay {result.parent.propagation_delay} s); bundles follow from the "
               "first period start at or after it")
         print(f"next: a ceremony with --ksk OLD --ksk NEW for the periods from then on")
+    return 0
+
+
+def _rollover_stock(args, role: str, not_here: tuple[str, ...]) -> int:
+    """A stock-route instance: named's key manager rolls (stockroll.py); options that would set
+    timings bindpkcs11 no longer computes are refused."""
+    for name in not_here:
+        if getattr(args, name) is not None:
+            option = "--" + name.replace("_", "-")
+            raise UsageError(f"{option} does not apply to a stock-route instance: named's "
+                             "dnssec-policy times the rollover; drop it")
+    request = stockroll.StockRequest(
+        zone=parse_zone_name(args.domain), role=role, key=args.key, at=_time(args.at, "--at"),
+        ds_published=getattr(args, "ds_published", False),
+        parent_server=_server(args.parent_server) if getattr(args, "parent_server", None)
+        else None, test_timings=args.test_timings)
+    result = stockroll.rollover_stock(state(args), request, progress_printer(args, "rollover"))
+    if args.json:
+        print_json(result)
+        return 0
+    new = f"{result.successor}" if result.successor else "(made by named at the rollover time)"
+    print(f"{role.upper()} rollover of {result.zone} by named: {result.predecessor} -> {new}"
+          f"{' (' + result.uri + ')' if result.uri else ''}: {result.step}")
+    for command in result.rndc_commands:
+        print(f"  asked named: {command}")
+    print("named's schedule (its dnssec-policy, RFC 7583):")
+    for when, event in result.schedule:
+        print(f"  {iso_time(when)}  {event}")
+    if result.new_ds and result.step == "rolling":
+        print(f"hand the parent this DS (or let it follow the CDS):\n  {result.new_ds}")
+        print(f"once the parent serves it: bindpkcs11 rollover ksk {result.zone} --ds-published")
+    print("named reports (rndc dnssec -status):")
+    for line in result.named_status.rstrip().splitlines():
+        print(f"  {line}")
     return 0
 
 

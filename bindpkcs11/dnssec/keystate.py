@@ -1,0 +1,69 @@
+"""named 9.20's key state files (`K<zone>+<alg>+<tag>.state`): what its key manager decided.
+
+Under a dnssec-policy named keeps, next to each key's .key/.private, a .state file with the
+key's RFC 7583 times (Published, Active, Retired, Removed, PublishCDS, DeleteCDS), its
+successor or predecessor, and the state of each record it owns (DNSKEY, zone/key RRSIG, DS:
+hidden, rumoured, omnipresent, unretentive) with the goal it moves them to. On the stock route
+those files, not timing bindpkcs11 computed, say what named will do next.
+"""
+
+from __future__ import annotations
+
+import calendar
+import time
+from dataclasses import dataclass
+
+from bindpkcs11.dnssec.keyfile import KeyPairFiles
+from bindpkcs11.fileio import read_text_limited
+
+STATE_FILE_LIMIT = 64 * 1024
+# .state fields that are times, under the names `status` uses for the same events.
+STATE_TIMES = {"Published": "publish", "Active": "activate", "Retired": "inactive",
+               "Removed": "delete", "PublishCDS": "sync_publish", "DeleteCDS": "sync_delete",
+               "DSPublish": "ds_published", "DSRemoved": "ds_removed"}
+STATE_NAMES = {"GoalState": "goal", "DNSKEYState": "dnskey", "ZRRSIGState": "zone_rrsig",
+               "KRRSIGState": "key_rrsig", "DSState": "ds"}
+
+
+@dataclass(frozen=True)
+class KeyState:
+    """One key's .state file, parsed."""
+
+    states: dict[str, str]
+    times: dict[str, int]
+    successor: int | None
+    predecessor: int | None
+
+    def leaving(self, now: float) -> bool:
+        """named is retiring the key (goal hidden) and has not removed it yet."""
+        removed = self.times.get("delete")
+        return self.states.get("goal") == "hidden" and not (removed is not None and removed <= now)
+
+
+def read_state(pair: KeyPairFiles) -> KeyState | None:
+    """The key's .state file, or None when named has not written one (not under a policy)."""
+    path = pair.key_path.with_suffix(".state")
+    if not path.exists():
+        return None
+    fields = {}
+    for line in read_text_limited(path, STATE_FILE_LIMIT, f"key state file {path}").splitlines():
+        if not line.startswith(";") and ":" in line:
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    times = {name: _bind_time(fields[key]) for key, name in STATE_TIMES.items() if key in fields}
+    states = {name: fields[key].lower() for key, name in STATE_NAMES.items() if key in fields}
+    return KeyState(states,
+                    {k: v for k, v in times.items() if v is not None},
+                    _int(fields.get("Successor")), _int(fields.get("Predecessor")))
+
+
+def _bind_time(value: str) -> int | None:
+    """`20261130113159 (Mon Nov 30 11:31:59 2026)` (UTC) -> UNIX time."""
+    stamp = value.split()[0] if value else ""
+    if len(stamp) != 14 or not stamp.isdigit():
+        return None
+    return calendar.timegm(time.strptime(stamp, "%Y%m%d%H%M%S"))
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
