@@ -1,10 +1,13 @@
-"""`bindpkcs11 status DOMAIN` (keystatus.py) and `bindpkcs11 rollover zsk DOMAIN` (rollover.py)."""
+"""`bindpkcs11 status DOMAIN` (keystatus.py), `bindpkcs11 rollover zsk|ksk DOMAIN` (rollover.py,
+kskroll.py) and `bindpkcs11 rollover cleanup DOMAIN` (commands/rollcleanup.py)."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from bindpkcs11 import keystatus, kskroll, offlinekskroll, offlineroll, rollover
+from bindpkcs11.commands import rollcleanup as rollcleanup_command
 from bindpkcs11.commands.common import DEFAULT_TOKEN, Parser, access, progress_printer, state
 from bindpkcs11.commands.ksk import DEFAULTS as PRESIGN_DEFAULTS, TEST_DEFAULTS as PRESIGN_TEST
 from bindpkcs11.commands.signer import DEFAULTS as SIGNER_DEFAULTS, TEST_DEFAULTS as SIGNER_TEST
@@ -101,6 +104,14 @@ def register(commands, common) -> None:
                              help=f"time for the parent's DS change to reach all its servers "
                                   f"(default {PRESIGN_DEFAULTS['parent_propagation_delay']})")
     ksk.set_defaults(handler=_rollover_ksk)
+
+    clean = sub.add_parser("cleanup", parents=[common],
+                           help="destroy the token object of a key whose Delete has passed and "
+                                "that named no longer serves (asks to type 'destroy TAG')")
+    clean.add_argument("domain")
+    clean.add_argument("--confirm", metavar="TAG", action="append", type=_tag, default=[],
+                       help="destroy this key's object without asking (repeatable; for scripts)")
+    clean.set_defaults(handler=rollcleanup_command.run)
 
 
 def _status(args) -> int:
@@ -296,6 +307,12 @@ def _rollover_ksk_offline(args) -> int:
               "first period start at or after it")
         print(f"next: a ceremony with --ksk OLD --ksk NEW for the periods from then on")
     return 0
+
+
+def _tag(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"a key tag is a number 0-65535, not '{text}'")
+    return int(text)
 
 
 def _server(text: str) -> tuple[str, int]:
