@@ -19,9 +19,11 @@ goes into the audit log there. Success is reported only after the served zone st
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import dns.name
 
@@ -160,7 +162,27 @@ def _checked(state: StateDir, zone: dns.name.Name, instance: Instance,
         if refusal is not None:
             raise refusal
         chosen.append(_candidate(matches[0]))
+    profile = instance.load_settings().profile
+    for key in chosen:
+        with _custody_rules(key):
+            admin.refuse_destroying_private(_access(state, profile, instance, key), key.object,
+                                            None, int(time.time()))
     return chosen
+
+
+@contextlib.contextmanager
+def _custody_rules(key: Candidate) -> Iterator[None]:
+    """token delete's custody refusals, told without its --force hint (cleanup has none)."""
+    try:
+        yield
+    except RefusedDeletion as error:
+        reason = str(error).split("; retire it first", 1)[0].split(", or give --force twice")[0]
+        raise CleanupRefused(f"{key.role.upper()} {key.tag} not destroyed: {reason} (rule: never "
+                             "an active key's private key)") from None
+
+
+def _access(state: StateDir, profile: str, instance: Instance, key: Candidate) -> TokenAccess:
+    return TokenAccess.build(state, profile, key.token, pin_file=instance.pin_file)
 
 
 def _refusal(row: KeyStatus, served: set[int], instance: Instance) -> CleanupRefused | None:
@@ -203,14 +225,10 @@ def _destroy(state: StateDir, profile: str, instance: Instance, key: Candidate, 
              log: CeremonyLog) -> Destroyed:
     """`token delete --type private` (custody rules, guard, token lock), the public half too,
     then the key files to retired/."""
-    access = TokenAccess.build(state, profile, key.token, pin_file=instance.pin_file)
+    access = _access(state, profile, instance, key)
     now = int(time.time())
-    try:
+    with _custody_rules(key):  # checked again under the token lock
         admin.delete_object(access, key.object, "private", 1, None, now)
-    except RefusedDeletion as error:
-        reason = str(error).split("; retire it first", 1)[0].split(", or give --force twice")[0]
-        raise CleanupRefused(f"{key.role.upper()} {key.tag} not destroyed: {reason} (rule: never "
-                             "an active key's private key)") from None
     log.event("DESTROYED", f"private key '{key.object}' on token '{key.token}'")
     try:
         admin.delete_object(access, key.object, "public", 1, None, now)

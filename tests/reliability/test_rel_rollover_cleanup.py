@@ -30,8 +30,10 @@ def _key_files(cli) -> set[str]:
     return {p.name for p in (_instance(cli) / "keys").iterdir()}
 
 
-def _objects(cli) -> str:
-    return cli("token", "show", "--label", TOKEN).stdout
+def _objects(cli) -> set[tuple[str, str]]:
+    """(class, label) of every object on the instance's token."""
+    shown = cli.json("token", "show", "--label", TOKEN)
+    return {(item["object"]["object_class"], item["object"]["label"]) for item in shown["objects"]}
 
 
 def _removed_zsk(cli) -> int:
@@ -65,7 +67,7 @@ def test_refusals_name_the_rule_and_destroy_nothing(inline_cli):
     assert len(offers) == 1 and offers[0].startswith(f"ZSK {old} ")
     assert offers[0].endswith(f": bindpkcs11 rollover cleanup {ZONE}")
     files, objects = _key_files(inline_cli), _objects(inline_cli)
-    assert f"{ZONE}-zsk-{old}" in objects
+    assert ("private", f"{ZONE}-zsk-{old}") in objects
 
     def nothing_changed():
         assert _key_files(inline_cli) == files and _objects(inline_cli) == objects
@@ -98,6 +100,23 @@ def test_refusals_name_the_rule_and_destroy_nothing(inline_cli):
         assert f"bindpkcs11: error: typed '{typed}', not 'destroy {old}': nothing destroyed" \
             in output
     nothing_changed()
+    # Custody: a copy of the key's files in another managed key directory (<state>/keys) with no
+    # Inactive/Delete makes the object an active key's private key: never destroyed.
+    copy_dir = inline_cli.state_dir / "keys"
+    copy_dir.mkdir(mode=0o700, exist_ok=True)
+    for name in files:
+        if f"+{old:05d}." in name:
+            (copy_dir / name).write_bytes((_instance(inline_cli) / "keys" / name).read_bytes())
+    copy = next(copy_dir.glob(f"K{ZONE}.+*+{old:05d}.key"))
+    run_python("import sys\nfrom pathlib import Path\nfrom bindpkcs11.dnssec import keytiming\n"
+               "from bindpkcs11.dnssec.keyfile import read_key_pair\n"
+               "keytiming.set_times(read_key_pair(Path(sys.argv[1])), inactive=None, "
+               "delete=None)\n", inline_cli.env, str(copy))
+    error = one_line_error(inline_cli("rollover", "cleanup", ZONE, "--confirm", str(old),
+                                      check=False))
+    assert f"ZSK {old} not destroyed: '{ZONE}-zsk-{old}' is the private key of active key" in error
+    assert "rule: never an active key's private key" in error and "--force" not in error
+    nothing_changed()
     validated(ZONE, "SOA", inline_cli.ports[0])
 
 
@@ -129,7 +148,8 @@ def test_a_key_named_still_serves_is_refused_and_a_typed_destroy_retires_the_oth
     assert f"destroyed the token object pkcs11:token={TOKEN};object={ZONE}-zsk-{old}" in output
     assert f"ZSK {zsk['tag']}" not in output
     objects_after = _objects(inline_cli)
-    assert f"{ZONE}-zsk-{old}" not in objects_after and f"{ZONE}-zsk-{zsk['tag']}" in objects_after
+    assert {label for _, label in objects - objects_after} == {f"{ZONE}-zsk-{old}"}
+    assert not objects_after - objects and ("private", f"{ZONE}-zsk-{zsk['tag']}") in objects_after
     moved = {name for name in files - _key_files(inline_cli)}
     assert len(moved) == 2 and all(f"+{old:05d}." in name for name in moved)
     retired = _instance(inline_cli) / "retired-keys"
