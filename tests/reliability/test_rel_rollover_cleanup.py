@@ -118,6 +118,12 @@ def test_refusals_name_the_rule_and_destroy_nothing(inline_cli):
     assert "rule: never an active key's private key" in error and "--force" not in error
     nothing_changed()
     validated(ZONE, "SOA", inline_cli.ports[0])
+    # named stopped: what it serves cannot be checked, so nothing is destroyed.
+    inline_cli("named", "stop", ZONE)
+    error = one_line_error(inline_cli("rollover", "cleanup", ZONE, "--confirm", str(old),
+                                      check=False))
+    assert "cannot tell whether named still serves the keys" in error and "named start" in error
+    nothing_changed()
 
 
 def test_a_key_named_still_serves_is_refused_and_a_typed_destroy_retires_the_other(inline_cli):
