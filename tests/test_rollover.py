@@ -191,7 +191,9 @@ def test_zsk_rollover_with_test_timings_watched_through_dns(inline_cli, tmp_path
         old_files = sorted(Path(status_of(inline_cli, old)["key_file"]).parent.glob(
             f"K{ZONE}.+*+{old:05d}.*"))
         assert len(old_files) == 2
+        cleanup_started = time.monotonic()
         cleaned = inline_cli.json("rollover", "cleanup", ZONE, "--confirm", str(old))
+        cleanup_took = time.monotonic() - cleanup_started
         assert [(d["tag"], d["public_destroyed"]) for d in cleaned["destroyed"]] == [(old, True)]
         assert label not in inline_cli("token", "show", "--label", "bindpkcs11").stdout
         retired = inline_cli.state_dir / "instances" / ZONE / "retired-keys"
@@ -216,7 +218,7 @@ def test_zsk_rollover_with_test_timings_watched_through_dns(inline_cli, tmp_path
     print(f"\nZSK rollover {old}->{new}: new DNSKEY seen {first_key.at - schedule['publish']:.1f} s "
           f"after Publish, SOA by new ZSK {switched.at - schedule['activate']:+.1f} s from "
           f"Activate, old DNSKEY gone {removed.at - schedule['delete']:+.1f} s from Delete; "
-          f"{len(poller.seen)} polls, all validated")
+          f"{len(poller.seen)} polls, all validated; rollover cleanup took {cleanup_took:.1f} s")
 
 
 
