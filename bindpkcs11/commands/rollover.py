@@ -15,7 +15,7 @@ from bindpkcs11.dnssec import rollplan
 from bindpkcs11.dnssec.dnskey import parse_zone_name
 from bindpkcs11.errors import UsageError
 from bindpkcs11.monitor import iso_time, resolve_server
-from bindpkcs11.output import print_json, print_table
+from bindpkcs11.output import print_json, print_table, printable
 from bindpkcs11.timespec import parse_duration, parse_time
 
 
@@ -311,7 +311,7 @@ def _rollover_ksk_offline(args) -> int:
 
 def _tag(text: str) -> int:
     if not text.isascii() or not text.isdigit() or int(text) > 65535:
-        raise argparse.ArgumentTypeError(f"a key tag is a number 0-65535, not '{text}'")
+        raise argparse.ArgumentTypeError(f"a key tag is a number 0-65535, not '{printable(text)}'")
     return int(text)
 
 
