@@ -225,6 +225,18 @@ def _delete_object(access: TokenAccess, object_label: str, object_class: str | N
     return kind
 
 
+def refuse_destroying_private(access: TokenAccess, object_label: str,
+                              extra_key_dir: Path | None, now: int) -> None:
+    """The refusals `delete_object` applies to a private key with one --force, checked without
+    destroying anything: a caller that destroys several objects checks them all first."""
+    uses = active_keys_on_token(access, extra_key_dir, now)
+    if uses:
+        with access.session(login=True) as session:
+            if keys.find_objects(session, object_label, "private"):
+                _refuse_active_private_key(session, object_label, uses)
+    keyuse.refuse_if_unreadable(access.state, extra_key_dir, "give --force twice")
+
+
 def _public_of_private(session, object_label: str):
     """The public key of the private key `object_label` (from its pair or its own attributes),
     or None when the token shows neither."""

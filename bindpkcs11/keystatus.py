@@ -83,7 +83,7 @@ def zone_status(state: StateDir, zone: dns.name.Name, now: int | None = None) ->
             if label.startswith(prefix) and (token, label) not in referenced:
                 rows.append(_orphan_row(token, label, prefix))
     return ZoneKeyStatus(zone.to_text(), now, rows, _parent_ds(zone, pairs, rows), problems,
-                         cleanup_offers(rows))
+                         cleanup_offers(rows, zone))
 
 
 def offline_status(zone: dns.name.Name, zsk_dir: Path, now: int | None = None,
@@ -111,16 +111,18 @@ def offline_status(zone: dns.name.Name, zsk_dir: Path, now: int | None = None,
     return ZoneKeyStatus(zone.to_text(), now, rows, ds, [])
 
 
-def cleanup_offers(rows: list[KeyStatus]) -> list[str]:
+def cleanup_offers(rows: list[KeyStatus], zone: dns.name.Name) -> list[str]:
     """For each removed key whose token object remains: the command that destroys it. Offered,
-    never done: `token delete` applies the custody rules (never an active key's last copy)."""
+    never done: `rollover cleanup` asks for a typed "destroy TAG" (or --confirm TAG), checks that
+    named no longer serves the key and applies the custody rules (never an active key's last
+    copy)."""
     offers = []
     for row in rows:
         if row.state == "removed" and row.token_object == "present" and row.uri:
-            uri = parse_uri(row.uri)
             offers.append(f"{row.role.upper()} {row.tag} was removed from the zone; its token "
-                          f"object remains: bindpkcs11 token delete --label {uri.token} "
-                          f"--object {uri.object} --type private --force")
+                          f"object {row.uri} remains; to destroy it (type 'destroy {row.tag}' "
+                          f"when asked, or add --confirm {row.tag}): bindpkcs11 rollover cleanup "
+                          f"{zone.to_text(omit_final_dot=True)}")
     return offers
 
 

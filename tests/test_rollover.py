@@ -183,10 +183,30 @@ def test_zsk_rollover_with_test_timings_watched_through_dns(inline_cli, tmp_path
         delv_validates(anchors, port, f"www.{ZONE}", "A")
         # The old key's token object is offered for destruction, never destroyed by itself.
         offer = next(o for o in inline_cli.json("status", ZONE)["cleanup"] if f"ZSK {old} " in o)
-        command = offer.split(": bindpkcs11 ", 1)[1].split()
-        inline_cli(*command)
-        assert status_of(inline_cli, old)["token_object"] == "missing"
-        assert inline_cli.json("status", ZONE)["cleanup"] == []
+        assert offer.endswith(f": bindpkcs11 rollover cleanup {ZONE}") and \
+            f"type 'destroy {old}' when asked, or add --confirm {old}" in offer
+        assert status_of(inline_cli, old)["token_object"] == "present"
+        label = f"{ZONE}-zsk-{old}"
+        assert label in inline_cli("token", "show", "--label", "bindpkcs11").stdout
+        old_files = sorted(Path(status_of(inline_cli, old)["key_file"]).parent.glob(
+            f"K{ZONE}.+*+{old:05d}.*"))
+        assert len(old_files) == 2
+        cleanup_started = time.monotonic()
+        cleaned = inline_cli.json("rollover", "cleanup", ZONE, "--confirm", str(old))
+        cleanup_took = time.monotonic() - cleanup_started
+        assert [(d["tag"], d["public_destroyed"]) for d in cleaned["destroyed"]] == [(old, True)]
+        assert label not in inline_cli("token", "show", "--label", "bindpkcs11").stdout
+        retired = inline_cli.state_dir / "instances" / ZONE / "retired-keys"
+        assert not any(path.exists() for path in old_files)
+        assert sorted(Path(m).name for m in cleaned["destroyed"][0]["moved_to"]) == \
+            [path.name for path in old_files]
+        assert all((retired / path.name).is_file() for path in old_files)
+        assert f"ZSK {old} " in (retired / "cleanup.log").read_text()
+        after = inline_cli.json("status", ZONE)
+        assert after["cleanup"] == [] and old not in {k["tag"] for k in after["keys"]}
+        assert cleaned["served_dnskeys"] == sorted([tags["ksk"], new])
+        assert validated(ZONE, "SOA", port)[1] == {new}
+        delv_validates(anchors, port, f"www.{ZONE}", "A")
     finally:
         poller.stop.set()
         thread.join(10)
@@ -198,7 +218,7 @@ def test_zsk_rollover_with_test_timings_watched_through_dns(inline_cli, tmp_path
     print(f"\nZSK rollover {old}->{new}: new DNSKEY seen {first_key.at - schedule['publish']:.1f} s "
           f"after Publish, SOA by new ZSK {switched.at - schedule['activate']:+.1f} s from "
           f"Activate, old DNSKEY gone {removed.at - schedule['delete']:+.1f} s from Delete; "
-          f"{len(poller.seen)} polls, all validated")
+          f"{len(poller.seen)} polls, all validated; rollover cleanup took {cleanup_took:.1f} s")
 
 
 

@@ -1,10 +1,13 @@
-"""`bindpkcs11 status DOMAIN` (keystatus.py) and `bindpkcs11 rollover zsk DOMAIN` (rollover.py)."""
+"""`bindpkcs11 status DOMAIN` (keystatus.py), `bindpkcs11 rollover zsk|ksk DOMAIN` (rollover.py,
+kskroll.py) and `bindpkcs11 rollover cleanup DOMAIN` (commands/rollcleanup.py)."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from bindpkcs11 import keystatus, kskroll, offlinekskroll, offlineroll, rollover, stockroll
+from bindpkcs11.commands import rollcleanup as rollcleanup_command
 from bindpkcs11.commands.common import DEFAULT_TOKEN, Parser, access, progress_printer, state
 from bindpkcs11.commands.ksk import DEFAULTS as PRESIGN_DEFAULTS, TEST_DEFAULTS as PRESIGN_TEST
 from bindpkcs11.commands.signer import DEFAULTS as SIGNER_DEFAULTS, TEST_DEFAULTS as SIGNER_TEST
@@ -12,7 +15,7 @@ from bindpkcs11.dnssec import rollplan
 from bindpkcs11.dnssec.dnskey import parse_zone_name
 from bindpkcs11.errors import UsageError
 from bindpkcs11.monitor import iso_time, resolve_server
-from bindpkcs11.output import print_json, print_table
+from bindpkcs11.output import print_json, print_table, printable
 from bindpkcs11.timespec import parse_duration, parse_time
 
 
@@ -43,7 +46,7 @@ def register(commands, common) -> None:
                      help="activate the successor at T (default: the earliest the rules allow)")
     zsk.add_argument("--delete", metavar="T",
                      help="remove the predecessor at T (default: the earliest the rules allow)")
-    zsk.add_argument("--key", metavar="TAG", type=int,
+    zsk.add_argument("--key", metavar="TAG", type=_tag,
                      help="stock-route instances: the ZSK to roll (default: the zone's one ZSK)")
     zsk.add_argument("--propagation-delay", metavar="D",
                      help=f"time for a change to reach every secondary (default "
@@ -79,7 +82,7 @@ def register(commands, common) -> None:
     ksk.add_argument("--parent-server", metavar="HOST[:PORT]",
                      help="with --ds-published: check that this server of the parent zone serves "
                           "the new DS first")
-    ksk.add_argument("--key", metavar="TAG", type=int,
+    ksk.add_argument("--key", metavar="TAG", type=_tag,
                      help="stock-route instances: the KSK to roll (default: the zone's one KSK)")
     ksk.add_argument("--parent-ds-ttl", metavar="D",
                      help=f"the parent's DS TTL (default {kskroll.DEFAULT_PARENT.ds_ttl} s)")
@@ -105,6 +108,14 @@ def register(commands, common) -> None:
                              help=f"time for the parent's DS change to reach all its servers "
                                   f"(default {PRESIGN_DEFAULTS['parent_propagation_delay']})")
     ksk.set_defaults(handler=_rollover_ksk)
+
+    clean = sub.add_parser("cleanup", parents=[common],
+                           help="destroy the token object of a key whose Delete has passed and "
+                                "that named no longer serves (asks to type 'destroy TAG')")
+    clean.add_argument("domain")
+    clean.add_argument("--confirm", metavar="TAG", action="append", type=_tag, default=[],
+                       help="destroy this key's object without asking (repeatable; for scripts)")
+    clean.set_defaults(handler=rollcleanup_command.run)
 
 
 def _status(args) -> int:
@@ -308,7 +319,7 @@ def _rollover_ksk_offline(args) -> int:
               f"DNSKEY RRset (DS confirmed + parent DS TTL {result.parent.ds_ttl} s + parent "
               f"propagation delay {result.parent.propagation_delay} s); bundles follow from the "
               "first period start at or after it")
-        print(f"next: a ceremony with --ksk OLD --ksk NEW for the periods from then on")
+        print("next: a ceremony with --ksk OLD --ksk NEW for the periods from then on")
     return 0
 
 
@@ -344,6 +355,12 @@ def _rollover_stock(args, role: str, not_here: tuple[str, ...]) -> int:
     for line in result.named_status.rstrip().splitlines():
         print(f"  {line}")
     return 0
+
+
+def _tag(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"a key tag is a number 0-65535, not '{printable(text)}'")
+    return int(text)
 
 
 def _server(text: str) -> tuple[str, int]:
