@@ -47,8 +47,9 @@ NOT_A_COMMAND = {
     "[--profile P] [--tcti T] COMMAND": "docs/commands.md's synopsis of the global options",
 }
 # A placeholder where the parser converts the value (int, a choice) is parsed as a sample value:
-# `--threshold T` as 2, `--type T` as the option's first choice.
-PLACEHOLDER = re.compile(r"invalid (?:int value|float value|choice): '([A-Z][A-Z0-9_]*)'"
+# `--threshold T` and `--confirm TAG` as 2, `--type T` as the option's first choice.
+PLACEHOLDER = re.compile(r"(?:invalid (?:int value|float value|choice): |a key tag is a number "
+                         r"0-65535, not )'([A-Z][A-Z0-9_]*)'"
                          r"(?: \(choose from '([^']+)')?")
 PARTIAL = re.compile(r"the following arguments are required")
 
