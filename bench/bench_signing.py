@@ -666,8 +666,9 @@ def markdown(report: dict) -> str:
     ]
     order = {"shim": 0, "shim920": 1, "provider920": 2, "soft": 3, "soft920": 4, "engine": 5,
              "stock": 6}
-    for r in sorted(report["results"], key=lambda r: (r["alg"] != "ECDSAP256SHA256",
-                                                      not r["P"], order.get(r["impl"], len(order)), r["n"])):
+    rank = len(order)  # routes of an older results JSON (e.g. the retired shim920je) go last
+    for r in sorted(report["results"], key=lambda r: (r["alg"] != "ECDSAP256SHA256", not r["P"],
+                                                      order.get(r["impl"], rank), r["n"])):
         cpu = statistics.median(x["user"] + x["sys"] for x in r["runs"])
         runs_text = ", ".join(f"{x['rate']:,.0f}" for x in r["runs"])
         lines.append(
@@ -770,12 +771,13 @@ def auto_notes(report: dict) -> list[str]:
         notes.append(f"{ENGINE_PACKAGE} was installed by this run (apt-get).")
     if report.get("skip_engine"):
         notes.append("The engine route was skipped (--skip-engine).")
-    notes.append("Engine route: upstream 9.18.49 orig tarball, unpatched, CFLAGS "
-                 f"'{ENGINE_CFLAGS}', same configure flags as `bindpkcs11 bind build`, only the "
-                 "dnssec tools, cached in .cache/engine-bind (bench/enginebuild.py, the build the "
-                 "tests use too); the libp11 engine is configured through an openssl.cnf "
-                 "passed as OPENSSL_CONF to those processes only, on the very same token objects "
-                 "the shim uses.")
+    if report.get("engine_build"):
+        notes.append("Engine route: upstream 9.18.49 orig tarball, unpatched, CFLAGS "
+                     f"'{ENGINE_CFLAGS}', same configure flags as `bindpkcs11 bind build`, only the "
+                     "dnssec tools, cached in .cache/engine-bind (bench/enginebuild.py, the build the "
+                     "tests use too); the libp11 engine is configured through an openssl.cnf "
+                     "passed as OPENSSL_CONF to those processes only, on the very same token objects "
+                     "the shim uses.")
     return notes
 
 
