@@ -821,7 +821,7 @@ def main() -> int:
     parser.add_argument("--routes", metavar="LIST",
                         help="comma-separated subset to run (default all): signing routes "
                         f"{','.join(IMPL_TEXT)} and raw loops {','.join(RAW_KINDS)}; e.g. "
-                        "shim,shim920,provider920,csign-copy for the issue-11 pairs")
+                        "shim,shim920,soft920,provider920,csign-copy for the issue-11 pairs")
     parser.add_argument("--render", type=Path, metavar="JSON",
                         help="measure nothing: rewrite the docs section from an earlier results JSON")
     args = parser.parse_args()
