@@ -12,8 +12,6 @@ and `-n 2`, with `-P` (no post-sign self-check; the primary figure) and without 
   shim    bindpkcs11's patched dnssec-signzone 9.18, KSK+ZSK in the token (libbp11 does C_Sign)
   soft    (a) the same patched dnssec-signzone with software keys
   shim920 bindpkcs11's patched dnssec-signzone 9.20 (`bind build --version 9.20`), same token keys
-  shim920je  the same as shim920 with libjemalloc preloaded (Debian links its BIND with jemalloc,
-          bindpkcs11's builds do not); skipped when libjemalloc2 is not installed
   soft920 the same patched 9.20 with the software keys
   provider920  stock BIND 9.20 + pkcs11-provider from bookworm-backports (privately extracted
           with dpkg -x into the work dir; OPENSSL_CONF, LD_PRELOAD of the module), the same
@@ -76,17 +74,14 @@ IMPL_TEXT = {
     "shim": "patched 9.18.49, token keys via the shim",
     "soft": "(a) patched 9.18.49, software keys",
     "shim920": "patched 9.20, token keys via the shim",
-    "shim920je": "patched 9.20 + jemalloc (LD_PRELOAD), token keys via the shim",
     "soft920": "patched 9.20, software keys",
     "provider920": "stock 9.20 (backports) + pkcs11-provider, token keys",
     "engine": "(c) upstream 9.18.49 + libp11 engine, token keys",
     "stock": "Debian 9.18.49 (stock), software keys",
 }
-IMPL_SHORT = {"shim": "9.18 shim", "shim920": "9.20 shim", "provider920": "9.20 provider",
-              "shim920je": "9.20 shim + jemalloc"}
-# Debian links its BIND (9.18 and 9.20) with jemalloc; bindpkcs11's patched builds use glibc
-# malloc (`--without-jemalloc`). The shim920je route preloads it to measure what that costs.
-JEMALLOC = Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
+IMPL_SHORT = {"shim": "9.18 shim", "shim920": "9.20 shim", "provider920": "9.20 provider"}
+# Raw loops, selectable with --routes like the signing routes.
+RAW_KINDS = ("csign", "csign-copy", "csign-2proc", "bp11")
 SECTION = "bench_signing"
 # An RRSIG record's type field followed by type covered, algorithm, labels, original TTL; an NSEC
 # type bitmap ("A RRSIG NSEC") never matches.
@@ -502,6 +497,19 @@ def version_of(cmd: list[str], env: dict[str, str] | None = None) -> str:
         return "unknown"
 
 
+def malloc_of(tool: str, env: dict[str, str]) -> str:
+    """'jemalloc' when the tool links libjemalloc (BIND's default and Debian's build; bindpkcs11's
+    builds since `bind build` dropped --without-jemalloc), else 'glibc': it moves the CPU per
+    RRSIG by several per cent, so every report says which one was measured."""
+    path = shutil.which(tool, path=env.get("PATH")) or tool
+    try:
+        out = subprocess.run(["ldd", path], env=env, capture_output=True, text=True,
+                             timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return "jemalloc" if "libjemalloc" in out else "glibc"
+
+
 def machine(patched_env: dict, engine_prefix: Path | None, env920: dict | None = None,
             provider: dict | None = None, stock_tree: Path | None = None) -> dict:
     mem_kib = int(read_first("/proc/meminfo", r"MemTotal:\s+(\d+)") or 0)
@@ -514,6 +522,7 @@ def machine(patched_env: dict, engine_prefix: Path | None, env920: dict | None =
         "debian_version": Path("/etc/debian_version").read_text().strip()
         if Path("/etc/debian_version").exists() else "unknown",
         "bind_patched": version_of(["dnssec-signzone", "-V"], clean_env(**patched_env)),
+        "bind_patched_malloc": malloc_of("dnssec-signzone", clean_env(**patched_env)),
         "bind_stock": version_of([STOCK_SIGNZONE, "-V"], clean_env()),
         "softhsm": version_of(["softhsm2-util", "--version"]),
         "openssl": version_of(["openssl", "version"]),
@@ -521,6 +530,9 @@ def machine(patched_env: dict, engine_prefix: Path | None, env920: dict | None =
     }
     if env920 and provider and stock_tree:
         info["bind_920_patched"] = version_of(["dnssec-signzone", "-V"], clean_env(**env920))
+        info["bind_920_patched_malloc"] = malloc_of("dnssec-signzone", clean_env(**env920))
+        info["bind_920_stock_malloc"] = malloc_of(str(stock_tree / "usr/bin/dnssec-signzone"),
+                                                  provider)
         info["bind_920_stock"] = version_of([str(stock_tree / "usr/bin/dnssec-signzone"), "-V"],
                                             provider)
         from bindpkcs11.bind import backports
@@ -540,12 +552,24 @@ def median(values: list[float]) -> float:
     return round(statistics.median(values), 1)
 
 
-def ratio_rows(results: list[dict], raw: dict, raw_cpu: dict | None = None) -> list[dict]:
+def paired(numerators: list[float], denominators: list[float]) -> list[float]:
+    """Run-by-run ratios: run i of both sides ran in the same interleaved pass, minutes apart at
+    most, so a pair shares the machine's load of that moment where medians taken apart do not."""
+    return [round(a / b, 4) for a, b in zip(numerators, denominators) if a and b]
+
+
+def ratio_rows(results: list[dict], raw: dict, raw_cpu: dict | None = None,
+               raw_cpu_runs: dict | None = None) -> list[dict]:
     """Targets, each computed at one -n on both sides (and the raw rate at as many sessions),
-    from wall-time rates and, where measured, from CPU-second rates."""
+    from wall-time rates and, where measured, from CPU-second rates: the CPU ratio is the median
+    of the paired per-run ratios (with their min and max), or the ratio of the medians for a
+    results JSON written before pairs were kept."""
     med = {(r["impl"], r["alg"], r["n"], r["P"]): r["median_rate"] for r in results}
     med_cpu = {(r["impl"], r["alg"], r["n"], r["P"]): r.get("median_cpu_rate") for r in results}
+    runs_cpu = {(r["impl"], r["alg"], r["n"], r["P"]): [x.get("cpu_rate") for x in r["runs"]]
+                for r in results}
     raw_cpu = raw_cpu or {}
+    raw_cpu_runs = raw_cpu_runs or {}
     rows = []
     for no_check in (True, False):
         for n in (1, 2):
@@ -562,8 +586,6 @@ def ratio_rows(results: list[dict], raw: dict, raw_cpu: dict | None = None) -> l
                 specs += [
                     (f"{short} 9.20 shim >= 1.0 x 9.20 provider", alg, 1.0, ("shim920", n),
                      ("provider920", n)),
-                    (f"{short} 9.20 shim + jemalloc >= 1.0 x 9.20 provider", alg, 1.0,
-                     ("shim920je", n), ("provider920", n)),
                     *[(f"{short} {IMPL_SHORT[impl]} >= 0.95 x raw (session copy)", alg, 0.95,
                        (impl, n), ("raw-copy", n)) for impl in ("shim", "shim920", "provider920")],
                     *[(f"{short} {IMPL_SHORT[impl]} >= 0.95 x raw (token object)", alg, 0.95,
@@ -582,10 +604,16 @@ def ratio_rows(results: list[dict], raw: dict, raw_cpu: dict | None = None) -> l
                         else raw_cpu.get((alg, "csign-copy", bn)) if b == "raw-copy"
                         else med_cpu.get((b, alg, bn, no_check)))
                 cpu_ratio = round(cnum / cden, 3) if cnum and cden else None
+                pairs = paired(runs_cpu.get((a, alg, an, no_check), []),
+                               raw_cpu_runs.get((alg, "csign", bn), []) if b == "raw"
+                               else raw_cpu_runs.get((alg, "csign-copy", bn), []) if b == "raw-copy"
+                               else runs_cpu.get((b, alg, bn, no_check), []))
+                if len(pairs) >= 2:
+                    cpu_ratio = round(statistics.median(pairs), 3)
                 rows.append({"target": name, "alg": alg, "n": n, "P": no_check,
                              "numerator": num, "denominator": den,
                              "cpu_numerator": cnum, "cpu_denominator": cden,
-                             "cpu_ratio": cpu_ratio,
+                             "cpu_ratio": cpu_ratio, "cpu_pairs": pairs,
                              "cpu_met": None if cpu_ratio is None else cpu_ratio >= target,
                              "denominator_what": (f"raw C_Sign, {bn} session(s)" if b == "raw"
                                                   else f"raw C_Sign, session copy, {bn} session(s)"
@@ -602,10 +630,16 @@ def markdown(report: dict) -> str:
         "",
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, kernel "
         f"{m['kernel']}, {m['os']} (debian_version {m['debian_version']})",
-        f"- BIND: patched `{m['bind_patched']}`; stock `{m['bind_stock']}`"
+        f"- BIND: patched `{m['bind_patched']}`"
+        + (f" ({m['bind_patched_malloc']} malloc)" if "bind_patched_malloc" in m else "")
+        + f"; stock `{m['bind_stock']}`"
         + (f"; engine build `{m['bind_engine_build']}`" if "bind_engine_build" in m else "")
-        + (f"; patched 9.20 `{m['bind_920_patched']}`; stock 9.20 `{m['bind_920_stock']}` with "
-           f"`{m['pkcs11_provider']}`" if "bind_920_patched" in m else ""),
+        + (f"; patched 9.20 `{m['bind_920_patched']}`"
+           + (f" ({m['bind_920_patched_malloc']} malloc)" if "bind_920_patched_malloc" in m
+              else "")
+           + f"; stock 9.20 `{m['bind_920_stock']}` with `{m['pkcs11_provider']}`"
+           + (f" ({m['bind_920_stock_malloc']} malloc)" if "bind_920_stock_malloc" in m else "")
+           if "bind_920_patched" in m else ""),
         f"- SoftHSM {m['softhsm']}, {m['openssl']}, libp11 engine {m['libp11_engine']}",
         f"- Zone `{z['origin']}.`: {z['total_records']} records = {z['a_records']} A + "
         f"{z['delegations']} delegations (2 NS + 2 glue A each) + 5 apex records (SOA, 2 NS, "
@@ -630,14 +664,15 @@ def markdown(report: dict) -> str:
         "CPU user+sys s | median RRSIG per CPU s |",
         "|---|---|---|---|---:|---:|---|---:|---:|",
     ]
-    order = {"shim": 0, "shim920": 1, "shim920je": 2, "provider920": 3, "soft": 4, "soft920": 5,
-             "engine": 6, "stock": 7}
-    for r in sorted(report["results"], key=lambda r: (r["alg"] != "ECDSAP256SHA256",
-                                                      not r["P"], order[r["impl"]], r["n"])):
+    order = {"shim": 0, "shim920": 1, "provider920": 2, "soft": 3, "soft920": 4, "engine": 5,
+             "stock": 6}
+    rank = len(order)  # routes of an older results JSON (e.g. the retired shim920je) go last
+    for r in sorted(report["results"], key=lambda r: (r["alg"] != "ECDSAP256SHA256", not r["P"],
+                                                      order.get(r["impl"], rank), r["n"])):
         cpu = statistics.median(x["user"] + x["sys"] for x in r["runs"])
         runs_text = ", ".join(f"{x['rate']:,.0f}" for x in r["runs"])
         lines.append(
-            f"| {IMPL_TEXT[r['impl']]} | {SHORT[r['alg']]} | {r['n']} | "
+            f"| {r['route']} | {SHORT[r['alg']]} | {r['n']} | "
             f"{'yes' if r['P'] else 'no'} | **{r['median_rate']:,.0f}** | "
             f"{statistics.median(x['wall'] for x in r['runs']):.2f} | "
             f"{runs_text} | {cpu:.2f} | {num(r.get('median_cpu_rate'))} |")
@@ -656,24 +691,32 @@ def markdown(report: dict) -> str:
     lines += ["", "### Ratios against the targets", "",
               "Each ratio compares like with like: the same `-n` on both sides, and the raw rate "
               "with as many sessions as signing threads (`-n 1` = one session). The `-n 1`, `-P` "
-              "rows are the primary verdict. Wall ratios rank routes only on a quiet machine; CPU "
-              "ratios (RRSIGs per CPU-second on both sides) hold under load but at `-n 2` compare "
-              "efficiency, not the speed-up of the second thread.", "",
+              "rows are the primary verdict. Wall ratios (of the medians) rank routes only on a "
+              "quiet machine; CPU ratios (RRSIGs per CPU-second on both sides) hold under load but "
+              "at `-n 2` compare efficiency, not the speed-up of the second thread. The CPU ratio "
+              "is the median of the paired per-run ratios (run i of both sides in the same "
+              "interleaved pass); min-max is their spread.", "",
               "| target | -n | -P | route RRSIG/s | vs | ratio (wall) | verdict (wall) | "
-              "ratio (CPU) | verdict (CPU) | wanted |",
-              "|---|---|---|---:|---|---:|---|---:|---|---:|"]
+              "ratio (CPU) | CPU pairs min-max (n) | verdict (CPU) | wanted |",
+              "|---|---|---|---:|---|---:|---|---:|---|---|---:|"]
     for row in report["ratios"]:
         lines.append(
             f"| {row['target']} | {row['n']} | {'yes' if row['P'] else 'no'} | "
             f"{row['numerator']:,.0f} | {row['denominator_what']}: {row['denominator']:,.0f} | "
             f"{row['ratio']:.3f} | {'met' if row['met'] else '**not met**'} | "
             f"{'-' if row.get('cpu_ratio') is None else format(row['cpu_ratio'], '.3f')} | "
+            f"{spread(row.get('cpu_pairs') or [])} | "
             f"{'-' if row.get('cpu_met') is None else 'met' if row['cpu_met'] else '**not met**'} | "
             f"{row['wanted']} |")
     lines += ["", "### Notes (automatic)", ""]
     lines += [f"- {note}" for note in report["notes"]]
     lines += [""]
     return "\n".join(lines) + "\n"
+
+
+def spread(pairs: list[float]) -> str:
+    """'min-max (n)' of paired ratios; '-' with fewer than two pairs."""
+    return "-" if len(pairs) < 2 else f"{min(pairs):.3f}-{max(pairs):.3f} ({len(pairs)})"
 
 
 def num(value: float | None) -> str:
@@ -688,8 +731,7 @@ def auto_notes(report: dict) -> list[str]:
         # CPU per RRSIG at -n 1 (one thread signs): the token's share is the raw loop's CPU per
         # signature on a session copy, what every token route here signs with.
         token = raw_cpu.get((alg, "csign-copy", 1))
-        for impl, soft in (("shim", "soft"), ("shim920", "soft920"), ("shim920je", "soft920"),
-                           ("provider920", "soft920")):
+        for impl, soft in (("shim", "soft"), ("shim920", "soft920"), ("provider920", "soft920")):
             route, floor = med.get((impl, alg, 1, True)), med.get((soft, alg, 1, True))
             if not (route and floor and token and route.get("median_cpu_rate")
                     and floor.get("median_cpu_rate")):
@@ -701,7 +743,7 @@ def auto_notes(report: dict) -> list[str]:
                          f"{t_route - t_tok:.1f} us of BIND and the signing path; the same BIND "
                          f"with software keys {t_soft:.1f} us in all")
     for alg in ALGORITHMS:
-        for impl in ("shim", "soft", "engine", "shim920", "shim920je", "soft920", "provider920"):
+        for impl in ("shim", "soft", "engine", "shim920", "soft920", "provider920"):
             one, two = med.get((impl, alg, 1, True)), med.get((impl, alg, 2, True))
             if one and two:
                 notes.append(f"{impl} {SHORT[alg]} with -P: -n 2 / -n 1 = "
@@ -729,12 +771,13 @@ def auto_notes(report: dict) -> list[str]:
         notes.append(f"{ENGINE_PACKAGE} was installed by this run (apt-get).")
     if report.get("skip_engine"):
         notes.append("The engine route was skipped (--skip-engine).")
-    notes.append("Engine route: upstream 9.18.49 orig tarball, unpatched, CFLAGS "
-                 f"'{ENGINE_CFLAGS}', same configure flags as `bindpkcs11 bind build`, only the "
-                 "dnssec tools, cached in .cache/engine-bind (bench/enginebuild.py, the build the "
-                 "tests use too); the libp11 engine is configured through an openssl.cnf "
-                 "passed as OPENSSL_CONF to those processes only, on the very same token objects "
-                 "the shim uses.")
+    if report.get("engine_build"):
+        notes.append("Engine route: upstream 9.18.49 orig tarball, unpatched, CFLAGS "
+                     f"'{ENGINE_CFLAGS}', same configure flags as `bindpkcs11 bind build`, only the "
+                     "dnssec tools, cached in .cache/engine-bind (bench/enginebuild.py, the build the "
+                     "tests use too); the libp11 engine is configured through an openssl.cnf "
+                     "passed as OPENSSL_CONF to those processes only, on the very same token objects "
+                     "the shim uses.")
     return notes
 
 
@@ -775,9 +818,21 @@ def main() -> int:
                         help=f"never apt-get install {ENGINE_PACKAGE}")
     parser.add_argument("--no-doc", action="store_true",
                         help="do not touch docs/benchmarks.md (JSON only)")
+    parser.add_argument("--routes", metavar="LIST",
+                        help="comma-separated subset to run (default all): signing routes "
+                        f"{','.join(IMPL_TEXT)} and raw loops {','.join(RAW_KINDS)}; e.g. "
+                        "shim,shim920,soft920,provider920,csign-copy for the issue-11 pairs")
     parser.add_argument("--render", type=Path, metavar="JSON",
                         help="measure nothing: rewrite the docs section from an earlier results JSON")
     args = parser.parse_args()
+    selected = None if args.routes is None else set(filter(None, args.routes.split(",")))
+    unknown = sorted((selected or set()) - set(IMPL_TEXT) - set(RAW_KINDS))
+    if unknown:
+        parser.error(f"unknown route(s) {', '.join(unknown)}; choose from "
+                     f"{', '.join([*IMPL_TEXT, *RAW_KINDS])}")
+
+    def wanted(name: str) -> bool:
+        return selected is None or name in selected
     QUIET_WAIT_S[0] = args.quiet_wait
     RETRIES_N[0] = max(1, args.retries)
 
@@ -828,7 +883,7 @@ def main() -> int:
     engine_prefix = None
     engine_env = None
     engine_installed = False
-    if not args.skip_engine:
+    if not args.skip_engine and wanted("engine"):
         engine_so, engine_installed = engine_module(not args.no_install)
         build_cache = bind_lib.parent.parent / "cache"  # where `bind build` keeps its tarballs
         # The very build the tests use (bench/enginebuild.py, cached in <repo>/.cache/engine-bind).
@@ -839,7 +894,7 @@ def main() -> int:
         keysets.update(make_engine_keys(engine_prefix, keys, keysets, engine_env))
 
     env920 = provider = None
-    if not args.skip_920:
+    if not args.skip_920 and any(map(wanted, ("shim920", "soft920", "provider920"))):
         env920 = patched_bind_920(state)
         stock_tree = stock_920(work)
         provider = provider_env(work, stock_tree, pin_file, patched_env["SOFTHSM2_CONF"])
@@ -855,7 +910,7 @@ def main() -> int:
     if engine_env:
         routes["engine"] = (str(engine_prefix / "bin" / "dnssec-signzone"), ["-E", "pkcs11"],
                             engine_env)
-    if not args.skip_stock:
+    if not args.skip_stock and wanted("stock"):
         routes["stock"] = (STOCK_SIGNZONE, [], clean_env())
     # Patched tools are found through PATH from `bind env`.
     routes["shim"] = (shutil.which("dnssec-signzone", path=shim_env["PATH"]), [], shim_env)
@@ -864,11 +919,10 @@ def main() -> int:
         shim920_env = clean_env(**env920, PKCS11_LIBRARY_PIN_FILE=str(pin_file))
         signzone920 = shutil.which("dnssec-signzone", path=env920["PATH"])
         routes["shim920"] = (signzone920, [], shim920_env)
-        if JEMALLOC.exists():
-            routes["shim920je"] = (signzone920, [], {**shim920_env, "LD_PRELOAD": str(JEMALLOC)})
         routes["soft920"] = (signzone920, [], clean_env(**env920))
         routes["provider920"] = (str(stock_tree / "usr" / "bin" / "dnssec-signzone"), [], provider)
-    KEYSET_OF = {"stock": "soft", "soft920": "soft", "shim920": "shim", "shim920je": "shim"}
+    routes = {impl: route for impl, route in routes.items() if wanted(impl)}
+    KEYSET_OF = {"stock": "soft", "soft920": "soft", "shim920": "shim"}
 
     configs = []
     for alg in ALGORITHMS:
@@ -904,6 +958,7 @@ def main() -> int:
                               "cmd": [binaries["raw_bp11"], zsk["uri"], RAW_KIND[alg],
                                       str(args.raw_seconds), str(sessions)]})
 
+    raw_items = [item for item in raw_items if wanted(item["kind"])]
     log(f"{len(configs)} signing configurations x {args.runs} runs, {len(raw_items)} raw loops")
     for run_index in range(args.runs):
         for item in raw_items:
@@ -962,7 +1017,9 @@ def main() -> int:
                          "configure_flags": list(CONFIGURE_FLAGS),
                          "targets": list(enginebuild.TARGETS)} if engine_prefix else None,
     }
-    report["ratios"] = ratio_rows(results, raw_med, raw_cpu)
+    raw_cpu_runs = {(i["alg"], i["kind"], i["sessions"]): [m["cpu_rate"] for m in i["measurements"]]
+                    for i in raw_out}
+    report["ratios"] = ratio_rows(results, raw_med, raw_cpu, raw_cpu_runs)
     report["notes"] = auto_notes(report)
     mismatched = [r for r in results for x in r["runs"]
                   if x["signatures_generated"] not in (None, x["rrsigs"])]

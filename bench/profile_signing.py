@@ -87,9 +87,6 @@ def routes_of(work: Path) -> tuple[dict, dict]:
         "provider920": (str(tree / "usr" / "bin" / "dnssec-signzone"), provider),
         "soft920": (shutil.which("dnssec-signzone", path=env920["PATH"]), bs.clean_env(**env920)),
     }
-    if bs.JEMALLOC.exists():  # bench_signing's shim920je: the same with jemalloc preloaded
-        signzone, env = routes["shim920"]
-        routes["shim920je"] = (signzone, {**env, "LD_PRELOAD": str(bs.JEMALLOC)})
     keysets = {}
     for alg in bs.ALGORITHMS:
         for kind in ("shim", "soft", "provider920"):
@@ -110,7 +107,7 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=300,
                         help="A records of the smaller zone; the larger has twice as many")
     parser.add_argument("--routes", default=",".join(ROUTES),
-                        help="comma-separated routes (also: shim920je)")
+                        help="comma-separated routes")
     parser.add_argument("--algorithms", default=",".join(bs.ALGORITHMS))
     args = parser.parse_args()
     work = args.work.resolve()
@@ -122,7 +119,7 @@ def main() -> int:
     for size in sizes:
         zones[size] = prof / f"zone-{size}.db"
         bs.write_zone(zones[size], size, size // 50)
-    keyset_of = {"shim920": "shim", "shim920je": "shim", "soft920": "soft"}
+    keyset_of = {"shim920": "shim", "soft920": "soft"}
     results = []
     for alg in args.algorithms.split(","):
         for route in args.routes.split(","):
