@@ -92,7 +92,9 @@ def delv_from_ds(tmp_path: Path, pair, port: int, rdtype: str) -> subprocess.Com
                            str(port), ZONE, rdtype], capture_output=True, text=True, timeout=30)
 
 
-def test_ksk_rollover_through_presign_and_signer_validates_with_the_ds_at_every_phase(tmp_path):
+def offline_zone(tmp_path: Path) -> tuple[Cli, int, dict, Path]:
+    """A token KSK and a software ZSK of ZONE, both active for an hour before `start` (a
+    minute ago): the CLI, start, the KSK's keygen report and the ZSK directory."""
     cli = Cli(tmp_path / "state", clean_env())
     cli("token", "init", "--label", "bindpkcs11", "--generate-pins")
     start = int(time.time()) - 60
@@ -102,6 +104,11 @@ def test_ksk_rollover_through_presign_and_signer_validates_with_the_ds_at_every_
     zsks = tmp_path / "zsks"
     cli.json("keygen", ZONE, "--role", "zsk", "--algorithm", "13", "--software", "--key-dir",
              str(zsks), "--publish", early, "--activate", early)
+    return cli, start, old, zsks
+
+
+def test_ksk_rollover_through_presign_and_signer_validates_with_the_ds_at_every_phase(tmp_path):
+    cli, start, old, zsks = offline_zone(tmp_path)
     ksk_dir = cli.key_dir
 
     step1 = cli.json("rollover", "ksk", ZONE, "--ksk-dir", str(ksk_dir), "--at",

@@ -18,6 +18,7 @@ from bindpkcs11.dnssec import keytiming
 from bindpkcs11.dnssec.bundles import bundles_in
 from bindpkcs11.dnssec.keyfile import KeyPairFiles, read_key_pair
 from conftest import Cli, clean_env, one_line_error
+from test_rollover_offline_ksk import offline_zone
 from test_signer_offline_ksk import PASSPHRASE, PERIOD, ZONE
 
 
@@ -53,15 +54,7 @@ class Roll:
 
 @pytest.fixture
 def roll(tmp_path) -> Roll:
-    cli = Cli(tmp_path / "state", clean_env())
-    cli("token", "init", "--label", "bindpkcs11", "--generate-pins")
-    start = int(time.time()) - 60
-    early = str(start - 3600)
-    old = cli.json("keygen", ZONE, "--role", "ksk", "--algorithm", "13", "--no-backup",
-                   "--publish", early, "--activate", early)
-    zsks = tmp_path / "zsks"
-    cli.json("keygen", ZONE, "--role", "zsk", "--algorithm", "13", "--software", "--key-dir",
-             str(zsks), "--publish", early, "--activate", early)
+    cli, start, old, zsks = offline_zone(tmp_path)
     step1 = cli.json("rollover", "ksk", ZONE, "--ksk-dir", str(cli.key_dir), "--at",
                      str(start + PERIOD), "--test-timings")
     pair = lambda tag: read_key_pair(next(cli.key_dir.glob(f"K{ZONE}.+013+{tag:05d}.key")))  # noqa: E731
