@@ -24,10 +24,9 @@ import dns.rdatatype
 import dns.rrset
 
 from bindpkcs11.dnssec.keyfile import read_key_pair
-from bindpkcs11.dnssec.samplezone import sample_zone_text
 from conftest import Cli, clean_env
 from test_signer_offline_ksk import (ORIGIN, PASSPHRASE, PERIOD, ZONE, ControlledNamed, Offline,
-                                     Online, dnssec_verify, validate_signed_zone)
+                                     dnssec_verify, online_for, validate_signed_zone)
 from test_tpm2_inline import delv, delv_anchor
 
 WWW = dns.name.from_text(f"www.{ZONE}")
@@ -99,13 +98,7 @@ def test_zsk_rollover_through_presign_and_signer_validates_at_every_phase(tmp_pa
     offline = Offline([Path(p) for p in ceremony["bundles"]], start, ksk["tag"],
                       ksk_pair.dnskey.key, (old["tag"], new_tag), passphrase,
                       cli.state_dir / "softhsm")
-    online = Online(tmp_path / "online", Cli(tmp_path / "online-state", clean_env()), offline,
-                    tmp_path / "scratch")
-    online.bundle_dir.mkdir(parents=True)
-    online.scratch.mkdir()
-    for path in offline.bundles:
-        shutil.copy(path, online.bundle_dir / path.name)
-    online.unsigned.write_text(sample_zone_text(ORIGIN, hosts=20))
+    online = online_for(offline, tmp_path)
 
     phases = {0: ({old["tag"]}, {old["tag"]}),
               1: ({old["tag"], new_tag}, {old["tag"]}),

@@ -29,11 +29,10 @@ import dns.zone
 
 from bindpkcs11.dnssec.dnskey import ds_text
 from bindpkcs11.dnssec.keyfile import read_key_pair
-from bindpkcs11.dnssec.samplezone import sample_zone_text
 from conftest import Cli, clean_env
 from test_rollover_offline import WWW, served
 from test_signer_offline_ksk import (ORIGIN, PASSPHRASE, PERIOD, ZONE, ControlledNamed, Offline,
-                                     Online, dnssec_verify)
+                                     dnssec_verify, online_for, validate_every_rrsig)
 
 
 def ceremony(cli: Cli, ksks: list[str], zsks: Path, start: int, periods: int, out: Path,
@@ -67,20 +66,6 @@ def validate_from_ds(named: ControlledNamed, anchor: dns.rrset.RRset, now: int) 
         dns.dnssec.validate(rrset, rrsigs, {ORIGIN: dnskeys}, now=now)
         seen[rdtype] = (rrset, rrsigs)
     return seen
-
-
-def validate_every_rrsig(path: Path, now: int) -> None:
-    """dnspython: every RRSIG of every RRset in the signed file validates at `now`."""
-    zone = dns.zone.from_file(str(path), origin=ORIGIN, relativize=False)
-    dnskeys = zone.get_rdataset(ORIGIN, "DNSKEY")
-    for name, node in zone.nodes.items():
-        signatures = {rds.covers: rds for rds in node.rdatasets if rds.rdtype == dns.rdatatype.RRSIG}
-        for rdataset in node.rdatasets:
-            if rdataset.rdtype == dns.rdatatype.RRSIG:
-                continue
-            assert rdataset.rdtype in signatures, f"{name} {rdataset.rdtype!r} is not signed"
-            for rrsig in signatures[rdataset.rdtype]:
-                dns.dnssec.validate_rrsig((name, rdataset), rrsig, {ORIGIN: dnskeys}, now=now)
 
 
 def delv_from_ds(tmp_path: Path, pair, port: int, rdtype: str) -> subprocess.CompletedProcess:
@@ -143,13 +128,7 @@ def test_ksk_rollover_through_presign_and_signer_validates_with_the_ds_at_every_
 
     offline = Offline([Path(p) for p in first["bundles"] + second["bundles"]], start, old["tag"],
                       old_pair.dnskey.key, (0, 0), passphrase, cli.state_dir / "softhsm")
-    online = Online(tmp_path / "online", Cli(tmp_path / "online-state", clean_env()), offline,
-                    tmp_path / "scratch")
-    online.bundle_dir.mkdir(parents=True)
-    online.scratch.mkdir()
-    for path in offline.bundles:
-        shutil.copy(path, online.bundle_dir / path.name)
-    online.unsigned.write_text(sample_zone_text(ORIGIN, hosts=20))
+    online = online_for(offline, tmp_path)
 
     o, n = old["tag"], new_tag
     # period: (KSKs in the DNSKEY RRset = signing it, KSKs named by CDS, DS a resolver may hold)

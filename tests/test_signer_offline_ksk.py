@@ -124,15 +124,22 @@ class Online:
         return json.loads(result.stdout)
 
 
+def online_for(offline: Offline, tmp_path: Path) -> Online:
+    """The signer's machine under tmp_path: the ceremony's bundles, a 20-host unsigned zone,
+    its own state dir (no token) and an empty scratch dir."""
+    online = Online(tmp_path / "online", Cli(tmp_path / "online-state", clean_env()), offline,
+                    tmp_path / "scratch")
+    online.bundle_dir.mkdir(parents=True)
+    online.scratch.mkdir()
+    for path in offline.bundles:
+        shutil.copy(path, online.bundle_dir / path.name)
+    online.unsigned.write_text(sample_zone_text(ORIGIN, hosts=20))
+    return online
+
+
 @pytest.fixture
 def online(offline: Offline, tmp_path: Path) -> Online:
-    root = tmp_path / "online"
-    (root / "bundles").mkdir(parents=True)
-    for path in offline.bundles:
-        shutil.copy(path, root / "bundles" / path.name)
-    (root / "example.test.db").write_text(sample_zone_text(ORIGIN, hosts=20))
-    (tmp_path / "scratch").mkdir()
-    return Online(root, Cli(tmp_path / "online-state", clean_env()), offline, tmp_path / "scratch")
+    return online_for(offline, tmp_path)
 
 
 class ControlledNamed(NamedProcess):
@@ -170,9 +177,10 @@ class ControlledNamed(NamedProcess):
         raise AssertionError(f"named still serves {self.serial()}, not {serial}: {self.log_tail()}")
 
 
-def validate_signed_zone(path: Path, now: int, ksk_tag: int) -> set[int]:
-    """Every RRSIG of every RRset against the DNSKEY set at `now` (dnspython); returns the key tags
-    signing the non-DNSKEY data. The DNSKEY RRset must be signed by the KSK alone."""
+def validate_every_rrsig(path: Path, now: int) -> tuple[dns.zone.Zone, set[int]]:
+    """Every RRSIG of every RRset of the signed file validates against its DNSKEY set at `now`
+    (dnspython), and every RRset is signed; returns the zone and the key tags signing the
+    non-DNSKEY data."""
     zone = dns.zone.from_file(str(path), origin=ORIGIN, relativize=False)
     dnskeys = zone.get_rdataset(ORIGIN, "DNSKEY")
     zsk_tags = set()
@@ -186,6 +194,13 @@ def validate_signed_zone(path: Path, now: int, ksk_tag: int) -> set[int]:
                 dns.dnssec.validate_rrsig((name, rdataset), rrsig, {ORIGIN: dnskeys}, now=now)
                 if rdataset.rdtype != dns.rdatatype.DNSKEY:
                     zsk_tags.add(rrsig.key_tag)
+    return zone, zsk_tags
+
+
+def validate_signed_zone(path: Path, now: int, ksk_tag: int) -> set[int]:
+    """validate_every_rrsig, and the DNSKEY RRset signed by the KSK alone; returns the key tags
+    signing the non-DNSKEY data."""
+    zone, zsk_tags = validate_every_rrsig(path, now)
     assert [s.key_tag for s in zone.get_rdataset(ORIGIN, "RRSIG", "DNSKEY")] == [ksk_tag]
     return zsk_tags
 

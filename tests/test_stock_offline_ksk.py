@@ -16,7 +16,7 @@ from pathlib import Path
 import dns.message
 import dns.query
 
-from conftest import Cli, clean_env
+from conftest import Cli, clean_env, poll
 from namedproc import free_port
 from test_inline import ZONE, validated
 from test_stock_inline import delv_anchor, stock_bind  # noqa: F401 (fixture)
@@ -25,14 +25,6 @@ from test_tpm2_inline import delv
 DEADLINE = 30.0
 
 
-def _poll(condition, what: str):
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _dnskey_signed(port: int, tag: int) -> bool:
@@ -90,13 +82,15 @@ def test_skr_from_the_ceremony_is_imported_by_a_stock_920_offline_ksk_policy(sto
                              cwd=online, stdout=open(online / "named.log", "wb"),
                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        _poll(lambda: named.poll() is None and (online / "named.pid").exists(), "named to start")
-        imported = _poll(lambda: subprocess.run(
+        poll(lambda: named.poll() is None and (online / "named.pid").exists(), DEADLINE,
+             "named to start")
+        imported = poll(lambda: subprocess.run(
             ["rndc", "-c", str(online / "rndc.conf"), "skr", "-import", str(skr), ZONE],
             env=env, capture_output=True, text=True, timeout=20).returncode == 0 or None,
-            "rndc skr -import")
+            DEADLINE, "rndc skr -import")
         assert imported
-        _poll(lambda: _dnskey_signed(port, ksk["tag"]), "the DNSKEY RRset signed by the KSK")
+        poll(lambda: _dnskey_signed(port, ksk["tag"]), DEADLINE,
+             "the DNSKEY RRset signed by the KSK")
         _, dnskey_tags = validated(ZONE, "DNSKEY", port)
         _, soa_tags = validated(ZONE, "SOA", port)
         assert dnskey_tags == {ksk["tag"]} and soa_tags == {zsk["tag"]}
