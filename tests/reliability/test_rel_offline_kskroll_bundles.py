@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from bindpkcs11.dnssec import bundles
 from bindpkcs11.dnssec.bundles import Bundle, BundleKey, Unlocker, open_bundle
 from conftest import one_line_error
+from test_rel_offline_wrong_zone_key import crafted_bundle_dir
 import test_signer_offline_ksk
 from test_signer_offline_ksk import ORIGIN, PASSPHRASE, Online, dnssec_verify, validate_signed_zone
 
@@ -85,23 +86,23 @@ def a_second_ksk_not_in_the_rrset(bundle: Bundle):
     return replace(bundle.header, ksk_tags=(*bundle.header.ksk_tags, 4242)), bundle.content
 
 
-def cds_of_a_zsk(bundle: Bundle):
-    """CDS/CDNSKEY naming the ZSK (a parent following them would install a DS for it)."""
-    zsk = next(line for line in bundle.content.dnskey_rrset.splitlines() if " 256 3 " in line)
-    key = dns.rdata.from_text("IN", "DNSKEY", zsk.split(None, 4)[4])
+def _with_cds_of(bundle: Bundle, flags: int):
+    """The bundle with unsigned CDS/CDNSKEY naming its DNSKEY of `flags` (256 ZSK, 257 KSK)."""
+    line = next(line for line in bundle.content.dnskey_rrset.splitlines() if f" {flags} 3 " in line)
+    key = dns.rdata.from_text("IN", "DNSKEY", line.split(None, 4)[4])
     ds = dns.dnssec.make_ds(ORIGIN, key, "SHA256")
     text = (f"{ORIGIN} 60 IN CDS {ds.to_text()}\n"
             f"{ORIGIN} 60 IN CDNSKEY {key.to_text()}\n")
     return bundle.header, replace(bundle.content, sync_rrsets=text)
+
+
+def cds_of_a_zsk(bundle: Bundle):
+    """CDS/CDNSKEY naming the ZSK (a parent following them would install a DS for it)."""
+    return _with_cds_of(bundle, 256)
 
 
 def unsigned_cds_of_the_ksk(bundle: Bundle):
-    ksk = next(line for line in bundle.content.dnskey_rrset.splitlines() if " 257 3 " in line)
-    key = dns.rdata.from_text("IN", "DNSKEY", ksk.split(None, 4)[4])
-    ds = dns.dnssec.make_ds(ORIGIN, key, "SHA256")
-    text = (f"{ORIGIN} 60 IN CDS {ds.to_text()}\n"
-            f"{ORIGIN} 60 IN CDNSKEY {key.to_text()}\n")
-    return bundle.header, replace(bundle.content, sync_rrsets=text)
+    return _with_cds_of(bundle, 257)
 
 
 CASES = {
@@ -119,12 +120,7 @@ def test_signer_refuses_bundles_whose_ksks_ds_or_cds_do_not_hold_together(online
     published = online.out.read_bytes()
     first = offline.bundles[0].name
     for name, (craft, expected) in CASES.items():
-        crafted = tmp_path / name
-        shutil.copytree(online.bundle_dir, crafted)
-        bundle = open_bundle(crafted / first, Unlocker(PASSPHRASE))
-        key = Unlocker(PASSPHRASE).key_for(bundle.header.kdf)
-        header, content = craft(bundle)
-        bundles.write_bundle(crafted / first, bundles.seal(header, content, key))
+        crafted = crafted_bundle_dir(online, tmp_path / name, craft)
         online.out.unlink()  # force a re-sign with the crafted bundle
         result = online.run(offline.at(0, 20), bundles=crafted)
         error = one_line_error(result)

@@ -101,17 +101,25 @@ CASES = {
 }
 
 
+def crafted_bundle_dir(online: Online, path: Path, craft) -> Path:
+    """A copy of the signer's bundle dir at `path` whose first bundle is re-sealed with the real
+    passphrase from craft(bundle) -> (header, content)."""
+    shutil.copytree(online.bundle_dir, path)
+    first = path / online.offline.bundles[0].name
+    bundle = open_bundle(first, Unlocker(PASSPHRASE))
+    key = Unlocker(PASSPHRASE).key_for(bundle.header.kdf)
+    bundles.write_bundle(first, bundles.seal(*craft(bundle), key))
+    return path
+
+
 def test_signer_refuses_bundles_that_do_not_chain_to_the_ceremony_ksk(online: Online, tmp_path):
     offline = online.offline
     good = online.publish(offline.at(0))
     published = online.out.read_bytes()
     first = offline.bundles[0].name
     for name, (craft, expected) in CASES.items():
-        crafted = tmp_path / name
-        shutil.copytree(online.bundle_dir, crafted)
-        bundle = open_bundle(crafted / first, Unlocker(PASSPHRASE))
-        key = Unlocker(PASSPHRASE).key_for(bundle.header.kdf)
-        bundles.write_bundle(crafted / first, bundles.seal(bundle.header, craft(bundle), key))
+        crafted = crafted_bundle_dir(online, tmp_path / name,
+                                     lambda bundle: (bundle.header, craft(bundle)))
         online.out.unlink()  # force a re-sign with the crafted bundle
         error = one_line_error(online.run(offline.at(0, 20), bundles=crafted))
         assert first in error and expected in error, (name, error)
