@@ -19,14 +19,24 @@ the instance's own configuration and environment, as `named start` would. Measur
   dnssec-signzone       the patched dnssec-signzone -S with the same key files (same token
                         objects), same zone, in the same run: with its self-check, and with -P.
 
+`--routes patched-9.18 patched-9.20 stock-9.20` runs each case on each BIND route (issue 11):
+setup-inline `--bind patched` (9.18), `--bind patched --bind-version 9.20`, `--bind stock` (BIND
+9.20 + pkcs11-provider, the backports packages unpacked privately in --stock-dir, nothing
+installed); named and dnssec-signzone then run from that route's BIND with the environment
+`bind env` gives it (the provider's config and preloaded module on stock). Several routes write the
+section `inline-routes`; the 9.18 route alone, `inline-big-zones`.
+
 `--batches 100 300 890 3000` repeats the named run with those sig-signing-signatures values
 (sig-signing-nodes the same, at least 100) instead of the rendered one: the trade-off between
 time to fully signed and query latency that chose config.SIGNING_SLICE.
 
     .venv/bin/python bench/bench_inline.py --records 10000 100000
     .venv/bin/python bench/bench_inline.py --records 100000 --algorithm RSASHA256 --batches 25 100
+    .venv/bin/python bench/bench_inline.py --records 100000 --zsk-on token \
+        --routes patched-9.18 patched-9.20 stock-9.20
 
-Results: docs/benchmarks.md (section `inline-big-zones`) and bench/results/inline.json.
+Results: docs/benchmarks.md (section `inline-big-zones`, or `inline-routes`) and
+bench/results/inline.json (or inline-routes.json).
 """
 
 from __future__ import annotations
@@ -55,6 +65,11 @@ from benchdoc import replace_section
 REPO = Path(__file__).resolve().parent.parent
 BINDPKCS11 = [sys.executable, "-m", "bindpkcs11"]
 SECTION = "inline-big-zones"
+ROUTES_SECTION = "inline-routes"
+# --routes: the setup-inline options that choose each BIND route
+ROUTES = {"patched-9.18": ["--bind", "patched"],
+          "patched-9.20": ["--bind", "patched", "--bind-version", "9.20"],
+          "stock-9.20": ["--bind", "stock"]}
 ZONE = "big.test"
 TOKEN = "bindpkcs11"
 
@@ -144,8 +159,9 @@ def signed_soa(port: int) -> bool:
     return any(rrset.rdtype == dns.rdatatype.RRSIG for rrset in response.answer)
 
 
-def both_done(rndc: list[str]) -> bool:
-    result = subprocess.run([*rndc, "signing", "-list", ZONE], capture_output=True, text=True)
+def both_done(rndc: list[str], env: dict) -> bool:
+    result = subprocess.run([*rndc, "signing", "-list", ZONE], capture_output=True, text=True,
+                            env=env)
     lines = result.stdout.splitlines()
     return len([line for line in lines if line.startswith("Done signing")]) >= 2 and \
         not any(line.startswith("Signing with") for line in lines)
@@ -158,11 +174,10 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def run_named(instance: Path, env: dict, port: int, limit: float, records: int,
+def run_named(instance: Path, prefix: Path, env: dict, port: int, limit: float, records: int,
               qps: float) -> dict:
-    """Start named on the instance's files; time the first signed SOA and both keys done, while
-    a client queries random names."""
-    prefix = Path(env["BINDPKCS11_BIND_DIR"])  # the patched BIND the bench was given (--bind-dir)
+    """Start named (from the route's `prefix`) on the instance's files; time the first signed SOA
+    and both keys done, while a client queries random names."""
     rndc = [str(prefix / "sbin" / "rndc"), "-c", str(instance / "rndc.conf")]
     args = [str(prefix / "sbin" / "named"), "-f", "-c", str(instance / "named.conf")]
     if os.geteuid() == 0:
@@ -182,14 +197,14 @@ def run_named(instance: Path, env: dict, port: int, limit: float, records: int,
                 first = time.monotonic() - started
             if querier and not querier.is_alive() and signed_soa_answered(port):
                 querier.start()  # from named's first answer on
-            if both_done(rndc):
+            if both_done(rndc, env):  # the route's env: a stock rndc needs its library path
                 full = time.monotonic() - started
                 first = first if first is not None else full
                 break
             time.sleep(0.2)
         rss = peak_rss_mb(process.pid)
         serial = subprocess.run([*rndc, "zonestatus", ZONE], capture_output=True,
-                                text=True).stdout
+                                text=True, env=env).stdout
     finally:
         if querier and querier.is_alive():
             querier.stop.set()
@@ -220,8 +235,7 @@ def record_type(line: str) -> str | None:
                                                           "DNSKEY")), None)
 
 
-def run_signzone(instance: Path, zone_file: Path, env: dict, check: bool) -> dict:
-    prefix = Path(env["BINDPKCS11_BIND_DIR"])  # the patched BIND the bench was given (--bind-dir)
+def run_signzone(instance: Path, prefix: Path, zone_file: Path, env: dict, check: bool) -> dict:
     output = zone_file.with_suffix(".signed")
     args = [str(prefix / "bin" / "dnssec-signzone"), "-S", "-K", str(instance / "keys"),
             "-o", ZONE, "-f", str(output), *([] if check else ["-P"]), str(zone_file)]
@@ -254,42 +268,44 @@ def fresh_zone(instance: Path, records: int) -> None:
         shutil.chown(zone_file, "bind", "bind")
 
 
-def one_case(base: Path, env: dict, records: int, zsk_on: str, algorithm: str, limit: float,
-             batches: list[int | None], qps: float, signzone: bool,
+def one_case(base: Path, env: dict, records: int, zsk_on: str, algorithm: str, bind_route: str,
+             limit: float, batches: list[int | None], qps: float, signzone: bool,
              keep_logs: Path | None) -> list[dict]:
-    state = base / f"{records}-{zsk_on}-{algorithm}"
+    name = f"{records}-{zsk_on}-{algorithm}-{bind_route}"
+    state = base / name
     port = free_port()
     bits = ["--bits", "2048"] if algorithm.startswith("RSA") else []
     cli(state, env, "setup-inline", ZONE, "--zsk-on", zsk_on, "--algorithm", algorithm, *bits,
-        "--port", str(port), "--rndc-port", str(free_port()))
+        *ROUTES[bind_route], "--port", str(port), "--rndc-port", str(free_port()))
     cli(state, env, "named", "stop", ZONE)
     instance = state / "instances" / ZONE
     rendered = rendered_batch(instance)
-    bind_env = json.loads(cli(state, env, "bind", "env", "--token", TOKEN, "--json"))["variables"]
-    tool_env = env | bind_env
+    route_args = ["--version" if arg == "--bind-version" else arg for arg in ROUTES[bind_route]]
+    exports = json.loads(cli(state, env, "bind", "env", "--token", TOKEN, "--json", *route_args))
+    prefix, tool_env = Path(exports["prefix"]), env | exports["variables"]
     rows = []
     for batch in batches:
         set_batch(instance, batch or rendered)
         fresh_zone(instance, records)
         (instance / "named.log").write_bytes(b"")  # this run's lines only (kept with --keep-logs)
         row = {"records": records, "zsk_on": zsk_on, "algorithm": algorithm,
-               "batch": batch or rendered,
+               "route": bind_route, "bind_version": exports["version"], "batch": batch or rendered,
                "rendered": batch in (None, rendered), "load_before": round(os.getloadavg()[0], 2)}
-        row["named"] = run_named(instance, tool_env, port, limit, records, qps)
+        row["named"] = run_named(instance, prefix, tool_env, port, limit, records, qps)
         row["load_after"] = round(os.getloadavg()[0], 2)
         if keep_logs:
             keep_logs.mkdir(parents=True, exist_ok=True)
             shutil.copy(instance / "named.log",
-                        keep_logs / f"{records}-{zsk_on}-{algorithm}-{batch or rendered}.log")
+                        keep_logs / f"{name}-{batch or rendered}.log")
         rows.append(row)
         print(json.dumps(row), flush=True)
     if signzone:
-        work = base / f"sz-{records}-{zsk_on}-{algorithm}"
+        work = base / f"sz-{name}"
         work.mkdir()
         unsigned = work / "zone.db"
         unsigned.write_text(zone_text(records))
-        check = run_signzone(instance, unsigned, tool_env, check=True)
-        plain = run_signzone(instance, unsigned, tool_env, check=False)
+        check = run_signzone(instance, prefix, unsigned, tool_env, check=True)
+        plain = run_signzone(instance, prefix, unsigned, tool_env, check=False)
         for row in rows:
             row["signzone_check"], row["signzone_p"] = check, plain
             full = row["named"]["fully_signed_s"]
@@ -315,30 +331,37 @@ def lost_cell(latency: dict) -> str:
     return f"{latency['lost'] - at_start} + {at_start} at start"
 
 
-def write_section(results: list[dict], info: dict) -> None:
-    lines = ["## Big zones: named's inline signing against dnssec-signzone", "",
+def write_section(results: list[dict], info: dict, section: str) -> None:
+    by_route = section == ROUTES_SECTION
+    title = ("Big zones on each BIND route: named's inline signing" if by_route else
+             "Big zones: named's inline signing against dnssec-signzone")
+    bind = ("the BIND route in each row (patched 9.18 / 9.20 + shim, stock 9.20 + pkcs11-provider; "
+            "named and dnssec-signzone of that route)" if by_route else "patched BIND 9.18")
+    lines = [f"## {title}", "",
              f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {info['cpu']}, "
-             f"{info['cores']} cores, Debian {info['debian']}, machine shared with other "
-             "developers' builds and tests (load average per row), patched BIND 9.18, SoftHSM2, "
+             f"{info['cores']} cores, Debian {info['debian']} (load average per row), {bind}, "
+             "SoftHSM2, "
              "KSK and ZSK of the algorithm in each row (`bench/bench_inline.py`). Zone: N A records + 1 NS, NSEC. "
              "named is started on the instance setup-inline rendered (its `sig-signing-*` batch "
              "from the ZSK's rate) with the big zone and no signed state; first = the apex SOA "
              "served with an RRSIG, full = both keys \"Done signing\". dnssec-signzone: the "
-             "patched one, `-S` with the same key files (same token objects), same zone, right "
+             "route's own, `-S` with the same key files (same token objects), same zone, right "
              "after named in the same run; \"check\" = with its default self-check, `-P` without. "
              "Ratio = named full / dnssec-signzone. \"software\": the ZSK in software, the KSK "
              "on the token. Queries: random names at 200/s from named's first answer until fully "
              "signed, one at a time over UDP; lost = no answer within 1 s; \"at start\" = before "
              "the first name was answered (named answers SERVFAIL, at 1M names for a while "
              "not at all, until it has loaded the signed zone: start-up, not signing).", "",
-             "| records | algorithm | ZSK | batch | named first signed | named fully signed | batches | "
+             f"| records | {'route | ' if by_route else ''}algorithm | ZSK | batch | named first signed | named fully signed | batches | "
              "named peak RSS | queries (lost) | p50 / p99 / max | signzone (check) | signzone -P | "
              "ratio (check) | ratio (-P) | load |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|" + ("---|" if by_route else "") + "---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         n, q = r["named"], r["named"].get("latency", {})
         lines.append(
-            f"| {r['records']:,} | {r.get('algorithm', 'ECDSAP256SHA256')} | {r['zsk_on']} | "
+            f"| {r['records']:,} | "
+            + (f"{r['route']} ({r['bind_version']}) | " if by_route else "")
+            + f"{r.get('algorithm', 'ECDSAP256SHA256')} | {r['zsk_on']} | "
             f"{r['batch']} | {n['first_signed_s']} s | "
             f"{n['fully_signed_s']} s | {n['batches']} | {n['peak_rss_mb']:.0f} MB | "
             f"{q.get('queries', '-')} ({lost_cell(q)}) | {q.get('p50_ms', '-')} / "
@@ -347,7 +370,7 @@ def write_section(results: list[dict], info: dict) -> None:
             f"{r.get('signzone_p', {}).get('seconds', '-')} s | "
             f"{r.get('ratio_check', '-')} | {r.get('ratio_p', '-')} | "
             f"{r['load_before']} / {r['load_after']} |")
-    replace_section(SECTION, "\n".join(lines))
+    replace_section(section, "\n".join(lines))
 
 
 def main() -> int:
@@ -363,12 +386,19 @@ def main() -> int:
                              "what bindpkcs11 renders)")
     parser.add_argument("--qps", type=float, default=200, help="queries/s while named signs (0: none)")
     parser.add_argument("--no-signzone", action="store_true", help="named runs only")
-    parser.add_argument("--bind-dir", type=Path, default=REPO / ".cache" / "bind-state" / "bind")
+    parser.add_argument("--routes", nargs="+", choices=list(ROUTES), default=["patched-9.18"],
+                        help="BIND routes, one case each (default: the patched 9.18)")
+    parser.add_argument("--bind-dir", type=Path, default=REPO / ".cache" / "bind-state" / "bind",
+                        help="the patched BINDs (9.20 beside it, as `bind build` puts it)")
+    parser.add_argument("--stock-dir", type=Path, default=REPO / ".cache" / "bind-stock",
+                        help="the privately unpacked stock 9.20 + pkcs11-provider "
+                             "(`bind extract-backports`; $BINDPKCS11_STOCK_DIR)")
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args()
     info = machine()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PKCS11_", "TPM2_PKCS11"))}
-    env.update({"BINDPKCS11_BIND_DIR": str(args.bind_dir), "PYTHONPATH": str(REPO)})
+    env.update({"BINDPKCS11_BIND_DIR": str(args.bind_dir), "PYTHONPATH": str(REPO),
+                "BINDPKCS11_STOCK_DIR": str(args.stock_dir)})
     base = Path(tempfile.mkdtemp(prefix="bench-inline-"))
     base.chmod(0o711)  # named runs as bind when root: it must be able to enter the state dirs
     results = []
@@ -377,15 +407,18 @@ def main() -> int:
         for records in args.records:
             for algorithm in args.algorithm:
                 for zsk_on in args.zsk_on:
-                    results += one_case(base, env, records, zsk_on, algorithm, args.limit,
-                                        batches, args.qps, not args.no_signzone, args.keep_logs)
+                    for bind_route in args.routes:
+                        results += one_case(base, env, records, zsk_on, algorithm, bind_route,
+                                            args.limit, batches, args.qps, not args.no_signzone,
+                                            args.keep_logs)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+    section = SECTION if args.routes == ["patched-9.18"] else ROUTES_SECTION
     (REPO / "bench" / "results").mkdir(exist_ok=True)
-    (REPO / "bench" / "results" / "inline.json").write_text(
-        json.dumps({"machine": info, "results": results}, indent=2))
+    (REPO / "bench" / "results" / f"{section.removeprefix('inline-big-zones') or 'inline'}.json"
+     ).write_text(json.dumps({"machine": info, "results": results}, indent=2))
     if not args.no_doc:
-        write_section(results, info)
+        write_section(results, info, section)
     return 0
 
 

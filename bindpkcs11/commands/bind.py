@@ -110,7 +110,8 @@ def _bind_env(args) -> int:
             stock.ProviderConfig(bind.provider, Path(profile.module_path), pin_file.resolve()))
         variables |= stock.extra_env(bind, Path(profile.module_path), conf)
     if args.json:
-        print_json({"bind": name, "version": bind.version, "variables": variables})
+        print_json({"bind": name, "version": bind.version, "prefix": str(bind.prefix),
+                    "variables": variables})
     else:
         print(f"# BIND {bind.version}, {name} route ({_origin_text(bind)}); for BIND's tools only")
         for variable, value in variables.items():
