@@ -167,6 +167,12 @@ def both_done(rndc: list[str], env: dict) -> bool:
         not any(line.startswith("Signing with") for line in lines)
 
 
+def cpu_seconds(pid: int) -> float:
+    """named's user + system CPU time so far (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -202,7 +208,7 @@ def run_named(instance: Path, prefix: Path, env: dict, port: int, limit: float, 
                 first = first if first is not None else full
                 break
             time.sleep(0.2)
-        rss = peak_rss_mb(process.pid)
+        rss, cpu = peak_rss_mb(process.pid), cpu_seconds(process.pid)
         serial = subprocess.run([*rndc, "zonestatus", ZONE], capture_output=True,
                                 text=True, env=env).stdout
     finally:
@@ -215,7 +221,7 @@ def run_named(instance: Path, prefix: Path, env: dict, port: int, limit: float, 
                    if line.startswith("signed serial:")), None)
     latency = querier.window(started, float("inf")) if querier else {}
     return {"first_signed_s": first and round(first, 2), "fully_signed_s": full and round(full, 2),
-            "peak_rss_mb": round(rss, 1), "batches": signed - 1 if signed else None,
+            "peak_rss_mb": round(rss, 1), "cpu_s": round(cpu, 2), "batches": signed - 1 if signed else None,
             "latency": latency, "started_utc": time.strftime("%H:%M:%S", time.gmtime(wall_start))}
 
 
