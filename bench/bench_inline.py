@@ -350,7 +350,8 @@ def write_section(results: list[dict], info: dict, section: str) -> None:
              "KSK and ZSK of the algorithm in each row (`bench/bench_inline.py`). Zone: N A records + 1 NS, NSEC. "
              "named is started on the instance setup-inline rendered (its `sig-signing-*` batch "
              "from the ZSK's rate) with the big zone and no signed state; first = the apex SOA "
-             "served with an RRSIG, full = both keys \"Done signing\". dnssec-signzone: the "
+             "served with an RRSIG, full = both keys \"Done signing\", CPU = named's user + "
+             "system seconds until then (full minus CPU: named idle). dnssec-signzone: the "
              "route's own, `-S` with the same key files (same token objects), same zone, right "
              "after named in the same run; \"check\" = with its default self-check, `-P` without. "
              "Ratio = named full / dnssec-signzone. \"software\": the ZSK in software, the KSK "
@@ -358,10 +359,10 @@ def write_section(results: list[dict], info: dict, section: str) -> None:
              "signed, one at a time over UDP; lost = no answer within 1 s; \"at start\" = before "
              "the first name was answered (named answers SERVFAIL, at 1M names for a while "
              "not at all, until it has loaded the signed zone: start-up, not signing).", "",
-             f"| records | {'route | ' if by_route else ''}algorithm | ZSK | batch | named first signed | named fully signed | batches | "
+             f"| records | {'route | ' if by_route else ''}algorithm | ZSK | batch | named first signed | named fully signed | named CPU | batches | "
              "named peak RSS | queries (lost) | p50 / p99 / max | signzone (check) | signzone -P | "
              "ratio (check) | ratio (-P) | load |",
-             "|---|" + ("---|" if by_route else "") + "---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|" + ("---|" if by_route else "") + "---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         n, q = r["named"], r["named"].get("latency", {})
         lines.append(
@@ -369,7 +370,7 @@ def write_section(results: list[dict], info: dict, section: str) -> None:
             + (f"{r['route']} ({r['bind_version']}) | " if by_route else "")
             + f"{r.get('algorithm', 'ECDSAP256SHA256')} | {r['zsk_on']} | "
             f"{r['batch']} | {n['first_signed_s']} s | "
-            f"{n['fully_signed_s']} s | {n['batches']} | {n['peak_rss_mb']:.0f} MB | "
+            f"{n['fully_signed_s']} s | {n.get('cpu_s', '-')} s | {n['batches']} | {n['peak_rss_mb']:.0f} MB | "
             f"{q.get('queries', '-')} ({lost_cell(q)}) | {q.get('p50_ms', '-')} / "
             f"{q.get('p99_ms', '-')} / {q.get('max_ms', '-')} ms | "
             f"{r.get('signzone_check', {}).get('seconds', '-')} s | "
@@ -400,7 +401,15 @@ def main() -> int:
                         help="the privately unpacked stock 9.20 + pkcs11-provider "
                              "(`bind extract-backports`; $BINDPKCS11_STOCK_DIR)")
     parser.add_argument("--no-doc", action="store_true")
+    parser.add_argument("--render", type=Path, metavar="JSON",
+                        help="measure nothing: rewrite the docs section from a results JSON")
     args = parser.parse_args()
+    section = SECTION if args.routes == ["patched-9.18"] else ROUTES_SECTION
+    if args.render:
+        saved = json.loads(args.render.read_text())
+        section = ROUTES_SECTION if any("route" in r for r in saved["results"]) else SECTION
+        write_section(saved["results"], saved["machine"], section)
+        return 0
     info = machine()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PKCS11_", "TPM2_PKCS11"))}
     env.update({"BINDPKCS11_BIND_DIR": str(args.bind_dir), "PYTHONPATH": str(REPO),
@@ -419,7 +428,6 @@ def main() -> int:
                                             args.keep_logs)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    section = SECTION if args.routes == ["patched-9.18"] else ROUTES_SECTION
     (REPO / "bench" / "results").mkdir(exist_ok=True)
     (REPO / "bench" / "results" / f"{section.removeprefix('inline-big-zones') or 'inline'}.json"
      ).write_text(json.dumps({"machine": info, "results": results}, indent=2))
