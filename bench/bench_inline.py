@@ -429,8 +429,9 @@ def main() -> int:
     finally:
         shutil.rmtree(base, ignore_errors=True)
     (REPO / "bench" / "results").mkdir(exist_ok=True)
-    (REPO / "bench" / "results" / f"{section.removeprefix('inline-big-zones') or 'inline'}.json"
-     ).write_text(json.dumps({"machine": info, "results": results}, indent=2))
+    results_file = {SECTION: "inline.json", ROUTES_SECTION: "inline-routes.json"}[section]
+    (REPO / "bench" / "results" / results_file).write_text(
+        json.dumps({"machine": info, "results": results}, indent=2))
     if not args.no_doc:
         write_section(results, info, section)
     return 0
