@@ -1,10 +1,14 @@
-"""`rollover zsk` on a stock-route instance (BIND 9.20 + pkcs11-provider): named's own key
-manager rolls, inside the token, watched through DNS.
+"""`rollover zsk|ksk` on a BIND 9.20 instance: named's own key manager rolls, the successor on
+the token, watched through DNS. Each test runs on both 9.20 routes:
+- stock: 9.20 + pkcs11-provider, named creates the successor inside the token (key-store);
+- patched920: the patched 9.20 (no provider), bindpkcs11 makes the successor on the token first
+  as an unused key and named's key manager selects it (tokensuccessor.py).
 
-Real SoftHSM token, the privately extracted 9.20.23 and pkcs11-provider (tests/bindtools.py),
-a real named on loopback high ports, nothing mocked. The instance is set up with
---test-timings, whose policy (bind/config.py STOCK_TEST_TIMINGS) has a 15 s DNSKEY TTL and 5 s
-delays, so named activates the successor about 25 s after publishing it. A poller validates
+Real SoftHSM token, the privately extracted 9.20.23 and pkcs11-provider (tests/bindtools.py) or
+the patched 9.20 build, a real named on loopback high ports, nothing mocked. The instance is set
+up with --test-timings, whose policy (bind/config.py STOCK_TEST_TIMINGS) has a 15 s DNSKEY TTL
+and 5 s delays, so named activates the successor about 25 s after publishing it. A watcher reads
+the key directory all along: no key without a token label may appear in it at any time. A poller validates
 every answer (DNSKEY against the KSK alone, SOA and www/A against that DNSKEY set); delv with the
 KSK as trust anchor validates at each phase. The old DNSKEY's removal comes after named's
 signature delay (validity - refresh = 10 min) + max zone TTL: longer than a test should wait,
@@ -17,21 +21,68 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dns.dnssec
 import dns.name
 import dns.rdatatype
 import dns.rrset
+import pytest
 
 from dnspoller import ValidatingPoller
-from test_inline import ZONE, poll, setup, validated
+from test_inline import ZONE, inline_cli, poll, setup, validated  # noqa: F401 - fixture
 from test_rollover import Observation, Poller, delv_validates
 from test_stock_inline import delv_anchor, stock_bind, stock_cli  # noqa: F401 - fixtures
 
 PHASE_SLACK = 25.0
 ORIGIN = dns.name.from_text(ZONE)
+# setup-inline's options for each route that rolls by named's key manager.
+ROUTES = {"stock": ("--bind", "stock"), "patched920": ("--bind-version", "9.20")}
+
+
+@pytest.fixture(params=sorted(ROUTES))
+def named920_cli(request):
+    """A CLI for one 9.20 route (the fixture of that route: it stops every named after);
+    `cli.route` names it, `cli.setup_route` is setup-inline's options for it."""
+    if request.param == "stock":
+        cli = request.getfixturevalue("stock_cli")
+    else:
+        request.getfixturevalue("patched_bind_920")
+        cli = request.getfixturevalue("inline_cli")
+    cli.route, cli.setup_route = request.param, ROUTES[request.param]
+    return cli
+
+
+@dataclass
+class KeyDirWatcher(ValidatingPoller):
+    """Reads every .private file of the key directory each poll: one without a Label (a key
+    named made in software) is a failure; records when each key file was first seen."""
+
+    key_dir: Path
+    first_seen: dict[int, float] = field(default_factory=dict)
+
+    def once(self) -> None:
+        for private in self.key_dir.glob("K*.private"):
+            text = private.read_text()
+            tag = int(private.name.rsplit("+", 1)[1].split(".")[0])
+            self.first_seen.setdefault(tag, time.time())
+            if "Label:" not in text or "PrivateKey" in text:
+                raise AssertionError(f"{private.name} is not a token key: {text[:200]!r}")
+        self.seen.append(time.time())
+
+
+def watching(watcher: ValidatingPoller) -> threading.Thread:
+    thread = threading.Thread(target=watcher.run, daemon=True)
+    thread.start()
+    return thread
+
+
+def successor_log_line(cli, new: int, role: str) -> str:
+    """named's log line for the successor: 'created' by named in the token (stock), 'selected'
+    from the key directory where bindpkcs11 made it (patched 9.20)."""
+    how = "created" if cli.route == "stock" else "selected"
+    return f"DNSKEY {ZONE}/ECDSAP256SHA256/{new} ({role}) {how} for policy"
 
 
 def ksk_rrset(key_file: Path) -> dns.rrset.RRset:
@@ -66,11 +117,13 @@ def status_matches_dns(cli, observation: Observation) -> dict:
     return by_tag
 
 
-def test_stock_zsk_rollover_is_done_by_named_inside_the_token(stock_cli, tmp_path):
+def test_920_zsk_rollover_is_done_by_named_with_a_token_successor(named920_cli, tmp_path):
+    stock_cli = named920_cli  # noqa: F811 - one name for both routes' CLI
     zone_file = tmp_path / f"{ZONE}.zone"
     zone_file.write_text("$TTL 300\n@ IN SOA ns1 hostmaster 10 3600 600 1209600 300\n@ IN NS ns1\n"
                          "ns1 IN A 127.0.0.1\nwww IN A 127.0.0.2\n")
-    report = json.loads(setup(stock_cli, "--bind", "stock", "--test-timings", "--zone-file",
+    started = time.monotonic()
+    report = json.loads(setup(stock_cli, *stock_cli.setup_route, "--test-timings", "--zone-file",
                               str(zone_file), "--json").stdout)
     port = stock_cli.ports[0]
     tags = {key["role"]: key["tag"] for key in report["keys"]}
@@ -84,8 +137,9 @@ def test_stock_zsk_rollover_is_done_by_named_inside_the_token(stock_cli, tmp_pat
     labels_before = private_labels(stock_cli)
 
     poller = Poller(port, ksk_rrset(ksk_file))
-    thread = threading.Thread(target=poller.run, daemon=True)
-    thread.start()
+    thread = watching(poller)
+    watcher = KeyDirWatcher(instance / "keys")
+    watcher_thread = watching(watcher)
     try:
         before = poller.latest()
         assert before.dnskeys == {tags["ksk"], old} and before.soa_signers == {old}
@@ -105,7 +159,11 @@ def test_stock_zsk_rollover_is_done_by_named_inside_the_token(stock_cli, tmp_pat
         assert "Label:" in private and "PrivateKey" not in private
         assert stock_cli.pin() not in private
         log = (instance / "named.log").read_text()
-        assert f"DNSKEY {ZONE}/ECDSAP256SHA256/{new} (ZSK) created for policy" in log
+        assert successor_log_line(stock_cli, new, "ZSK") in log
+        assert "created for policy" not in log or stock_cli.route == "stock"
+        # The successor's key file (its object already on the token) was in the key directory
+        # before named served its DNSKEY.
+        assert watcher.first_seen[new] < poller.first(lambda o: new in o.dnskeys).at
 
         # The command returned once the new DNSKEY was served beside the old one.
         published = poller.latest()
@@ -154,11 +212,16 @@ def test_stock_zsk_rollover_is_done_by_named_inside_the_token(stock_cli, tmp_pat
         error = stock_cli("rollover", "zsk", ZONE, check=False)
         assert error.returncode != 0 and "rollover is under way" in error.stderr
     finally:
-        poller.stop.set()
-        thread.join(timeout=10)
+        for watch, its_thread in ((poller, thread), (watcher, watcher_thread)):
+            watch.stop.set()
+            its_thread.join(timeout=10)
     assert not poller.failures, poller.failures[:5]
-    assert len(poller.seen) > 50
+    assert not watcher.failures, watcher.failures[:5]
+    assert len(poller.seen) > 50 and len(watcher.seen) > 50
     assert all(old in o.soa_signers for o in poller.seen)  # removal is after the watch
+    print(f"\n[{stock_cli.route}] ZSK roll watched for {time.monotonic() - started:.1f} s "
+          f"(setup included): {len(poller.seen)} polls validated, "
+          f"{len(watcher.seen)} key-directory reads")
 
 
 @dataclass
@@ -195,19 +258,23 @@ class KskPoller(ValidatingPoller):
             frozenset(sig.key_tag for sig in key_sigs), cds))
 
 
-def test_stock_ksk_rollover_by_named_with_ds_published(stock_cli, tmp_path):
+def test_920_ksk_rollover_by_named_with_ds_published(named920_cli, tmp_path):
     """named rolls the KSK inside the token; `--ds-published` is refused until named publishes
     the new CDS, then tells named (checkds) and the CDS, status's DS and the trust anchor
     follow. The old KSK's removal (named's schedule, minutes later) is asserted, not awaited."""
-    report = json.loads(setup(stock_cli, "--bind", "stock", "--test-timings", "--json").stdout)
+    stock_cli = named920_cli  # noqa: F811 - one name for both routes' CLI
+    started = time.monotonic()
+    report = json.loads(setup(stock_cli, *stock_cli.setup_route, "--test-timings",
+                              "--json").stdout)
     port = stock_cli.ports[0]
     old = next(k["tag"] for k in report["keys"] if k["role"] == "ksk")
     instance = Path(report["instance_dir"])
     old_file = next(instance.glob(f"keys/K{ZONE}.+013+{old:05d}.key"))
     labels_before = private_labels(stock_cli)
     poller = KskPoller(port, ksk_rrset(old_file))
-    thread = threading.Thread(target=poller.run, daemon=True)
-    thread.start()
+    thread = watching(poller)
+    watcher = KeyDirWatcher(instance / "keys")
+    watcher_thread = watching(watcher)
     try:
         assert poller.latest().cds == {old}
         rolled = stock_cli.json("rollover", "ksk", ZONE)
@@ -216,6 +283,7 @@ def test_stock_ksk_rollover_by_named_with_ds_published(stock_cli, tmp_path):
         assert rolled["rndc_commands"] == [f"rndc dnssec -rollover -key {old} {ZONE}."]
         assert rolled["new_ds"].startswith(f"{ZONE}. IN DS {new} 13 2 ")
         assert rolled["uri"].split("object=")[1] in private_labels(stock_cli) - labels_before
+        assert successor_log_line(stock_cli, new, "KSK") in (instance / "named.log").read_text()
         seen = poller.latest()
         assert {old, new} <= seen.dnskeys and {old, new} <= seen.dnskey_signers
         schedule = {event: when for when, event in rolled["schedule"]}
@@ -255,10 +323,14 @@ def test_stock_ksk_rollover_by_named_with_ds_published(stock_cli, tmp_path):
         assert old in poller.latest().dnskeys or by_tag[old]["state"] == "removed"
         delv_validates_with(tmp_path, poller.anchor, port)
     finally:
-        poller.stop.set()
-        thread.join(timeout=10)
+        for watch, its_thread in ((poller, thread), (watcher, watcher_thread)):
+            watch.stop.set()
+            its_thread.join(timeout=10)
     assert not poller.failures, poller.failures[:5]
+    assert not watcher.failures, watcher.failures[:5]
     assert all(o.dnskey_signers >= {o.anchor} for o in poller.seen)
+    print(f"\n[{stock_cli.route}] KSK roll watched for {time.monotonic() - started:.1f} s "
+          f"(setup included): {len(poller.seen)} polls validated")
 
 
 def delv_validates_with(tmp_path: Path, anchor: dns.rrset.RRset, port: int) -> None:
