@@ -118,14 +118,14 @@ def status_matches_dns(cli, observation: Observation) -> dict:
 
 
 def test_920_zsk_rollover_is_done_by_named_with_a_token_successor(named920_cli, tmp_path):
-    stock_cli = named920_cli  # noqa: F811 - one name for both routes' CLI
+    cli = named920_cli
     zone_file = tmp_path / f"{ZONE}.zone"
     zone_file.write_text("$TTL 300\n@ IN SOA ns1 hostmaster 10 3600 600 1209600 300\n@ IN NS ns1\n"
                          "ns1 IN A 127.0.0.1\nwww IN A 127.0.0.2\n")
     started = time.monotonic()
-    report = json.loads(setup(stock_cli, *stock_cli.setup_route, "--test-timings", "--zone-file",
+    report = json.loads(setup(cli, *cli.setup_route, "--test-timings", "--zone-file",
                               str(zone_file), "--json").stdout)
-    port = stock_cli.ports[0]
+    port = cli.ports[0]
     tags = {key["role"]: key["tag"] for key in report["keys"]}
     old = tags["zsk"]
     instance = Path(report["instance_dir"])
@@ -134,7 +134,7 @@ def test_920_zsk_rollover_is_done_by_named_with_a_token_successor(named920_cli, 
     anchors.write_text(delv_anchor(ksk_file))
     zone_conf = (instance / "zone.conf").read_text()
     assert "dnskey-ttl PT15S;" in zone_conf and "zone-propagation-delay PT5S;" in zone_conf
-    labels_before = private_labels(stock_cli)
+    labels_before = private_labels(cli)
 
     poller = Poller(port, ksk_rrset(ksk_file))
     thread = watching(poller)
@@ -144,23 +144,23 @@ def test_920_zsk_rollover_is_done_by_named_with_a_token_successor(named920_cli, 
         before = poller.latest()
         assert before.dnskeys == {tags["ksk"], old} and before.soa_signers == {old}
 
-        rolled = stock_cli.json("rollover", "zsk", ZONE)
+        rolled = cli.json("rollover", "zsk", ZONE)
         new = rolled["successor"]
         assert rolled["predecessor"] == old and new not in (old, tags["ksk"])
         assert rolled["rndc_commands"] == [f"rndc dnssec -rollover -key {old} {ZONE}."]
         assert f"key: {new} (ECDSAP256SHA256), ZSK" in rolled["named_status"]
         # named made the successor inside the token: a new private key object, named by the
         # successor's key file, which holds a Label and no private key material.
-        labels_after = private_labels(stock_cli)
+        labels_after = private_labels(cli)
         assert len(labels_after - labels_before) == 1 and labels_before <= labels_after
         assert rolled["uri"].startswith("pkcs11:token=bindpkcs11;object=")
         assert rolled["uri"].split("object=")[1] in labels_after - labels_before
         private = next(instance.glob(f"keys/K{ZONE}.+013+{new:05d}.private")).read_text()
         assert "Label:" in private and "PrivateKey" not in private
-        assert stock_cli.pin() not in private
+        assert cli.pin() not in private
         log = (instance / "named.log").read_text()
-        assert successor_log_line(stock_cli, new, "ZSK") in log
-        assert "created for policy" not in log or stock_cli.route == "stock"
+        assert successor_log_line(cli, new, "ZSK") in log
+        assert "created for policy" not in log or cli.route == "stock"
         # The successor's key file (its object already on the token) was in the key directory
         # before named served its DNSKEY.
         assert watcher.first_seen[new] < poller.first(lambda o: new in o.dnskeys).at
@@ -176,7 +176,7 @@ def test_920_zsk_rollover_is_done_by_named_with_a_token_successor(named920_cli, 
         # propagation delay (15 + 5 + 5 s); removal after the signatures are replaced.
         assert activate - schedule[f"ZSK {new} published"] == 25
         assert removal > activate + 600
-        status_matches_dns(stock_cli, published)
+        status_matches_dns(cli, published)
         delv_validates(anchors, port, ZONE, "DNSKEY")
 
         # named 9.20.23 signs with the successor from its publication on (its zone RRSIG state
@@ -194,7 +194,7 @@ def test_920_zsk_rollover_is_done_by_named_with_a_token_successor(named920_cli, 
         poll(lambda: time.time() > activate + 1, activate - time.time() + PHASE_SLACK,
              "named's Activate time")
         now = poller.latest()
-        by_tag = status_matches_dns(stock_cli, now)
+        by_tag = status_matches_dns(cli, now)
         assert by_tag[new]["state"] == "active" and by_tag[new]["named"]["goal"] == "omnipresent"
         assert by_tag[old]["state"] == "active" and by_tag[old]["named"]["goal"] == "hidden"
         assert by_tag[old]["next_event"] == {"event": "delete", "time": removal}
@@ -203,13 +203,13 @@ def test_920_zsk_rollover_is_done_by_named_with_a_token_successor(named920_cli, 
         # Data added now is signed by the new ZSK, and by the old one as long as named keeps
         # its zone RRSIGs (until the new ones are everywhere: named's signature delay).
         zone_file.write_text(zone_file.read_text() + "added IN A 127.0.0.99\n")
-        stock_cli("named", "reload", ZONE)
+        cli("named", "reload", ZONE)
         active = {t for t, k in by_tag.items() if k["role"] == "zsk" and k["state"] == "active"}
         assert validated(ZONE, "A", port, f"added.{ZONE}")[1] == active == {old, new}
         # Before named's removal time the old DNSKEY is still served; a second roll of the ZSK
         # is refused while named retires the first.
         assert removal > time.time() and old in poller.latest().dnskeys
-        error = stock_cli("rollover", "zsk", ZONE, check=False)
+        error = cli("rollover", "zsk", ZONE, check=False)
         assert error.returncode != 0 and "rollover is under way" in error.stderr
     finally:
         for watch, its_thread in ((poller, thread), (watcher, watcher_thread)):
@@ -219,7 +219,7 @@ def test_920_zsk_rollover_is_done_by_named_with_a_token_successor(named920_cli, 
     assert not watcher.failures, watcher.failures[:5]
     assert len(poller.seen) > 50 and len(watcher.seen) > 50
     assert all(old in o.soa_signers for o in poller.seen)  # removal is after the watch
-    print(f"\n[{stock_cli.route}] ZSK roll watched for {time.monotonic() - started:.1f} s "
+    print(f"\n[{cli.route}] ZSK roll watched for {time.monotonic() - started:.1f} s "
           f"(setup included): {len(poller.seen)} polls validated, "
           f"{len(watcher.seen)} key-directory reads")
 
@@ -262,42 +262,42 @@ def test_920_ksk_rollover_by_named_with_ds_published(named920_cli, tmp_path):
     """named rolls the KSK inside the token; `--ds-published` is refused until named publishes
     the new CDS, then tells named (checkds) and the CDS, status's DS and the trust anchor
     follow. The old KSK's removal (named's schedule, minutes later) is asserted, not awaited."""
-    stock_cli = named920_cli  # noqa: F811 - one name for both routes' CLI
+    cli = named920_cli
     started = time.monotonic()
-    report = json.loads(setup(stock_cli, *stock_cli.setup_route, "--test-timings",
+    report = json.loads(setup(cli, *cli.setup_route, "--test-timings",
                               "--json").stdout)
-    port = stock_cli.ports[0]
+    port = cli.ports[0]
     old = next(k["tag"] for k in report["keys"] if k["role"] == "ksk")
     instance = Path(report["instance_dir"])
     old_file = next(instance.glob(f"keys/K{ZONE}.+013+{old:05d}.key"))
-    labels_before = private_labels(stock_cli)
+    labels_before = private_labels(cli)
     poller = KskPoller(port, ksk_rrset(old_file))
     thread = watching(poller)
     watcher = KeyDirWatcher(instance / "keys")
     watcher_thread = watching(watcher)
     try:
         assert poller.latest().cds == {old}
-        rolled = stock_cli.json("rollover", "ksk", ZONE)
+        rolled = cli.json("rollover", "ksk", ZONE)
         new = rolled["successor"]
         assert rolled["predecessor"] == old and rolled["step"] == "rolling"
         assert rolled["rndc_commands"] == [f"rndc dnssec -rollover -key {old} {ZONE}."]
         assert rolled["new_ds"].startswith(f"{ZONE}. IN DS {new} 13 2 ")
-        assert rolled["uri"].split("object=")[1] in private_labels(stock_cli) - labels_before
-        assert successor_log_line(stock_cli, new, "KSK") in (instance / "named.log").read_text()
+        assert rolled["uri"].split("object=")[1] in private_labels(cli) - labels_before
+        assert successor_log_line(cli, new, "KSK") in (instance / "named.log").read_text()
         seen = poller.latest()
         assert {old, new} <= seen.dnskeys and {old, new} <= seen.dnskey_signers
         schedule = {event: when for when, event in rolled["schedule"]}
         cds_time = schedule[f"KSK {new} CDS/CDNSKEY published"]
 
         # Too early: named has not published the new CDS; named is told nothing.
-        error = stock_cli("rollover", "ksk", ZONE, "--ds-published", check=False)
+        error = cli("rollover", "ksk", ZONE, "--ds-published", check=False)
         assert error.returncode != 0 and "has not published the CDS of KSK" in error.stderr
         assert "checkds" not in (instance / "named.log").read_text()
 
         poll(lambda: new in poller.seen[-1].cds, cds_time - time.time() + PHASE_SLACK,
              "the new KSK's CDS")
         assert poller.first(lambda o: new in o.cds).at >= cds_time - 1
-        status = stock_cli.json("status", ZONE)
+        status = cli.json("status", ZONE)
         # named's DS states: the old DS stays, the new one is on its way (named expects the
         # parent to take it from the CDS): status offers both until --ds-published.
         assert {line.split()[3] for line in status["ds"]} == {str(old), str(new)}
@@ -306,13 +306,13 @@ def test_920_ksk_rollover_by_named_with_ds_published(named920_cli, tmp_path):
 
         # The pretend parent now serves the new DS: the trust anchor follows it.
         poller.anchor = ksk_rrset(next(instance.glob(f"keys/K{ZONE}.+013+{new:05d}.key")))
-        switched = stock_cli.json("rollover", "ksk", ZONE, "--ds-published")
+        switched = cli.json("rollover", "ksk", ZONE, "--ds-published")
         assert switched["step"] == "DS switched"
         assert switched["rndc_commands"] == [
             f"rndc dnssec -checkds -key {new} published {ZONE}.",
             f"rndc dnssec -checkds -key {old} withdrawn {ZONE}."]
         poll(lambda: poller.seen[-1].cds == {new}, PHASE_SLACK, "the old CDS withdrawn")
-        status = stock_cli.json("status", ZONE)
+        status = cli.json("status", ZONE)
         assert [line.split()[3] for line in status["ds"]] == [str(new)]
         by_tag = {k["tag"]: k for k in status["keys"]}
         assert by_tag[new]["cds"] is True and by_tag[old]["cds"] is False
@@ -329,7 +329,7 @@ def test_920_ksk_rollover_by_named_with_ds_published(named920_cli, tmp_path):
     assert not poller.failures, poller.failures[:5]
     assert not watcher.failures, watcher.failures[:5]
     assert all(o.dnskey_signers >= {o.anchor} for o in poller.seen)
-    print(f"\n[{stock_cli.route}] KSK roll watched for {time.monotonic() - started:.1f} s "
+    print(f"\n[{cli.route}] KSK roll watched for {time.monotonic() - started:.1f} s "
           f"(setup included): {len(poller.seen)} polls validated")
 
 
