@@ -97,16 +97,10 @@ class StockRequest:
     test_timings: bool = False
 
 
-def is_stock_instance(state: StateDir, zone: dns.name.Name) -> bool:
-    """True for an instance served by stock BIND 9.20 (setup-inline --bind stock); False with
-    no instance, so the other route's checks (its argument errors first) report that."""
-    instance = Instance.for_zone(state, zone)
-    return instance.exists() and instance.load_settings().bind == STOCK
-
-
 def is_named_rolled(state: StateDir, zone: dns.name.Name) -> bool:
     """True for an instance whose named's key manager times rollovers: stock BIND 9.20, or the
-    patched 9.20 (a dnssec-policy; 9.20 has no auto-dnssec). False with no instance."""
+    patched 9.20 (a dnssec-policy; 9.20 has no auto-dnssec). False with no instance, so the
+    other route's checks (its argument errors first) report that."""
     instance = Instance.for_zone(state, zone)
     if not instance.exists():
         return False
