@@ -22,7 +22,7 @@ import dns.zone
 
 from bindpkcs11 import inline, instancekeys, locks, monitor, readiness
 from bindpkcs11.access import TokenAccess
-from bindpkcs11.bind import build, config, named, privileges, rndc
+from bindpkcs11.bind import config, named, privileges, rndc
 from bindpkcs11.bind.instance import Instance, InstanceSettings
 from bindpkcs11.dnssec import keygen, keytiming, rollplan
 from bindpkcs11.dnssec.algorithms import by_number
@@ -138,23 +138,14 @@ def require_rollable(instance: Instance, settings: InstanceSettings) -> None:
 
 def require_key_files_mode(settings: InstanceSettings) -> None:
     """Rollovers by key timing metadata need a named that follows the key files (9.18's
-    auto-dnssec). A --test-timings instance signs under a dnssec-policy whose key manager retires
-    keys it did not plan. The patched 9.20 has no auto-dnssec: its dnssec-policy's key manager
-    owns the timing. Measured (issue 11): after a ZSK rollover by key files it rewrote the old
-    ZSK's Delete from the schedule's +35 s to its own +20 days, kept signing with both ZSKs, and
-    served its policy's DNSKEY TTL (3600 s) instead of the schedule's, so a schedule bindpkcs11
-    computes is not the one named follows; both are refused before anything changes."""
+    auto-dnssec). A 9.18 --test-timings instance signs under a dnssec-policy whose key manager
+    retires keys it did not plan, so it is refused before anything changes. (BIND 9.20 instances,
+    stock or patched, never come here: named's key manager times their rollovers, stockroll.py.)"""
     if settings.test_timings:
         raise RolloverRefused(
             f"the instance of {settings.zone} was set up with --test-timings (a dnssec-policy, "
             "whose key manager rolls keys itself): run setup-inline without --test-timings, "
             "then 'rollover zsk --test-timings' for a rollover in minutes")
-    if settings.bind == "patched" and settings.bind_version != build.DEFAULT_SERIES:
-        raise RolloverRefused(
-            f"the instance of {settings.zone} runs the patched BIND {settings.bind_version}, whose "
-            "dnssec-policy key manager owns the keys' timing (it would not follow a bindpkcs11 "
-            "schedule): for rollovers by bindpkcs11 serve the zone from the patched "
-            f"{build.DEFAULT_SERIES} (setup-inline --bind-version {build.DEFAULT_SERIES})")
 
 
 def current_zsk(pairs: list[KeyPairFiles], algorithm: int, now: int) -> KeyPairFiles:
@@ -231,14 +222,15 @@ def token_of(predecessor: KeyPairFiles, settings: InstanceSettings) -> str:
 
 def make_successor(instance: Instance, zone: dns.name.Name, settings: InstanceSettings,
                    predecessor: KeyPairFiles, timing: Timing, access: TokenAccess,
-                   progress: Progress) -> KeyPairFiles:
-    """The new key of the predecessor's role, where the predecessor lives, carrying `timing`."""
+                   progress: Progress, key_format: str = "9.18") -> KeyPairFiles:
+    """The new key of the predecessor's role, where the predecessor lives, carrying `timing`, its
+    files in `key_format` (keyfile.KEY_FORMATS: the BIND series that reads them)."""
     algorithm = by_number(settings.algorithm)
     if algorithm.is_rsa:
         algorithm = algorithm.with_bits(settings.bits)
     request = keygen.KeygenRequest(
         zone=zone, role=predecessor.role, algorithm=algorithm, key_dir=instance.key_dir,
-        timing=timing, software=predecessor.label_uri is None)
+        timing=timing, software=predecessor.label_uri is None, key_format=key_format)
     key = instancekeys.generate(request, access, progress)
     return read_key_pair(key.key_file)
 

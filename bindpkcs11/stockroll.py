@@ -1,4 +1,4 @@
-"""`rollover zsk|ksk` on a stock-route instance (BIND 9.20 + pkcs11-provider): named rolls.
+"""`rollover zsk|ksk` on a BIND 9.20 instance (stock + pkcs11-provider, or patched): named rolls.
 
 On the stock route named serves the zone under a dnssec-policy whose key-store is the token;
 its key manager owns every key's timing (it rewrites timing metadata bindpkcs11 would set, see
@@ -9,6 +9,11 @@ The command returns once named serves the successor's DNSKEY in a zone that stil
 and reports the schedule named wrote into the keys' .state files. For a KSK, `--ds-published`
 becomes `rndc dnssec -checkds -key NEW published` and `-key OLD withdrawn`: named then retires
 the old KSK by its own timing.
+
+On a patched-9.20 instance named cannot create a key inside the token (no pkcs11-provider), so
+the one step that differs is who makes the successor: bindpkcs11 makes it on the token first, as
+an unused key named's key manager takes from the key directory (tokensuccessor.py), and checks
+afterwards that named took that key.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from pathlib import Path
 
 import dns.name
 
-from bindpkcs11 import inline, kskroll, locks, monitor, readiness, rollover
-from bindpkcs11.bind import named, rndc, route
+from bindpkcs11 import inline, instancekeys, kskroll, locks, monitor, readiness, rollover
+from bindpkcs11 import tokensuccessor
+from bindpkcs11.bind import build, named, rndc, route
 from bindpkcs11.bind.instance import Instance, InstanceSettings
 from bindpkcs11.bind.programs import STOCK
 from bindpkcs11.dnssec import keystate
@@ -56,7 +62,8 @@ class NamedKey:
 
     @property
     def leaving(self) -> bool:
-        return self.state.leaving(time.time())
+        """named retires it (a key it never published, a waiting successor, is not leaving)."""
+        return "publish" in self.state.times and self.state.leaving(time.time())
 
     @property
     def goal(self) -> str | None:
@@ -90,11 +97,15 @@ class StockRequest:
     test_timings: bool = False
 
 
-def is_stock_instance(state: StateDir, zone: dns.name.Name) -> bool:
-    """True for an instance served by stock BIND 9.20 (setup-inline --bind stock); False with
-    no instance, so the other route's checks (its argument errors first) report that."""
+def is_named_rolled(state: StateDir, zone: dns.name.Name) -> bool:
+    """True for an instance whose named's key manager times rollovers: stock BIND 9.20, or the
+    patched 9.20 (a dnssec-policy; 9.20 has no auto-dnssec). False with no instance, so the
+    other route's checks (its argument errors first) report that."""
     instance = Instance.for_zone(state, zone)
-    return instance.exists() and instance.load_settings().bind == STOCK
+    if not instance.exists():
+        return False
+    settings = instance.load_settings()
+    return settings.bind == STOCK or settings.bind_version != build.DEFAULT_SERIES
 
 
 def rollover_stock(state: StateDir, request: StockRequest, progress) -> StockRollover:
@@ -103,19 +114,21 @@ def rollover_stock(state: StateDir, request: StockRequest, progress) -> StockRol
     settings = instance.load_settings()
     with locks.held(inline.instance_lock(state, request.zone), f"the instance of {request.zone}"):
         if request.test_timings and not settings.test_timings:
+            setup = "--bind stock" if settings.bind == STOCK else \
+                f"--bind-version {settings.bind_version}"
             raise rollover.RolloverRefused(
-                f"on the stock route named's dnssec-policy times the rollover of {settings.zone}: "
-                "for short timings set the instance up with 'setup-inline --bind stock "
-                "--test-timings', then run 'rollover' without --test-timings")
+                f"on BIND {settings.bind_version} named's dnssec-policy times the rollover of "
+                f"{settings.zone}: for short timings set the instance up with 'setup-inline "
+                f"{setup} --test-timings', then run 'rollover' without --test-timings")
         if named.running_pid(instance) is None:
             raise rollover.RolloverRefused(
                 f"named for {settings.zone} is not running: start it with 'bindpkcs11 named start "
-                f"{settings.zone}' (on the stock route named itself rolls the key)")
+                f"{settings.zone}' (on BIND 9.20 named itself rolls the key)")
         prefix = route.installed(state, settings.bind, settings.bind_prefix,
                                  settings.bind_version).prefix
         if request.ds_published:
             return _ds_published(instance, settings, prefix, request)
-        return _roll(instance, settings, prefix, request, progress)
+        return _roll(state, instance, settings, prefix, request, progress)
 
 
 def named_keys(instance: Instance, zone: dns.name.Name) -> list[NamedKey]:
@@ -144,8 +157,8 @@ def run_rndc(instance: Instance, prefix: Path, *args: str) -> str:
     return output
 
 
-def _roll(instance: Instance, settings: InstanceSettings, prefix: Path, request: StockRequest,
-          progress) -> StockRollover:
+def _roll(state: StateDir, instance: Instance, settings: InstanceSettings, prefix: Path,
+          request: StockRequest, progress) -> StockRollover:
     zone, now = request.zone, int(time.time())
     run_rndc(instance, prefix, "dnssec", "-status", settings.zone)  # named answers rndc
     keys = named_keys(instance, zone)
@@ -156,19 +169,31 @@ def _roll(instance: Instance, settings: InstanceSettings, prefix: Path, request:
         raise rollover.RolloverRefused("--at is in the past: give a time from now on (named "
                                        "would roll at once)")
     command = ["dnssec", "-rollover", "-key", str(old.tag), *when, settings.zone]
-    run_rndc(instance, prefix, *command)
-    successor = None
+    made = tokensuccessor.make(state, instance, settings, old.pair, progress) \
+        if tokensuccessor.named_needs_one(settings) else None
+    try:
+        run_rndc(instance, prefix, *command)
+    except BaseException:
+        if made is not None:  # named was not asked: the unused key must not wait for a roll
+            instancekeys.set_aside(instance, [made])
+        raise
+    successor = made.tag if made is not None else None
     if request.at is None:
-        progress(f"named rolls {request.role.upper()} {old.tag}: waiting for it to create the "
-                 "successor in the token and serve its DNSKEY ...")
+        progress(f"named rolls {request.role.upper()} {old.tag}: waiting for it to "
+                 f"{'take ' + str(made.tag) if made else 'create the successor in the token'} "
+                 "and serve its DNSKEY ...")
         successor = _wait_successor(instance, settings, zone, old)
         keys = named_keys(instance, zone)
+        if made is not None:
+            taken = next(k for k in keys if k.tag == successor)
+            tokensuccessor.confirm(state, instance, settings, made, taken.pair)
     status_text = run_rndc(instance, prefix, "dnssec", "-status", settings.zone)
     new = next((k for k in keys if k.tag == successor), None)
+    pair = new.pair if new else made
     return StockRollover(
         zone.to_text(), request.role, "rolling", old.tag, successor,
-        new.pair.label_uri if new else None, _schedule(keys, old.tag, successor),
-        ds_text(zone, new.pair.dnskey) if new and request.role == "ksk" else None,
+        pair.label_uri if pair else None, _schedule(keys, old.tag, successor),
+        ds_text(zone, pair.dnskey) if pair and request.role == "ksk" else None,
         status_text, [f"rndc {' '.join(command)}"])
 
 

@@ -1,10 +1,14 @@
-"""`rollover zsk` on a stock-route instance (BIND 9.20 + pkcs11-provider): named's own key
-manager rolls, inside the token, watched through DNS.
+"""`rollover zsk|ksk` on a BIND 9.20 instance: named's own key manager rolls, the successor on
+the token, watched through DNS. Each test runs on both 9.20 routes:
+- stock: 9.20 + pkcs11-provider, named creates the successor inside the token (key-store);
+- patched920: the patched 9.20 (no provider), bindpkcs11 makes the successor on the token first
+  as an unused key and named's key manager selects it (tokensuccessor.py).
 
-Real SoftHSM token, the privately extracted 9.20.23 and pkcs11-provider (tests/bindtools.py),
-a real named on loopback high ports, nothing mocked. The instance is set up with
---test-timings, whose policy (bind/config.py STOCK_TEST_TIMINGS) has a 15 s DNSKEY TTL and 5 s
-delays, so named activates the successor about 25 s after publishing it. A poller validates
+Real SoftHSM token, the privately extracted 9.20.23 and pkcs11-provider (tests/bindtools.py) or
+the patched 9.20 build, a real named on loopback high ports, nothing mocked. The instance is set
+up with --test-timings, whose policy (bind/config.py STOCK_TEST_TIMINGS) has a 15 s DNSKEY TTL
+and 5 s delays, so named activates the successor about 25 s after publishing it. A watcher reads
+the key directory all along: no key without a token label may appear in it at any time. A poller validates
 every answer (DNSKEY against the KSK alone, SOA and www/A against that DNSKEY set); delv with the
 KSK as trust anchor validates at each phase. The old DNSKEY's removal comes after named's
 signature delay (validity - refresh = 10 min) + max zone TTL: longer than a test should wait,
@@ -17,21 +21,68 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dns.dnssec
 import dns.name
 import dns.rdatatype
 import dns.rrset
+import pytest
 
 from dnspoller import ValidatingPoller
-from test_inline import ZONE, poll, setup, validated
+from test_inline import ZONE, inline_cli, poll, setup, validated  # noqa: F401 - fixture
 from test_rollover import Observation, Poller, delv_validates
 from test_stock_inline import delv_anchor, stock_bind, stock_cli  # noqa: F401 - fixtures
 
 PHASE_SLACK = 25.0
 ORIGIN = dns.name.from_text(ZONE)
+# setup-inline's options for each route that rolls by named's key manager.
+ROUTES = {"stock": ("--bind", "stock"), "patched920": ("--bind-version", "9.20")}
+
+
+@pytest.fixture(params=sorted(ROUTES))
+def named920_cli(request):
+    """A CLI for one 9.20 route (the fixture of that route: it stops every named after);
+    `cli.route` names it, `cli.setup_route` is setup-inline's options for it."""
+    if request.param == "stock":
+        cli = request.getfixturevalue("stock_cli")
+    else:
+        request.getfixturevalue("patched_bind_920")
+        cli = request.getfixturevalue("inline_cli")
+    cli.route, cli.setup_route = request.param, ROUTES[request.param]
+    return cli
+
+
+@dataclass
+class KeyDirWatcher(ValidatingPoller):
+    """Reads every .private file of the key directory each poll: one without a Label (a key
+    named made in software) is a failure; records when each key file was first seen."""
+
+    key_dir: Path
+    first_seen: dict[int, float] = field(default_factory=dict)
+
+    def once(self) -> None:
+        for private in self.key_dir.glob("K*.private"):
+            text = private.read_text()
+            tag = int(private.name.rsplit("+", 1)[1].split(".")[0])
+            self.first_seen.setdefault(tag, time.time())
+            if "Label:" not in text or "PrivateKey" in text:
+                raise AssertionError(f"{private.name} is not a token key: {text[:200]!r}")
+        self.seen.append(time.time())
+
+
+def watching(watcher: ValidatingPoller) -> threading.Thread:
+    thread = threading.Thread(target=watcher.run, daemon=True)
+    thread.start()
+    return thread
+
+
+def successor_log_line(cli, new: int, role: str) -> str:
+    """named's log line for the successor: 'created' by named in the token (stock), 'selected'
+    from the key directory where bindpkcs11 made it (patched 9.20)."""
+    how = "created" if cli.route == "stock" else "selected"
+    return f"DNSKEY {ZONE}/ECDSAP256SHA256/{new} ({role}) {how} for policy"
 
 
 def ksk_rrset(key_file: Path) -> dns.rrset.RRset:
@@ -66,13 +117,15 @@ def status_matches_dns(cli, observation: Observation) -> dict:
     return by_tag
 
 
-def test_stock_zsk_rollover_is_done_by_named_inside_the_token(stock_cli, tmp_path):
+def test_920_zsk_rollover_is_done_by_named_with_a_token_successor(named920_cli, tmp_path):
+    cli = named920_cli
     zone_file = tmp_path / f"{ZONE}.zone"
     zone_file.write_text("$TTL 300\n@ IN SOA ns1 hostmaster 10 3600 600 1209600 300\n@ IN NS ns1\n"
                          "ns1 IN A 127.0.0.1\nwww IN A 127.0.0.2\n")
-    report = json.loads(setup(stock_cli, "--bind", "stock", "--test-timings", "--zone-file",
+    started = time.monotonic()
+    report = json.loads(setup(cli, *cli.setup_route, "--test-timings", "--zone-file",
                               str(zone_file), "--json").stdout)
-    port = stock_cli.ports[0]
+    port = cli.ports[0]
     tags = {key["role"]: key["tag"] for key in report["keys"]}
     old = tags["zsk"]
     instance = Path(report["instance_dir"])
@@ -81,31 +134,36 @@ def test_stock_zsk_rollover_is_done_by_named_inside_the_token(stock_cli, tmp_pat
     anchors.write_text(delv_anchor(ksk_file))
     zone_conf = (instance / "zone.conf").read_text()
     assert "dnskey-ttl PT15S;" in zone_conf and "zone-propagation-delay PT5S;" in zone_conf
-    labels_before = private_labels(stock_cli)
+    labels_before = private_labels(cli)
 
     poller = Poller(port, ksk_rrset(ksk_file))
-    thread = threading.Thread(target=poller.run, daemon=True)
-    thread.start()
+    thread = watching(poller)
+    watcher = KeyDirWatcher(instance / "keys")
+    watcher_thread = watching(watcher)
     try:
         before = poller.latest()
         assert before.dnskeys == {tags["ksk"], old} and before.soa_signers == {old}
 
-        rolled = stock_cli.json("rollover", "zsk", ZONE)
+        rolled = cli.json("rollover", "zsk", ZONE)
         new = rolled["successor"]
         assert rolled["predecessor"] == old and new not in (old, tags["ksk"])
         assert rolled["rndc_commands"] == [f"rndc dnssec -rollover -key {old} {ZONE}."]
         assert f"key: {new} (ECDSAP256SHA256), ZSK" in rolled["named_status"]
         # named made the successor inside the token: a new private key object, named by the
         # successor's key file, which holds a Label and no private key material.
-        labels_after = private_labels(stock_cli)
+        labels_after = private_labels(cli)
         assert len(labels_after - labels_before) == 1 and labels_before <= labels_after
         assert rolled["uri"].startswith("pkcs11:token=bindpkcs11;object=")
         assert rolled["uri"].split("object=")[1] in labels_after - labels_before
         private = next(instance.glob(f"keys/K{ZONE}.+013+{new:05d}.private")).read_text()
         assert "Label:" in private and "PrivateKey" not in private
-        assert stock_cli.pin() not in private
+        assert cli.pin() not in private
         log = (instance / "named.log").read_text()
-        assert f"DNSKEY {ZONE}/ECDSAP256SHA256/{new} (ZSK) created for policy" in log
+        assert successor_log_line(cli, new, "ZSK") in log
+        assert "created for policy" not in log or cli.route == "stock"
+        # The successor's key file (its object already on the token) was in the key directory
+        # before named served its DNSKEY.
+        assert watcher.first_seen[new] < poller.first(lambda o: new in o.dnskeys).at
 
         # The command returned once the new DNSKEY was served beside the old one.
         published = poller.latest()
@@ -118,7 +176,7 @@ def test_stock_zsk_rollover_is_done_by_named_inside_the_token(stock_cli, tmp_pat
         # propagation delay (15 + 5 + 5 s); removal after the signatures are replaced.
         assert activate - schedule[f"ZSK {new} published"] == 25
         assert removal > activate + 600
-        status_matches_dns(stock_cli, published)
+        status_matches_dns(cli, published)
         delv_validates(anchors, port, ZONE, "DNSKEY")
 
         # named 9.20.23 signs with the successor from its publication on (its zone RRSIG state
@@ -136,7 +194,7 @@ def test_stock_zsk_rollover_is_done_by_named_inside_the_token(stock_cli, tmp_pat
         poll(lambda: time.time() > activate + 1, activate - time.time() + PHASE_SLACK,
              "named's Activate time")
         now = poller.latest()
-        by_tag = status_matches_dns(stock_cli, now)
+        by_tag = status_matches_dns(cli, now)
         assert by_tag[new]["state"] == "active" and by_tag[new]["named"]["goal"] == "omnipresent"
         assert by_tag[old]["state"] == "active" and by_tag[old]["named"]["goal"] == "hidden"
         assert by_tag[old]["next_event"] == {"event": "delete", "time": removal}
@@ -145,20 +203,25 @@ def test_stock_zsk_rollover_is_done_by_named_inside_the_token(stock_cli, tmp_pat
         # Data added now is signed by the new ZSK, and by the old one as long as named keeps
         # its zone RRSIGs (until the new ones are everywhere: named's signature delay).
         zone_file.write_text(zone_file.read_text() + "added IN A 127.0.0.99\n")
-        stock_cli("named", "reload", ZONE)
+        cli("named", "reload", ZONE)
         active = {t for t, k in by_tag.items() if k["role"] == "zsk" and k["state"] == "active"}
         assert validated(ZONE, "A", port, f"added.{ZONE}")[1] == active == {old, new}
         # Before named's removal time the old DNSKEY is still served; a second roll of the ZSK
         # is refused while named retires the first.
         assert removal > time.time() and old in poller.latest().dnskeys
-        error = stock_cli("rollover", "zsk", ZONE, check=False)
+        error = cli("rollover", "zsk", ZONE, check=False)
         assert error.returncode != 0 and "rollover is under way" in error.stderr
     finally:
-        poller.stop.set()
-        thread.join(timeout=10)
+        for watch, its_thread in ((poller, thread), (watcher, watcher_thread)):
+            watch.stop.set()
+            its_thread.join(timeout=10)
     assert not poller.failures, poller.failures[:5]
-    assert len(poller.seen) > 50
+    assert not watcher.failures, watcher.failures[:5]
+    assert len(poller.seen) > 50 and len(watcher.seen) > 50
     assert all(old in o.soa_signers for o in poller.seen)  # removal is after the watch
+    print(f"\n[{cli.route}] ZSK roll watched for {time.monotonic() - started:.1f} s "
+          f"(setup included): {len(poller.seen)} polls validated, "
+          f"{len(watcher.seen)} key-directory reads")
 
 
 @dataclass
@@ -195,41 +258,46 @@ class KskPoller(ValidatingPoller):
             frozenset(sig.key_tag for sig in key_sigs), cds))
 
 
-def test_stock_ksk_rollover_by_named_with_ds_published(stock_cli, tmp_path):
+def test_920_ksk_rollover_by_named_with_ds_published(named920_cli, tmp_path):
     """named rolls the KSK inside the token; `--ds-published` is refused until named publishes
     the new CDS, then tells named (checkds) and the CDS, status's DS and the trust anchor
     follow. The old KSK's removal (named's schedule, minutes later) is asserted, not awaited."""
-    report = json.loads(setup(stock_cli, "--bind", "stock", "--test-timings", "--json").stdout)
-    port = stock_cli.ports[0]
+    cli = named920_cli
+    started = time.monotonic()
+    report = json.loads(setup(cli, *cli.setup_route, "--test-timings",
+                              "--json").stdout)
+    port = cli.ports[0]
     old = next(k["tag"] for k in report["keys"] if k["role"] == "ksk")
     instance = Path(report["instance_dir"])
     old_file = next(instance.glob(f"keys/K{ZONE}.+013+{old:05d}.key"))
-    labels_before = private_labels(stock_cli)
+    labels_before = private_labels(cli)
     poller = KskPoller(port, ksk_rrset(old_file))
-    thread = threading.Thread(target=poller.run, daemon=True)
-    thread.start()
+    thread = watching(poller)
+    watcher = KeyDirWatcher(instance / "keys")
+    watcher_thread = watching(watcher)
     try:
         assert poller.latest().cds == {old}
-        rolled = stock_cli.json("rollover", "ksk", ZONE)
+        rolled = cli.json("rollover", "ksk", ZONE)
         new = rolled["successor"]
         assert rolled["predecessor"] == old and rolled["step"] == "rolling"
         assert rolled["rndc_commands"] == [f"rndc dnssec -rollover -key {old} {ZONE}."]
         assert rolled["new_ds"].startswith(f"{ZONE}. IN DS {new} 13 2 ")
-        assert rolled["uri"].split("object=")[1] in private_labels(stock_cli) - labels_before
+        assert rolled["uri"].split("object=")[1] in private_labels(cli) - labels_before
+        assert successor_log_line(cli, new, "KSK") in (instance / "named.log").read_text()
         seen = poller.latest()
         assert {old, new} <= seen.dnskeys and {old, new} <= seen.dnskey_signers
         schedule = {event: when for when, event in rolled["schedule"]}
         cds_time = schedule[f"KSK {new} CDS/CDNSKEY published"]
 
         # Too early: named has not published the new CDS; named is told nothing.
-        error = stock_cli("rollover", "ksk", ZONE, "--ds-published", check=False)
+        error = cli("rollover", "ksk", ZONE, "--ds-published", check=False)
         assert error.returncode != 0 and "has not published the CDS of KSK" in error.stderr
         assert "checkds" not in (instance / "named.log").read_text()
 
         poll(lambda: new in poller.seen[-1].cds, cds_time - time.time() + PHASE_SLACK,
              "the new KSK's CDS")
         assert poller.first(lambda o: new in o.cds).at >= cds_time - 1
-        status = stock_cli.json("status", ZONE)
+        status = cli.json("status", ZONE)
         # named's DS states: the old DS stays, the new one is on its way (named expects the
         # parent to take it from the CDS): status offers both until --ds-published.
         assert {line.split()[3] for line in status["ds"]} == {str(old), str(new)}
@@ -238,13 +306,13 @@ def test_stock_ksk_rollover_by_named_with_ds_published(stock_cli, tmp_path):
 
         # The pretend parent now serves the new DS: the trust anchor follows it.
         poller.anchor = ksk_rrset(next(instance.glob(f"keys/K{ZONE}.+013+{new:05d}.key")))
-        switched = stock_cli.json("rollover", "ksk", ZONE, "--ds-published")
+        switched = cli.json("rollover", "ksk", ZONE, "--ds-published")
         assert switched["step"] == "DS switched"
         assert switched["rndc_commands"] == [
             f"rndc dnssec -checkds -key {new} published {ZONE}.",
             f"rndc dnssec -checkds -key {old} withdrawn {ZONE}."]
         poll(lambda: poller.seen[-1].cds == {new}, PHASE_SLACK, "the old CDS withdrawn")
-        status = stock_cli.json("status", ZONE)
+        status = cli.json("status", ZONE)
         assert [line.split()[3] for line in status["ds"]] == [str(new)]
         by_tag = {k["tag"]: k for k in status["keys"]}
         assert by_tag[new]["cds"] is True and by_tag[old]["cds"] is False
@@ -255,10 +323,14 @@ def test_stock_ksk_rollover_by_named_with_ds_published(stock_cli, tmp_path):
         assert old in poller.latest().dnskeys or by_tag[old]["state"] == "removed"
         delv_validates_with(tmp_path, poller.anchor, port)
     finally:
-        poller.stop.set()
-        thread.join(timeout=10)
+        for watch, its_thread in ((poller, thread), (watcher, watcher_thread)):
+            watch.stop.set()
+            its_thread.join(timeout=10)
     assert not poller.failures, poller.failures[:5]
+    assert not watcher.failures, watcher.failures[:5]
     assert all(o.dnskey_signers >= {o.anchor} for o in poller.seen)
+    print(f"\n[{cli.route}] KSK roll watched for {time.monotonic() - started:.1f} s "
+          f"(setup included): {len(poller.seen)} polls validated")
 
 
 def delv_validates_with(tmp_path: Path, anchor: dns.rrset.RRset, port: int) -> None:

@@ -43,7 +43,7 @@ TEST_TIMINGS = {
     "publish_safety": "PT5M", "retire_safety": "PT5M", "signatures_validity": "PT30M",
     "signatures_refresh": "PT20M", "signatures_jitter": "PT1M",
 }
-# --test-timings on the stock route: named's own key manager times a rollover there (RFC 7583:
+# --test-timings where named's own key manager times a rollover (stock 9.20, patched 9.20; RFC 7583:
 # successor active after DNSKEY TTL + publish-safety + propagation delay), so the policy's TTL and
 # delays are seconds and a ZSK roll can be watched in about a minute (signatures as above), and
 # the parent's DS TTL too, so a KSK roll completes within minutes after --ds-published.
@@ -187,7 +187,10 @@ def render(instance: Instance, settings: InstanceSettings, zone_file: Path,
     algorithm = algorithms.by_number(settings.algorithm)
     listen_v6 = settings.listen if ":" in settings.listen else None
     use_policy = settings.test_timings or settings.bind_version != "9.18"
-    test_timings = STOCK_TEST_TIMINGS if settings.bind == STOCK else TEST_TIMINGS
+    # 9.20 (stock or patched): named's key manager times rollovers (stockroll.py), so test
+    # timings shrink its TTLs and delays; 9.18's --test-timings policy only shortens signatures.
+    keymgr_rolls = settings.bind == STOCK or settings.bind_version != "9.18"
+    test_timings = STOCK_TEST_TIMINGS if keymgr_rolls else TEST_TIMINGS
     timings = (test_timings if settings.test_timings else POLICY_TIMINGS if use_policy
                else NORMAL_TIMINGS)
     batch = signing_batch(settings)
@@ -216,6 +219,7 @@ def render(instance: Instance, settings: InstanceSettings, zone_file: Path,
         "max_zone_ttl": max(max_zone_ttl, timings.get("dnskey_ttl_seconds", 0)),
         "test_timings": settings.test_timings,
         "use_policy": use_policy,
+        "keymgr_rolls": keymgr_rolls,
         "secondaries": settings.secondaries,
         "signing_signatures": batch.signatures,
         "signing_nodes": batch.nodes,

@@ -47,7 +47,7 @@ def register(commands, common) -> None:
     zsk.add_argument("--delete", metavar="T",
                      help="remove the predecessor at T (default: the earliest the rules allow)")
     zsk.add_argument("--key", metavar="TAG", type=_tag,
-                     help="stock-route instances: the ZSK to roll (default: the zone's one ZSK)")
+                     help="BIND 9.20 instances: the ZSK to roll (default: the zone's one ZSK)")
     zsk.add_argument("--propagation-delay", metavar="D",
                      help=f"time for a change to reach every secondary (default "
                           f"{rollover.DEFAULT_PROPAGATION_DELAY} s)")
@@ -83,7 +83,7 @@ def register(commands, common) -> None:
                      help="with --ds-published: check that this server of the parent zone serves "
                           "the new DS first")
     ksk.add_argument("--key", metavar="TAG", type=_tag,
-                     help="stock-route instances: the KSK to roll (default: the zone's one KSK)")
+                     help="BIND 9.20 instances: the KSK to roll (default: the zone's one KSK)")
     ksk.add_argument("--parent-ds-ttl", metavar="D",
                      help=f"the parent's DS TTL (default {kskroll.DEFAULT_PARENT.ds_ttl} s)")
     ksk.add_argument("--propagation-delay", metavar="D",
@@ -149,10 +149,10 @@ def _rollover_zsk(args) -> int:
         raise UsageError("--period, --dnskey-ttl, --max-zone-ttl, --rng-from-token and --token "
                          "are for offline-KSK zones: add --zsk-dir (a setup-inline zone's come "
                          "from named)")
-    if stockroll.is_stock_instance(state(args), parse_zone_name(args.domain)):
+    if stockroll.is_named_rolled(state(args), parse_zone_name(args.domain)):
         return _rollover_stock(args, "zsk", ("activate", "delete", "propagation_delay"))
     if args.key is not None:
-        raise UsageError("--key is for stock-route instances (named rolls the key it is given): "
+        raise UsageError("--key is for BIND 9.20 instances (named rolls the key it is given): "
                          "drop it, bindpkcs11 rolls the zone's one active ZSK")
     if args.test_timings and args.propagation_delay is not None:
         raise UsageError("--propagation-delay and --test-timings exclude each other: test timings "
@@ -238,10 +238,10 @@ def _rollover_ksk(args) -> int:
         raise UsageError("--parent-server checks the DS for --ds-published: add --ds-published")
     if args.ds_published and args.at:
         raise UsageError("--at is for step 1 (the new KSK's Publish): drop it with --ds-published")
-    if stockroll.is_stock_instance(state(args), parse_zone_name(args.domain)):
+    if stockroll.is_named_rolled(state(args), parse_zone_name(args.domain)):
         return _rollover_stock(args, "ksk", ("propagation_delay", "parent_ds_ttl"))
     if args.key is not None:
-        raise UsageError("--key is for stock-route instances (named rolls the key it is given): "
+        raise UsageError("--key is for BIND 9.20 instances (named rolls the key it is given): "
                          "drop it, bindpkcs11 rolls the zone's one active KSK")
     request = kskroll.KskRequest(
         zone=parse_zone_name(args.domain), at=_time(args.at, "--at"),
@@ -324,13 +324,14 @@ def _rollover_ksk_offline(args) -> int:
 
 
 def _rollover_stock(args, role: str, not_here: tuple[str, ...]) -> int:
-    """A stock-route instance: named's key manager rolls (stockroll.py); options that would set
-    timings bindpkcs11 no longer computes are refused."""
+    """A BIND 9.20 instance (stock, or patched with the successor made on the token first):
+    named's key manager rolls (stockroll.py); options that would set timings bindpkcs11 no
+    longer computes are refused."""
     for name in not_here:
         if getattr(args, name) is not None:
             option = "--" + name.replace("_", "-")
-            raise UsageError(f"{option} does not apply to a stock-route instance: named's "
-                             "dnssec-policy times the rollover; drop it")
+            raise UsageError(f"{option} does not apply to a stock-route or patched-9.20 "
+                             "instance: named's dnssec-policy times the rollover; drop it")
     request = stockroll.StockRequest(
         zone=parse_zone_name(args.domain), role=role, key=args.key, at=_time(args.at, "--at"),
         ds_published=getattr(args, "ds_published", False),
