@@ -35,6 +35,7 @@ from bindpkcs11.dnssec.keyfile import KeyPairFiles, key_pairs_in
 from bindpkcs11.errors import BindPkcs11Error, ToolFailed, UsageError
 from bindpkcs11.state import StateDir
 from bindpkcs11.timespec import to_bind_timestamp
+from bindpkcs11.token.uri import parse_uri
 
 SUCCESSOR_TIMEOUT = 30.0
 
@@ -173,10 +174,21 @@ def _roll(state: StateDir, instance: Instance, settings: InstanceSettings, prefi
         if tokensuccessor.named_needs_one(settings) else None
     try:
         run_rndc(instance, prefix, *command)
-    except BaseException:
-        if made is not None:  # named was not asked: the unused key must not wait for a roll
-            instancekeys.set_aside(instance, [made])
-        raise
+    except BaseException as error:
+        if made is None:
+            raise
+        # named was not asked: the unused key must not wait for a later roll. Its token object
+        # stays (a private key is never destroyed by a failure path); the message says so.
+        instancekeys.set_aside(instance, [made])
+        if not isinstance(error, BindPkcs11Error):
+            raise
+        uri = parse_uri(made.label_uri) if made.label_uri else None
+        where = (f"; its key object '{uri.object}' stays on token '{uri.token}' (delete it with "
+                 f"'bindpkcs11 token delete --label {uri.token} --object {uri.object} --force', "
+                 "or keep it)") if uri else ""
+        raise type(error)(f"{str(error).removesuffix('; nothing was changed')}; the "
+                          f"{request.role.upper()} {made.tag} bindpkcs11 made for the roll was "
+                          f"set aside in {instance.root / 'abandoned-keys'}{where}") from None
     successor = made.tag if made is not None else None
     if request.at is None:
         progress(f"named rolls {request.role.upper()} {old.tag}: waiting for it to "
