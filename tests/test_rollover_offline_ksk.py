@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Callable
 
 import dns.dnssec
 import dns.message
@@ -36,13 +37,42 @@ from test_signer_offline_ksk import (ORIGIN, PASSPHRASE, PERIOD, ZONE, Controlle
 
 
 def ceremony(cli: Cli, ksks: list[str], zsks: Path, start: int, periods: int, out: Path,
-             passphrase: Path) -> dict:
+             passphrase: Path, skr: Path | None = None) -> dict:
     args = ["ksk", "presign", ZONE, "--zsk-dir", str(zsks), "--start", str(start), "--periods",
             str(periods), "--test-timings", "--passphrase-file", str(passphrase), "--out", str(out),
-            "--yes", "--json"]
+            "--yes", "--json", *(["--skr", str(skr)] if skr else [])]
     for label in ksks:
         args += ["--ksk", label]
     return json.loads(cli(*args).stdout)
+
+
+def check_skr_roll(skr: Path, expected: dict[int, tuple[set[int], set[int]]],
+                   at: Callable[[int], int]) -> None:
+    """The SKR of a roll's ceremony: per period the DNSKEY RRset signed by the period's KSKs and,
+    in a period that announces a KSK, CDNSKEY and CDS RRsets naming it, signed by the same KSKs
+    (dnssec-ksr's order: DNSKEY, CDNSKEY, CDS); each RRSIG validates at the period."""
+    blocks = skr.read_text().split(";; SignedKeyResponse 1.0 ")[1:-1]
+    assert len(blocks) == len(expected)
+    for period, block in enumerate(blocks):
+        ksks, cds = expected[period]
+        records = [line for line in block.splitlines()[1:] if line.strip()]
+        order = [line.split()[3] for line in records if line.split()[3] != "RRSIG"]
+        assert order == sorted(order, key=["DNSKEY", "CDNSKEY", "CDS"].index)
+        zone = dns.zone.from_text("\n".join(records), origin=ORIGIN, relativize=False,
+                                  check_origin=False)
+        dnskeys = zone.find_rrset(ORIGIN, "DNSKEY")
+        for rdtype in ("DNSKEY", "CDNSKEY", "CDS"):
+            rrset = zone.get_rrset(ORIGIN, rdtype)
+            if rdtype != "DNSKEY" and not cds:
+                assert rrset is None, f"period {period}: {rdtype} without a KSK to announce"
+                continue
+            assert rrset is not None, f"period {period}: no {rdtype} in the SKR"
+            rrsigs = zone.find_rrset(ORIGIN, "RRSIG", rdtype)
+            assert {r.key_tag for r in rrsigs} == ksks, (period, rdtype)
+            dns.dnssec.validate(rrset, rrsigs, {ORIGIN: dnskeys}, now=at(period))
+        if cds:
+            assert {r.key_tag for r in zone.find_rrset(ORIGIN, "CDS")} == cds
+            assert {dns.dnssec.key_id(k) for k in zone.find_rrset(ORIGIN, "CDNSKEY")} == cds
 
 
 def anchor_of(pair) -> dns.rrset.RRset:
@@ -112,7 +142,7 @@ def test_ksk_rollover_through_presign_and_signer_validates_with_the_ds_at_every_
     passphrase.write_text(PASSPHRASE)
     passphrase.chmod(0o600)
     first = ceremony(cli, [old["object_label"], new_label], zsks, start, 3, tmp_path / "out1",
-                     passphrase)
+                     passphrase, skr=tmp_path / "roll.skr")
     # one signature per signing KSK and RRset: 1 (old), 2 (both), 2 x 3 (both; DNSKEY, CDS, CDNSKEY)
     assert first["token_signatures"] == 1 + 2 + 6 and first["ksk_tags"] == [old["tag"], new_tag]
 
@@ -136,6 +166,7 @@ def test_ksk_rollover_through_presign_and_signer_validates_with_the_ds_at_every_
               1: ({o, n}, set(), [old_pair]),
               2: ({o, n}, {n}, [old_pair, new_pair]),
               3: ({n}, {n}, [new_pair])}
+    check_skr_roll(tmp_path / "roll.skr", {p: phases[p][:2] for p in range(3)}, offline.at)
     states_dir = ["status", ZONE, "--zsk-dir", str(zsks), "--ksk-dir", str(ksk_dir)]
     result = online.publish(offline.at(0))
     with ControlledNamed(online.out, tmp_path / "named") as named:

@@ -24,7 +24,7 @@ from bindpkcs11.dnssec.algorithms import by_number
 from bindpkcs11.dnssec.dnskey import make_dnskey, zone_label_text
 from bindpkcs11.dnssec.keyfile import KeyPairFiles, parse_key_pair
 from bindpkcs11.dnssec.presign import PeriodPlan, Schedule, build_plan, dnskey_rrset, sign_rrset
-from bindpkcs11.dnssec.skr import skr_text
+from bindpkcs11.dnssec.skr import SignedRRsets, skr_text
 from bindpkcs11.dnssec.tokensigner import TokenPrivateKey
 from bindpkcs11.errors import BindPkcs11Error, KeyFileError, ObjectNotFound, UsageError
 from bindpkcs11.fileio import write_atomic
@@ -130,7 +130,9 @@ def run_presign(request: PresignRequest, access: TokenAccess, unlocker: Callable
                        [_Signed(r, s, y, ys) for r, s, y, ys in zip(rrsets, signed, syncs,
                                                                      signed_syncs)],
                        targets, log)
-        skr = _write_skr(request, plans, rrsets, signed, log)
+        per_period = [[(rrset, rrsigs), *zip(sync, sync_sigs)] for rrset, rrsigs, sync, sync_sigs
+                      in zip(rrsets, signed, syncs, signed_syncs)]
+        skr = _write_skr(request, plans, per_period, log)
         log.event("END", f"{len(targets)} bundles, {count} token signatures")
     return PresignResult(
         zone=request.zone.to_text(), ksk_tag=ksk.tag, ksk_tags=[p.tag for p in ksk_pairs],
@@ -310,11 +312,12 @@ def _write_bundles(request: PresignRequest, unlocker: bundles.Unlocker, ksk_keys
         log.wrote(path, data)
 
 
-def _write_skr(request: PresignRequest, plans: Sequence[PeriodPlan], rrsets: Sequence[RRset],
-               signed: Sequence[RRset], log: CeremonyLog) -> Path | None:
+def _write_skr(request: PresignRequest, plans: Sequence[PeriodPlan],
+               signed: Sequence[SignedRRsets], log: CeremonyLog) -> Path | None:
+    """The SKR export: each period's signed DNSKEY RRset, and its CDS/CDNSKEY when it has them."""
     if request.skr_path is None:
         return None
-    text = skr_text([(plan.start, rrset, rrsigs) for plan, rrset, rrsigs in zip(plans, rrsets, signed)],
+    text = skr_text([(plan.start, rrsets) for plan, rrsets in zip(plans, signed)],
                     int(time.time()))
     write_atomic(request.skr_path, text, mode=0o644)
     log.wrote(request.skr_path, text.encode())
