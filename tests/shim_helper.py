@@ -12,6 +12,9 @@ The PIN always comes from the file named by PKCS11_LIBRARY_PIN_FILE, never from 
   loop URI THREADS         sign from THREADS threads until stdin says "stop"; print JSON lines
   start URI                load the shim, print "ready", wait for a line on stdin, then make this
                            process's first signature (C_Initialize, login, sign); print the outcome
+  logins LABEL N [churn]   log in to token LABEL N times (python-pkcs11 through bindpkcs11.token),
+                           each login in a session of its own; with "churn" each session also
+                           creates and destroys a token object, as keygen does; print the outcomes
 """
 
 import hashlib
@@ -189,6 +192,7 @@ class _Counters:
         self.errors: dict = {}
         self.last = None  # last outcome: 0 or an error code
         self.last_message = ""
+        self.messages: dict = {}  # every distinct error message and how often it came
         self.max_call_s = 0.0
 
     def record(self, code: int, message: str, seconds: float) -> None:
@@ -198,13 +202,15 @@ class _Counters:
             else:
                 self.errors[code] = self.errors.get(code, 0) + 1
                 self.last_message = message
+                self.messages[message] = self.messages.get(message, 0) + 1
             self.last = code
             self.max_call_s = max(self.max_call_s, seconds)
 
     def snapshot(self) -> dict:
         with self.lock:
             snap = {"ok": self.ok, "errors": dict(self.errors), "last": self.last,
-                    "message": self.last_message, "max_call_s": self.max_call_s}
+                    "message": self.last_message, "messages": dict(self.messages),
+                    "max_call_s": self.max_call_s}
             self.max_call_s = 0.0  # each heartbeat reports the slowest call since the previous one
             return snap
 
@@ -257,6 +263,32 @@ def start(uri: str) -> dict:
     return {**outcome, "seconds": time.monotonic() - start_s}
 
 
+def logins(label: str, count: int, churn: bool = False) -> dict:
+    """Log in `count` times, as every `bindpkcs11` command that opens the token does: each
+    successful C_Login makes SoftHSM rewrite token.object (see bp11.c); with `churn`, a token
+    object made and destroyed per login also rewrites the token's generation file.  Failures
+    are counted, never retried within one round."""
+    from pkcs11 import Attribute, ObjectClass, PKCS11Error
+
+    from bindpkcs11.errors import BindPkcs11Error
+    from bindpkcs11.token.library import load_module, open_session
+
+    ok, errors = 0, {}
+    start_s = time.monotonic()
+    for _ in range(count):
+        try:
+            with open_session(SOFTHSM, label, pin=_read_pin, rw=churn) as session:
+                if churn:
+                    session.create_object({Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: True,
+                                           Attribute.LABEL: "churn", Attribute.VALUE: b"x"}).destroy()
+                ok += 1
+        except (BindPkcs11Error, PKCS11Error) as exc:  # the other login processes tear it too
+            what = f"{type(exc).__name__}: {exc}"
+            errors[what] = errors.get(what, 0) + 1
+            load_module(SOFTHSM).reinitialize()  # SoftHSM sees the token again only after this
+    return {"ok": ok, "errors": errors, "seconds": time.monotonic() - start_s}
+
+
 def main(argv: list) -> int:
     command = argv[1]
     if command == "genkeys":
@@ -269,6 +301,8 @@ def main(argv: list) -> int:
         print(json.dumps(threads(argv[2], int(argv[3]), int(argv[4]))))
     elif command == "loop":
         loop(argv[2], int(argv[3]))
+    elif command == "logins":
+        print(json.dumps(logins(argv[2], int(argv[3]), argv[4:] == ["churn"])))
     elif command == "start":
         print(json.dumps(start(argv[2])))
     else:

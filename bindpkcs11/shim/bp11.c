@@ -32,13 +32,14 @@
  *   handles, find token and key, log in again unless the PIN was rejected) and retry ONCE.
  *   Re-initialisation happens at most once per RETRY_INTERVAL_NS per module; in between, a
  *   missing token or an uninitialisable module is reported at once (fail fast, never a hang).
- *   One exception, the settling of a token that this process has not used yet: its token-level
- *   failures ("not found", CKR_GENERAL_ERROR or CKR_USER_PIN_NOT_INITIALIZED from C_Login ...)
- *   earn up to SETTLE_TRIES unthrottled re-initialisations after pauses of 10, 20, 40, 80 and
- *   160 ms, once per token per process, because SoftHSM misses a token whose token.object
- *   another process is rewriting (see the end of this comment).
- *   After the first success, or once that budget is spent, the rate limit above applies again,
- *   so a token that is really absent costs ~0.3 s on first use and fails at once afterwards.
+ *   One exception, settling: a token-level failure ("not found", CKR_GENERAL_ERROR or
+ *   CKR_USER_PIN_NOT_INITIALIZED from C_Login ...) of a token that this process has not used
+ *   yet, or that has succeeded since its last settling, earns up to SETTLE_TRIES unthrottled
+ *   re-initialisations after pauses of 10, 20, 40, 80 and 160 ms, because SoftHSM misses a
+ *   token whose token.object another process is rewriting (see the end of this comment).
+ *   Once that budget is spent the rate limit above applies again until the next success, so a
+ *   token that is really absent costs ~0.3 s on first use (or once after it went away) and
+ *   fails at once afterwards.
  *   An invalid object handle on a healthy token (key deleted and re-created) first just drops
  *   the cached handle and searches again; only a key or token that stays missing costs a
  *   (rate-limited) re-initialisation, which briefly pauses the module's other keys: the price
@@ -85,6 +86,16 @@
  *   process can see C_GetTokenInfo or C_Login fail with CKR_GENERAL_ERROR.  The file is read
  *   empty (or short: attributes missing, "corrupt"), so this shows as a missing token or user
  *   PIN, not as a wrong PIN.
+ *   A process that already signs does not read token.object at all (strace: the KEY_CHECK_NS
+ *   check and C_FindObjects read the key's object file and the token's generation file), so
+ *   logins elsewhere cannot tear its signing: 0 failed of ~2.5 million signatures during
+ *   ~74,000 logins (bench/bench_torn_read.py).  It meets the window only when it initialises
+ *   or logs in again (a key re-created or not yet visible, a pool emptied by failures): its
+ *   C_Initialize blocks on the fcntl lock of a login in progress and wakes into the truncated
+ *   file, so under a tight login loop most such re-initialisations missed the token, and
+ *   when settling was once per process the signer then failed every call for seconds (one
+ *   re-initialisation per RETRY_INTERVAL_NS, each torn again).  Hence settling is re-armed by
+ *   every success, not spent for good by the first.
  */
 #define _GNU_SOURCE
 #include "bp11.h"
@@ -683,7 +694,7 @@ struct token {
     struct value pin;            /* the PIN itself; unset: do not log in */
     char name[64];               /* "token 'dnssec'" for messages */
     char desc[160];              /* "token 'dnssec' (module /usr/lib/...)" */
-    int settled;                 /* used once, or settling spent: no more settling (atomic flag) */
+    int settle_spent;            /* settled, and no success since then (atomic flag) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     /* Guarded by mu; meaningful only while state_gen == mod->gen. */
@@ -1586,17 +1597,19 @@ static int torn_read_suspected(int rc)
            (tl_pending == BP11_ERR_TOKEN_NOT_FOUND || tl_ckr == CKR_USER_PIN_NOT_INITIALIZED);
 }
 
-/* The first attempt on a key.  While its token has never been used in this process, a
- * token-level failure (torn_read_suspected) may be SoftHSM reading token.object while another
- * process rewrites it: re-initialise, unthrottled, up to SETTLE_TRIES times with
- * growing pauses (see "Recovery").  The first success, or the budget running out, ends settling
- * for the token; a key that is missing from a healthy token never settles. */
+/* One attempt on a key.  A token-level failure (torn_read_suspected) may be SoftHSM reading
+ * token.object while another process rewrites it: unless the token's settling is spent,
+ * re-initialise, unthrottled, up to SETTLE_TRIES times with growing pauses (see "Recovery").
+ * Settling is spent when it ends (success or budget gone) and re-armed only by a later success
+ * (settle_rearm), so a token that is really absent settles once and then fails fast, and a
+ * token costs at most one settling per success; a key missing from a healthy token never
+ * settles. */
 static int run_settling(struct key *k, key_op op, void *arg, unsigned long *gen)
 {
     struct token *t = k->tok;
     int rc = run_attempt(k, op, arg, gen);
 
-    if (torn_read_suspected(rc) && !__atomic_load_n(&t->settled, __ATOMIC_RELAXED)) {
+    if (torn_read_suspected(rc) && !__atomic_load_n(&t->settle_spent, __ATOMIC_RELAXED)) {
         for (int i = 0; i < SETTLE_TRIES && torn_read_suspected(rc); i++) {
             int64_t pause = SETTLE_PAUSE_NS << i;
             struct timespec ts = {pause / 1000000000LL, pause % 1000000000LL};
@@ -1604,9 +1617,21 @@ static int run_settling(struct key *k, key_op op, void *arg, unsigned long *gen)
             module_recover(t->mod, *gen, 0);
             rc = run_attempt(k, op, arg, gen);
         }
-        __atomic_store_n(&t->settled, 1, __ATOMIC_RELAXED); /* success or spent: no more */
+        __atomic_store_n(&t->settle_spent, 1, __ATOMIC_RELAXED); /* until the next success */
     }
     return rc;
+}
+
+/* A call on the token succeeded: it is healthy, so its next token-level failure may be a torn
+ * read again (a re-initialisation while another process logs in) and earns settling.  Not
+ * bounded in time: with the key re-created every 0.35 s under a tight login loop (the
+ * "re-created key" case of bench/bench_torn_read.py), re-arming only 1 s after the last
+ * settling still failed ~200,000 signatures in 2 of 3 runs; re-arming at once, none in 3.
+ * Costs one relaxed load per successful call, a store only when it re-arms. */
+static void settle_rearm(struct token *t)
+{
+    if (__atomic_load_n(&t->settle_spent, __ATOMIC_RELAXED))
+        __atomic_store_n(&t->settle_spent, 0, __ATOMIC_RELAXED);
 }
 
 /* Resolve `uri` and run `op` on its key; a lost token, session or login earns one
@@ -1620,10 +1645,10 @@ static int run_on_key(const char *uri, key_op op, void *arg)
     if ((rc = key_resolve(uri, &k)) != BP11_OK)
         return rc;
     for (int attempt = 0; attempt < 2; attempt++) {
-        rc = attempt == 0 ? run_settling(k, op, arg, &gen) : run_attempt(k, op, arg, &gen);
+        rc = run_settling(k, op, arg, &gen); /* the retry too: its re-initialisation can tear */
         if (rc == BP11_OK) {
             clear_error(); /* a retry succeeded: the first attempt's complaint is history */
-            __atomic_store_n(&k->tok->settled, 1, __ATOMIC_RELAXED);
+            settle_rearm(k->tok);
         }
         if (rc >= 0)
             return rc;
