@@ -133,6 +133,27 @@ def run_helper(args: list, env: dict, stdin: str = "", timeout: float = 120) -> 
     return json.loads(proc.stdout)
 
 
+def helper_outputs(procs: list[subprocess.Popen], timeout: float) -> list:
+    """Wait for helper processes started together; their JSON outputs. Every one is stopped,
+    also when one of them failed."""
+    try:
+        outputs = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=timeout)
+            assert proc.returncode == 0, err[-2000:]
+            outputs.append(json.loads(out))
+        return outputs
+    finally:
+        stop_helpers(procs)
+
+
+def stop_helpers(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 def sign_batch(token: Token, requests: list, **env) -> list:
     return run_helper(["sign-batch"], token.env(**env), stdin=json.dumps(requests))
 

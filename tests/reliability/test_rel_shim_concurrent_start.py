@@ -17,7 +17,6 @@ released together, and real patched dnssec-signzone processes started 4 at a tim
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
 import sys
 import time
@@ -30,7 +29,8 @@ from bindpkcs11.dnssec.samplezone import sample_zone_text
 from bindpkcs11.shim import ErrorCode, Mechanism
 from bindtools import tool_env
 from fromlabel_tools import ZONE, validate_zone_file
-from test_shim import HELPER, Token, make_token, public_key, request, run_helper, sign_batch
+from test_shim import (HELPER, Token, helper_outputs, make_token, public_key, request, run_helper,
+                       sign_batch, stop_helpers)
 
 PROCESSES = 4      # released together per round; on the old shim about 1 in 4 of them failed
 ROUNDS = 12        # 48 processes: the old shim failing none of them is a ~1e-6 event
@@ -52,17 +52,10 @@ def release_together(tok, n: int) -> list:
         for proc in procs:
             proc.stdin.write("go\n")
             proc.stdin.flush()
-        outcomes = []
-        for proc in procs:
-            out, err = proc.communicate(timeout=60)
-            assert proc.returncode == 0, err[-2000:]
-            outcomes.append(json.loads(out))
-        return outcomes
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
+    except BaseException:
+        stop_helpers(procs)
+        raise
+    return helper_outputs(procs, timeout=60)
 
 
 def test_processes_started_together_all_find_the_token(tmp_path):

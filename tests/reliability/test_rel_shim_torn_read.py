@@ -26,7 +26,7 @@ import time
 from contextlib import contextmanager
 
 from bindpkcs11.shim import ErrorCode
-from test_shim import HELPER, Token, make_token, run_helper
+from test_shim import HELPER, Token, helper_outputs, make_token, run_helper
 
 LOGIN_PROCS = 2        # two login processes also tear each other's reads: the harsh case
 RECREATIONS = 8        # signing key destroyed and made again this often while one process logs in
@@ -75,18 +75,7 @@ def log_in_concurrently(tok: Token, procs: int, count: int, *extra: str) -> int:
     loggers = [subprocess.Popen([sys.executable, str(HELPER), "logins", tok.label, str(count), *extra],
                                 env=tok.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(procs)]
-    try:
-        made = 0
-        for proc in loggers:
-            out, err = proc.communicate(timeout=120)
-            assert proc.returncode == 0, err[-2000:]
-            made += json.loads(out)["ok"]
-        return made
-    finally:
-        for proc in loggers:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
+    return sum(output["ok"] for output in helper_outputs(loggers, timeout=120))
 
 
 def signing_token(tmp_path, label: str) -> Token:
