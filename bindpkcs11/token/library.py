@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -61,10 +62,31 @@ def list_tokens(module_path: str) -> list[TokenInfo]:
     return infos
 
 
+# SoftHSM 2.6.1 rewrites token.object at every login of any process (truncate, unlock, write at
+# fclose; bindpkcs11/shim/bp11.c). A process whose C_Initialize waited on that rewrite reads the
+# file empty and lists the token without its label until its next C_Initialize: two processes
+# logging in together in a loop missed the token in 2 of 3 attempts. So a SoftHSM token that is
+# not found is looked for again after re-initialising, with growing pauses (the shim's settling),
+# unless this process holds a session of the module (re-initialising would close it). A token
+# that is really absent costs 0.31 s more; other modules are not re-initialised.
+SETTLE_PAUSES = (0.01, 0.02, 0.04, 0.08, 0.16)
+_sessions_open: dict[str, int] = {}  # module path -> sessions open_session holds in this process
+
+
 def find_token(module_path: str, label: str) -> "pkcs11.Token":
     """The one token called `label`, or TokenNotFound naming the labels that do exist."""
     lib = load_module(module_path)
     matches = [slot.get_token() for slot in lib.get_slots(token_present=True)]
+    if _may_settle(lib, module_path):
+        for pause in SETTLE_PAUSES:
+            if any(token.label == label for token in matches):
+                break
+            time.sleep(pause)
+            try:
+                lib.reinitialize()
+                matches = [slot.get_token() for slot in lib.get_slots(token_present=True)]
+            except p11x.PKCS11Error:
+                break  # the module itself fails now: report what was found before
     found = [token for token in matches if token.label == label]
     if not found:
         known = ", ".join(sorted(repr(token.label) for token in matches)) or "none"
@@ -75,6 +97,11 @@ def find_token(module_path: str, label: str) -> "pkcs11.Token":
     if len(found) > 1:
         raise TokenNotFound(f"{len(found)} tokens are labelled '{label}': relabel or remove one")
     return found[0]
+
+
+def _may_settle(lib: "pkcs11.lib", module_path: str) -> bool:
+    """SoftHSM, and no session of it open here (see SETTLE_PAUSES)."""
+    return lib.manufacturer_id.startswith("SoftHSM") and not _sessions_open.get(module_path)
 
 
 def token_info(module_path: str, label: str) -> TokenInfo:
@@ -109,9 +136,11 @@ def open_session(
         session = token.open(rw=rw)
     except p11x.PKCS11Error as error:
         raise translate(error, f"opening a session on token '{label}'") from error
+    _sessions_open[module_path] = _sessions_open.get(module_path, 0) + 1
     try:
         yield session
     finally:
+        _sessions_open[module_path] -= 1
         with contextlib.suppress(p11x.PKCS11Error):
             session.close()
 
