@@ -54,12 +54,12 @@ def refresh(module_path: str) -> None:
 
 def list_tokens(module_path: str) -> list[TokenInfo]:
     """Every slot that holds a token, in slot order."""
-    lib = load_module(module_path)
-    infos = []
-    for slot in lib.get_slots(token_present=True):
-        token = slot.get_token()
-        infos.append(_token_info(slot, token))
-    return infos
+    return [_token_info(token.slot, token) for token in _present_tokens(load_module(module_path))]
+
+
+def _present_tokens(lib: "pkcs11.lib") -> list["pkcs11.Token"]:
+    """The token of every slot that holds one, in slot order."""
+    return [slot.get_token() for slot in lib.get_slots(token_present=True)]
 
 
 # SoftHSM 2.6.1 rewrites token.object at every login of any process (truncate, unlock, write at
@@ -76,7 +76,7 @@ _sessions_open: dict[str, int] = {}  # module path -> sessions open_session hold
 def find_token(module_path: str, label: str) -> "pkcs11.Token":
     """The one token called `label`, or TokenNotFound naming the labels that do exist."""
     lib = load_module(module_path)
-    matches = [slot.get_token() for slot in lib.get_slots(token_present=True)]
+    matches = _present_tokens(lib)
     if _may_settle(lib, module_path):
         for pause in SETTLE_PAUSES:
             if any(token.label == label for token in matches):
@@ -84,7 +84,7 @@ def find_token(module_path: str, label: str) -> "pkcs11.Token":
             time.sleep(pause)
             try:
                 lib.reinitialize()
-                matches = [slot.get_token() for slot in lib.get_slots(token_present=True)]
+                matches = _present_tokens(lib)
             except p11x.PKCS11Error:
                 break  # the module itself fails now: report what was found before
     found = [token for token in matches if token.label == label]
