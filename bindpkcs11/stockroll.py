@@ -26,7 +26,7 @@ import dns.name
 
 from bindpkcs11 import inline, instancekeys, kskroll, locks, monitor, readiness, rollover
 from bindpkcs11 import tokensuccessor
-from bindpkcs11.bind import build, named, rndc, route
+from bindpkcs11.bind import named, rndc, route
 from bindpkcs11.bind.instance import Instance, InstanceSettings
 from bindpkcs11.bind.programs import STOCK
 from bindpkcs11.dnssec import keystate
@@ -105,8 +105,7 @@ def is_named_rolled(state: StateDir, zone: dns.name.Name) -> bool:
     instance = Instance.for_zone(state, zone)
     if not instance.exists():
         return False
-    settings = instance.load_settings()
-    return settings.bind == STOCK or settings.bind_version != build.DEFAULT_SERIES
+    return instance.load_settings().named_rolls_keys
 
 
 def rollover_stock(state: StateDir, request: StockRequest, progress) -> StockRollover:

@@ -189,7 +189,7 @@ def render(instance: Instance, settings: InstanceSettings, zone_file: Path,
     use_policy = settings.test_timings or settings.bind_version != "9.18"
     # 9.20 (stock or patched): named's key manager times rollovers (stockroll.py), so test
     # timings shrink its TTLs and delays; 9.18's --test-timings policy only shortens signatures.
-    keymgr_rolls = settings.bind == STOCK or settings.bind_version != "9.18"
+    keymgr_rolls = settings.named_rolls_keys
     test_timings = STOCK_TEST_TIMINGS if keymgr_rolls else TEST_TIMINGS
     timings = (test_timings if settings.test_timings else POLICY_TIMINGS if use_policy
                else NORMAL_TIMINGS)

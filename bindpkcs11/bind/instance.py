@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dns.name
 
+from bindpkcs11.bind.programs import STOCK
 from bindpkcs11.dnssec.dnskey import zone_label_text
 from bindpkcs11.errors import UsageError
 from bindpkcs11.fileio import write_atomic
@@ -51,6 +52,13 @@ class InstanceSettings:
     def token_of(self, role: str) -> str:
         """The token holding the private key of `role` ("ksk"/"zsk") when it is on a token."""
         return self.zsk_token if role == "zsk" and self.zsk_token else self.token
+
+    @property
+    def named_rolls_keys(self) -> bool:
+        """BIND 9.20, stock or patched: it has no auto-dnssec, so named's dnssec-policy key
+        manager times every rollover (stockroll.py); the patched 9.18 follows the key timing
+        metadata bindpkcs11 writes (rollover.py)."""
+        return self.bind == STOCK or self.bind_version != "9.18"
 
 
 @dataclass(frozen=True)
