@@ -34,12 +34,16 @@
  *   missing token or an uninitialisable module is reported at once (fail fast, never a hang).
  *   One exception, settling: a token-level failure ("not found", CKR_GENERAL_ERROR or
  *   CKR_USER_PIN_NOT_INITIALIZED from C_Login ...) of a token that this process has not used
- *   yet, or that has succeeded since its last settling, earns up to SETTLE_TRIES unthrottled
- *   re-initialisations after pauses of 10, 20, 40, 80 and 160 ms, because SoftHSM misses a
- *   token whose token.object another process is rewriting (see the end of this comment).
- *   Once that budget is spent the rate limit above applies again until the next success, so a
- *   token that is really absent costs ~0.3 s on first use (or once after it went away) and
- *   fails at once afterwards.
+ *   yet, or that has answered since its last settling (a success, or "key not found" on a
+ *   token that reports itself healthy), earns up to SETTLE_TRIES unthrottled
+ *   re-initialisations after pauses of 10, 20, 40 and 80 ms, then 160 ms each (0.95 s in all),
+ *   because SoftHSM misses a token whose token.object another process is rewriting (see the
+ *   end of this comment).  Once that budget is spent the rate limit above applies again until
+ *   the token answers, so a token that is really absent costs ~1 s on first use (or once after
+ *   it went away) and fails at once afterwards.  Why 0.95 s: with two CPU burners beside a
+ *   tight login loop, each settling re-initialisation woke into the torn file about half the
+ *   time (154 of 237), and five in 0.31 s all tore in 1 run of 8; nine tries never did in 20
+ *   runs (none went past the fifth).
  *   An invalid object handle on a healthy token (key deleted and re-created) first just drops
  *   the cached handle and searches again; only a key or token that stays missing costs a
  *   (rate-limited) re-initialisation, which briefly pauses the module's other keys: the price
@@ -123,8 +127,9 @@
 #define CACHE_BUCKETS 256
 #define SIG_MAX_INPUT (19 + 64)           /* longest DigestInfo prefix + SHA-512 digest */
 #define KEY_CHECK_NS 100000000LL          /* a session copy's token object is re-checked this often */
-#define SETTLE_TRIES 5                    /* re-initialisations for a token not yet used (see Recovery) */
-#define SETTLE_PAUSE_NS 10000000LL        /* before the first of them; doubled each time (310 ms in all) */
+#define SETTLE_TRIES 9                    /* re-initialisations for a token not yet used (see Recovery) */
+#define SETTLE_PAUSE_NS 10000000LL        /* before the first of them; doubled 4 times, then kept */
+#define SETTLE_DOUBLINGS 4                /* 10, 20, 40, 80, then 160 ms: 950 ms in all */
 
 /* Internal outcomes of one sign attempt; the public code to report if they end the call is
  * kept in tl_pending. */
@@ -1588,6 +1593,28 @@ static int run_attempt(struct key *k, key_op op, void *arg, unsigned long *gen)
     return rc;
 }
 
+/* The token answered: a call succeeded, or key_find found the token healthy (C_GetTokenInfo
+ * fine) but not the key, as while another process re-creates it.  Its next token-level failure
+ * may then be a torn read again (a re-initialisation while another process logs in) and earns
+ * settling.  Not bounded in time: with the key re-created every 0.35 s under a tight login loop
+ * (the "re-created key" case of bench/bench_torn_read.py), re-arming only 1 s after the last
+ * settling still failed ~200,000 signatures in 2 of 3 runs; re-arming at once, none in 3.  And
+ * "key not found" counts as an answer: when only a success re-armed, a settling that ended on
+ * the half-re-created key spent the budget, and the next torn re-initialisation failed with
+ * "token no longer usable" (1 run in 6 with two CPU burners beside the test).  A token that is
+ * really absent never answers, so it still settles once and then fails fast. */
+static int token_answered(int rc)
+{
+    return rc == BP11_OK || (rc == RC_RECOVER && tl_pending == BP11_ERR_KEY_NOT_FOUND);
+}
+
+/* Costs one relaxed load per answered call, a store only when it re-arms. */
+static void settle_rearm(struct token *t)
+{
+    if (__atomic_load_n(&t->settle_spent, __ATOMIC_RELAXED))
+        __atomic_store_n(&t->settle_spent, 0, __ATOMIC_RELAXED);
+}
+
 /* Could this failure be SoftHSM having read token.object while another process rewrote it?
  * Then the token is missing from the slot list, or its C_GetTokenInfo, C_Login or
  * C_OpenSession fails as if it were gone, or C_Login finds no user PIN. */
@@ -1600,10 +1627,10 @@ static int torn_read_suspected(int rc)
 /* One attempt on a key.  A token-level failure (torn_read_suspected) may be SoftHSM reading
  * token.object while another process rewrites it: unless the token's settling is spent,
  * re-initialise, unthrottled, up to SETTLE_TRIES times with growing pauses (see "Recovery").
- * Settling is spent when it ends (success or budget gone) and re-armed only by a later success
- * (settle_rearm), so a token that is really absent settles once and then fails fast, and a
- * token costs at most one settling per success; a key missing from a healthy token never
- * settles. */
+ * Settling is spent when it ends and re-armed whenever the token answers (token_answered: a
+ * success, or the token healthy but the key not found), so a token that is really absent
+ * settles once and then fails fast, and a token costs at most one settling per answer; a key
+ * missing from a healthy token never settles. */
 static int run_settling(struct key *k, key_op op, void *arg, unsigned long *gen)
 {
     struct token *t = k->tok;
@@ -1611,27 +1638,17 @@ static int run_settling(struct key *k, key_op op, void *arg, unsigned long *gen)
 
     if (torn_read_suspected(rc) && !__atomic_load_n(&t->settle_spent, __ATOMIC_RELAXED)) {
         for (int i = 0; i < SETTLE_TRIES && torn_read_suspected(rc); i++) {
-            int64_t pause = SETTLE_PAUSE_NS << i;
+            int64_t pause = SETTLE_PAUSE_NS << (i < SETTLE_DOUBLINGS ? i : SETTLE_DOUBLINGS);
             struct timespec ts = {pause / 1000000000LL, pause % 1000000000LL};
             nanosleep(&ts, NULL); /* let the other process finish writing; an EINTR only shortens it */
             module_recover(t->mod, *gen, 0);
             rc = run_attempt(k, op, arg, gen);
         }
-        __atomic_store_n(&t->settle_spent, 1, __ATOMIC_RELAXED); /* until the next success */
+        __atomic_store_n(&t->settle_spent, 1, __ATOMIC_RELAXED); /* until the token answers */
     }
+    if (token_answered(rc))
+        settle_rearm(t);
     return rc;
-}
-
-/* A call on the token succeeded: it is healthy, so its next token-level failure may be a torn
- * read again (a re-initialisation while another process logs in) and earns settling.  Not
- * bounded in time: with the key re-created every 0.35 s under a tight login loop (the
- * "re-created key" case of bench/bench_torn_read.py), re-arming only 1 s after the last
- * settling still failed ~200,000 signatures in 2 of 3 runs; re-arming at once, none in 3.
- * Costs one relaxed load per successful call, a store only when it re-arms. */
-static void settle_rearm(struct token *t)
-{
-    if (__atomic_load_n(&t->settle_spent, __ATOMIC_RELAXED))
-        __atomic_store_n(&t->settle_spent, 0, __ATOMIC_RELAXED);
 }
 
 /* Resolve `uri` and run `op` on its key; a lost token, session or login earns one
@@ -1646,10 +1663,8 @@ static int run_on_key(const char *uri, key_op op, void *arg)
         return rc;
     for (int attempt = 0; attempt < 2; attempt++) {
         rc = run_settling(k, op, arg, &gen); /* the retry too: its re-initialisation can tear */
-        if (rc == BP11_OK) {
+        if (rc == BP11_OK)
             clear_error(); /* a retry succeeded: the first attempt's complaint is history */
-            settle_rearm(k->tok);
-        }
         if (rc >= 0)
             return rc;
         if (rc == RC_RECOVER && attempt == 0)

@@ -66,10 +66,11 @@ def _present_tokens(lib: "pkcs11.lib") -> list["pkcs11.Token"]:
 # fclose; bindpkcs11/shim/bp11.c). A process whose C_Initialize waited on that rewrite reads the
 # file empty and lists the token without its label until its next C_Initialize: two processes
 # logging in together in a loop missed the token in 2 of 3 attempts. So a SoftHSM token that is
-# not found is looked for again after re-initialising, with growing pauses (the shim's settling),
-# unless this process holds a session of the module (re-initialising would close it). A token
-# that is really absent costs 0.31 s more; other modules are not re-initialised.
-SETTLE_PAUSES = (0.01, 0.02, 0.04, 0.08, 0.16)
+# not found is looked for again after re-initialising, with the shim's settling pauses (there,
+# why 0.95 s: under CPU load about half of these re-initialisations tear again), unless this
+# process holds a session of the module (re-initialising would close it). A token that is
+# really absent costs 0.95 s more; other modules are not re-initialised.
+SETTLE_PAUSES = (0.01, 0.02, 0.04, 0.08, 0.16, 0.16, 0.16, 0.16, 0.16)
 _sessions_open: dict[str, int] = {}  # module path -> sessions open_session holds in this process
 
 
