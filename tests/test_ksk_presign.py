@@ -78,7 +78,10 @@ def sha256(path: Path) -> str:
 def test_ceremony_presigns_every_period_with_one_token_signature_each(ceremony):
     first, second = ceremony.rollover_zsks()
     skr = ceremony.out / "example.skr"
-    result = json.loads(ceremony.presign("--json", "--skr", str(skr)).stdout)
+    presigned = ceremony.presign("--json", "--skr", str(skr))
+    result = json.loads(presigned.stdout)
+    # 5-minute bundles would make a stock named 9.20 re-sign in a loop: said, not refused
+    assert "warning: the SKR's signatures outlive their period by 300 s" in presigned.stderr
     bundles = [Path(p) for p in result["bundles"]]
     assert result["token_signatures"] == len(bundles) == 3
     assert bundles == bundles_in(ceremony.out)
@@ -122,6 +125,14 @@ def test_ceremony_presigns_every_period_with_one_token_signature_each(ceremony):
         assert f"RULE {rule} ok" in log
     assert PASSPHRASE not in log and ceremony.cli.pin() not in log
     check_skr(skr, ceremony.start, ceremony.ksk["tag"])
+
+
+def test_an_skr_whose_signatures_outlive_bind_920s_refresh_gets_no_warning(ceremony):
+    ceremony.zsk(publish=-3600, activate=-3600)
+    skr = ceremony.out / "example.skr"
+    presigned = ceremony.presign("--skr", str(skr), "--overlap", "6d2h", "--max-validity", "7d",
+                                 periods=1)
+    assert "warning" not in presigned.stderr and skr.is_file()
 
 
 def check_skr(skr: Path, start: int, ksk_tag: int) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import dns.name
 
 from bindpkcs11.commands.common import DEFAULT_TOKEN, Parser, access, key_dir
-from bindpkcs11.dnssec import algorithms
+from bindpkcs11.dnssec import algorithms, skr
 from bindpkcs11.dnssec.bundles import Unlocker
 from bindpkcs11.dnssec.ceremony import PresignRequest, PresignResult, run_presign
 from bindpkcs11.dnssec.dnskey import parse_zone_name
@@ -105,6 +105,8 @@ def _presign(args) -> int:
         log_path=args.log or args.out / f"ceremony-{to_bind_timestamp(now)}.log",
         skr_path=args.skr, assume_yes=args.yes,
     )
+    if args.skr is not None and (warning := skr.overlap_warning(schedule.overlap)):
+        print(f"warning: {warning}", file=sys.stderr)
     result = run_presign(request, access(args, args.token),
                          lambda: Unlocker(read_passphrase(args.passphrase_file, new=True)),
                          _show, _ask)
