@@ -4,7 +4,9 @@ SoftHSM 2.6.1 rewrites token.object at every login of any process, and a process
 C_Initialize waited on that rewrite lists the token without its label until it re-initialises
 (bindpkcs11/token/library.py SETTLE_PAUSES). Measured before the settling: two processes logging
 in together 500 times each missed the token 175 and 239 times ("token 'tl' not found ... tokens
-present: ''"); with it, none. Real processes on a real token: tests/shim_helper.py `logins` opens
+present: ''"); with it, none. The login itself could still meet the rewrite and fail before
+SoftHSM checked the PIN (GeneralError, about 1 % of logins: 3-11 of 600); it is now tried again
+the same way (open_session), and no login fails. Real processes on a real token: tests/shim_helper.py `logins` opens
 a session through bindpkcs11.token.library.open_session, as every command does, and re-initialises
 after a failure as a new command would start afresh.
 """
@@ -26,9 +28,8 @@ def test_processes_logging_in_together_never_miss_the_token(tmp_path):
                               text=True)
              for _ in range(2)]
     outputs = helper_outputs(procs, timeout=120)
-    missed = {what: n for output in outputs for what, n in output["errors"].items()
-              if "not found" in what}
-    assert not missed, missed
-    # what is left: C_Login itself meeting the rewrite (GeneralError), never retried (a login is
-    # never repeated by itself); about 1 % in this tight loop
-    assert sum(output["ok"] for output in outputs) >= 0.9 * 2 * LOGINS, outputs
+    failed = {what: n for output in outputs for what, n in output["errors"].items()}
+    # neither the token missed nor a login failing before the PIN was checked (GeneralError,
+    # about 1 % of these logins before open_session tried such a login again)
+    assert not failed, failed
+    assert sum(output["ok"] for output in outputs) == 2 * LOGINS, outputs
