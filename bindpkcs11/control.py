@@ -155,7 +155,8 @@ def status(state: StateDir, zone: dns.name.Name) -> InstanceStatus:
         # turn a visible moment), and an unsigned answer from just before it is no problem.
         if any(reading is not None and not reading.secure for reading in (before, progress)):
             problems = []
-        keys = _with_roles(instance, zone, rndc.signing_list(instance, prefix, settings.zone)[1])
+        keys = _with_roles(instance, zone, rndc.signing_list(
+            instance, prefix, settings.zone, settings.named_rolls_keys)[1])
         health = signing_health(instance, prefix, settings.zone, instance.zone_file(zone),
                                 monitor.last_signed(report))
         problems += [health.problem] if health.problem else []
@@ -402,7 +403,7 @@ def run_rndc(state: StateDir, zone: dns.name.Name, *args: str) -> str:
 
 def signing_list(state: StateDir, zone: dns.name.Name) -> tuple[str, list[rndc.SigningKey]]:
     instance, settings, prefix = _loaded(state, zone)
-    output, keys = rndc.signing_list(instance, prefix, settings.zone)
+    output, keys = rndc.signing_list(instance, prefix, settings.zone, settings.named_rolls_keys)
     return output, _with_roles(instance, zone, keys)
 
 

@@ -18,7 +18,7 @@ import dns.name
 from bindpkcs11.access import TokenAccess
 from bindpkcs11.backup import custody
 from bindpkcs11.bind.instance import Instance
-from bindpkcs11.dnssec import keygen, keytiming, software
+from bindpkcs11.dnssec import keygen, keystate, keytiming, software
 from bindpkcs11.dnssec.algorithms import Algorithm
 from bindpkcs11.dnssec.keyfile import KeyPairFiles, Timing, key_pairs_in, read_key_pair
 from bindpkcs11.errors import KeyFileError
@@ -143,12 +143,33 @@ def active_key(instance: Instance, zone: dns.name.Name, algorithm: int, token: s
 def _active(pairs: list[KeyPairFiles], algorithm: int, token: str, role: str,
             on_token: bool) -> KeyPairFiles | None:
     """The key that signs now; else one that is not retired (a successor published ahead of its
-    Activate is never mistaken for the signing key, and no new key is made beside it)."""
+    Activate is never mistaken for the signing key, and no new key is made beside it). Under a
+    dnssec-policy named's .state file decides, not the key file's timing: named 9.20 writes a
+    Retired time when a roll is due, yet keeps signing with the key until a successor takes
+    over (a token away at that time: the KSK's Inactive passed while named still signed with
+    it, and `named start` wrongly found no KSK, so setup-inline made a new one and printed its
+    DS, a key named deleted 25 s later)."""
     now = int(time.time())
     candidates = [pair for pair in pairs
                   if pair.role == role and pair.dnskey.algorithm == algorithm
                   and (pair.label_uri is not None and parse_uri(pair.label_uri).token == token
                        if on_token else pair.label_uri is None)
-                  and not pair.timing.is_retired(now)]
-    signing = [pair for pair in candidates if pair.timing.is_signing(now)]
+                  and not _retired(pair, now)]
+    # two sign during a roll: the one named keeps (goal omnipresent) before the one it retires
+    signing = sorted((pair for pair in candidates if _signing(pair, now)), key=_being_retired)
     return (signing or candidates or [None])[0]
+
+
+def _retired(pair: KeyPairFiles, now: int) -> bool:
+    state = keystate.read_state(pair)
+    return state.retired(pair.role) if state is not None else pair.timing.is_retired(now)
+
+
+def _being_retired(pair: KeyPairFiles) -> bool:
+    state = keystate.read_state(pair)
+    return state is not None and state.states.get("goal") == "hidden"
+
+
+def _signing(pair: KeyPairFiles, now: int) -> bool:
+    state = keystate.read_state(pair)
+    return state.signing(pair.role) if state is not None else pair.timing.is_signing(now)

@@ -82,8 +82,9 @@ def zone_status(state: StateDir, zone: dns.name.Name, now: int | None = None) ->
         for label in sorted(labels):
             if label.startswith(prefix) and (token, label) not in referenced:
                 rows.append(_orphan_row(token, label, prefix))
+    offers = [] if settings.named_rolls_keys else cleanup_offers(rows, zone)  # rollcleanup.py
     return ZoneKeyStatus(zone.to_text(), now, rows, _parent_ds(zone, pairs, rows), problems,
-                         cleanup_offers(rows, zone))
+                         offers)
 
 
 def offline_status(zone: dns.name.Name, zsk_dir: Path, now: int | None = None,
@@ -133,7 +134,7 @@ def _parent_ds(zone: dns.name.Name, pairs: list[KeyPairFiles], rows: list[KeySta
     ksks = [(pair, row) for pair, row in zip(pairs, rows) if pair.role == "ksk"]
     if any(row.named for _, row in ksks):  # named's key manager: its DS states say
         return [ds_text(zone, pair.dnskey) for pair, row in ksks
-                if (row.named or {}).get("ds") in _IN_ZONE]
+                if (row.named or {}).get("ds") in keystate.IN_ZONE]
     with_cds = [pair for pair, row in ksks if row.cds and row.state != "removed"]
     chosen = with_cds or [pair for pair, row in ksks if row.state == "active"]
     return [ds_text(zone, pair.dnskey) for pair in chosen]
@@ -164,8 +165,9 @@ def _key_row(pair: KeyPairFiles, now: int, objects: dict[str, set[str] | None],
         value = private_time(pair, name) if pair.role == "ksk" else None
         if value is not None:
             times[name] = value
-    named, ds_removed = _named_states(pair)
-    state = _named_key_state(named, pair.role) if live and named else None
+    named, kept = _named_states(pair)
+    state = _named_key_state(kept, pair.role) if live and kept else None
+    ds_removed = kept.times.get("ds_removed") if kept else None
     if ds_removed is not None:  # named deleted the CDS when told the parent withdrew the DS
         times.setdefault("sync_delete", ds_removed)
     token_object = None
@@ -179,42 +181,38 @@ def _key_row(pair: KeyPairFiles, now: int, objects: dict[str, set[str] | None],
         location="token" if pair.label_uri else "software", uri=pair.label_uri,
         state=state or state_at(pair.timing, now), next_event=_next(times, now),
         token_object=token_object, key_file=str(pair.key_path),
-        times=times, cds=_cds_now(times, now) if pair.role == "ksk" else None,
+        times=times, cds=(kept.cds if live and kept else _cds_now(times, now))
+        if pair.role == "ksk" else None,
         named=named,
     )
 
 
-def _named_states(pair: KeyPairFiles) -> tuple[dict[str, str] | None, int | None]:
-    """The key manager's record states, for keys named keeps under a policy, and when named
-    was told the parent withdrew the key's DS (it deletes the CDS then); a .state file that
-    cannot be read shows as such rather than hiding the key."""
+def _named_states(pair: KeyPairFiles) -> tuple[dict[str, str] | None, keystate.KeyState | None]:
+    """The key manager's record states, for keys named keeps under a policy, and its whole
+    .state file; a .state file that cannot be read shows as such rather than hiding the key."""
     try:
         state = keystate.read_state(pair)
     except BindPkcs11Error as error:
         return {"error": str(error)}, None
     if state is None:
         return None, None
-    return dict(state.states), state.times.get("ds_removed")
+    return dict(state.states), state
 
 
-# Record states in which named serves the record (keymgr.c: hidden and unretentive are not).
-_IN_ZONE = ("rumoured", "omnipresent")
-
-
-def _named_key_state(named: dict[str, str], role: str) -> str | None:
+def _named_key_state(state: keystate.KeyState, role: str) -> str | None:
     """The key's state as named's key manager holds it now, in `status`'s words. Under a
     policy named 9.20 keeps signing with a retired key until its successor's signatures are
     everywhere, and removes a DNSKEY only when its rules allow (measured: after its Delete time),
-    so its record states, not the timing fields, say what DNS shows."""
-    dnskey = named.get("dnskey")
-    signs = named.get("zone_rrsig" if role == "zsk" else "key_rrsig")
+    so its record states, not the timing fields, say what DNS shows. A key it never published
+    (a successor waiting in the key directory) is "generated", never "removed"."""
+    dnskey = state.states.get("dnskey")
     if dnskey is None:
         return None
-    if dnskey not in _IN_ZONE:
-        return "removed" if named.get("goal") == "hidden" else "generated"
-    if signs in _IN_ZONE:
+    if dnskey not in keystate.IN_ZONE:
+        return "removed" if state.published and state.states.get("goal") == "hidden" else "generated"
+    if state.signing(role):
         return "active"
-    return "inactive" if named.get("goal") == "hidden" else "published"
+    return "inactive" if state.states.get("goal") == "hidden" else "published"
 
 
 def _next(times: dict[str, int], now: int) -> NextEvent | None:

@@ -11,6 +11,14 @@ only when all of these hold, each checked again under the instance lock just bef
   address: what named does is the truth, not what the files say);
 - its token object is still there.
 
+Not on a BIND 9.20 instance (stock or patched): named 9.20 keeps a removed key in its key ring
+until purge-keys (90 days by default) has passed, and once the key's files are gone before then
+every key event fails ("zone_rekey:zone_verifykeys failed: some key files are missing", lib/dns/
+zone.c zone_verifykeys), retried at once: named ran at 94 % CPU and never rolled a key again
+until restarted (found by an outside probe, 9.20.23 and the patched 9.20.26). There named
+deletes the key files itself at purge-keys, and the object is then destroyed with `token
+delete`.
+
 The object is destroyed through the same path as `token delete` (admin.delete_object: per-token
 lock, the guard against unreadable key files, never an active key's private key, custody record
 updated); then the key files move to `<instance>/retired-keys/` (never deleted) and every step
@@ -50,6 +58,10 @@ class CleanupRefused(UsageError):
 
 class StillServed(CleanupRefused):
     """named still serves the key; its token object is not destroyed."""
+
+
+class NamedKeepsKeys(CleanupRefused):
+    """BIND 9.20 keeps removed keys until purge-keys; their files are not moved before then."""
 
 
 class NotConfirmed(UsageError):
@@ -98,6 +110,7 @@ class CleanupResult:
 def candidates(state: StateDir, zone: dns.name.Name) -> list[Candidate]:
     """The keys `rollover cleanup` would offer now (what the operator is asked to confirm)."""
     instance = Instance.for_zone(state, zone)
+    _refuse_named_920(instance, zone)
     rows = keystatus.zone_status(state, zone).keys
     served = served_tags(zone, instance)
     return [_candidate(row) for row in rows if _refusal(row, served, instance) is None]
@@ -110,6 +123,7 @@ def cleanup(state: StateDir, zone: dns.name.Name, tags: list[int], how: str) -> 
     lock (a rollover or setup-inline cannot change the key files meanwhile)."""
     instance = Instance.for_zone(state, zone)
     settings = instance.load_settings()
+    _refuse_named_920(instance, zone)
     with locks.held(inline.instance_lock(state, zone), f"the instance of {zone}"):
         chosen = _checked(state, zone, instance, tags)
         retired = instance.root / RETIRED_DIR
@@ -129,6 +143,16 @@ def cleanup(state: StateDir, zone: dns.name.Name, tags: list[int], how: str) -> 
             f"destroyed the token object(s) of key(s) {[d.tag for d in destroyed]}, but "
             f"{zone} does not validate as served now ({'; '.join(report.problems)}): check named")
     return CleanupResult(zone.to_text(), destroyed, served, True, str(retired / AUDIT_LOG))
+
+
+def _refuse_named_920(instance: Instance, zone: dns.name.Name) -> None:
+    """A BIND 9.20 instance: refused before anything is read or destroyed (see the module)."""
+    if instance.exists() and instance.load_settings().named_rolls_keys:
+        raise NamedKeepsKeys(
+            f"{zone} is served by BIND 9.20, whose key manager keeps a removed key until "
+            "purge-keys (90 days by default) and stops rolling keys if its files go before: "
+            "named deletes the key files itself then, and 'bindpkcs11 token delete' destroys "
+            "the token object after that; nothing destroyed")
 
 
 def served_tags(zone: dns.name.Name, instance: Instance) -> set[int]:

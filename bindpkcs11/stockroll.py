@@ -63,8 +63,8 @@ class NamedKey:
 
     @property
     def leaving(self) -> bool:
-        """named retires it (a key it never published, a waiting successor, is not leaving)."""
-        return "publish" in self.state.times and self.state.leaving(time.time())
+        """named retires it and still has some of its records out (keystate.KeyState.leaving)."""
+        return self.state.leaving()
 
     @property
     def goal(self) -> str | None:

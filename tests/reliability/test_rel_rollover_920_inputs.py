@@ -1,8 +1,8 @@
 """Bad input for `rollover zsk|ksk` on an instance served by the patched BIND 9.20 (issue 11): its
 dnssec-policy key manager times rollovers (the successor is made on the token first,
 tokensuccessor.py), so options that would set timings bindpkcs11 no longer computes, a key that
-is not the zone's, a time in the past and a step 2 with no step 1 are each refused in one line
-before anything is made: no key file, no token object, the same named signing with the same
+is not the zone's, a time in the past, a step 2 with no step 1 and `rollover cleanup` are each
+refused in one line before anything is made: no key file, no token object, the same named signing with the same
 keys. `status` reports the keys as DNS shows them.
 
 Real SoftHSM token, real patched named 9.20, answers validated with dnspython; nothing is mocked.
@@ -52,6 +52,12 @@ def test_bad_rollover_input_on_patched_920_is_one_line_and_changes_nothing(inlin
     for args, expected in cases:
         error = one_line_error(inline_cli("rollover", args[0], ZONE, *args[1:], check=False))
         assert expected in error, (args, error)
+    # rollover cleanup: named 9.20 keeps removed keys until purge-keys and stops rolling keys
+    # if their files go before (rollcleanup.py), so it is refused and never offered
+    for extra in ((), ("--confirm", str(tags["zsk"]))):
+        error = one_line_error(inline_cli("rollover", "cleanup", ZONE, *extra, check=False))
+        assert "is served by BIND 9.20" in error and "nothing destroyed" in error, error
+    assert inline_cli.json("status", ZONE)["cleanup"] == []
 
     # Nothing changed: no key file, no token object, the same named signing with the same keys.
     assert _key_files(inline_cli) == files
