@@ -124,7 +124,8 @@ def _check_instance_pin(access: TokenAccess, instance: Instance) -> None:
 
 def _key(instance: Instance, zone: dns.name.Name, settings: InstanceSettings, role: str):
     pair = instancekeys.active_key(instance, zone, settings.algorithm, settings.token_of(role),
-                                   role, on_token=role == "ksk" or settings.zsk_on == "token")
+                                   role, on_token=role == "ksk" or settings.zsk_on == "token",
+                                   under_policy=settings.under_policy)
     if pair is None:
         raise KeyFileError(f"no active {role.upper()} for {zone} in {instance.key_dir}: "
                            "run 'bindpkcs11 setup-inline' again")

@@ -167,7 +167,7 @@ def _setup(state: StateDir, instance: Instance, request: SetupRequest,
     ksk, zsk, generated = instancekeys.zone_keys(instance, request.zone, request.algorithm, zsk_on,
                                                  access, existing, progress,
                                                  "9.20" if bind.name == STOCK else "9.18",
-                                                 zsk_access)
+                                                 zsk_access, settings.under_policy)
     try:
         cds_added = instancekeys.publish_cds(ksk)
         zone_file = instance.zone_file(request.zone)

@@ -70,14 +70,15 @@ def check_keys_load(prefix: Path, pairs: list[KeyPairFiles], env: dict[str, str]
 def zone_keys(instance: Instance, zone: dns.name.Name, algorithm: Algorithm, zsk_on: str,
               access: TokenAccess, existing: list[KeyPairFiles],
               progress: Progress, key_format: str = "9.18",
-              zsk_access: TokenAccess | None = None,
+              zsk_access: TokenAccess | None = None, under_policy: bool = False,
               ) -> tuple[KeyPairFiles, KeyPairFiles, list[KeyPairFiles]]:
     """The zone's active KSK (on the token) and ZSK (on the token, on its own `zsk_access` token
     when given, or in software) in the instance key dir, generated when missing (token keys in
     `key_format`, keyfile.KEY_FORMATS); returns them and the pairs this run generated."""
     on_token = {"ksk": True, "zsk": zsk_on == "token"}
     accesses = {"ksk": access, "zsk": zsk_access or access}
-    found = {role: _active(existing, algorithm.number, accesses[role].label, role, on_token[role])
+    found = {role: _active(existing, algorithm.number, accesses[role].label, role, on_token[role],
+                           under_policy)
              for role in ("ksk", "zsk")}
     generated = []
     for role in ("ksk", "zsk"):
@@ -134,42 +135,43 @@ def set_aside(instance: Instance, generated: list[KeyPairFiles]) -> None:
 
 
 def active_key(instance: Instance, zone: dns.name.Name, algorithm: int, token: str,
-               role: str, on_token: bool = True) -> KeyPairFiles | None:
+               role: str, on_token: bool = True, under_policy: bool = False) -> KeyPairFiles | None:
     """The zone's key for `role` in the instance key dir (on `token`, or a software key) that is
-    not yet retired."""
-    return _active(key_pairs_in(instance.key_dir, zone), algorithm, token, role, on_token)
+    not yet retired (InstanceSettings.under_policy: by named's .state files)."""
+    return _active(key_pairs_in(instance.key_dir, zone), algorithm, token, role, on_token,
+                   under_policy)
 
 
 def _active(pairs: list[KeyPairFiles], algorithm: int, token: str, role: str,
-            on_token: bool) -> KeyPairFiles | None:
+            on_token: bool, under_policy: bool = False) -> KeyPairFiles | None:
     """The key that signs now; else one that is not retired (a successor published ahead of its
     Activate is never mistaken for the signing key, and no new key is made beside it). Under a
     dnssec-policy named's .state file decides, not the key file's timing: named 9.20 writes a
     Retired time when a roll is due, yet keeps signing with the key until a successor takes
     over (a token away at that time: the KSK's Inactive passed while named still signed with
     it, and `named start` wrongly found no KSK, so setup-inline made a new one and printed its
-    DS, a key named deleted 25 s later)."""
+    DS, a key named deleted 25 s later). Without a policy (9.18 auto-dnssec) a .state file is
+    a stale leftover and the timing decides."""
     now = int(time.time())
+    states = {pair.key_path: keystate.read_state(pair) if under_policy else None for pair in pairs}
     candidates = [pair for pair in pairs
                   if pair.role == role and pair.dnskey.algorithm == algorithm
                   and (pair.label_uri is not None and parse_uri(pair.label_uri).token == token
                        if on_token else pair.label_uri is None)
-                  and not _retired(pair, now)]
+                  and not _retired(pair, states[pair.key_path], now)]
     # two sign during a roll: the one named keeps (goal omnipresent) before the one it retires
-    signing = sorted((pair for pair in candidates if _signing(pair, now)), key=_being_retired)
+    signing = sorted((pair for pair in candidates if _signing(pair, states[pair.key_path], now)),
+                     key=lambda pair: _being_retired(states[pair.key_path]))
     return (signing or candidates or [None])[0]
 
 
-def _retired(pair: KeyPairFiles, now: int) -> bool:
-    state = keystate.read_state(pair)
+def _retired(pair: KeyPairFiles, state: keystate.KeyState | None, now: int) -> bool:
     return state.retired(pair.role) if state is not None else pair.timing.is_retired(now)
 
 
-def _being_retired(pair: KeyPairFiles) -> bool:
-    state = keystate.read_state(pair)
+def _being_retired(state: keystate.KeyState | None) -> bool:
     return state is not None and state.states.get("goal") == "hidden"
 
 
-def _signing(pair: KeyPairFiles, now: int) -> bool:
-    state = keystate.read_state(pair)
+def _signing(pair: KeyPairFiles, state: keystate.KeyState | None, now: int) -> bool:
     return state.signing(pair.role) if state is not None else pair.timing.is_signing(now)

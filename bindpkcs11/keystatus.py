@@ -72,7 +72,7 @@ def zone_status(state: StateDir, zone: dns.name.Name, now: int | None = None) ->
     pairs = key_pairs_in(instance.key_dir, zone)
     problems: list[str] = []
     objects = _token_objects(state, instance, settings.profile, pairs, settings.token, problems)
-    rows = [_key_row(pair, now, objects, live) for pair in pairs]
+    rows = [_key_row(pair, now, objects, live, settings.under_policy) for pair in pairs]
     referenced = {(parse_uri(p.label_uri).token, parse_uri(p.label_uri).object)
                   for p in pairs if p.label_uri}
     prefix = f"{zone_label_text(zone)}-"
@@ -82,7 +82,7 @@ def zone_status(state: StateDir, zone: dns.name.Name, now: int | None = None) ->
         for label in sorted(labels):
             if label.startswith(prefix) and (token, label) not in referenced:
                 rows.append(_orphan_row(token, label, prefix))
-    offers = [] if settings.named_rolls_keys else cleanup_offers(rows, zone)  # rollcleanup.py
+    offers = [] if settings.under_policy else cleanup_offers(rows, zone)  # rollcleanup.py
     return ZoneKeyStatus(zone.to_text(), now, rows, _parent_ds(zone, pairs, rows), problems,
                          offers)
 
@@ -159,13 +159,13 @@ def _token_objects(state: StateDir, instance: Instance, profile: str, pairs: lis
 
 
 def _key_row(pair: KeyPairFiles, now: int, objects: dict[str, set[str] | None],
-             live: bool = False) -> KeyStatus:
+             live: bool = False, policy: bool = True) -> KeyStatus:
     times = {name: value for name, value in vars(pair.timing).items() if value is not None}
     for name in ("sync_publish", "sync_delete"):
         value = private_time(pair, name) if pair.role == "ksk" else None
         if value is not None:
             times[name] = value
-    named, kept = _named_states(pair)
+    named, kept = _named_states(pair) if policy else (None, None)  # else a stale leftover
     state = _named_key_state(kept, pair.role) if live and kept else None
     ds_removed = kept.times.get("ds_removed") if kept else None
     if ds_removed is not None:  # named deleted the CDS when told the parent withdrew the DS

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bindpkcs11 import keydirs
-from bindpkcs11.dnssec import keystate
 from bindpkcs11.dnssec.dnskey import public_key_bytes, zone_label_text
 from bindpkcs11.dnssec.keyfile import KeyPairFiles, key_pairs_in, read_key_pair
-from bindpkcs11.errors import BindPkcs11Error, InvalidUri, KeyFileError, RefusedDeletion
+from bindpkcs11.errors import InvalidUri, KeyFileError, RefusedDeletion
 from bindpkcs11.state import StateDir
 from bindpkcs11.token.records import ObjectInfo, PublicKey
 from bindpkcs11.token.uri import parse_uri
@@ -36,15 +35,14 @@ class KeyUse:
                 f"{zone_label_text(self.pair.zone)}, {self.key_dir.user}: {self.key_dir.path})")
 
     def is_active(self, now: int) -> bool:
-        """Not retired: by named's .state under a dnssec-policy (until it has withdrawn every
-        record of the key; named 9.20 keeps signing with a key past its Inactive time while no
-        successor can take over), else by the key file's timing. An unreadable .state counts
-        as active: the guard errs on the side of the key."""
-        try:
-            state = keystate.read_state(self.pair)
-        except BindPkcs11Error:
+        """Not retired by the key file's timing, and never while named keeps a .state file for
+        the key: under a dnssec-policy named holds every key it knows in its key ring until
+        purge-keys deletes the key's files (it signed with a KSK past the key's Inactive time
+        while no successor could take over, and a key gone before purge-keys stopped its key
+        manager: rollcleanup.py), so the guard asks for --force twice until then."""
+        if self.pair.key_path.with_suffix(".state").exists():
             return True
-        return not state.gone if state is not None else not self.pair.timing.is_retired(now)
+        return not self.pair.timing.is_retired(now)
 
     def uses(self, obj: ObjectInfo, public: PublicKey | None) -> bool:
         """True when this key file names `obj` (label or CKA_ID) or holds its public key."""

@@ -146,10 +146,12 @@ def cleanup(state: StateDir, zone: dns.name.Name, tags: list[int], how: str) -> 
 
 
 def _refuse_named_920(instance: Instance, zone: dns.name.Name) -> None:
-    """A BIND 9.20 instance: refused before anything is read or destroyed (see the module)."""
-    if instance.exists() and instance.load_settings().named_rolls_keys:
+    """A dnssec-policy instance (BIND 9.20; 9.18 --test-timings, whose zone.c runs the same
+    zone_verifykeys): refused before anything is read or destroyed (see the module)."""
+    if instance.exists() and instance.load_settings().under_policy:
         raise NamedKeepsKeys(
-            f"{zone} is served by BIND 9.20, whose key manager keeps a removed key until "
+            f"{zone} is signed under a dnssec-policy (BIND 9.20, or --test-timings), whose key "
+            "manager keeps a removed key until "
             "purge-keys (90 days by default) and stops rolling keys if its files go before: "
             "named deletes the key files itself then, and 'bindpkcs11 token delete' destroys "
             "the token object after that; nothing destroyed")

@@ -40,7 +40,9 @@ def test_a_ksk_named_still_signs_with_is_active_though_its_timing_says_retired(t
     assert pair.timing.is_retired(2_000_000_000)  # by the key file: long gone
     state = keystate.read_state(pair)
     assert state.signing("ksk") and not state.retired("ksk") and state.leaving()
-    found = instancekeys._active([pair], 13, "bindpkcs11", "ksk", True)
+    found = instancekeys._active([pair], 13, "bindpkcs11", "ksk", True, under_policy=True)
+    # without a policy (9.18 auto-dnssec) a .state is a stale leftover: the timing decides
+    assert instancekeys._active([pair], 13, "bindpkcs11", "ksk", True) is None
     assert found is not None and found.tag == 34645
     # the token guard sees it active too: `token delete --force` (once) refuses its private key
     assert KeyUse(pair, keydirs.KeyDir(tmp_path, "test"), "example.test-ksk-34645",
@@ -65,3 +67,8 @@ def test_a_key_named_has_removed_or_never_published_is_not_leaving(tmp_path):
                                   if not line.startswith(("Published:", "Active:"))))
     unused = keystate.read_state(read_key_pair(key))
     assert not unused.published and not unused.leaving() and not unused.retired("ksk")
+
+
+def test_a_state_time_that_is_not_a_time_is_left_out(tmp_path):
+    state = keystate.read_state(read_key_pair(_copy(tmp_path, Retired="20261399999999 (x)")))
+    assert "inactive" not in state.times and state.signing("ksk")

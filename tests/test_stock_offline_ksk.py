@@ -197,8 +197,9 @@ def test_skr_of_a_ksk_roll_is_served_by_a_stock_920_offline_ksk_policy(stock_bin
                    "--no-backup", "--publish", early, "--activate", early)
     zsk = cli.json("keygen", ZONE, "--role", "zsk", "--algorithm", "13", "--software",
                    "--key-dir", str(zsk_dir), "--publish", early, "--activate", early)
-    # Bundle 0 (from now): the old KSK; 1: both KSKs; 2: both, CDS/CDNSKEY for the new one.
-    start = int(time.time())
+    # Bundle 0 (from 10 s on, time for the set-up below): the old KSK; 1: both KSKs; 2: both,
+    # CDS/CDNSKEY for the new one.
+    start = int(time.time()) + 10
     timings = ["--period", str(ROLL_PERIOD), "--dnskey-ttl", str(ROLL_TTL),
                "--propagation-delay", "5"]
     roll = cli.json("rollover", "ksk", ZONE, "--ksk-dir", str(ksk_dir), "--at",
@@ -219,6 +220,7 @@ def test_skr_of_a_ksk_roll_is_served_by_a_stock_920_offline_ksk_policy(stock_bin
     origin = dns.name.from_text(ZONE)
     with _online_named(cli, online, skr, ROLL_POLICY) as named:
         _wait_for_bundle(named, start + ROLL_PERIOD)
+        assert time.time() < start + 2 * ROLL_PERIOD - 5, "the set-up outlasted bundle 1"
         poll(lambda: _dnskey_signed(named.port, {o, n}), DEADLINE,
              "the DNSKEY RRset with both KSKs, signed by both")
         assert _served(named.port, "CDS")[0] is None, "CDS before the new DNSKEY is cached"

@@ -60,6 +60,13 @@ class InstanceSettings:
         metadata bindpkcs11 writes (rollover.py)."""
         return self.bind == STOCK or self.bind_version != "9.18"
 
+    @property
+    def under_policy(self) -> bool:
+        """named signs the zone under a dnssec-policy (BIND 9.20, or 9.18 with --test-timings):
+        its key manager keeps a .state file per key, which then says what each key does. Other
+        9.18 instances use auto-dnssec: a .state file left from an earlier policy run is stale."""
+        return self.test_timings or self.named_rolls_keys
+
 
 @dataclass(frozen=True)
 class Instance:

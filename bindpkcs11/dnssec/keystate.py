@@ -96,7 +96,10 @@ def _bind_time(value: str) -> int | None:
     stamp = value.split()[0] if value else ""
     if len(stamp) != 14 or not stamp.isdigit():
         return None
-    return calendar.timegm(time.strptime(stamp, "%Y%m%d%H%M%S"))
+    try:
+        return calendar.timegm(time.strptime(stamp, "%Y%m%d%H%M%S"))
+    except ValueError:  # 20261399999999: digits, not a time
+        return None
 
 
 def _int(value: str | None) -> int | None:

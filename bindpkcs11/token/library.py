@@ -80,10 +80,7 @@ def find_token(module_path: str, label: str) -> "pkcs11.Token":
     lib = load_module(module_path)
     pauses = iter(SETTLE_PAUSES if _may_settle(lib, module_path) else ())
     while True:
-        try:
-            matches, unreadable = _present_tokens(lib), None
-        except p11x.GeneralError as error:  # C_GetTokenInfo of a token.object read torn, too
-            matches, unreadable = [], error
+        matches, unreadable = _readable_tokens(lib)
         if any(token.label == label for token in matches) or (pause := next(pauses, None)) is None:
             break
         time.sleep(pause)
@@ -91,9 +88,9 @@ def find_token(module_path: str, label: str) -> "pkcs11.Token":
             lib.reinitialize()
         except p11x.PKCS11Error:
             break  # the module itself fails now: report what was found before
-    if unreadable is not None:
-        raise translate(unreadable, f"reading the tokens of {module_path}")
     found = [token for token in matches if token.label == label]
+    if not found and unreadable is not None:
+        raise translate(unreadable, f"reading the tokens of {module_path}")
     if not found:
         known = ", ".join(sorted(repr(token.label) for token in matches)) or "none"
         raise TokenNotFound(
@@ -103,6 +100,18 @@ def find_token(module_path: str, label: str) -> "pkcs11.Token":
     if len(found) > 1:
         raise TokenNotFound(f"{len(found)} tokens are labelled '{label}': relabel or remove one")
     return found[0]
+
+
+def _readable_tokens(lib: "pkcs11.lib") -> tuple[list["pkcs11.Token"], Exception | None]:
+    """The tokens whose information can be read, and the error of one that cannot (SoftHSM's
+    C_GetTokenInfo of a token.object read torn): one unreadable token hides no other."""
+    tokens, unreadable = [], None
+    for slot in lib.get_slots(token_present=True):
+        try:
+            tokens.append(slot.get_token())
+        except p11x.GeneralError as error:
+            unreadable = error
+    return tokens, unreadable
 
 
 def _may_settle(lib: "pkcs11.lib", module_path: str) -> bool:
