@@ -186,7 +186,7 @@ def render(instance: Instance, settings: InstanceSettings, zone_file: Path,
     env = _environment()
     algorithm = algorithms.by_number(settings.algorithm)
     listen_v6 = settings.listen if ":" in settings.listen else None
-    use_policy = settings.under_policy
+    use_policy = settings.test_timings or settings.bind_version != "9.18"
     # 9.20 (stock or patched): named's key manager times rollovers (stockroll.py), so test
     # timings shrink its TTLs and delays; 9.18's --test-timings policy only shortens signatures.
     keymgr_rolls = settings.named_rolls_keys
