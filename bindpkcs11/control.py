@@ -157,7 +157,7 @@ def status(state: StateDir, zone: dns.name.Name) -> InstanceStatus:
         if any(reading is not None and not reading.secure for reading in (before, progress)):
             problems = []
         keys = _with_roles(instance, zone, rndc.signing_list(
-            instance, prefix, settings.zone, settings.named_rolls_keys)[1])
+            instance, prefix, settings.zone, settings.under_policy)[1])
         health = signing_health(instance, prefix, settings.zone, instance.zone_file(zone),
                                 monitor.last_signed(report))
         problems += [health.problem] if health.problem else []
@@ -404,7 +404,7 @@ def run_rndc(state: StateDir, zone: dns.name.Name, *args: str) -> str:
 
 def signing_list(state: StateDir, zone: dns.name.Name) -> tuple[str, list[rndc.SigningKey]]:
     instance, settings, prefix = _loaded(state, zone)
-    output, keys = rndc.signing_list(instance, prefix, settings.zone, settings.named_rolls_keys)
+    output, keys = rndc.signing_list(instance, prefix, settings.zone, settings.under_policy)
     return output, _with_roles(instance, zone, keys)
 
 

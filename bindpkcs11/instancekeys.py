@@ -161,7 +161,7 @@ def _active(pairs: list[KeyPairFiles], algorithm: int, token: str, role: str,
                   and not _retired(pair, states[pair.key_path], now)]
     # two sign during a roll: the one named keeps (goal omnipresent) before the one it retires
     signing = sorted((pair for pair in candidates if _signing(pair, states[pair.key_path], now)),
-                     key=lambda pair: _being_retired(states[pair.key_path]))
+                     key=lambda pair: _retiring(states[pair.key_path]))
     return (signing or candidates or [None])[0]
 
 
@@ -169,8 +169,8 @@ def _retired(pair: KeyPairFiles, state: keystate.KeyState | None, now: int) -> b
     return state.retired(pair.role) if state is not None else pair.timing.is_retired(now)
 
 
-def _being_retired(state: keystate.KeyState | None) -> bool:
-    return state is not None and state.states.get("goal") == "hidden"
+def _retiring(state: keystate.KeyState | None) -> bool:
+    return state is not None and state.retiring
 
 
 def _signing(pair: KeyPairFiles, state: keystate.KeyState | None, now: int) -> bool:

@@ -209,7 +209,7 @@ def _named_key_state(state: keystate.KeyState, role: str) -> str | None:
     if dnskey is None:
         return None
     if dnskey not in keystate.IN_ZONE:
-        return "removed" if state.published and state.states.get("goal") == "hidden" else "generated"
+        return "removed" if state.retiring else "generated"
     if state.signing(role):
         return "active"
     return "inactive" if state.states.get("goal") == "hidden" else "published"

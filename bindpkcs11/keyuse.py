@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bindpkcs11 import keydirs
+from bindpkcs11.dnssec import keystate
 from bindpkcs11.dnssec.dnskey import public_key_bytes, zone_label_text
 from bindpkcs11.dnssec.keyfile import KeyPairFiles, key_pairs_in, read_key_pair
 from bindpkcs11.errors import InvalidUri, KeyFileError, RefusedDeletion
@@ -40,7 +41,7 @@ class KeyUse:
         purge-keys deletes the key's files (it signed with a KSK past the key's Inactive time
         while no successor could take over, and a key gone before purge-keys stopped its key
         manager: rollcleanup.py), so the guard asks for --force twice until then."""
-        if self.pair.key_path.with_suffix(".state").exists():
+        if keystate.state_path(self.pair).exists():
             return True
         return not self.pair.timing.is_retired(now)
 

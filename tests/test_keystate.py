@@ -58,7 +58,7 @@ def test_an_old_ksk_waiting_for_the_ds_past_its_removed_time_is_still_leaving(tm
 def test_a_key_named_has_removed_or_never_published_is_not_leaving(tmp_path):
     gone = keystate.read_state(read_key_pair(_copy(
         tmp_path, DNSKEYState="hidden", KRRSIGState="hidden", DSState="hidden")))
-    assert not gone.leaving() and gone.retired("ksk") and not gone.cds and gone.gone
+    assert not gone.leaving() and gone.retired("ksk") and not gone.cds and gone.retiring
     waiting = tmp_path / "waiting"
     waiting.mkdir()
     key = _copy(waiting, DNSKEYState="hidden", KRRSIGState="hidden", DSState="hidden")
@@ -67,6 +67,7 @@ def test_a_key_named_has_removed_or_never_published_is_not_leaving(tmp_path):
                                   if not line.startswith(("Published:", "Active:"))))
     unused = keystate.read_state(read_key_pair(key))
     assert not unused.published and not unused.leaving() and not unused.retired("ksk")
+    assert not unused.retiring
 
 
 def test_a_state_time_that_is_not_a_time_is_left_out(tmp_path):

@@ -25,6 +25,7 @@ import dns.name
 import dns.query
 import dns.rrset
 
+from bindpkcs11.dnssec.keyfile import read_key_pair
 from conftest import Cli, clean_env, poll
 from namedproc import free_port
 from test_inline import ZONE, validated
@@ -229,8 +230,8 @@ def test_skr_of_a_ksk_roll_is_served_by_a_stock_920_offline_ksk_policy(stock_bin
         dnskeys, dnskey_sigs = _served(named.port, "DNSKEY")
         assert {dns.dnssec.key_id(k) for k in dnskeys if k.flags == 257} == {o, n}
         for anchor_file in (old["key_file"], new_key):  # a resolver holding the old DS, the new DS
-            anchor = dns.rrset.from_text(origin, ROLL_TTL, "IN", "DNSKEY",
-                                         _dnskey_rdata(Path(anchor_file)))
+            anchor = dns.rrset.from_rdata(origin, ROLL_TTL,
+                                          read_key_pair(Path(anchor_file)).dnskey)
             dns.dnssec.validate(dnskeys, dnskey_sigs, {origin: anchor})
         for rdtype in ("CDNSKEY", "CDS"):
             rrset, sigs = _served(named.port, rdtype)
@@ -245,10 +246,3 @@ def test_skr_of_a_ksk_roll_is_served_by_a_stock_920_offline_ksk_policy(stock_bin
         anchors.write_text(delv_anchor(new_key))
         checked = delv(anchors, named.port, ZONE, "CDS")
         assert "; fully validated" in checked.stdout, checked.stdout + checked.stderr
-
-
-def _dnskey_rdata(key_file: Path) -> str:
-    """The DNSKEY rdata of a key file (9.18 or 9.20 format: the fields after the type)."""
-    fields = [line for line in key_file.read_text().splitlines() if not line.startswith(";")][0].split()
-    at = [f.upper() for f in fields].index("DNSKEY")
-    return " ".join(fields[at + 1:])

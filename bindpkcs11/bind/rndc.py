@@ -40,12 +40,13 @@ def signing_list(instance: Instance, prefix: Path, zone: str,
                  policy: bool = False) -> tuple[str, list[SigningKey]]:
     """`rndc signing -list ZONE`; named 9.18 refuses it for dnssec-policy zones, so then the same
     facts come from `rndc dnssec -status ZONE`, and so they do at once for a zone under a
-    `policy` (every BIND 9.20 instance): there named 9.20 answers signing -list, but with the
+    `policy` (InstanceSettings.under_policy): named 9.20 answers signing -list, but with the
     keys that finished a signing pass ("Done signing with key"), so after a ZSK roll it listed
     the retired ZSK and not its successor, which signed. Returns (text, keys)."""
-    output = "" if policy else rndc(instance, prefix, "signing", "-list", zone)
-    if not policy and POLICY_REFUSAL not in output:
-        return output, parse_signing_list(output)
+    if not policy:
+        output = rndc(instance, prefix, "signing", "-list", zone)
+        if POLICY_REFUSAL not in output:
+            return output, parse_signing_list(output)
     output = rndc(instance, prefix, "dnssec", "-status", zone)
     return output, parse_dnssec_status(output)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import calendar
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from bindpkcs11.dnssec.keyfile import KeyPairFiles
 from bindpkcs11.fileio import read_text_limited
@@ -39,20 +40,19 @@ class KeyState:
     predecessor: int | None
 
     def leaving(self) -> bool:
-        """named is retiring the key (goal hidden) and some record of it is still out: its
-        DNSKEY, its signatures or its DS. Not its Removed time: that is named's provisional
-        schedule, and an old KSK stays past it until named is told the parent withdrew its DS
-        (`rndc dnssec -checkds`; measured on 9.20.23: Removed passed 50 s into a test-timings
-        roll while named still waited). A key named never published (a successor waiting in
-        the key directory) is not leaving."""
-        return (self.published and self.states.get("goal") == "hidden"
-                and any(self.states.get(record, "hidden") != "hidden" for record in RECORDS))
+        """named is retiring the key and some record of it is still out: its DNSKEY, its
+        signatures or its DS. Not its Removed time: that is named's provisional schedule, and an
+        old KSK stays past it until named is told the parent withdrew its DS (`rndc dnssec
+        -checkds`; measured on 9.20.23: Removed passed 50 s into a test-timings roll while named
+        still waited)."""
+        return self.retiring and any(self.states.get(record, "hidden") != "hidden"
+                                     for record in RECORDS)
 
     @property
-    def gone(self) -> bool:
-        """named published the key, wants it gone and has withdrawn every record of it."""
-        return (self.published and self.states.get("goal") == "hidden"
-                and all(self.states.get(record, "hidden") == "hidden" for record in RECORDS))
+    def retiring(self) -> bool:
+        """named published the key and wants it gone (goal hidden). A key it never published
+        (a successor waiting in the key directory) has goal hidden too, but is not retiring."""
+        return self.published and self.states.get("goal") == "hidden"
 
     @property
     def published(self) -> bool:
@@ -65,7 +65,7 @@ class KeyState:
 
     def retired(self, role: str) -> bool:
         """named has published the key, wants it gone and no longer signs with it."""
-        return self.published and self.states.get("goal") == "hidden" and not self.signing(role)
+        return self.retiring and not self.signing(role)
 
     @property
     def cds(self) -> bool:
@@ -74,9 +74,14 @@ class KeyState:
         return self.states.get("ds") in IN_ZONE
 
 
+def state_path(pair: KeyPairFiles) -> Path:
+    """Where named keeps the key's .state file, beside its .key."""
+    return pair.key_path.with_suffix(".state")
+
+
 def read_state(pair: KeyPairFiles) -> KeyState | None:
     """The key's .state file, or None when named has not written one (not under a policy)."""
-    path = pair.key_path.with_suffix(".state")
+    path = state_path(pair)
     if not path.exists():
         return None
     fields = {}

@@ -58,8 +58,12 @@ def list_tokens(module_path: str) -> list[TokenInfo]:
 
 
 def _present_tokens(lib: "pkcs11.lib") -> list["pkcs11.Token"]:
-    """The token of every slot that holds one, in slot order."""
-    return [slot.get_token() for slot in lib.get_slots(token_present=True)]
+    """The token of every slot that holds one, in slot order; a token whose information cannot
+    be read fails the listing."""
+    tokens, unreadable = _readable_tokens(lib)
+    if unreadable is not None:
+        raise unreadable
+    return tokens
 
 
 # SoftHSM 2.6.1 rewrites token.object at every login of any process (truncate, unlock, write at
